@@ -117,11 +117,13 @@ func serviceUser() (*syscall.Credential, error) {
 // user (postgres) can reach its own subdirectories; the socket paths inside
 // it stay short, well under the 107-byte limit of a Unix socket path.
 func runDir(kind string) (string, error) {
+	// What a crashed earlier run left behind goes first.
+	_ = SweepOrphans()
 	dir, err := os.MkdirTemp("", "hatest-"+kind+"-")
 	if err != nil {
 		return "", fmt.Errorf("hatest: make run dir: %w", err)
 	}
-	if err := os.Chmod(dir, 0o755); err != nil {
+	if err := errors.Join(os.Chmod(dir, 0o755), writeOwner(dir)); err != nil {
 		os.RemoveAll(dir)
 		return "", fmt.Errorf("hatest: make run dir: %w", err)
 	}

@@ -173,6 +173,7 @@ func (m *MinIO) Close() error {
 
 func (m *MinIO) waitReady(ctx context.Context) error {
 	client := &http.Client{Timeout: 2 * time.Second}
+	s3c := m.S3Client()
 	return m.d.waitReady(ctx, m.timeout, func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.Endpoint+"/minio/health/ready", nil)
 		if err != nil {
@@ -186,7 +187,10 @@ func (m *MinIO) waitReady(ctx context.Context) error {
 		if resp.StatusCode != http.StatusOK {
 			return errors.New("health/ready: " + strconv.Itoa(resp.StatusCode))
 		}
-		return nil
+		// MinIO reports ready a moment before it serves S3 requests
+		// ("Server not initialized yet").
+		_, err = s3c.ListBuckets(ctx, &s3.ListBucketsInput{})
+		return err
 	})
 }
 

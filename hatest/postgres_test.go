@@ -230,3 +230,9 @@ func TestPostgresStopStart(t *testing.T) {
 		t.Fatalf("new database: %d, %v", n, err)
 	}
 }
+
+// The package example's test body runs as a test too.
+func TestReadAfterFailoverExample(t *testing.T) {
+	t.Parallel()
+	testReadAfterFailover(t)
+}

@@ -303,7 +303,7 @@ func (c *RedisCluster) WaitFailover(ctx context.Context, old *RedisNode) (*Redis
 			}
 			err = fmt.Errorf("new master %s has role %q (%v)", m.Name, role, rerr)
 		} else if err == nil {
-			err = fmt.Errorf("Sentinels still name %s", old.Name)
+			err = fmt.Errorf("the Sentinels still name %s", old.Name)
 		}
 		last = err
 		select {
