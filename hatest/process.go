@@ -30,6 +30,11 @@ type ProcessOptions struct {
 	Env []string
 	// Dir is the working directory. Empty means the current one.
 	Dir string
+	// Stdin, if set, is copied to the process's standard input until it
+	// returns EOF (which closes the process's input) or the process
+	// exits. Nil means /dev/null. Unlike exec.Cmd, waiting for the
+	// process never waits for Stdin.
+	Stdin io.Reader
 	// Output, if set, receives the process's stdout and stderr lines as
 	// they come, each prefixed with "[Name] ".
 	Output io.Writer
@@ -66,6 +71,13 @@ func StartProcess(opts ProcessOptions) (*Process, error) {
 	cmd := exec.Command(opts.Path, opts.Args...)
 	cmd.Env = append(os.Environ(), opts.Env...)
 	cmd.Dir = opts.Dir
+	var stdin io.WriteCloser
+	if opts.Stdin != nil {
+		var err error
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			return nil, fmt.Errorf("hatest: start %s: %w", opts.Name, err)
+		}
+	}
 	cmd.Stdout = p.lw
 	cmd.Stderr = p.lw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
@@ -76,6 +88,12 @@ func StartProcess(opts ProcessOptions) (*Process, error) {
 		return nil, fmt.Errorf("hatest: start %s: %w", opts.Name, err)
 	}
 	p.cmd = cmd
+	if stdin != nil {
+		go func() {
+			_, _ = io.Copy(stdin, opts.Stdin)
+			stdin.Close()
+		}()
+	}
 	go func() {
 		_ = cmd.Wait()
 		p.lw.flush()
@@ -290,7 +308,12 @@ func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 func Build(t testing.TB, pkg string, buildArgs ...string) string {
 	t.Helper()
 	dir := t.TempDir()
-	out := filepath.Join(dir, filepath.Base(strings.TrimSuffix(pkg, "/")))
+	name := filepath.Base(pkg)
+	if name == "." || name == ".." || name == "/" {
+		abs, _ := filepath.Abs(pkg)
+		name = filepath.Base(abs)
+	}
+	out := filepath.Join(dir, name)
 	args := []string{"build", "-o", out}
 	if raceEnabled {
 		args = append(args, "-race")
