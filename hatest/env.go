@@ -25,6 +25,14 @@ const EnvSkipServices = "HAKIT_SKIP_SERVICES"
 // pg_basebackup, pg_rewind). Defaults to /usr/lib/postgresql/15/bin.
 const EnvPostgresBin = "HATEST_PG_BIN"
 
+// defaultTo sets *p to v when *p is its type's zero value.
+func defaultTo[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
 // binary locates a program by name: in dirs (in order), then on PATH. The
 // error names the Debian package that provides it.
 func binary(name, pkg string, dirs ...string) (string, error) {
@@ -74,6 +82,17 @@ func pgBinDir() string {
 
 func pgBinary(name string) (string, error) {
 	return binary(name, "postgresql-15", pgBinDir())
+}
+
+// postgresPrereqs checks that the PostgreSQL server programs are installed
+// and returns the credential to run them with (see serviceUser).
+func postgresPrereqs() (*syscall.Credential, error) {
+	for _, name := range []string{"initdb", "postgres", "pg_basebackup", "pg_rewind"} {
+		if _, err := pgBinary(name); err != nil {
+			return nil, err
+		}
+	}
+	return serviceUser()
 }
 
 // goBinDirs lists where `go install` puts programs.

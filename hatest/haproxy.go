@@ -101,25 +101,14 @@ func StartHAProxy(ctx context.Context, opts HAProxyOptions) (_ *HAProxy, err err
 	if len(opts.Backends) == 0 {
 		return nil, errors.New("hatest: HAProxyOptions.Backends is empty")
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	def(&opts.Inter, time.Second)
-	def(&opts.ConnectTimeout, 2*time.Second)
-	def(&opts.ClientTimeout, time.Minute)
-	def(&opts.ServerTimeout, time.Minute)
-	def(&opts.StartTimeout, 30*time.Second)
-	if opts.CheckPath == "" {
-		opts.CheckPath = "/readyz"
-	}
-	if opts.Fall == 0 {
-		opts.Fall = 2
-	}
-	if opts.Rise == 0 {
-		opts.Rise = 2
-	}
+	defaultTo(&opts.Inter, time.Second)
+	defaultTo(&opts.ConnectTimeout, 2*time.Second)
+	defaultTo(&opts.ClientTimeout, time.Minute)
+	defaultTo(&opts.ServerTimeout, time.Minute)
+	defaultTo(&opts.StartTimeout, 30*time.Second)
+	defaultTo(&opts.CheckPath, "/readyz")
+	defaultTo(&opts.Fall, 2)
+	defaultTo(&opts.Rise, 2)
 	switch {
 	case opts.Retries == 0:
 		opts.Retries = 3
@@ -153,22 +142,16 @@ func StartHAProxy(ctx context.Context, opts HAProxyOptions) (_ *HAProxy, err err
 	h.d = &daemon{name: "haproxy", path: bin, args: []string{"-db", "-f", conf}, dir: dir, logPath: filepath.Join(dir, "haproxy.log")}
 	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
-	for range 3 {
-		port, perr := freePort()
-		sport, serr := freePort()
-		if err = errors.Join(perr, serr); err != nil {
-			return nil, err
-		}
-		h.Addr = hostPort(port)
+	err = h.d.startOnFreePorts(2, func(ports []int) error {
+		h.Addr = hostPort(ports[0])
 		h.URL = "http://" + h.Addr
-		h.StatsURL = "http://" + hostPort(sport) + "/"
-		if err = os.WriteFile(conf, []byte(h.config(opts, port, sport)), 0o644); err != nil {
-			return nil, fmt.Errorf("hatest: %w", err)
+		h.StatsURL = "http://" + hostPort(ports[1]) + "/"
+		if err := os.WriteFile(conf, []byte(h.config(opts, ports[0], ports[1])), 0o644); err != nil {
+			return fmt.Errorf("hatest: %w", err)
 		}
-		if err = h.d.start(); err != nil {
-			return nil, err
-		}
-		err = h.d.waitReady(ctx, opts.StartTimeout, func(ctx context.Context) error {
+		return nil
+	}, func() error {
+		return h.d.waitReady(ctx, opts.StartTimeout, func(ctx context.Context) error {
 			if _, err := h.Command(ctx, "show info"); err != nil {
 				return err
 			}
@@ -178,11 +161,7 @@ func StartHAProxy(ctx context.Context, opts HAProxyOptions) (_ *HAProxy, err err
 			}
 			return c.Close()
 		})
-		if err == nil || !addrInUse(h.d.logTail(20)) {
-			break
-		}
-		_ = h.d.kill()
-	}
+	})
 	if err != nil {
 		return nil, err
 	}

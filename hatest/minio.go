@@ -50,21 +50,13 @@ type MinIO struct {
 // it is ready and creates the bucket. The caller must Close it; tests use
 // [NewMinIO].
 func StartMinIO(ctx context.Context, opts MinIOOptions) (_ *MinIO, err error) {
-	if opts.Bucket == "" {
-		opts.Bucket = "hatest"
-	}
-	if opts.AccessKey == "" {
-		opts.AccessKey = "hatest"
-	}
-	if opts.SecretKey == "" {
-		opts.SecretKey = "hatest-secret"
-	}
+	defaultTo(&opts.Bucket, "hatest")
+	defaultTo(&opts.AccessKey, "hatest")
+	defaultTo(&opts.SecretKey, "hatest-secret")
 	if len(opts.AccessKey) < 3 || len(opts.SecretKey) < 8 {
 		return nil, errors.New("hatest: MinIOOptions: AccessKey needs at least 3 characters and SecretKey at least 8")
 	}
-	if opts.StartTimeout == 0 {
-		opts.StartTimeout = 60 * time.Second
-	}
+	defaultTo(&opts.StartTimeout, 60*time.Second)
 	bin, err := binary("minio", "github.com/minio/minio", goBinDirs()...)
 	if err != nil {
 		return nil, err
@@ -94,22 +86,11 @@ func StartMinIO(ctx context.Context, opts MinIOOptions) (_ *MinIO, err error) {
 		}}
 	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
-	for range 3 {
-		port, perr := freePort()
-		console, cerr := freePort()
-		if err = errors.Join(perr, cerr); err != nil {
-			return nil, err
-		}
-		m.Endpoint = "http://" + hostPort(port)
-		m.d.args = []string{"server", data, "--quiet", "--address", hostPort(port), "--console-address", hostPort(console)}
-		if err = m.d.start(); err != nil {
-			return nil, err
-		}
-		if err = m.waitReady(ctx); err == nil || !addrInUse(m.d.logTail(20)) {
-			break
-		}
-		_ = m.d.kill()
-	}
+	err = m.d.startOnFreePorts(2, func(ports []int) error {
+		m.Endpoint = "http://" + hostPort(ports[0])
+		m.d.args = []string{"server", data, "--quiet", "--address", hostPort(ports[0]), "--console-address", hostPort(ports[1])}
+		return nil
+	}, func() error { return m.waitReady(ctx) })
 	if err != nil {
 		return nil, err
 	}

@@ -79,24 +79,14 @@ type PatroniNode struct {
 // one is the leader and every other node streams from it. The caller must
 // Close the cluster; tests use [NewPatroni].
 func StartPatroni(ctx context.Context, opts PatroniOptions) (_ *PatroniCluster, err error) {
-	if opts.Nodes == 0 {
-		opts.Nodes = 2
-	}
+	defaultTo(&opts.Nodes, 2)
 	if opts.Nodes < 1 {
 		return nil, fmt.Errorf("hatest: PatroniOptions.Nodes is %d, want >= 1", opts.Nodes)
 	}
-	if opts.TTL == 0 {
-		opts.TTL = 10 * time.Second
-	}
-	if opts.LoopWait == 0 {
-		opts.LoopWait = time.Second
-	}
-	if opts.RetryTimeout == 0 {
-		opts.RetryTimeout = 4 * time.Second
-	}
-	if opts.StartTimeout == 0 {
-		opts.StartTimeout = 120 * time.Second
-	}
+	defaultTo(&opts.TTL, 10*time.Second)
+	defaultTo(&opts.LoopWait, time.Second)
+	defaultTo(&opts.RetryTimeout, 4*time.Second)
+	defaultTo(&opts.StartTimeout, 120*time.Second)
 	patroni, err := binary("patroni", "patroni")
 	if err != nil {
 		return nil, err
@@ -105,12 +95,7 @@ func StartPatroni(ctx context.Context, opts PatroniOptions) (_ *PatroniCluster, 
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range []string{"initdb", "postgres", "pg_basebackup", "pg_rewind"} {
-		if _, err := pgBinary(name); err != nil {
-			return nil, err
-		}
-	}
-	cred, err := serviceUser()
+	cred, err := postgresPrereqs()
 	if err != nil {
 		return nil, err
 	}
@@ -172,24 +157,18 @@ func (c *PatroniCluster) startEtcd(ctx context.Context, bin string) error {
 		return fmt.Errorf("hatest: %w", err)
 	}
 	c.etcd = &daemon{name: "etcd", path: bin, dir: ed, logPath: filepath.Join(ed, "etcd.log")}
-	var err error
-	for range 3 {
-		client, err1 := freePort()
-		peer, err2 := freePort()
-		if err = errors.Join(err1, err2); err != nil {
-			return err
-		}
-		c.EtcdEndpoint = "http://" + hostPort(client)
-		peerURL := "http://" + hostPort(peer)
+	return c.etcd.startOnFreePorts(2, func(ports []int) error {
+		_ = os.RemoveAll(filepath.Join(ed, "data")) // from an attempt that lost its port
+		c.EtcdEndpoint = "http://" + hostPort(ports[0])
+		peerURL := "http://" + hostPort(ports[1])
 		c.etcd.args = []string{"--name", "etcd0", "--data-dir", filepath.Join(ed, "data"),
 			"--listen-client-urls", c.EtcdEndpoint, "--advertise-client-urls", c.EtcdEndpoint,
 			"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 			"--initial-cluster", "etcd0=" + peerURL, "--initial-cluster-state", "new",
 			"--enable-v2=true", "--log-level", "warn", "--logger", "zap"}
-		if err = c.etcd.start(); err != nil {
-			return err
-		}
-		err = c.etcd.waitReady(ctx, c.timeout, func(ctx context.Context) error {
+		return nil
+	}, func() error {
+		return c.etcd.waitReady(ctx, c.timeout, func(ctx context.Context) error {
 			var h struct{ Health string }
 			if err := getJSON(ctx, c.EtcdEndpoint+"/health", &h); err != nil {
 				return err
@@ -199,13 +178,7 @@ func (c *PatroniCluster) startEtcd(ctx context.Context, bin string) error {
 			}
 			return nil
 		})
-		if err == nil || !addrInUse(c.etcd.logTail(20)) {
-			return err
-		}
-		_ = c.etcd.kill()
-		_ = os.RemoveAll(filepath.Join(ed, "data"))
-	}
-	return err
+	})
 }
 
 // config renders a node's patroni.yml. JSON is valid YAML, which spares
@@ -364,11 +337,11 @@ func (c *PatroniCluster) DSNs() []string {
 
 // MultiHostDSN returns one connection string listing every node.
 func (c *PatroniCluster) MultiHostDSN() string {
-	hosts := make([]string, len(c.Nodes))
+	ports := make([]int, len(c.Nodes))
 	for i, n := range c.Nodes {
-		hosts[i] = hostPort(n.Port)
+		ports[i] = n.Port
 	}
-	return "postgres://postgres@" + strings.Join(hosts, ",") + "/postgres?sslmode=disable"
+	return multiHostDSN(ports)
 }
 
 // waitHealthy waits until there is a leader and every other running node
@@ -428,17 +401,7 @@ func (n *PatroniNode) WaitStreaming(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, n.timeout)
 	defer cancel()
 	return n.d.waitReady(ctx, n.timeout, func(ctx context.Context) error {
-		var status string
-		err := n.conn(ctx, func(conn *pgx.Conn) error {
-			return conn.QueryRow(ctx, "SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')").Scan(&status)
-		})
-		if err != nil {
-			return err
-		}
-		if status != "streaming" {
-			return fmt.Errorf("WAL receiver is %q", status)
-		}
-		return nil
+		return walReceiverStreaming(ctx, n.Port)
 	})
 }
 
@@ -449,9 +412,7 @@ func (n *PatroniNode) APIURL() string { return "http://" + hostPort(n.APIPort) }
 func (n *PatroniNode) Addr() string { return hostPort(n.Port) }
 
 // DSN returns a connection string for the postgres database on this node.
-func (n *PatroniNode) DSN() string {
-	return "postgres://postgres@" + n.Addr() + "/postgres?sslmode=disable"
-}
+func (n *PatroniNode) DSN() string { return pgDSN(n.Port, "postgres") }
 
 // LogPath returns the path of the node's Patroni log (PostgreSQL's own log
 // goes there too).
@@ -520,14 +481,11 @@ func (n *PatroniNode) postmasterPid() int {
 // Exec runs one SQL statement on the node, as the postgres superuser in the
 // postgres database.
 func (n *PatroniNode) Exec(ctx context.Context, sql string, args ...any) error {
-	return n.conn(ctx, func(conn *pgx.Conn) error {
-		_, err := conn.Exec(ctx, sql, args...)
-		return err
-	})
+	return pgExec(ctx, n.Port, sql, args...)
 }
 
 func (n *PatroniNode) writable(ctx context.Context) error {
-	return n.conn(ctx, func(conn *pgx.Conn) error {
+	return pgConn(ctx, n.Port, func(conn *pgx.Conn) error {
 		var ro string
 		if err := conn.QueryRow(ctx, "SHOW transaction_read_only").Scan(&ro); err != nil {
 			return err
@@ -537,20 +495,6 @@ func (n *PatroniNode) writable(ctx context.Context) error {
 		}
 		return nil
 	})
-}
-
-func (n *PatroniNode) conn(ctx context.Context, fn func(*pgx.Conn) error) error {
-	cfg, err := pgx.ParseConfig(n.DSN())
-	if err != nil {
-		return err
-	}
-	cfg.ConnectTimeout = 2 * time.Second
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	return fn(conn)
 }
 
 func httpStatus(ctx context.Context, url string) (int, error) {

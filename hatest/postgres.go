@@ -111,18 +111,9 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (_ *PostgresCluste
 	if opts.Replicas < 0 {
 		return nil, fmt.Errorf("hatest: PostgresOptions.Replicas is %d, want >= 0", opts.Replicas)
 	}
-	if opts.WALSenderTimeout == 0 {
-		opts.WALSenderTimeout = 5 * time.Second
-	}
-	if opts.StartTimeout == 0 {
-		opts.StartTimeout = 60 * time.Second
-	}
-	for _, name := range []string{"initdb", "postgres", "pg_basebackup", "pg_rewind"} {
-		if _, err := pgBinary(name); err != nil {
-			return nil, err
-		}
-	}
-	cred, err := serviceUser()
+	defaultTo(&opts.WALSenderTimeout, 5*time.Second)
+	defaultTo(&opts.StartTimeout, 60*time.Second)
+	cred, err := postgresPrereqs()
 	if err != nil {
 		return nil, err
 	}
@@ -255,15 +246,31 @@ func (c *PostgresCluster) DSNs() []string {
 	return out
 }
 
+func (c *PostgresCluster) ports() []int {
+	ports := make([]int, len(c.Nodes))
+	for i, n := range c.Nodes {
+		ports[i] = n.Port
+	}
+	return ports
+}
+
 // MultiHostDSN returns one connection string listing every node, in the
 // form libpq and pgx accept ("postgres://postgres@127.0.0.1:p1,127.0.0.1:p2/postgres").
 // Add target_session_attrs=read-write to reach the primary.
-func (c *PostgresCluster) MultiHostDSN() string {
-	hosts := make([]string, len(c.Nodes))
-	for i, n := range c.Nodes {
-		hosts[i] = hostPort(n.Port)
+func (c *PostgresCluster) MultiHostDSN() string { return multiHostDSN(c.ports()) }
+
+// multiHostDSN lists several servers on 127.0.0.1 in one connection string.
+func multiHostDSN(ports []int) string {
+	hosts := make([]string, len(ports))
+	for i, p := range ports {
+		hosts[i] = hostPort(p)
 	}
 	return "postgres://postgres@" + strings.Join(hosts, ",") + "/postgres?sslmode=disable"
+}
+
+// pgDSN is the connection string for database on the server at port.
+func pgDSN(port int, database string) string {
+	return "postgres://postgres@" + hostPort(port) + "/" + database + "?sslmode=disable"
 }
 
 // WaitReplicated waits until every running replica has replayed the WAL the
@@ -306,9 +313,7 @@ func (n *PostgresNode) Addr() string { return hostPort(n.Port) }
 func (n *PostgresNode) DSN() string { return n.DSNFor("postgres") }
 
 // DSNFor returns a connection string for the named database on this node.
-func (n *PostgresNode) DSNFor(database string) string {
-	return "postgres://postgres@" + n.Addr() + "/" + database + "?sslmode=disable"
-}
+func (n *PostgresNode) DSNFor(database string) string { return pgDSN(n.Port, database) }
 
 // LogPath returns the path of the node's server log.
 func (n *PostgresNode) LogPath() string { return n.d.logPath }
@@ -531,16 +536,18 @@ func (n *PostgresNode) WaitReplay(ctx context.Context, lsn LSN) error {
 // Exec runs one SQL statement on the node, as the postgres superuser in the
 // postgres database.
 func (n *PostgresNode) Exec(ctx context.Context, sql string, args ...any) error {
-	return n.conn(ctx, func(conn *pgx.Conn) error {
-		_, err := conn.Exec(ctx, sql, args...)
-		return err
-	})
+	return pgExec(ctx, n.Port, sql, args...)
 }
 
-// conn runs fn on a fresh connection to the node. Connecting gives up
-// after 5s, so a paused node cannot hang the caller beyond that.
 func (n *PostgresNode) conn(ctx context.Context, fn func(*pgx.Conn) error) error {
-	cfg, err := pgx.ParseConfig(n.DSN())
+	return pgConn(ctx, n.Port, fn)
+}
+
+// pgConn runs fn on a fresh connection to the postgres database of the
+// server at port. Connecting gives up after 5s, so a paused server cannot
+// hang the caller beyond that.
+func pgConn(ctx context.Context, port int, fn func(*pgx.Conn) error) error {
+	cfg, err := pgx.ParseConfig(pgDSN(port, "postgres"))
 	if err != nil {
 		return err
 	}
@@ -551,6 +558,29 @@ func (n *PostgresNode) conn(ctx context.Context, fn func(*pgx.Conn) error) error
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	return fn(conn)
+}
+
+func pgExec(ctx context.Context, port int, sql string, args ...any) error {
+	return pgConn(ctx, port, func(conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, sql, args...)
+		return err
+	})
+}
+
+// walReceiverStreaming returns nil if the server at port streams WAL from
+// a primary.
+func walReceiverStreaming(ctx context.Context, port int) error {
+	var status string
+	err := pgConn(ctx, port, func(conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, "SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')").Scan(&status)
+	})
+	if err != nil {
+		return err
+	}
+	if status != "streaming" {
+		return fmt.Errorf("WAL receiver is %q, not streaming", status)
+	}
+	return nil
 }
 
 // conninfo is the libpq key/value connection string replicas and pg_rewind
@@ -613,21 +643,11 @@ func (n *PostgresNode) basebackup(ctx context.Context, from *PostgresNode) error
 // startFresh starts a node for the first time on a free port, trying other
 // ports if the one it got was taken in the meantime.
 func (n *PostgresNode) startFresh(ctx context.Context) error {
-	var err error
-	for range 3 {
-		if n.Port, err = freePort(); err != nil {
-			return err
-		}
+	return n.d.startOnFreePorts(1, func(ports []int) error {
+		n.Port = ports[0]
 		n.d.args = n.args()
-		if err = n.d.start(); err != nil {
-			return err
-		}
-		if err = n.waitAccepting(ctx); err == nil || !addrInUse(n.d.logTail(20)) {
-			return err
-		}
-		_ = n.d.kill()
-	}
-	return err
+		return nil
+	}, func() error { return n.waitAccepting(ctx) })
 }
 
 func (n *PostgresNode) waitAccepting(ctx context.Context) error {
@@ -639,17 +659,7 @@ func (n *PostgresNode) waitAccepting(ctx context.Context) error {
 // waitStreaming waits until the node's WAL receiver streams.
 func (n *PostgresNode) waitStreaming(ctx context.Context) error {
 	return n.d.waitReady(ctx, n.timeout, func(ctx context.Context) error {
-		var status string
-		err := n.conn(ctx, func(conn *pgx.Conn) error {
-			return conn.QueryRow(ctx, "SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')").Scan(&status)
-		})
-		if err != nil {
-			return err
-		}
-		if status != "streaming" {
-			return fmt.Errorf("WAL receiver is %q, not streaming", status)
-		}
-		return nil
+		return walReceiverStreaming(ctx, n.Port)
 	})
 }
 

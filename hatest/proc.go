@@ -84,6 +84,33 @@ func (d *daemon) start() error {
 	return nil
 }
 
+// startOnFreePorts starts the daemon on n free ports: setup prepares its
+// arguments or config for them, ready waits until it serves. If it fails
+// because a port was taken between freePort and the start, it tries again
+// with other ports, three times at most.
+func (d *daemon) startOnFreePorts(n int, setup func(ports []int) error, ready func() error) error {
+	var err error
+	for range 3 {
+		ports := make([]int, n)
+		for i := range ports {
+			if ports[i], err = freePort(); err != nil {
+				return err
+			}
+		}
+		if err = setup(ports); err != nil {
+			return err
+		}
+		if err = d.start(); err != nil {
+			return err
+		}
+		if err = ready(); err == nil || !addrInUse(d.logTail(20)) {
+			return err
+		}
+		_ = d.kill()
+	}
+	return err
+}
+
 // pid returns the process id, or 0 if the process never started.
 func (d *daemon) pid() int {
 	d.mu.Lock()

@@ -87,18 +87,10 @@ func StartRedis(ctx context.Context, opts RedisOptions) (_ *RedisCluster, err er
 	if opts.Replicas < 0 || opts.Sentinels < 0 {
 		return nil, fmt.Errorf("hatest: RedisOptions: Replicas (%d) and Sentinels (%d) must be >= 0", opts.Replicas, opts.Sentinels)
 	}
-	if opts.MasterName == "" {
-		opts.MasterName = "hatest"
-	}
-	if opts.DownAfter == 0 {
-		opts.DownAfter = time.Second
-	}
-	if opts.FailoverTimeout == 0 {
-		opts.FailoverTimeout = 4 * time.Second
-	}
-	if opts.StartTimeout == 0 {
-		opts.StartTimeout = 30 * time.Second
-	}
+	defaultTo(&opts.MasterName, "hatest")
+	defaultTo(&opts.DownAfter, time.Second)
+	defaultTo(&opts.FailoverTimeout, 4*time.Second)
+	defaultTo(&opts.StartTimeout, 30*time.Second)
 	server, err := binary("redis-server", "redis-server")
 	if err != nil {
 		return nil, err
@@ -200,23 +192,13 @@ func redisConf(port int, dir string, extra map[string]string) string {
 // startFresh writes the node's config for a free port and starts it,
 // trying other ports if the one it got was taken in the meantime.
 func (n *RedisNode) startFresh(ctx context.Context, conf func(port int) string) error {
-	var err error
-	for range 3 {
-		if n.Port, err = freePort(); err != nil {
-			return err
-		}
-		if err = os.WriteFile(n.conf, []byte(conf(n.Port)), 0o644); err != nil {
+	return n.d.startOnFreePorts(1, func(ports []int) error {
+		n.Port = ports[0]
+		if err := os.WriteFile(n.conf, []byte(conf(n.Port)), 0o644); err != nil {
 			return fmt.Errorf("hatest: %w", err)
 		}
-		if err = n.d.start(); err != nil {
-			return err
-		}
-		if err = n.waitPing(ctx); err == nil || !addrInUse(n.d.logTail(20)) {
-			return err
-		}
-		_ = n.d.kill()
-	}
-	return err
+		return nil
+	}, func() error { return n.waitPing(ctx) })
 }
 
 // Close stops every server and removes their directories. It is safe to
