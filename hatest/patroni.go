@@ -341,7 +341,7 @@ func (c *PatroniCluster) MultiHostDSN() string {
 	for i, n := range c.Nodes {
 		ports[i] = n.Port
 	}
-	return multiHostDSN(ports)
+	return multiHostDSN(ports, "")
 }
 
 // waitHealthy waits until there is a leader and every other running node
@@ -401,7 +401,7 @@ func (n *PatroniNode) WaitStreaming(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, n.timeout)
 	defer cancel()
 	return n.d.waitReady(ctx, n.timeout, func(ctx context.Context) error {
-		return walReceiverStreaming(ctx, n.Port)
+		return walReceiverStreaming(ctx, n.DSN())
 	})
 }
 
@@ -412,7 +412,7 @@ func (n *PatroniNode) APIURL() string { return "http://" + hostPort(n.APIPort) }
 func (n *PatroniNode) Addr() string { return hostPort(n.Port) }
 
 // DSN returns a connection string for the postgres database on this node.
-func (n *PatroniNode) DSN() string { return pgDSN(n.Port, "postgres") }
+func (n *PatroniNode) DSN() string { return pgDSN(n.Port, "postgres", "") }
 
 // LogPath returns the path of the node's Patroni log (PostgreSQL's own log
 // goes there too).
@@ -481,11 +481,11 @@ func (n *PatroniNode) postmasterPid() int {
 // Exec runs one SQL statement on the node, as the postgres superuser in the
 // postgres database.
 func (n *PatroniNode) Exec(ctx context.Context, sql string, args ...any) error {
-	return pgExec(ctx, n.Port, sql, args...)
+	return pgExec(ctx, n.DSN(), sql, args...)
 }
 
 func (n *PatroniNode) writable(ctx context.Context) error {
-	return pgConn(ctx, n.Port, func(conn *pgx.Conn) error {
+	return pgConn(ctx, n.DSN(), func(conn *pgx.Conn) error {
 		var ro string
 		if err := conn.QueryRow(ctx, "SHOW transaction_read_only").Scan(&ro); err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,6 +40,12 @@ type PostgresOptions struct {
 	// drops it. Zero means 5s (PostgreSQL's own default is 60s, which
 	// keeps a dead primary's replicas waiting a minute).
 	WALSenderTimeout time.Duration
+
+	// Password, if set, is the postgres user's password, required
+	// (scram-sha-256) on TCP connections, replication included; Unix
+	// socket connections stay trust. The DSNs carry it. Empty means
+	// trust authentication everywhere.
+	Password string
 
 	// Settings are extra postgresql.conf settings for every node; they
 	// override the harness's defaults (which include fsync = off: safe
@@ -99,9 +106,10 @@ type PostgresNode struct {
 	Port    int    // TCP port on 127.0.0.1
 	DataDir string // PGDATA
 
-	cred    *syscall.Credential
-	d       *daemon
-	timeout time.Duration
+	cred     *syscall.Credential
+	d        *daemon
+	timeout  time.Duration
+	password string
 }
 
 // StartPostgres starts a PostgreSQL cluster and waits until every node
@@ -136,7 +144,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (_ *PostgresCluste
 		if err := mkdirFor(nodeDir, cred); err != nil {
 			return nil, err
 		}
-		n := &PostgresNode{Name: name, DataDir: filepath.Join(nodeDir, "data"), cred: cred, timeout: opts.StartTimeout}
+		n := &PostgresNode{Name: name, DataDir: filepath.Join(nodeDir, "data"), cred: cred, timeout: opts.StartTimeout, password: opts.Password}
 		n.d = &daemon{name: "postgres " + name, dir: nodeDir, logPath: filepath.Join(nodeDir, "postgres.log"), cred: cred}
 		n.d.path, _ = pgBinary("postgres")
 		c.Nodes = append(c.Nodes, n)
@@ -257,20 +265,30 @@ func (c *PostgresCluster) ports() []int {
 // MultiHostDSN returns one connection string listing every node, in the
 // form libpq and pgx accept ("postgres://postgres@127.0.0.1:p1,127.0.0.1:p2/postgres").
 // Add target_session_attrs=read-write to reach the primary.
-func (c *PostgresCluster) MultiHostDSN() string { return multiHostDSN(c.ports()) }
+func (c *PostgresCluster) MultiHostDSN() string {
+	return multiHostDSN(c.ports(), c.Nodes[0].password)
+}
 
 // multiHostDSN lists several servers on 127.0.0.1 in one connection string.
-func multiHostDSN(ports []int) string {
+func multiHostDSN(ports []int, password string) string {
 	hosts := make([]string, len(ports))
 	for i, p := range ports {
 		hosts[i] = hostPort(p)
 	}
-	return "postgres://postgres@" + strings.Join(hosts, ",") + "/postgres?sslmode=disable"
+	return pgURL(strings.Join(hosts, ","), "postgres", password)
 }
 
 // pgDSN is the connection string for database on the server at port.
-func pgDSN(port int, database string) string {
-	return "postgres://postgres@" + hostPort(port) + "/" + database + "?sslmode=disable"
+func pgDSN(port int, database, password string) string {
+	return pgURL(hostPort(port), database, password)
+}
+
+func pgURL(hosts, database, password string) string {
+	u := url.URL{Scheme: "postgres", User: url.User("postgres"), Host: hosts, Path: "/" + database, RawQuery: "sslmode=disable"}
+	if password != "" {
+		u.User = url.UserPassword("postgres", password)
+	}
+	return u.String()
 }
 
 // WaitReplicated waits until every running replica has replayed the WAL the
@@ -313,7 +331,7 @@ func (n *PostgresNode) Addr() string { return hostPort(n.Port) }
 func (n *PostgresNode) DSN() string { return n.DSNFor("postgres") }
 
 // DSNFor returns a connection string for the named database on this node.
-func (n *PostgresNode) DSNFor(database string) string { return pgDSN(n.Port, database) }
+func (n *PostgresNode) DSNFor(database string) string { return pgDSN(n.Port, database, n.password) }
 
 // LogPath returns the path of the node's server log.
 func (n *PostgresNode) LogPath() string { return n.d.logPath }
@@ -417,7 +435,7 @@ func (n *PostgresNode) Rewind(ctx context.Context, source *PostgresNode) error {
 	if err != nil {
 		return err
 	}
-	out, err := runAs(ctx, n.cred, rewind, "--target-pgdata="+n.DataDir,
+	out, err := runAs(ctx, n.cred, nil, rewind, "--target-pgdata="+n.DataDir,
 		"--source-server="+source.conninfo(), "--write-recovery-conf", "--no-sync")
 	if err != nil {
 		return fmt.Errorf("hatest: pg_rewind %s from %s: %w\n%s", n.Name, source.Name, err, out)
@@ -536,18 +554,17 @@ func (n *PostgresNode) WaitReplay(ctx context.Context, lsn LSN) error {
 // Exec runs one SQL statement on the node, as the postgres superuser in the
 // postgres database.
 func (n *PostgresNode) Exec(ctx context.Context, sql string, args ...any) error {
-	return pgExec(ctx, n.Port, sql, args...)
+	return pgExec(ctx, n.DSN(), sql, args...)
 }
 
 func (n *PostgresNode) conn(ctx context.Context, fn func(*pgx.Conn) error) error {
-	return pgConn(ctx, n.Port, fn)
+	return pgConn(ctx, n.DSN(), fn)
 }
 
-// pgConn runs fn on a fresh connection to the postgres database of the
-// server at port. Connecting gives up after 5s, so a paused server cannot
-// hang the caller beyond that.
-func pgConn(ctx context.Context, port int, fn func(*pgx.Conn) error) error {
-	cfg, err := pgx.ParseConfig(pgDSN(port, "postgres"))
+// pgConn runs fn on a fresh connection made with dsn. Connecting gives up
+// after 5s, so a paused server cannot hang the caller beyond that.
+func pgConn(ctx context.Context, dsn string, fn func(*pgx.Conn) error) error {
+	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return err
 	}
@@ -560,18 +577,18 @@ func pgConn(ctx context.Context, port int, fn func(*pgx.Conn) error) error {
 	return fn(conn)
 }
 
-func pgExec(ctx context.Context, port int, sql string, args ...any) error {
-	return pgConn(ctx, port, func(conn *pgx.Conn) error {
+func pgExec(ctx context.Context, dsn string, sql string, args ...any) error {
+	return pgConn(ctx, dsn, func(conn *pgx.Conn) error {
 		_, err := conn.Exec(ctx, sql, args...)
 		return err
 	})
 }
 
-// walReceiverStreaming returns nil if the server at port streams WAL from
-// a primary.
-func walReceiverStreaming(ctx context.Context, port int) error {
+// walReceiverStreaming returns nil if the server at dsn streams WAL from a
+// primary.
+func walReceiverStreaming(ctx context.Context, dsn string) error {
 	var status string
-	err := pgConn(ctx, port, func(conn *pgx.Conn) error {
+	err := pgConn(ctx, dsn, func(conn *pgx.Conn) error {
 		return conn.QueryRow(ctx, "SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')").Scan(&status)
 	})
 	if err != nil {
@@ -586,7 +603,11 @@ func walReceiverStreaming(ctx context.Context, port int) error {
 // conninfo is the libpq key/value connection string replicas and pg_rewind
 // use to reach this node.
 func (n *PostgresNode) conninfo() string {
-	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres", n.Port)
+	s := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres", n.Port)
+	if n.password != "" {
+		s += " password='" + strings.NewReplacer(`\`, `\\`, "'", `\'`).Replace(n.password) + "'"
+	}
+	return s
 }
 
 // args sets the node's own settings on the command line: they win over the
@@ -606,8 +627,21 @@ func (n *PostgresNode) initdb(ctx context.Context, settings map[string]string) e
 	if err != nil {
 		return err
 	}
-	out, err := runAs(ctx, n.cred, initdb, "-D", n.DataDir, "-U", "postgres", "--auth=trust",
-		"-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
+	args := []string{"-D", n.DataDir, "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"}
+	if n.password == "" {
+		args = append(args, "--auth=trust")
+	} else {
+		pwfile := filepath.Join(filepath.Dir(n.DataDir), "pwfile")
+		if err := os.WriteFile(pwfile, []byte(n.password+"\n"), 0o600); err != nil {
+			return fmt.Errorf("hatest: %w", err)
+		}
+		if n.cred != nil {
+			_ = os.Chown(pwfile, int(n.cred.Uid), int(n.cred.Gid))
+		}
+		defer os.Remove(pwfile)
+		args = append(args, "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile="+pwfile)
+	}
+	out, err := runAs(ctx, n.cred, nil, initdb, args...)
 	if err != nil {
 		return fmt.Errorf("hatest: initdb %s: %w\n%s", n.Name, err, out)
 	}
@@ -632,7 +666,7 @@ func (n *PostgresNode) basebackup(ctx context.Context, from *PostgresNode) error
 	if err != nil {
 		return err
 	}
-	out, err := runAs(ctx, n.cred, bb, "-h", "127.0.0.1", "-p", strconv.Itoa(from.Port), "-U", "postgres",
+	out, err := runAs(ctx, n.cred, []string{"PGPASSWORD=" + n.password}, bb, "-h", "127.0.0.1", "-p", strconv.Itoa(from.Port), "-U", "postgres",
 		"-D", n.DataDir, "-R", "-X", "stream", "-c", "fast", "--no-sync")
 	if err != nil {
 		return fmt.Errorf("hatest: pg_basebackup %s from %s: %w\n%s", n.Name, from.Name, err, out)
@@ -659,7 +693,7 @@ func (n *PostgresNode) waitAccepting(ctx context.Context) error {
 // waitStreaming waits until the node's WAL receiver streams.
 func (n *PostgresNode) waitStreaming(ctx context.Context) error {
 	return n.d.waitReady(ctx, n.timeout, func(ctx context.Context) error {
-		return walReceiverStreaming(ctx, n.Port)
+		return walReceiverStreaming(ctx, n.DSN())
 	})
 }
 
@@ -686,10 +720,11 @@ func (n *PostgresNode) waitSenders(ctx context.Context, replicas int, sync bool)
 	})
 }
 
-// runAs runs a one-shot program as cred's user (or the current user) and
-// returns its combined output.
-func runAs(ctx context.Context, cred *syscall.Credential, path string, args ...string) (string, error) {
+// runAs runs a one-shot program as cred's user (or the current user), with
+// env added to the environment, and returns its combined output.
+func runAs(ctx context.Context, cred *syscall.Credential, env []string, path string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
 	cmd.Dir = "/"
 	cmd.WaitDelay = 5 * time.Second

@@ -3,6 +3,7 @@ package hatest_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -235,4 +236,41 @@ func TestPostgresStopStart(t *testing.T) {
 func TestReadAfterFailoverExample(t *testing.T) {
 	t.Parallel()
 	testReadAfterFailover(t)
+}
+
+func TestPostgresPassword(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 1, Password: "s3cret 'quoted'"})
+	p, r := c.Nodes[0], c.Nodes[1]
+	// The DSNs carry the password; the replica streams with it.
+	if err := p.Exec(ctx, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A wrong or missing password is refused.
+	for _, dsn := range []string{
+		strings.Replace(p.DSN(), "s3cret", "wrong", 1),
+		"postgres://postgres@" + p.Addr() + "/postgres?sslmode=disable",
+	} {
+		if _, err := queryInt(t, ctx, dsn, "SELECT 1"); err == nil {
+			t.Errorf("connected with %s", dsn)
+		}
+	}
+	// Promotion and rewind work with passwords too.
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Rewind(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := queryInt(t, ctx, p.DSN(), "SELECT count(*) FROM t"); err != nil || n != 1 {
+		t.Fatalf("rewound node: %d, %v", n, err)
+	}
 }
