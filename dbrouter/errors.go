@@ -1,0 +1,127 @@
+package dbrouter
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrCommitUnknown is returned by Write when the connection to the primary
+// was lost while COMMIT was under way and the router could not find out,
+// within Config.FailoverTimeout, whether the transaction committed: no
+// primary came back to ask, or the caller's context ended first.
+//
+// The write may or may not have been applied. The router did not retry it,
+// so it was not applied twice. A caller that must know checks its own data
+// (the row it inserted, an idempotency key) once the database is back, or
+// makes the write idempotent and retries it (see WriteOptions.Idempotent).
+var ErrCommitUnknown = errors.New("dbrouter: commit outcome unknown: the connection was lost during COMMIT")
+
+// ErrNoPrimary is returned when no primary was known within
+// Config.FailoverTimeout (or before the caller's context ended).
+var ErrNoPrimary = errors.New("dbrouter: no primary")
+
+// ErrNoNode is returned by a Read when no node could serve it.
+var ErrNoNode = errors.New("dbrouter: no node available")
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("dbrouter: router closed")
+
+// NodeError is an error that happened on one node. Every error the router
+// returns from a node is wrapped in one, so logs say where it happened;
+// errors.As still finds the *pgconn.PgError inside.
+type NodeError struct {
+	Node string // host:port
+	Err  error
+}
+
+func (e *NodeError) Error() string { return "dbrouter: node " + e.Node + ": " + e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *NodeError) Unwrap() error { return e.Err }
+
+func nodeErr(n *node, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ne *NodeError
+	if errors.As(err, &ne) {
+		return err
+	}
+	return &NodeError{Node: n.name, Err: err}
+}
+
+// retryReason classifies an error that happened before COMMIT was sent, so
+// the transaction cannot have been applied: "" means do not retry.
+func retryReason(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "25006": // read_only_sql_transaction: the node is (now) a replica
+			return "read_only"
+		case "57P01", "57P02", "57P03": // admin/crash shutdown, cannot connect now
+			return "shutdown"
+		case "40001": // serialization_failure (also: conflict with recovery on a replica)
+			return "serialization"
+		case "40P01": // deadlock_detected
+			return "deadlock"
+		}
+		return ""
+	}
+	if isConnError(err) {
+		return "connection"
+	}
+	return ""
+}
+
+// isConnError reports whether err says the connection failed (or could not
+// be made), as opposed to the server rejecting a statement.
+func isConnError(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// FATAL errors end the session: the node is going away.
+		return pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
+	}
+	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return true
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &connectErr), errors.As(err, &netErr),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, errNodeDown):
+		return true
+	}
+	// pgx reports some broken connections only in words.
+	msg := err.Error()
+	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "connection reset") ||
+		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "unexpected EOF")
+}
+
+// isAuthError reports a configuration error a node answered with: wrong
+// password or user, missing database. Retrying does not help.
+func isAuthError(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "28") || pgErr.Code == "3D000"
+	}
+	return false
+}
+
+// errNodeDown is the cause of the cancellation of work in flight on a node
+// the prober found down.
+var errNodeDown = errors.New("node found down by the prober")
+
+// callerDone reports whether the caller's own context (not the router's
+// node-down cancellation) ended.
+func callerDone(ctx context.Context) bool { return ctx.Err() != nil }

@@ -1,0 +1,269 @@
+package dbrouter_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"hakit.dev/dbrouter"
+	"hakit.dev/hatest"
+)
+
+// newRouter makes a router for the test and closes it when the test ends.
+func newRouter(t *testing.T, cfg dbrouter.Config) *dbrouter.Router {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := dbrouter.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// testWriter sends log lines to the test log while the test runs.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// port returns the port of the server q is connected to.
+func port(ctx context.Context, q dbrouter.Querier) (int, error) {
+	var p int
+	err := q.QueryRow(ctx, "SELECT inet_server_port()").Scan(&p)
+	return p, err
+}
+
+func count(t *testing.T, ctx context.Context, n *hatest.PostgresNode, sql string, args ...any) int {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, n.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var c int
+	if err := conn.QueryRow(ctx, sql, args...).Scan(&c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// eventually polls cond every 20ms for up to timeout; for goroutines that
+// must not fail the test themselves.
+func eventually(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+// countOn counts rows on a node, -1 on error; for goroutines.
+func countOn(ctx context.Context, n *hatest.PostgresNode, sql string) int {
+	conn, err := pgx.Connect(ctx, n.DSN())
+	if err != nil {
+		return -1
+	}
+	defer conn.Close(context.Background())
+	var c int
+	if err := conn.QueryRow(ctx, sql).Scan(&c); err != nil {
+		return -1
+	}
+	return c
+}
+
+// waitFor polls cond every 20ms until it holds or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// metricValue returns the value of a counter or gauge the router exports,
+// for the metric whose labels include labels.
+func metricValue(t *testing.T, r *dbrouter.Router, name string, labels map[string]string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(r); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue metrics
+				}
+			}
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+func roleOf(r *dbrouter.Router, name string) dbrouter.Role {
+	for _, s := range r.Status() {
+		if s.Name == name {
+			return s.Role
+		}
+	}
+	return ""
+}
+
+// commitProxy is a TCP proxy in front of a PostgreSQL server that can
+// break a connection right after the client sent COMMIT, so the client
+// never learns whether it committed. It reads the frontend protocol:
+// a startup message (no SSL: sslmode=disable), then typed messages.
+type commitProxy struct {
+	ln       net.Listener
+	upstream string
+
+	mu       sync.Mutex
+	onCommit func(client, server net.Conn) // set to arm; runs once
+}
+
+func newCommitProxy(t *testing.T, upstream string) *commitProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &commitProxy{ln: ln, upstream: upstream}
+	t.Cleanup(func() { ln.Close() })
+	go p.serve()
+	return p
+}
+
+func (p *commitProxy) Addr() string { return p.ln.Addr().String() }
+
+// arm makes the next COMMIT (on any connection) call fn instead of
+// reaching the server normally; fn decides what happens to both ends.
+func (p *commitProxy) arm(fn func(client, server net.Conn)) {
+	p.mu.Lock()
+	p.onCommit = fn
+	p.mu.Unlock()
+}
+
+func (p *commitProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		go p.handle(c)
+	}
+}
+
+func (p *commitProxy) handle(client net.Conn) {
+	defer client.Close()
+	server, err := net.Dial("tcp", p.upstream)
+	if err != nil {
+		return
+	}
+	defer server.Close()
+	// Once a COMMIT is intercepted, nothing more reaches the client.
+	var cut atomic.Bool
+	go func() {
+		defer client.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := server.Read(buf)
+			if err != nil {
+				return
+			}
+			if cut.Load() {
+				continue // dropped; the client is closed when the hook returns
+			}
+			if _, err := client.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}()
+	// Startup message: int32 length, then the rest.
+	var hdr [4]byte
+	if _, err := io.ReadFull(client, hdr[:]); err != nil {
+		return
+	}
+	body := make([]byte, binary.BigEndian.Uint32(hdr[:])-4)
+	if _, err := io.ReadFull(client, body); err != nil {
+		return
+	}
+	if _, err := server.Write(append(hdr[:], body...)); err != nil {
+		return
+	}
+	for {
+		var h [5]byte
+		if _, err := io.ReadFull(client, h[:]); err != nil {
+			return
+		}
+		body := make([]byte, binary.BigEndian.Uint32(h[1:])-4)
+		if _, err := io.ReadFull(client, body); err != nil {
+			return
+		}
+		msg := append(h[:], body...)
+		if h[0] == 'Q' && bytes.HasPrefix(bytes.ToUpper(body), []byte("COMMIT")) {
+			p.mu.Lock()
+			fn := p.onCommit
+			p.onCommit = nil
+			p.mu.Unlock()
+			if fn != nil {
+				cut.Store(true)
+				fn(client, &msgConn{Conn: server, pending: msg})
+				return
+			}
+		}
+		if _, err := server.Write(msg); err != nil {
+			return
+		}
+	}
+}
+
+// msgConn carries the COMMIT message not yet forwarded: Forward sends it.
+type msgConn struct {
+	net.Conn
+	pending []byte
+}
+
+// forward sends the held COMMIT to the server.
+func forward(server net.Conn) {
+	m := server.(*msgConn)
+	_, _ = m.Conn.Write(m.pending)
+}

@@ -1,0 +1,211 @@
+package dbrouter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Role is what a node is, as the router sees it.
+type Role string
+
+// The roles a node can have.
+const (
+	RoleUnknown Role = "unknown" // not probed yet
+	RoleDown    Role = "down"    // the last probe failed
+	RolePrimary Role = "primary" // writable, and the one writes go to
+	RoleReplica Role = "replica" // in recovery: streams from a primary
+	RoleFenced  Role = "fenced"  // writable, but another primary is on a higher timeline: nothing goes to it
+)
+
+// probe is what one probe of a node found.
+type probe struct {
+	ok        bool
+	primary   bool // not in recovery
+	timeline  int  // primaries only
+	lsn       LSN  // primary: insert position; replica: replay position
+	lag       time.Duration
+	err       error
+	startedAt time.Time
+	took      time.Duration
+}
+
+// probeSQL reads everything the router needs in one round trip. The
+// timeline of a primary comes from the name of its current WAL file
+// (pg_walfile_name is not allowed during recovery, hence the CASE).
+const probeSQL = `SELECT pg_is_in_recovery(),
+  CASE WHEN pg_is_in_recovery() THEN coalesce(pg_last_wal_replay_lsn(), '0/0') ELSE pg_current_wal_insert_lsn() END::text,
+  CASE WHEN pg_is_in_recovery() THEN 0 ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+  CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() IS NULL
+         OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
+       ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, 0) END`
+
+// node is one PostgreSQL server: its pool, what the prober last saw of it,
+// and the bookkeeping for load balancing and fault handling.
+type node struct {
+	idx  int
+	name string
+	pool *pgxpool.Pool
+	conn *pgx.ConnConfig // for the prober's own connection
+
+	last     atomic.Pointer[probe]
+	role     atomic.Value  // Role, as of the last view
+	replayed atomic.Uint64 // highest replay LSN seen while a replica (probes and read checks)
+	inflight atomic.Int64
+	// suspectAt is when work on the node last failed with a connection
+	// error (UnixNano; 0: not suspect). A probe started after it clears
+	// it; until then nothing new is sent to the node.
+	suspectAt atomic.Int64
+
+	kick chan struct{} // probe now
+
+	// up is cancelled (with errNodeDown) when the node is found down;
+	// work in flight on the node derives from it.
+	upMu     sync.Mutex
+	up       context.Context
+	upCancel context.CancelCauseFunc
+
+	probeConn *pgx.Conn // owned by the prober goroutine
+}
+
+func newNode(idx int, name string, pool *pgxpool.Pool, conn *pgx.ConnConfig) *node {
+	n := &node{idx: idx, name: name, pool: pool, conn: conn, kick: make(chan struct{}, 1)}
+	n.role.Store(RoleUnknown)
+	n.up, n.upCancel = context.WithCancelCause(context.Background())
+	return n
+}
+
+func (n *node) currentRole() Role { return n.role.Load().(Role) }
+
+// markDown cancels the work in flight on the node and arms a fresh context
+// for the work that comes once it is back.
+func (n *node) markDown() {
+	n.upMu.Lock()
+	defer n.upMu.Unlock()
+	n.upCancel(errNodeDown)
+	n.up, n.upCancel = context.WithCancelCause(context.Background())
+}
+
+// bind returns a context for work on the node: ctx, also cancelled (with
+// errNodeDown as its cause) if the prober finds the node down meanwhile.
+func (n *node) bind(ctx context.Context) (context.Context, func()) {
+	n.upMu.Lock()
+	up := n.up
+	n.upMu.Unlock()
+	cctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(up, func() { cancel(errNodeDown) })
+	return cctx, func() {
+		stop()
+		cancel(nil)
+	}
+}
+
+// suspect marks the node as failing until a newer probe says otherwise.
+func (n *node) suspect() { n.suspectAt.Store(time.Now().UnixNano()) }
+
+func (n *node) isSuspect() bool { return n.suspectAt.Load() != 0 }
+
+// raiseReplayed records that the node has replayed up to l.
+func (n *node) raiseReplayed(l LSN) {
+	for {
+		cur := n.replayed.Load()
+		if uint64(l) <= cur || n.replayed.CompareAndSwap(cur, uint64(l)) {
+			return
+		}
+	}
+}
+
+// probeOnce asks the node for its state on the prober's own connection,
+// (re)connecting when needed.
+func (n *node) probeOnce(ctx context.Context, timeout time.Duration) *probe {
+	p := &probe{startedAt: time.Now()}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if n.probeConn == nil || n.probeConn.IsClosed() {
+		c, err := pgx.ConnectConfig(ctx, n.conn)
+		if err != nil {
+			p.err = err
+			p.took = time.Since(p.startedAt)
+			return p
+		}
+		n.probeConn = c
+	}
+	var inRecovery bool
+	var lsn string
+	var lagSeconds float64
+	err := n.probeConn.QueryRow(ctx, probeSQL).Scan(&inRecovery, &lsn, &p.timeline, &lagSeconds)
+	p.took = time.Since(p.startedAt)
+	if err == nil {
+		var l LSN
+		if l, err = ParseLSN(lsn); err == nil {
+			p.ok, p.primary, p.lsn = true, !inRecovery, l
+			p.lag = time.Duration(lagSeconds * float64(time.Second))
+			return p
+		}
+	}
+	p.err = err
+	n.closeProbeConn()
+	return p
+}
+
+func (n *node) closeProbeConn() {
+	if n.probeConn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		_ = n.probeConn.Close(ctx)
+		cancel()
+		n.probeConn = nil
+	}
+}
+
+// NodeStatus is what the router knows about one node.
+type NodeStatus struct {
+	Name     string        // host:port
+	Role     Role          // as the router uses it
+	Timeline int           // primaries: the timeline they write on
+	LSN      LSN           // primary: insert position; replica: replay position
+	Lag      time.Duration // replicas: see Config.MaxLag
+	InFlight int64         // reads and writes running on it now
+	Probed   time.Time     // when the last probe started
+	Err      error         // why the last probe failed, if it did
+}
+
+func (n *node) status() NodeStatus {
+	s := NodeStatus{Name: n.name, Role: n.currentRole(), InFlight: n.inflight.Load()}
+	if p := n.last.Load(); p != nil {
+		s.Timeline, s.LSN, s.Lag, s.Probed, s.Err = p.timeline, p.lsn, p.lag, p.startedAt, p.err
+	}
+	return s
+}
+
+// String describes the status in one line.
+func (s NodeStatus) String() string {
+	out := s.Name + " " + string(s.Role)
+	switch s.Role {
+	case RolePrimary, RoleFenced:
+		out += " timeline " + strconv.Itoa(s.Timeline) + " at " + s.LSN.String()
+	case RoleReplica:
+		out += " replayed " + s.LSN.String() + " lag " + s.Lag.Round(time.Millisecond).String()
+	}
+	if s.Err != nil {
+		out += fmt.Sprintf(" (%v)", s.Err)
+	}
+	return out
+}
+
+// errorsJoinNodes joins the probe errors of nodes for a startup error.
+func errorsJoinNodes(nodes []*node) error {
+	var errs []error
+	for _, n := range nodes {
+		if p := n.last.Load(); p != nil && p.err != nil {
+			errs = append(errs, nodeErr(n, p.err))
+		}
+	}
+	return errors.Join(errs...)
+}
