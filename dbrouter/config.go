@@ -115,19 +115,22 @@ type nodeConfig struct {
 func (c Config) validate() ([]nodeConfig, error) {
 	var errs []error
 	if len(c.Nodes) == 0 {
-		errs = append(errs, errors.New("Config.Nodes is empty: give the connection string of every node"))
+		errs = append(errs, errors.New("no nodes: Config.Nodes is empty; give the connection string of every node"))
 	}
-	for name, d := range map[string]time.Duration{
-		"MaxLag": c.MaxLag, "ReplicaWait": c.ReplicaWait, "FailoverTimeout": c.FailoverTimeout,
-		"ProbeInterval": c.ProbeInterval, "FastProbeInterval": c.FastProbeInterval,
-		"ProbeTimeout": c.ProbeTimeout, "ConnectTimeout": c.ConnectTimeout,
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"MaxLag", c.MaxLag}, {"ReplicaWait", c.ReplicaWait}, {"FailoverTimeout", c.FailoverTimeout},
+		{"ProbeInterval", c.ProbeInterval}, {"FastProbeInterval", c.FastProbeInterval},
+		{"ProbeTimeout", c.ProbeTimeout}, {"ConnectTimeout", c.ConnectTimeout},
 	} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("Config.%s is negative (%s)", name, d))
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("negative Config.%s (%s)", d.name, d.v))
 		}
 	}
 	if c.MaxAttempts < 0 {
-		errs = append(errs, fmt.Errorf("Config.MaxAttempts is negative (%d)", c.MaxAttempts))
+		errs = append(errs, fmt.Errorf("negative Config.MaxAttempts (%d)", c.MaxAttempts))
 	}
 	var nodes []nodeConfig
 	seen := map[string]int{}

@@ -715,7 +715,7 @@ func TestBadConfig(t *testing.T) {
 		{"no nodes", dbrouter.Config{}, []string{"Config.Nodes is empty"}},
 		{"unparsable", dbrouter.Config{Nodes: []string{"postgres://x:y@host:notaport/db"}}, []string{"Config.Nodes[0]"}},
 		{"several problems at once", dbrouter.Config{Nodes: []string{pg.DSN(), pg.DSN()}, MaxLag: -time.Second},
-			[]string{"MaxLag is negative", "already given by Config.Nodes[0]"}},
+			[]string{"negative Config.MaxLag", "already given by Config.Nodes[0]"}},
 		{"unreachable", dbrouter.Config{Nodes: []string{"postgres://postgres@" + deadAddr + "/postgres"}}, []string{"no node answered", deadAddr}},
 		{"wrong password", dbrouter.Config{Nodes: []string{strings.Replace(pg.DSN(), "right-password", "wrong", 1)}},
 			[]string{"refused the connection settings", pg.Addr(), "password authentication failed"}},
