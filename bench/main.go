@@ -58,7 +58,8 @@ func (r *report) print(w io.Writer) {
 
 func main() {
 	suites := map[string]suite{
-		"harness": {about: "start-up and failover times of the hatest services", run: harness},
+		"harness":  {about: "start-up and failover times of the hatest services", run: harness},
+		"dbrouter": {about: "dbrouter read overhead, failover write gap and losses, read-your-writes", run: dbrouterSuite},
 	}
 	list := flag.Bool("list", false, "list the suites and exit")
 	flag.Usage = func() {

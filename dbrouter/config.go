@@ -68,8 +68,8 @@ type Config struct {
 
 	// ConfigurePool, if set, is called with each node's pool
 	// configuration before the pool is made: pool sizes, lifetimes,
-	// tracers, AfterConnect. The router sets PrepareConn and
-	// AfterRelease after it; do not set them here.
+	// tracers, AfterConnect. The router sets PrepareConn after it; do
+	// not set it here.
 	ConfigurePool func(node string, cfg *pgxpool.Config)
 
 	// Logger receives role changes, failovers and fencing. Defaults to

@@ -66,45 +66,63 @@ type node struct {
 
 	kick chan struct{} // probe now
 
-	// up is cancelled (with errNodeDown) when the node is found down;
-	// work in flight on the node derives from it.
-	upMu     sync.Mutex
-	up       context.Context
-	upCancel context.CancelCauseFunc
+	// active are the connections in use on the node. When the node is
+	// found down their sockets get a deadline in the past, which ends the
+	// work in flight at once (a hung node must not hold callers); downs
+	// counts those events. This costs far less per query than binding
+	// every query to a cancellable context.
+	activeMu sync.Mutex
+	active   map[*pgx.Conn]struct{}
+	downs    atomic.Uint64
 
 	probeConn *pgx.Conn // owned by the prober goroutine
 }
 
 func newNode(idx int, name string, pool *pgxpool.Pool, conn *pgx.ConnConfig) *node {
-	n := &node{idx: idx, name: name, pool: pool, conn: conn, kick: make(chan struct{}, 1)}
+	n := &node{idx: idx, name: name, pool: pool, conn: conn, kick: make(chan struct{}, 1), active: map[*pgx.Conn]struct{}{}}
 	n.role.Store(RoleUnknown)
-	n.up, n.upCancel = context.WithCancelCause(context.Background())
 	return n
 }
 
 func (n *node) currentRole() Role { return n.role.Load().(Role) }
 
-// markDown cancels the work in flight on the node and arms a fresh context
-// for the work that comes once it is back.
+// markDown ends the work in flight on the node.
 func (n *node) markDown() {
-	n.upMu.Lock()
-	defer n.upMu.Unlock()
-	n.upCancel(errNodeDown)
-	n.up, n.upCancel = context.WithCancelCause(context.Background())
+	n.downs.Add(1)
+	n.activeMu.Lock()
+	defer n.activeMu.Unlock()
+	for c := range n.active {
+		_ = c.PgConn().Conn().SetDeadline(time.Unix(1, 0))
+	}
 }
 
-// bind returns a context for work on the node: ctx, also cancelled (with
-// errNodeDown as its cause) if the prober finds the node down meanwhile.
-func (n *node) bind(ctx context.Context) (context.Context, func()) {
-	n.upMu.Lock()
-	up := n.up
-	n.upMu.Unlock()
-	cctx, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(up, func() { cancel(errNodeDown) })
-	return cctx, func() {
-		stop()
-		cancel(nil)
+// track registers a connection in use on the node and returns the count
+// of downs, to tell later whether the node was found down meanwhile.
+func (n *node) track(c *pgx.Conn) uint64 {
+	n.activeMu.Lock()
+	n.active[c] = struct{}{}
+	n.activeMu.Unlock()
+	downs := n.downs.Load()
+	if p := n.last.Load(); p != nil && !p.ok {
+		// Found down between the pick and now.
+		_ = c.PgConn().Conn().SetDeadline(time.Unix(1, 0))
 	}
+	return downs
+}
+
+func (n *node) untrack(c *pgx.Conn) {
+	n.activeMu.Lock()
+	delete(n.active, c)
+	n.activeMu.Unlock()
+}
+
+// downSince wraps err with errNodeDown if the node was found down since
+// track returned downs.
+func (n *node) downSince(downs uint64, err error) error {
+	if err != nil && n.downs.Load() != downs {
+		return fmt.Errorf("%w: %w", errNodeDown, err)
+	}
+	return err
 }
 
 // suspect marks the node as failing until a newer probe says otherwise.

@@ -2,7 +2,6 @@ package dbrouter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -42,7 +41,7 @@ func (r *Router) Read(ctx context.Context, fn func(Querier) error) error {
 			}
 			return err
 		}
-		err = fn(h.conn)
+		err = h.n.downSince(h.downs, fn(h.conn))
 		h.release()
 		if err == nil {
 			return nil
@@ -129,14 +128,14 @@ func (rr *routedRow) Scan(dest ...any) error {
 
 // readHandle is a connection acquired for a read.
 type readHandle struct {
-	n    *node
-	conn *pgxpool.Conn
-	done func()
+	n     *node
+	conn  *pgxpool.Conn
+	downs uint64
 }
 
 func (h *readHandle) release() {
+	h.n.untrack(h.conn.Conn())
 	h.conn.Release()
-	h.done()
 	h.n.inflight.Add(-1)
 }
 
@@ -243,20 +242,17 @@ func (r *Router) acquireRead(ctx context.Context, exclude uint64) (*readHandle, 
 	}
 }
 
-// acquireOn acquires a pooled connection on n, bound to n's liveness.
+// acquireOn acquires a pooled connection on n, tracked so that it is cut
+// if n is found down while in use.
 func (r *Router) acquireOn(ctx context.Context, n *node) (*readHandle, error) {
 	n.inflight.Add(1)
-	actx, done := n.bind(ctx)
-	conn, err := n.pool.Acquire(actx)
+	downs := n.downs.Load()
+	conn, err := n.pool.Acquire(ctx)
 	if err != nil {
-		done()
 		n.inflight.Add(-1)
-		if errors.Is(context.Cause(actx), errNodeDown) {
-			err = fmt.Errorf("%w: %w", errNodeDown, err)
-		}
-		return nil, err
+		return nil, n.downSince(downs, err)
 	}
-	return &readHandle{n: n, conn: conn, done: done}, nil
+	return &readHandle{n: n, conn: conn, downs: n.track(conn.Conn())}, nil
 }
 
 // pickFresh picks among the replicas known to have replayed minLSN; if

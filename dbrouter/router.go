@@ -58,11 +58,13 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 	r := &Router{cfg: cfg, log: cfg.Logger}
 	for i, nc := range ncs {
 		n := newNode(i, nc.name, nil, connConfigFor(nc.pool))
+		// A pooled connection idle for a while is pinged before use; on a
+		// hung node the ping must not wait for the caller's deadline.
+		nc.pool.PingTimeout = cfg.ProbeTimeout
 		if cfg.ConfigurePool != nil {
 			cfg.ConfigurePool(nc.name, nc.pool)
 		}
 		nc.pool.PrepareConn = r.prepareConn(n)
-		nc.pool.AfterRelease = r.afterRelease(n)
 		pool, err := pgxpool.NewWithConfig(context.Background(), nc.pool)
 		if err != nil {
 			r.closeNodes()
@@ -446,9 +448,11 @@ func healthy(nodes []*node, exclude uint64) []*node {
 
 // prepareConn runs before a pooled connection is handed out. PostgreSQL 14+
 // reports in_hot_standby to clients and pushes the change when a server is
-// promoted; a connection that says otherwise than the router's view means
-// the view is stale: probe now, and never hand a standby's connection to a
-// write on a node the router takes for the primary.
+// promoted; a connection that says otherwise than the router's view (as of
+// its last use) means the view is stale: probe now, and never hand a
+// standby's connection to a write on a node the router takes for the
+// primary. (Not AfterRelease: pgxpool runs that hook in a goroutine per
+// release, which costs more than the rest of a read.)
 func (r *Router) prepareConn(n *node) func(context.Context, *pgx.Conn) (bool, error) {
 	return func(ctx context.Context, c *pgx.Conn) (bool, error) {
 		hs := c.PgConn().ParameterStatus("in_hot_standby")
@@ -460,18 +464,5 @@ func (r *Router) prepareConn(n *node) func(context.Context, *pgx.Conn) (bool, er
 			r.kickAll()
 		}
 		return true, nil
-	}
-}
-
-// afterRelease notices a role change pushed to a connection during its use.
-func (r *Router) afterRelease(n *node) func(*pgx.Conn) bool {
-	return func(c *pgx.Conn) bool {
-		hs := c.PgConn().ParameterStatus("in_hot_standby")
-		role := n.currentRole()
-		if (hs == "on" && role == RolePrimary) || (hs == "off" && role == RoleReplica) {
-			r.kickAll()
-			return hs != "on" || role != RolePrimary
-		}
-		return true
 	}
 }

@@ -744,3 +744,38 @@ func TestBadConfig(t *testing.T) {
 		t.Fatalf("dead node is %s, want down", got)
 	}
 }
+
+func TestHungReplicaMidReadIsCut(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 1})
+	primary, replica := c.Nodes[0], c.Nodes[1]
+	r := newRouter(t, dbrouter.Config{Nodes: c.DSNs(), ProbeTimeout: 300 * time.Millisecond})
+	defer func() { _ = replica.Resume() }()
+	calls := 0
+	var got int
+	start := time.Now()
+	err := r.Read(ctx, func(q dbrouter.Querier) error {
+		calls++
+		if calls == 1 {
+			go func() {
+				time.Sleep(200 * time.Millisecond)
+				_ = replica.Pause()
+			}()
+			// Would take 5s, and forever once the node hangs.
+			return q.QueryRow(ctx, "SELECT inet_server_port() FROM pg_sleep(5)").Scan(&got)
+		}
+		return q.QueryRow(ctx, "SELECT inet_server_port()").Scan(&got)
+	})
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("read across a hung replica: %v", err)
+	}
+	if calls != 2 || got != primary.Port {
+		t.Fatalf("fn ran %d times, last on port %d; want 2, the primary's %d", calls, got, primary.Port)
+	}
+	if took > 3*time.Second {
+		t.Fatalf("the read took %s: the hung node held it", took)
+	}
+}

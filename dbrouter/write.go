@@ -150,17 +150,15 @@ type writeResult struct {
 func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, fn func(pgx.Tx) error) writeResult {
 	n.inflight.Add(1)
 	defer n.inflight.Add(-1)
-	actx, done := n.bind(ctx)
-	defer done()
+	actx := ctx
+	downs := n.downs.Load()
 
 	// classify turns an error before COMMIT into retry or failed.
 	classify := func(err error) writeResult {
 		if callerDone(ctx) {
 			return writeResult{outcome: failed, err: errors.Join(ctx.Err(), err)}
 		}
-		if errors.Is(context.Cause(actx), errNodeDown) {
-			err = fmt.Errorf("%w: %w", errNodeDown, err)
-		}
+		err = n.downSince(downs, err)
 		if retryReason(err) != "" {
 			if isConnError(err) || retryReason(err) == "read_only" {
 				r.failed(n)
@@ -174,7 +172,11 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, f
 	if err != nil {
 		return classify(err)
 	}
-	defer conn.Release()
+	downs = n.track(conn.Conn())
+	defer func() {
+		n.untrack(conn.Conn())
+		conn.Release()
+	}()
 	tx, err := conn.BeginTx(actx, opts.TxOptions)
 	if err != nil {
 		return classify(err)
@@ -329,15 +331,17 @@ var errNotPrimary = errors.New("not a primary any more")
 // askCommit asks n about transaction xid; outcome committed, retry, or
 // ambiguous for "still in progress".
 func (r *Router) askCommit(ctx context.Context, n *node, xid uint64, before LSN) (writeResult, error) {
-	actx, done := n.bind(ctx)
-	defer done()
-	actx, cancel := context.WithTimeout(actx, r.cfg.ProbeTimeout)
+	actx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
 	defer cancel()
 	conn, err := n.pool.Acquire(actx)
 	if err != nil {
 		return writeResult{}, err
 	}
-	defer conn.Release()
+	n.track(conn.Conn())
+	defer func() {
+		n.untrack(conn.Conn())
+		conn.Release()
+	}()
 	var recoveredTo *string
 	var inRecovery bool
 	if err := conn.QueryRow(actx, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text").Scan(&inRecovery, &recoveredTo); err != nil {

@@ -1,0 +1,428 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"hakit.dev/dbrouter"
+	"hakit.dev/hatest"
+)
+
+// dbrouterSuite measures the router against its baselines: raw pgxpool
+// for read overhead, a pgx multi-host DSN with target_session_attrs for
+// failover, and read-your-writes across two routers.
+func dbrouterSuite(ctx context.Context, r *report) error {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r.row("measurement", "dbrouter", "baseline", "")
+
+	overhead, routerQPS, rawQPS, err := readOverhead(ctx, quiet)
+	if err != nil {
+		return fmt.Errorf("read overhead: %w", err)
+	}
+	r.row("point select on a replica, 8 clients (queries/s)", fmt.Sprintf("%.0f", routerQPS), fmt.Sprintf("%.0f", rawQPS), "raw pgxpool")
+
+	fo, err := failover(ctx, quiet, true)
+	if err != nil {
+		return fmt.Errorf("failover (dbrouter): %w", err)
+	}
+	base, err := failover(ctx, quiet, false)
+	if err != nil {
+		return fmt.Errorf("failover (pgx multi-host): %w", err)
+	}
+	r.row("failover: first acked write after promotion (ms)", ms(fo.gap), ms(base.gap), "pgx multi-host DSN, retry every 10ms")
+	r.row("failover: errors handed to the writers", fmt.Sprint(fo.callerErrors), fmt.Sprint(base.callerErrors), "")
+	r.row("failover: acknowledged writes", fmt.Sprint(fo.acked), fmt.Sprint(base.acked), "")
+	r.row("failover: acknowledged writes lost / written twice", fmt.Sprintf("%d / %d", fo.lost, fo.dup), fmt.Sprintf("%d / %d", base.lost, base.dup), "")
+
+	ryw, err := readYourWrites(ctx, quiet)
+	if err != nil {
+		return fmt.Errorf("read-your-writes: %w", err)
+	}
+	r.row("read-your-writes pairs across two routers, replica 20ms behind", fmt.Sprint(ryw.pairs), "", "")
+	r.row("  reads that missed their write, with the token", fmt.Sprint(ryw.violations), fmt.Sprint(ryw.violationsNoToken), "without the token (sample)")
+	r.row("  reads served by the replica", fmt.Sprintf("%.0f%%", 100*ryw.replicaShare), "", "")
+
+	r.metric("dbrouter_read_overhead", fmt.Sprintf("%.3f", overhead))
+	r.metric("dbrouter_failover_write_gap_ms", ms(fo.gap))
+	r.metric("pgx_multihost_failover_write_gap_ms", ms(base.gap))
+	r.metric("dbrouter_failover_caller_errors", fo.callerErrors)
+	r.metric("pgx_multihost_failover_caller_errors", base.callerErrors)
+	r.metric("dbrouter_lost_acked_writes", fo.lost)
+	r.metric("dbrouter_duplicate_writes", fo.dup)
+	r.metric("dbrouter_ryw_violations", ryw.violations)
+	r.metric("dbrouter_ryw_violations_without_token", ryw.violationsNoToken)
+	return nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
+
+// readOverhead compares Read of a point select with the same query on a
+// raw pgxpool.Pool on the same replica, 8 clients each, in alternating
+// rounds; it returns router time per query over raw time per query.
+func readOverhead(ctx context.Context, log *slog.Logger) (ratio, routerQPS, rawQPS float64, err error) {
+	c, err := hatest.StartPostgres(ctx, hatest.PostgresOptions{Replicas: 1})
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer c.Close()
+	replica := c.Nodes[1]
+	const poolSize = 8
+	r, err := dbrouter.New(ctx, dbrouter.Config{Nodes: c.DSNs(), Logger: log,
+		ConfigurePool: func(_ string, pc *pgxpool.Config) { pc.MaxConns = poolSize }})
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer r.Close()
+	if _, err := r.Exec(ctx, "CREATE TABLE kv (k int PRIMARY KEY, v text); INSERT INTO kv SELECT g, md5(g::text) FROM generate_series(1, 1000) g"); err != nil {
+		return 0, 0, 0, err
+	}
+	if err := c.WaitReplicated(ctx); err != nil {
+		return 0, 0, 0, err
+	}
+	pc, err := pgxpool.ParseConfig(replica.DSN())
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	pc.MaxConns = poolSize
+	raw, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer raw.Close()
+
+	const q = "SELECT v FROM kv WHERE k = $1"
+	viaRaw := func(ctx context.Context, k int) error {
+		var v string
+		return raw.QueryRow(ctx, q, k).Scan(&v)
+	}
+	viaRouter := func(ctx context.Context, k int) error {
+		var v string
+		return r.Read(ctx, func(qr dbrouter.Querier) error { return qr.QueryRow(ctx, q, k).Scan(&v) })
+	}
+	// Warm both pools, then alternate rounds so drift hits both alike.
+	for _, f := range []func(context.Context, int) error{viaRaw, viaRouter} {
+		if _, err := throughput(ctx, f, 300*time.Millisecond); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	var rawR, routerR []float64
+	for range 5 {
+		a, err := throughput(ctx, viaRaw, time.Second)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		b, err := throughput(ctx, viaRouter, time.Second)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		rawR, routerR = append(rawR, a), append(routerR, b)
+	}
+	rawQPS, routerQPS = medianF(rawR), medianF(routerR)
+	return rawQPS / routerQPS, routerQPS, rawQPS, nil
+}
+
+// throughput runs f from 8 goroutines for d and returns calls per second.
+func throughput(ctx context.Context, f func(context.Context, int) error, d time.Duration) (float64, error) {
+	const clients = 8
+	var n atomic.Int64
+	var firstErr atomic.Value
+	stop := time.Now().Add(d)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range clients {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				if err := f(ctx, 1+rand.IntN(1000)); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, err
+	}
+	return float64(n.Load()) / time.Since(start).Seconds(), nil
+}
+
+func medianF(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+type failoverResult struct {
+	gap                      time.Duration
+	acked, lost, dup         int
+	callerErrors             int
+	promotedAt, firstAckedAt time.Time
+}
+
+// failover kills the primary of a synchronously replicated pair under 4
+// continuous writers, promotes the replica, and measures the time from the
+// end of the promotion to the first write acknowledged after it, and what
+// the writers lost. With useRouter false the writers use a pgx pool on a
+// multi-host DSN with target_session_attrs=read-write and retry every
+// 10ms, as a careful caller without the router would.
+func failover(ctx context.Context, log *slog.Logger, useRouter bool) (failoverResult, error) {
+	var res failoverResult
+	c, err := hatest.StartPostgres(ctx, hatest.PostgresOptions{Replicas: 1, Synchronous: true})
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
+	old, replica := c.Nodes[0], c.Nodes[1]
+	if err := old.Exec(ctx, "CREATE TABLE acked (writer int, seq int)"); err != nil {
+		return res, err
+	}
+	if err := c.WaitReplicated(ctx); err != nil {
+		return res, err
+	}
+
+	var insert func(ctx context.Context, w, seq int) error
+	var retried atomic.Int64
+	if useRouter {
+		r, err := dbrouter.New(ctx, dbrouter.Config{Nodes: c.DSNs(), Logger: log})
+		if err != nil {
+			return res, err
+		}
+		defer r.Close()
+		insert = func(ctx context.Context, w, seq int) error {
+			_, err := r.Exec(ctx, "INSERT INTO acked VALUES ($1, $2)", w, seq)
+			return err
+		}
+	} else {
+		pc, err := pgxpool.ParseConfig(c.MultiHostDSN() + "&target_session_attrs=read-write&connect_timeout=2")
+		if err != nil {
+			return res, err
+		}
+		pool, err := pgxpool.NewWithConfig(ctx, pc)
+		if err != nil {
+			return res, err
+		}
+		defer pool.Close()
+		insert = func(ctx context.Context, w, seq int) error {
+			for {
+				_, err := pool.Exec(ctx, "INSERT INTO acked VALUES ($1, $2)", w, seq)
+				if err == nil || ctx.Err() != nil {
+					return err
+				}
+				retried.Add(1) // an error the caller saw and retried
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
+
+	var (
+		mu       sync.Mutex
+		acked    = map[[2]int]bool{}
+		ackTimes []time.Time
+		errCount int
+	)
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var writes atomic.Int64
+	for w := range 4 {
+		wg.Go(func() {
+			for seq := 0; wctx.Err() == nil; seq++ {
+				err := insert(wctx, w, seq)
+				now := time.Now()
+				mu.Lock()
+				if err == nil {
+					acked[[2]int{w, seq}] = true
+					ackTimes = append(ackTimes, now)
+					writes.Add(1)
+				} else if wctx.Err() == nil {
+					errCount++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	waitUntil := func(cond func() bool) error {
+		deadline := time.Now().Add(time.Minute)
+		for !cond() {
+			if time.Now().After(deadline) {
+				return errors.New("writers made no progress")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return nil
+	}
+	if err := waitUntil(func() bool { return writes.Load() > 300 }); err != nil {
+		stop()
+		wg.Wait()
+		return res, err
+	}
+	if err := old.Kill(); err != nil {
+		stop()
+		wg.Wait()
+		return res, err
+	}
+	// As an HA manager does for a lone new primary: stop waiting for a
+	// synchronous standby, then promote.
+	err = errors.Join(replica.SetSetting(ctx, "synchronous_standby_names", ""), replica.Promote(ctx))
+	res.promotedAt = time.Now()
+	if err == nil {
+		before := writes.Load()
+		err = waitUntil(func() bool { return writes.Load() > before+300 })
+	}
+	stop()
+	wg.Wait()
+	if err != nil {
+		return res, err
+	}
+	for _, at := range ackTimes {
+		if at.After(res.promotedAt) {
+			res.firstAckedAt = at
+			break
+		}
+	}
+	res.gap = max(0, res.firstAckedAt.Sub(res.promotedAt))
+	res.acked = len(acked)
+	res.callerErrors = errCount + int(retried.Load())
+
+	conn, err := pgx.Connect(ctx, replica.DSN())
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT writer, seq, count(*) FROM acked GROUP BY 1, 2")
+	if err != nil {
+		return res, err
+	}
+	present := map[[2]int]int{}
+	for rows.Next() {
+		var w, s, n int
+		if err := rows.Scan(&w, &s, &n); err != nil {
+			return res, err
+		}
+		present[[2]int{w, s}] = n
+		if n > 1 {
+			res.dup++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return res, err
+	}
+	for k := range acked {
+		if present[k] == 0 {
+			res.lost++
+		}
+	}
+	return res, nil
+}
+
+type rywResult struct {
+	pairs, violations, violationsNoToken int
+	replicaShare                         float64
+}
+
+// readYourWrites runs write-then-read pairs across two routers (two app
+// instances) against a replica that applies WAL 20ms late: router A writes
+// and hands over the token, router B reads with it.
+func readYourWrites(ctx context.Context, log *slog.Logger) (rywResult, error) {
+	var res rywResult
+	c, err := hatest.StartPostgres(ctx, hatest.PostgresOptions{Replicas: 1})
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
+	replica := c.Nodes[1]
+	a, err := dbrouter.New(ctx, dbrouter.Config{Nodes: c.DSNs(), Logger: log})
+	if err != nil {
+		return res, err
+	}
+	defer a.Close()
+	b, err := dbrouter.New(ctx, dbrouter.Config{Nodes: c.DSNs(), Logger: log})
+	if err != nil {
+		return res, err
+	}
+	defer b.Close()
+	if _, err := a.Exec(ctx, "CREATE TABLE notes (id bigint PRIMARY KEY)"); err != nil {
+		return res, err
+	}
+	if err := c.WaitReplicated(ctx); err != nil {
+		return res, err
+	}
+	if err := replica.SetApplyDelay(ctx, 20*time.Millisecond); err != nil {
+		return res, err
+	}
+
+	var next atomic.Int64
+	pair := func(withToken bool) (missed bool, onReplica bool, err error) {
+		id := next.Add(1)
+		wctx := dbrouter.WithMinLSN(ctx, 0)
+		if _, err := a.Exec(wctx, "INSERT INTO notes VALUES ($1)", id); err != nil {
+			return false, false, err
+		}
+		rctx := ctx
+		if withToken {
+			lsn, err := dbrouter.ParseLSN(dbrouter.MinLSN(wctx).String())
+			if err != nil {
+				return false, false, err
+			}
+			rctx = dbrouter.WithMinLSN(ctx, lsn)
+		}
+		var n int
+		var port int
+		err = b.Read(rctx, func(q dbrouter.Querier) error {
+			return q.QueryRow(rctx, "SELECT count(*), inet_server_port() FROM notes WHERE id = $1", id).Scan(&n, &port)
+		})
+		return n != 1, port == replica.Port, err
+	}
+
+	// A sample without the token shows what the token prevents.
+	for range 500 {
+		missed, _, err := pair(false)
+		if err != nil {
+			return res, err
+		}
+		if missed {
+			res.violationsNoToken++
+		}
+	}
+	const workers, each = 8, 1250
+	var mu sync.Mutex
+	var firstErr error
+	onReplica := 0
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				missed, rep, err := pair(true)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				res.pairs++
+				if missed {
+					res.violations++
+				}
+				if rep {
+					onReplica++
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	res.replicaShare = float64(onReplica) / float64(max(1, res.pairs))
+	return res, firstErr
+}
