@@ -116,20 +116,25 @@ func readOverhead(ctx context.Context, log *slog.Logger) (ratio, routerQPS, rawQ
 			return 0, 0, 0, err
 		}
 	}
-	var rawR, routerR []float64
-	for range 5 {
-		a, err := throughput(ctx, viaRaw, time.Second)
-		if err != nil {
+	// Paired rounds, the order swapped every round; the ratio is the
+	// median of the rounds' ratios.
+	var rawR, routerR, ratios []float64
+	for i := range 9 {
+		var a, b float64
+		var errA, errB error
+		if i%2 == 0 {
+			a, errA = throughput(ctx, viaRaw, time.Second)
+			b, errB = throughput(ctx, viaRouter, time.Second)
+		} else {
+			b, errB = throughput(ctx, viaRouter, time.Second)
+			a, errA = throughput(ctx, viaRaw, time.Second)
+		}
+		if err := errors.Join(errA, errB); err != nil {
 			return 0, 0, 0, err
 		}
-		b, err := throughput(ctx, viaRouter, time.Second)
-		if err != nil {
-			return 0, 0, 0, err
-		}
-		rawR, routerR = append(rawR, a), append(routerR, b)
+		rawR, routerR, ratios = append(rawR, a), append(routerR, b), append(ratios, a/b)
 	}
-	rawQPS, routerQPS = medianF(rawR), medianF(routerR)
-	return rawQPS / routerQPS, routerQPS, rawQPS, nil
+	return medianF(ratios), medianF(routerR), medianF(rawR), nil
 }
 
 // throughput runs f from 8 goroutines for d and returns calls per second.
@@ -273,9 +278,13 @@ func failover(ctx context.Context, log *slog.Logger, useRouter bool) (failoverRe
 		return res, err
 	}
 	// As an HA manager does for a lone new primary: stop waiting for a
-	// synchronous standby, then promote.
-	err = errors.Join(replica.SetSetting(ctx, "synchronous_standby_names", ""), replica.Promote(ctx))
-	res.promotedAt = time.Now()
+	// synchronous standby, then promote. The promotion is over when the
+	// node leaves recovery: watch for that closely on a connection of our
+	// own (pg_promote's own wait polls only every 100ms).
+	err = errors.Join(replica.SetSetting(ctx, "synchronous_standby_names", ""), replica.Exec(ctx, "SELECT pg_promote(false)"))
+	if err == nil {
+		res.promotedAt, err = promotionDone(ctx, replica.DSN())
+	}
 	if err == nil {
 		before := writes.Load()
 		err = waitUntil(func() bool { return writes.Load() > before+300 })
@@ -324,6 +333,27 @@ func failover(ctx context.Context, log *slog.Logger, useRouter bool) (failoverRe
 		}
 	}
 	return res, nil
+}
+
+// promotionDone polls a promoting node until it is out of recovery and
+// returns the time it first answered so.
+func promotionDone(ctx context.Context, dsn string) (time.Time, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		var inRecovery bool
+		if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+			return time.Time{}, err
+		}
+		if !inRecovery {
+			return time.Now(), nil
+		}
+	}
+	return time.Time{}, errors.New("the replica did not finish its promotion within a minute")
 }
 
 type rywResult struct {

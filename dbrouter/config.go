@@ -46,8 +46,8 @@ type Config struct {
 	ProbeInterval time.Duration
 
 	// FastProbeInterval is how often nodes are probed while no primary is
-	// known or a node is unreachable, so a promotion is seen within it.
-	// Defaults to 20ms.
+	// known, while callers wait for one, and after work on a node failed,
+	// so a promotion is seen within it. Defaults to 10ms.
 	FastProbeInterval time.Duration
 
 	// ProbeTimeout is how long a probe may take. A node whose probe fails
@@ -88,7 +88,7 @@ func (c Config) withDefaults() Config {
 	def(&c.ReplicaWait, 50*time.Millisecond)
 	def(&c.FailoverTimeout, 30*time.Second)
 	def(&c.ProbeInterval, 500*time.Millisecond)
-	def(&c.FastProbeInterval, 20*time.Millisecond)
+	def(&c.FastProbeInterval, 10*time.Millisecond)
 	def(&c.ProbeTimeout, time.Second)
 	def(&c.ConnectTimeout, 2*time.Second)
 	if c.MaxAttempts == 0 {

@@ -165,9 +165,6 @@ func (r *Router) interval(n *node) time.Duration {
 	if v.primary == nil || r.waiters.Load() > 0 || n.isSuspect() {
 		return r.cfg.FastProbeInterval
 	}
-	if p := n.last.Load(); p != nil && !p.ok {
-		return r.cfg.FastProbeInterval
-	}
 	return r.cfg.ProbeInterval
 }
 
