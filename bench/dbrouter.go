@@ -60,6 +60,8 @@ func dbrouterSuite(ctx context.Context, r *report) error {
 	r.metric("pgx_multihost_failover_caller_errors", base.callerErrors)
 	r.metric("dbrouter_lost_acked_writes", fo.lost)
 	r.metric("dbrouter_duplicate_writes", fo.dup)
+	r.metric("pgx_multihost_lost_acked_writes", base.lost)
+	r.metric("pgx_multihost_duplicate_writes", base.dup)
 	r.metric("dbrouter_ryw_violations", ryw.violations)
 	r.metric("dbrouter_ryw_violations_without_token", ryw.violationsNoToken)
 	return nil
