@@ -1,0 +1,54 @@
+package hakit
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// httpMetrics are the stack's request metrics. The histogram's children
+// are cached per label set, so a request costs a map lookup and an
+// observation, not a label hash.
+type httpMetrics struct {
+	inFlight prometheus.Gauge
+	duration *prometheus.HistogramVec
+	cache    sync.Map // metricKey -> prometheus.Observer
+}
+
+type metricKey struct {
+	method, route string
+	code          int
+}
+
+func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
+	m := &httpMetrics{
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "hakit", Subsystem: "http", Name: "requests_in_flight",
+			Help: "Requests being served."}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "hakit", Subsystem: "http", Name: "request_duration_seconds",
+			Help:    "Time to serve a request, by method, route pattern and status code.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"method", "route", "code"}),
+	}
+	reg.MustRegister(m.inFlight, m.duration)
+	return m
+}
+
+func (m *httpMetrics) observe(method, route string, code int, took time.Duration) {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+	default:
+		method = "OTHER" // bounded label values
+	}
+	if route == "" {
+		route = "unmatched"
+	}
+	k := metricKey{method, route, code}
+	o, ok := m.cache.Load(k)
+	if !ok {
+		o, _ = m.cache.LoadOrStore(k, m.duration.WithLabelValues(method, route, strconv.Itoa(code)))
+	}
+	o.(prometheus.Observer).Observe(took.Seconds())
+}

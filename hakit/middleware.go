@@ -1,0 +1,383 @@
+package hakit
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// StackConfig configures [Stack]. App builds it from its Config; use it
+// directly to put hakit's middleware in front of any handler.
+type StackConfig struct {
+	Logger         *slog.Logger  // access log (info) and panics (error); required
+	TrustedProxies []netip.Prefix // see Config.TrustedProxies
+	TrustedOrigins []string       // see Config.TrustedOrigins
+	RequestTimeout time.Duration  // <= 0: none
+	MaxBodyBytes   int64          // <= 0: none
+	// Draining, if set, reports whether the instance is draining:
+	// responses then carry Connection: close.
+	Draining func() bool
+	// Registerer receives the HTTP metrics; nil: no metrics.
+	Registerer prometheus.Registerer
+}
+
+// Stack returns hakit's middleware as one handler wrapper, in this order:
+//
+//  1. request ID: X-Request-Id from a trusted proxy, else a new one; echoed
+//     in the response ([RequestID]);
+//  2. client address and scheme: X-Forwarded-For and X-Forwarded-Proto
+//     only from TrustedProxies ([ClientIP], [Scheme]);
+//  3. access log (slog, one line per request) and Prometheus metrics
+//     (hakit_http_requests_in_flight, hakit_http_request_duration_seconds
+//     by method, chi route pattern and status code);
+//  4. panic recovery: 500 and an error log with the stack, and the server
+//     lives on;
+//  5. Connection: close while draining;
+//  6. security headers (nosniff, frame denial, referrer policy, HSTS on
+//     https);
+//  7. CSRF protection (http.CrossOriginProtection): 403 for cross-origin
+//     unsafe requests;
+//  8. body limit (413) and request timeout on the context.
+//
+// It is one function, not eight, so a request pays for one context and
+// one request copy. It returns an error for a bad TrustedOrigins entry.
+func Stack(cfg StackConfig) (func(http.Handler) http.Handler, error) {
+	if cfg.Logger == nil {
+		return nil, errors.New("hakit: StackConfig.Logger is nil")
+	}
+	cop := http.NewCrossOriginProtection()
+	for _, o := range cfg.TrustedOrigins {
+		if err := cop.AddTrustedOrigin(o); err != nil {
+			return nil, err
+		}
+	}
+	var prefix [8]byte
+	_, _ = rand.Read(prefix[:])
+	s := &stack{cfg: cfg, cop: cop,
+		idPrefix: strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(prefix[:5])) + "-"}
+	if cfg.Registerer != nil {
+		s.metrics = newHTTPMetrics(cfg.Registerer)
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, next) })
+	}, nil
+}
+
+type stack struct {
+	cfg      StackConfig
+	cop      *http.CrossOriginProtection
+	idPrefix string
+	idSeq    atomic.Uint64
+	metrics  *httpMetrics
+}
+
+// requestInfo is what the stack learned about a request.
+type requestInfo struct {
+	id        string
+	clientIP  netip.Addr
+	scheme    string
+	bodyLimit int64
+}
+
+type infoKey struct{}
+
+// RequestID returns the request's ID (X-Request-Id), or "" outside the
+// stack.
+func RequestID(ctx context.Context) string {
+	if ri, ok := ctx.Value(infoKey{}).(*requestInfo); ok {
+		return ri.id
+	}
+	return ""
+}
+
+// ClientIP returns the address of the client: the peer, or, when the
+// peer is a trusted proxy, the address it forwarded. Invalid outside the
+// stack.
+func ClientIP(ctx context.Context) netip.Addr {
+	if ri, ok := ctx.Value(infoKey{}).(*requestInfo); ok {
+		return ri.clientIP
+	}
+	return netip.Addr{}
+}
+
+// Scheme returns "https" or "http" as the client used it (from
+// X-Forwarded-Proto only when a trusted proxy sent it).
+func Scheme(ctx context.Context) string {
+	if ri, ok := ctx.Value(infoKey{}).(*requestInfo); ok {
+		return ri.scheme
+	}
+	return ""
+}
+
+// SetBodyLimit changes the body limit for r, before the body is read
+// (an upload route raises it; negative: none). It reports whether r came
+// through the stack.
+func SetBodyLimit(r *http.Request, n int64) bool {
+	if ri, ok := r.Context().Value(infoKey{}).(*requestInfo); ok {
+		ri.bodyLimit = n
+		return true
+	}
+	return false
+}
+
+var (
+	hdrNosniff   = []string{"nosniff"}
+	hdrDeny      = []string{"DENY"}
+	hdrReferrer  = []string{"strict-origin-when-cross-origin"}
+	hdrHSTS      = []string{"max-age=63072000"}
+	hdrClose     = []string{"close"}
+	hdrTextPlain = []string{"text/plain; charset=utf-8"}
+)
+
+func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	start := time.Now()
+	ri := &requestInfo{scheme: "http", bodyLimit: s.cfg.MaxBodyBytes}
+	if r.TLS != nil {
+		ri.scheme = "https"
+	}
+	peer, _ := netip.ParseAddrPort(r.RemoteAddr)
+	ri.clientIP = peer.Addr().Unmap()
+	trusted := s.trusted(ri.clientIP)
+	if trusted {
+		if xff := r.Header["X-Forwarded-For"]; len(xff) > 0 {
+			ri.clientIP = s.forwardedFor(xff, ri.clientIP)
+		}
+		switch r.Header.Get("X-Forwarded-Proto") {
+		case "https":
+			ri.scheme = "https"
+		case "http":
+			ri.scheme = "http"
+		}
+		if id := r.Header.Get("X-Request-Id"); validRequestID(id) {
+			ri.id = id
+		}
+	}
+	if ri.id == "" {
+		var buf [32]byte
+		b := append(buf[:0], s.idPrefix...)
+		ri.id = string(strconv.AppendUint(b, s.idSeq.Add(1), 36))
+	}
+
+	sw := getStatusWriter(w)
+	h := w.Header()
+	h["X-Request-Id"] = []string{ri.id}
+	h["X-Content-Type-Options"] = hdrNosniff
+	h["X-Frame-Options"] = hdrDeny
+	h["Referrer-Policy"] = hdrReferrer
+	if ri.scheme == "https" {
+		h["Strict-Transport-Security"] = hdrHSTS
+	}
+	if s.cfg.Draining != nil && s.cfg.Draining() {
+		h["Connection"] = hdrClose
+	}
+
+	ctx := context.WithValue(r.Context(), infoKey{}, ri)
+	if s.cfg.RequestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+	}
+	r = r.WithContext(ctx)
+	if s.metrics != nil {
+		s.metrics.inFlight.Inc()
+	}
+	defer s.finish(sw, r, ri, start)
+
+	if err := s.cop.Check(r); err != nil {
+		deny(sw, http.StatusForbidden, "cross-origin request refused")
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody && ri.bodyLimit > 0 {
+		if r.ContentLength > ri.bodyLimit {
+			deny(sw, http.StatusRequestEntityTooLarge, "request body too large")
+			return
+		}
+		r.Body = &limitedBody{w: sw, r: r, body: r.Body, ri: ri}
+	}
+	next.ServeHTTP(sw, r)
+}
+
+// finish recovers a panic, logs the request and records its metrics.
+func (s *stack) finish(sw *statusWriter, r *http.Request, ri *requestInfo, start time.Time) {
+	if v := recover(); v != nil {
+		if v == http.ErrAbortHandler {
+			s.account(sw, r, ri, start)
+			putStatusWriter(sw)
+			panic(v)
+		}
+		s.cfg.Logger.LogAttrs(r.Context(), slog.LevelError, "http: panic serving request",
+			slog.Any("panic", v), slog.String("request_id", ri.id), slog.String("method", r.Method),
+			slog.String("path", r.URL.Path), slog.String("stack", string(debug.Stack())))
+		if !sw.wroteHeader {
+			deny(sw, http.StatusInternalServerError, "internal server error")
+		} else {
+			sw.status = http.StatusInternalServerError
+		}
+	}
+	s.account(sw, r, ri, start)
+	putStatusWriter(sw)
+}
+
+func (s *stack) account(sw *statusWriter, r *http.Request, ri *requestInfo, start time.Time) {
+	took := time.Since(start)
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	route := ""
+	if rc := chi.RouteContext(r.Context()); rc != nil {
+		route = rc.RoutePattern()
+	}
+	if s.metrics != nil {
+		s.metrics.inFlight.Dec()
+		s.metrics.observe(r.Method, route, status, took)
+	}
+	if s.cfg.Logger.Enabled(r.Context(), slog.LevelInfo) {
+		s.cfg.Logger.LogAttrs(r.Context(), slog.LevelInfo, "http request",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
+			slog.Int("status", status), slog.Int64("bytes", sw.written), slog.Duration("took", took),
+			slog.String("client", ri.clientIP.String()), slog.String("request_id", ri.id))
+	}
+}
+
+func deny(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h["Content-Type"] = hdrTextPlain
+	h.Del("Content-Length")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg+"\n")
+}
+
+func (s *stack) trusted(a netip.Addr) bool {
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardedFor walks X-Forwarded-For from the right, past the trusted
+// proxies, to the first address that is not one: the client. Everything
+// left of it could have been written by the client itself.
+func (s *stack) forwardedFor(values []string, peer netip.Addr) netip.Addr {
+	client := peer
+	for i := len(values) - 1; i >= 0; i-- {
+		v := values[i]
+		for v != "" {
+			j := strings.LastIndexByte(v, ',')
+			part := strings.TrimSpace(v[j+1:])
+			v = v[:max(j, 0)]
+			if j < 0 {
+				v = ""
+			}
+			a, err := netip.ParseAddr(part)
+			if err != nil {
+				return client // garbage: stop at the last good hop
+			}
+			client = a.Unmap()
+			if !s.trusted(client) {
+				return client
+			}
+		}
+	}
+	return client
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// limitedBody applies the request's body limit, which a handler may still
+// change with SetBodyLimit before the first read.
+type limitedBody struct {
+	w    http.ResponseWriter
+	r    *http.Request
+	body io.ReadCloser
+	ri   *requestInfo
+	rc   io.ReadCloser
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.rc == nil {
+		if b.ri.bodyLimit > 0 {
+			b.rc = http.MaxBytesReader(b.w, b.body, b.ri.bodyLimit)
+		} else {
+			b.rc = b.body
+		}
+	}
+	return b.rc.Read(p)
+}
+
+func (b *limitedBody) Close() error { return b.body.Close() }
+
+// statusWriter records the status and size of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status      int
+	written     int64
+	wroteHeader bool
+}
+
+var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
+
+func getStatusWriter(w http.ResponseWriter) *statusWriter {
+	sw := statusWriters.Get().(*statusWriter)
+	*sw = statusWriter{ResponseWriter: w}
+	return sw
+}
+
+func putStatusWriter(sw *statusWriter) {
+	sw.ResponseWriter = nil
+	statusWriters.Put(sw)
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader && code >= 200 {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = http.StatusOK, true
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.written += int64(n)
+	return n, err
+}
+
+// Flush supports streaming handlers.
+func (w *statusWriter) Flush() {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = http.StatusOK, true
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
