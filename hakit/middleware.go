@@ -23,7 +23,7 @@ import (
 // StackConfig configures [Stack]. App builds it from its Config; use it
 // directly to put hakit's middleware in front of any handler.
 type StackConfig struct {
-	Logger         *slog.Logger  // access log (info) and panics (error); required
+	Logger         *slog.Logger   // access log (info) and panics (error); required
 	TrustedProxies []netip.Prefix // see Config.TrustedProxies
 	TrustedOrigins []string       // see Config.TrustedOrigins
 	RequestTimeout time.Duration  // <= 0: none
