@@ -125,7 +125,7 @@ func Scheme(ctx context.Context) string {
 
 // SetBodyLimit changes the body limit for r, before the body is read
 // (an upload route raises it; negative: none). It reports whether r came
-// through the stack.
+// through the stack. [BodyLimit] does it for a route.
 func SetBodyLimit(r *http.Request, n int64) bool {
 	if ri, ok := r.Context().Value(infoKey{}).(*requestInfo); ok {
 		ri.bodyLimit = n
@@ -186,6 +186,14 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	}
 
 	ctx := context.WithValue(r.Context(), infoKey{}, ri)
+	// A route context of our own, which a chi router below uses instead
+	// of its pooled one, so the matched pattern is still there for the
+	// metrics and the log once the handler returns.
+	rctx := chi.RouteContext(ctx)
+	if rctx == nil {
+		rctx = chi.NewRouteContext()
+		ctx = context.WithValue(ctx, chi.RouteCtxKey, rctx)
+	}
 	if s.cfg.RequestTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
@@ -195,27 +203,23 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	if s.metrics != nil {
 		s.metrics.inFlight.Inc()
 	}
-	defer s.finish(sw, r, ri, start)
+	defer s.finish(sw, r, ri, rctx, start)
 
 	if err := s.cop.Check(r); err != nil {
 		deny(sw, http.StatusForbidden, "cross-origin request refused")
 		return
 	}
 	if r.Body != nil && r.Body != http.NoBody && ri.bodyLimit > 0 {
-		if r.ContentLength > ri.bodyLimit {
-			deny(sw, http.StatusRequestEntityTooLarge, "request body too large")
-			return
-		}
-		r.Body = &limitedBody{w: sw, r: r, body: r.Body, ri: ri}
+		r.Body = &limitedBody{w: sw, body: r.Body, ri: ri}
 	}
 	next.ServeHTTP(sw, r)
 }
 
 // finish recovers a panic, logs the request and records its metrics.
-func (s *stack) finish(sw *statusWriter, r *http.Request, ri *requestInfo, start time.Time) {
+func (s *stack) finish(sw *statusWriter, r *http.Request, ri *requestInfo, rctx *chi.Context, start time.Time) {
 	if v := recover(); v != nil {
 		if v == http.ErrAbortHandler {
-			s.account(sw, r, ri, start)
+			s.account(sw, r, ri, rctx, start)
 			putStatusWriter(sw)
 			panic(v)
 		}
@@ -228,20 +232,17 @@ func (s *stack) finish(sw *statusWriter, r *http.Request, ri *requestInfo, start
 			sw.status = http.StatusInternalServerError
 		}
 	}
-	s.account(sw, r, ri, start)
+	s.account(sw, r, ri, rctx, start)
 	putStatusWriter(sw)
 }
 
-func (s *stack) account(sw *statusWriter, r *http.Request, ri *requestInfo, start time.Time) {
+func (s *stack) account(sw *statusWriter, r *http.Request, ri *requestInfo, rctx *chi.Context, start time.Time) {
 	took := time.Since(start)
 	status := sw.status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	route := ""
-	if rc := chi.RouteContext(r.Context()); rc != nil {
-		route = rc.RoutePattern()
-	}
+	route := rctx.RoutePattern()
 	if s.metrics != nil {
 		s.metrics.inFlight.Dec()
 		s.metrics.observe(r.Method, route, status, took)
@@ -311,11 +312,32 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// limitedBody applies the request's body limit, which a handler may still
-// change with SetBodyLimit before the first read.
+// BodyLimit returns middleware that sets the body limit of the requests it
+// handles (see SetBodyLimit), for routes that take larger bodies:
+//
+//	r.With(hakit.BodyLimit(64<<20)).Post("/images", upload)
+func BodyLimit(n int64) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			SetBodyLimit(r, n)
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// IsBodyTooLarge reports whether err (from reading a request body) means
+// the body exceeded its limit; answer 413 then.
+func IsBodyTooLarge(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe)
+}
+
+// limitedBody applies the request's body limit when it is first read, so
+// a handler may still change it with SetBodyLimit. Reading past the limit
+// (or a declared Content-Length above it) fails with *http.MaxBytesError,
+// and the server closes the connection after the response.
 type limitedBody struct {
 	w    http.ResponseWriter
-	r    *http.Request
 	body io.ReadCloser
 	ri   *requestInfo
 	rc   io.ReadCloser
