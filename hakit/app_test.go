@@ -20,8 +20,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"hakit.dev/hakit"
-	"hakit.dev/health"
 	"hakit.dev/hatest"
+	"hakit.dev/health"
 )
 
 // running is an App serving on a loopback port for a test.

@@ -131,7 +131,7 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		errs = append(errs, fmt.Errorf("Addr %q: %w", c.Addr, err))
+		errs = append(errs, fmt.Errorf("bad Addr %q: %w", c.Addr, err))
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("negative ShutdownTimeout (%s)", c.ShutdownTimeout))
@@ -145,7 +145,7 @@ func (c Config) validate() error {
 		}
 	}
 	if c.Migrations != nil && len(c.DatabaseURLs) == 0 {
-		errs = append(errs, errors.New("Migrations are set but DatabaseURLs is empty"))
+		errs = append(errs, errors.New("no DatabaseURLs to run the Migrations on"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("hakit: bad config: %w", err)
