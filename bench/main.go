@@ -60,6 +60,7 @@ func main() {
 	suites := map[string]suite{
 		"harness":  {about: "start-up and failover times of the hatest services", run: harness},
 		"dbrouter": {about: "dbrouter read overhead, failover write gap and losses, read-your-writes", run: dbrouterSuite},
+		"http":     {about: "rolling restart behind HAProxy, middleware overhead, /readyz latency", run: httpSuite},
 	}
 	list := flag.Bool("list", false, "list the suites and exit")
 	flag.Usage = func() {
