@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -555,5 +556,18 @@ func TestSignals(t *testing.T) {
 	}
 	if !strings.Contains(p.Output(), "forced") {
 		t.Fatalf("output does not say the shutdown was forced:\n%s", p.Output())
+	}
+}
+
+// The documented table names every variable ConfigFromEnv reads.
+func TestConfigurationDocListsEveryVariable(t *testing.T) {
+	doc, err := os.ReadFile("../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range hakit.EnvVars() {
+		if !strings.Contains(string(doc), "`"+v.Name+"` | `"+v.Field+"` |") {
+			t.Errorf("docs/configuration.md has no row for %s (%s)", v.Name, v.Field)
+		}
 	}
 }

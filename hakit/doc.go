@@ -1,12 +1,55 @@
-// Package hakit assembles the hakit packages into one HA-ready application
-// server: an [net/http.Server] on a chi router with request IDs, trusted-proxy
-// real IPs, panic recovery, access logs, Prometheus metrics, CSRF protection,
-// sessions, database routing, background jobs and uploads, plus migrations and
-// the drain sequence that lets a load balancer take an instance out before it
-// stops.
+// Package hakit assembles hakit's packages into an HTTP application server
+// that stays up: any instance can be killed or replaced while users keep
+// working.
 //
-// The assembly is thin on purpose: every package it wires (health, session,
-// dbrouter, jobs, uploads) works on its own with any [net/http.Handler].
+// # An app
 //
-// This package is being built; see the project README for the roadmap.
+//	cfg, err := hakit.ConfigFromEnv(nil) // HAKIT_ADDR, HAKIT_DATABASE_URLS, …
+//	if err != nil { log.Fatal(err) }     // every bad variable listed at once
+//	cfg.Migrations = migrationsFS        // embed.FS with NNN_name.up.sql
+//	app, err := hakit.New(ctx, cfg)
+//	if err != nil { log.Fatal(err) }
+//	app.Router().Get("/orders/{id}", showOrder) // chi: plain net/http handlers
+//	if err := app.Run(ctx); err != nil {        // serves, drains on SIGTERM
+//		os.Exit(1)
+//	}
+//
+// An App is an ordinary net/http application: [App.Router] is a chi
+// router, handlers are http.Handlers, and [App] itself is an http.Handler.
+// Each package it wires in — health, dbrouter, and the session, jobs and
+// uploads packages — also works on its own.
+//
+// # What every request goes through
+//
+// [Stack], in one function: request ID, client address from trusted proxies
+// only, access log, Prometheus metrics, panic recovery, Connection: close
+// while draining, security headers, CSRF protection
+// (http.CrossOriginProtection), body limit and request deadline. /livez,
+// /readyz and /metrics are answered before it.
+//
+// # Start-up and the drain sequence
+//
+// [App.Run] listens at once: /livez answers, /readyz says 503 "starting",
+// other requests get 503 with Retry-After. Migrations run on the primary
+// (under golang-migrate's advisory lock, so instances starting together
+// migrate once) and [Component]s start; then /readyz turns 200.
+//
+// On SIGTERM, SIGINT or the end of Run's context: /readyz turns 503
+// "draining" at once; the app keeps serving for Config.DrainDelay with
+// Connection: close on every response, so the load balancer takes it out
+// and kept-alive clients reconnect elsewhere; then http.Server.Shutdown
+// waits up to Config.ShutdownTimeout for in-flight requests; then
+// components stop in reverse order and the database router closes. A
+// second signal forces the exit. Run returns nil after a clean drain (exit
+// 0) and an error otherwise (exit 1).
+//
+// Measured behind HAProxy (inter 1s fall 2 rise 2, its default retries, no
+// redispatch) at 200 requests/s while three instances restart in turn: no
+// failed request with the drain; plain http.Server.Shutdown failed about 7%
+// (see docs/benchmarks.md).
+//
+// # Configuration
+//
+// [Config] documents every field and its default; [ConfigFromEnv] reads the
+// variables listed by [EnvVars]; docs/configuration.md has the table.
 package hakit
