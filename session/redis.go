@@ -1,0 +1,191 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisOptions configure a RedisStore. The zero value is usable.
+type RedisOptions struct {
+	// Prefix is put before every session key. Defaults to
+	// "hakit:session:".
+	Prefix string
+
+	// WaitReplicas is how many replicas must confirm a durable change (a
+	// login, a logout, a renewed token) before it counts: Redis
+	// replicates asynchronously, so a write the master acknowledged can
+	// vanish when Sentinel promotes a replica that had not received it.
+	// Defaults to 1; negative turns the confirmation off (a standalone
+	// Redis has no replica to wait for). Not supported on Redis Cluster.
+	WaitReplicas int
+
+	// WaitTimeout bounds that confirmation. Defaults to 100ms. When it
+	// passes with fewer replicas confirmed, the change stands and a warning
+	// is logged (at most once a minute): the user is not turned away
+	// because a replica is slow.
+	WaitTimeout time.Duration
+
+	// Logger receives those warnings. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// RedisStore keeps each session as a Redis hash: one field per session key
+// (so concurrent requests merge key by key in one atomic script) plus the
+// deadline, with the key's expiry set to the session's.
+type RedisStore struct {
+	rdb      redis.UniversalClient
+	opts     RedisOptions
+	lastWarn atomic.Int64
+}
+
+// NewRedisStore returns a store on rdb: a *redis.Client (plain, or
+// redis.NewFailoverClient for Sentinel) or a *redis.ClusterClient.
+func NewRedisStore(rdb redis.UniversalClient, opts RedisOptions) *RedisStore {
+	if opts.Prefix == "" {
+		opts.Prefix = "hakit:session:"
+	}
+	if opts.WaitReplicas == 0 {
+		opts.WaitReplicas = 1
+	}
+	if _, cluster := rdb.(*redis.ClusterClient); cluster {
+		opts.WaitReplicas = -1
+	}
+	if opts.WaitTimeout == 0 {
+		opts.WaitTimeout = 100 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &RedisStore{rdb: rdb, opts: opts}
+}
+
+// deadlineField holds the session's deadline in its hash; it also keeps
+// the hash from ever being empty (Redis deletes empty hashes).
+const deadlineField = "\x00deadline"
+
+// Load implements Store.
+func (s *RedisStore) Load(ctx context.Context, token string) (Record, bool, error) {
+	m, err := s.rdb.HGetAll(ctx, s.opts.Prefix+token).Result()
+	if err != nil {
+		return Record{}, false, fmt.Errorf("session: redis: %w", err)
+	}
+	d, ok := m[deadlineField]
+	if !ok {
+		return Record{}, false, nil
+	}
+	ns, err := strconv.ParseInt(d, 10, 64)
+	if err != nil {
+		return Record{}, false, fmt.Errorf("%w: bad deadline %q", errCorrupt, d)
+	}
+	r := Record{Deadline: time.Unix(0, ns).UTC(), Values: make(map[string][]byte, len(m)-1)}
+	if !r.Deadline.After(time.Now()) {
+		return Record{}, false, nil
+	}
+	for k, v := range m {
+		if k != deadlineField {
+			r.Values[k] = []byte(v)
+		}
+	}
+	return r, true, nil
+}
+
+// applyScript applies a change atomically. ARGV: mode (replace|merge),
+// expiry (unix ms), deadline (unix ns), number of fields to set, then
+// field/value pairs, then fields to delete.
+var applyScript = redis.NewScript(`
+if ARGV[1] == 'merge' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == 'replace' then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], '\0deadline', ARGV[3])
+local nset = tonumber(ARGV[4])
+local i = 5
+if nset > 0 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, i + 2*nset - 1))
+  i = i + 2*nset
+end
+if i <= #ARGV then redis.call('HDEL', KEYS[1], unpack(ARGV, i, #ARGV)) end
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return 1
+`)
+
+// Apply implements Store.
+func (s *RedisStore) Apply(ctx context.Context, token string, c Change) (bool, error) {
+	mode := "merge"
+	if c.Replace {
+		mode = "replace"
+	}
+	args := make([]any, 0, 4+2*len(c.Set)+len(c.Unset))
+	args = append(args, mode, c.Expiry.UnixMilli(), strconv.FormatInt(c.Deadline.UnixNano(), 10), len(c.Set))
+	for k, v := range c.Set {
+		args = append(args, k, v)
+	}
+	for _, k := range c.Unset {
+		args = append(args, k)
+	}
+	key := s.opts.Prefix + token
+	var applied int64
+	run := func(eval bool) error {
+		return s.durably(ctx, c.Durable, func(p redis.Pipeliner) {
+			if eval {
+				applyScript.Eval(ctx, p, []string{key}, args...)
+			} else {
+				applyScript.EvalSha(ctx, p, []string{key}, args...)
+			}
+		}, func(cmds []redis.Cmder) error {
+			v, err := cmds[0].(*redis.Cmd).Int64()
+			applied = v
+			return err
+		})
+	}
+	err := run(false)
+	if err != nil && redis.HasErrorPrefix(errors.Unwrap(err), "NOSCRIPT") {
+		// First use on this server (or after a failover or SCRIPT FLUSH):
+		// send the script itself once.
+		err = run(true)
+	}
+	return applied == 1, err
+}
+
+// Delete implements Store.
+func (s *RedisStore) Delete(ctx context.Context, token string, durable bool) error {
+	return s.durably(ctx, durable, func(p redis.Pipeliner) {
+		p.Del(ctx, s.opts.Prefix+token)
+	}, func(cmds []redis.Cmder) error { return cmds[0].Err() })
+}
+
+// durably runs the commands queue adds and, for a durable change, WAIT in
+// the same pipeline (so on the same connection, which WAIT is about).
+func (s *RedisStore) durably(ctx context.Context, durable bool, queue func(redis.Pipeliner), check func([]redis.Cmder) error) error {
+	wait := durable && s.opts.WaitReplicas > 0
+	p := s.rdb.Pipeline()
+	queue(p)
+	var waitCmd *redis.Cmd
+	if wait {
+		waitCmd = p.Do(ctx, "WAIT", s.opts.WaitReplicas, s.opts.WaitTimeout.Milliseconds())
+	}
+	cmds, err := p.Exec(ctx)
+	if err == nil || errors.Is(err, redis.Nil) {
+		err = check(cmds)
+	} else if cerr := cmds[0].Err(); cerr != nil {
+		err = cerr // the first command's own error (NOSCRIPT) says more
+	}
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("session: redis: %w", err)
+	}
+	if waitCmd != nil {
+		if n, err := waitCmd.Int64(); err == nil && n < int64(s.opts.WaitReplicas) {
+			now := time.Now().UnixNano()
+			if last := s.lastWarn.Load(); now-last > int64(time.Minute) && s.lastWarn.CompareAndSwap(last, now) {
+				s.opts.Logger.Warn("session: a durable change was not confirmed by the Redis replicas in time; it may be lost if the master fails now",
+					"want", s.opts.WaitReplicas, "got", n, "timeout", s.opts.WaitTimeout)
+			}
+		}
+	}
+	return nil
+}
