@@ -61,6 +61,7 @@ func main() {
 		"harness":  {about: "start-up and failover times of the hatest services", run: harness},
 		"dbrouter": {about: "dbrouter read overhead, failover write gap and losses, read-your-writes", run: dbrouterSuite},
 		"http":     {about: "rolling restart behind HAProxy, middleware overhead, /readyz latency", run: httpSuite},
+		"session":  {about: "lost updates vs plain scs, cost per request, logins across a Sentinel failover", run: sessionSuite},
 	}
 	list := flag.Bool("list", false, "list the suites and exit")
 	flag.Usage = func() {

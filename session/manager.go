@@ -124,6 +124,9 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
+// Store returns the Manager's store.
+func (m *Manager) Store() Store { return m.store }
+
 // Durable marks the request's session change as one that must survive a
 // store failover (see RedisOptions.WaitReplicas). RenewToken and Destroy
 // are durable anyway.

@@ -154,3 +154,11 @@ func (s *PostgresStore) Delete(ctx context.Context, token string, _ bool) error 
 	return nil
 }
 
+// Ping checks that the primary answers, for readiness checks.
+func (s *PostgresStore) Ping(ctx context.Context) error {
+	pool, err := s.primary()
+	if err != nil {
+		return err
+	}
+	return pool.Ping(ctx)
+}

@@ -189,3 +189,6 @@ func (s *RedisStore) durably(ctx context.Context, durable bool, queue func(redis
 	}
 	return nil
 }
+
+// Ping checks that Redis answers, for readiness checks.
+func (s *RedisStore) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }

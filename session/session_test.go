@@ -179,6 +179,13 @@ func TestRedisSharedConcurrentAndRenewed(t *testing.T) {
 		t.Fatalf("instance B reads %q", got)
 	}
 
+	// A 100 KB value works.
+	big := strings.Repeat("0123456789", 10<<10)
+	u.must("POST", a, "/put?k=big&v="+big)
+	if got := u.must("GET", b, "/get?k=big"); got != big {
+		t.Fatalf("100 KB value read back as %d bytes", len(got))
+	}
+
 	// 50 concurrent requests each set a key: all 50 stay.
 	if got := concurrentPuts(t, a, 50); got != 50 {
 		t.Fatalf("%d of 50 concurrent changes kept", got)

@@ -150,7 +150,9 @@ func (b bridge) DeleteCtx(ctx context.Context, token string) error {
 	return b.store.Delete(ctx, token, true)
 }
 
-func (b bridge) Find(token string) ([]byte, bool, error) { return b.FindCtx(context.Background(), token) }
+func (b bridge) Find(token string) ([]byte, bool, error) {
+	return b.FindCtx(context.Background(), token)
+}
 func (b bridge) Commit(token string, data []byte, expiry time.Time) error {
 	return b.CommitCtx(context.Background(), token, data, expiry)
 }
