@@ -97,15 +97,25 @@ func TestHAProxyHealthChecksAndStats(t *testing.T) {
 			t.Fatalf("/fail = %d", code)
 		}
 	}
-	stats, err := h.Stats(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// HAProxy counts a request when its stream ends, a moment after the
+	// client has the response: wait for the counters.
 	var fe hatest.ServerStats
-	for _, s := range stats {
-		if s.Name == "FRONTEND" {
-			fe = s
+	var stats []hatest.ServerStats
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if stats, err = h.Stats(ctx); err != nil {
+			t.Fatal(err)
 		}
+		for _, s := range stats {
+			if s.Name == "FRONTEND" {
+				fe = s
+			}
+		}
+		if fe.Responses5xx >= 3 && fe.Responses2xx >= 20 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if fe.Responses5xx != 3 {
 		t.Fatalf("frontend 5xx = %d, want 3 (stats %+v)", fe.Responses5xx, stats)
