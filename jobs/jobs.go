@@ -1,0 +1,161 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"hakit.dev/dbrouter"
+)
+
+// Options adjust one task. The zero value is usable.
+type Options struct {
+	// Queue is the queue the task goes to. Defaults to "default".
+	Queue string
+	// MaxRetry is how often a failing task is retried (with exponential
+	// backoff) before it is archived. Zero means asynq's default, 25;
+	// negative means never retried.
+	MaxRetry int
+	// Timeout bounds one run of the handler (its context ends then).
+	// Zero means asynq's default, 30 minutes.
+	Timeout time.Duration
+	// ProcessAt delays the task until then. Zero means at once.
+	ProcessAt time.Time
+}
+
+func (o Options) asynq(extra ...asynq.Option) []asynq.Option {
+	opts := extra
+	if o.Queue != "" {
+		opts = append(opts, asynq.Queue(o.Queue))
+	}
+	switch {
+	case o.MaxRetry > 0:
+		opts = append(opts, asynq.MaxRetry(o.MaxRetry))
+	case o.MaxRetry < 0:
+		opts = append(opts, asynq.MaxRetry(0))
+	}
+	if o.Timeout > 0 {
+		opts = append(opts, asynq.Timeout(o.Timeout))
+	}
+	if !o.ProcessAt.IsZero() {
+		opts = append(opts, asynq.ProcessAt(o.ProcessAt))
+	}
+	return opts
+}
+
+// envelope is a task's payload as hakit puts it on the queue: the caller's
+// payload, and the database position the task must see (the commit LSN of
+// the transaction that enqueued it), so its reads through dbrouter find
+// what that transaction wrote.
+type envelope struct {
+	LSN  string          `json:"lsn,omitempty"`
+	Data json.RawMessage `json:"data"`
+}
+
+func seal(lsn dbrouter.LSN, payload any) ([]byte, error) {
+	data, err := json.Marshal(payload)
+	if err != nil {
+		return nil, fmt.Errorf("jobs: encode payload: %w", err)
+	}
+	env := envelope{Data: data}
+	if lsn != 0 {
+		env.LSN = lsn.String()
+	}
+	return json.Marshal(env)
+}
+
+// Client enqueues tasks on Redis directly. Prefer [Outbox.EnqueueTx] for a
+// task that must exist if and only if a database transaction commits.
+type Client struct {
+	rdb       redis.UniversalClient
+	asynq     *asynq.Client
+	log       *slog.Logger
+	retention time.Duration
+	enqueued  *prometheus.CounterVec
+}
+
+// ClientConfig configures a Client. The zero value is usable.
+type ClientConfig struct {
+	// Retention is how long a completed task stays in Redis. Task IDs are
+	// unique only while the task exists, and the outbox relay and the
+	// scheduler rely on that to enqueue a task once: keep it longer than a
+	// relay can take to come back after a crash, and than the longest
+	// schedule period. Defaults to 1h.
+	Retention time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// NewClient returns a Client on rdb (a *redis.Client, a Sentinel failover
+// client, or a cluster client). Closing the Client does not close rdb.
+func NewClient(rdb redis.UniversalClient, cfg ClientConfig) *Client {
+	if cfg.Retention == 0 {
+		cfg.Retention = time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Client{rdb: rdb, asynq: asynq.NewClientFromRedisClient(rdb), log: cfg.Logger, retention: cfg.Retention,
+		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "enqueued_total",
+			Help: "Tasks put on a queue, by type."}, []string{"type"})}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Client) Describe(ch chan<- *prometheus.Desc) { c.enqueued.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (c *Client) Collect(ch chan<- prometheus.Metric) { c.enqueued.Collect(ch) }
+
+// Close releases the Client.
+func (c *Client) Close() error { return c.asynq.Close() }
+
+// Enqueue puts a task on its queue now. The payload is encoded as JSON. If
+// ctx carries a read-your-writes position (dbrouter.WithMinLSN), the task
+// carries it too. It returns the task's ID.
+func (c *Client) Enqueue(ctx context.Context, taskType string, payload any, opts Options) (string, error) {
+	b, err := seal(dbrouter.MinLSN(ctx), payload)
+	if err != nil {
+		return "", err
+	}
+	info, err := c.asynq.EnqueueContext(ctx, asynq.NewTask(taskType, b), opts.asynq(asynq.Retention(c.retention))...)
+	if err != nil {
+		return "", fmt.Errorf("jobs: enqueue %s: %w", taskType, err)
+	}
+	c.enqueued.WithLabelValues(taskType).Inc()
+	return info.ID, nil
+}
+
+// enqueueWithID enqueues a task under a given ID; a task that already has
+// the ID (enqueued before, by this or another instance) counts as done.
+func (c *Client) enqueueWithID(ctx context.Context, id, taskType string, sealed []byte, opts Options) (bool, error) {
+	_, err := c.asynq.EnqueueContext(ctx, asynq.NewTask(taskType, sealed), opts.asynq(asynq.TaskID(id), asynq.Retention(c.retention))...)
+	switch {
+	case err == nil:
+		c.enqueued.WithLabelValues(taskType).Inc()
+		return true, nil
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		return false, nil
+	}
+	return false, fmt.Errorf("jobs: enqueue %s as %s: %w", taskType, id, err)
+}
+
+// Archived lists the tasks of queue that failed for good (the dead
+// letters), newest first, at most limit.
+func (c *Client) Archived(queue string, limit int) ([]*asynq.TaskInfo, error) {
+	if queue == "" {
+		queue = "default"
+	}
+	ins := asynq.NewInspectorFromRedisClient(c.rdb)
+	tasks, err := ins.ListArchivedTasks(queue, asynq.PageSize(limit))
+	if err != nil && errors.Is(err, asynq.ErrQueueNotFound) {
+		return nil, nil
+	}
+	return tasks, err
+}

@@ -1,0 +1,210 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"hakit.dev/dbrouter"
+	"hakit.dev/health"
+)
+
+// WorkerConfig configures a Worker. The zero value is usable.
+type WorkerConfig struct {
+	// Concurrency is how many tasks run at once. Defaults to 10.
+	Concurrency int
+	// Queues and their weights: a queue with weight 6 is served six times
+	// as often as one with weight 1. Defaults to critical 6, default 3,
+	// low 1.
+	Queues map[string]int
+	// ShutdownTimeout is how long Stop lets running tasks finish; those
+	// still running then are put back on their queue to run again
+	// (elsewhere). Defaults to 20s.
+	ShutdownTimeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Worker runs task handlers: an asynq server with typed JSON handlers
+// (see [Handle]), read-your-writes for the tasks' database reads, metrics,
+// and a life cycle that fits hakit.App's drain.
+type Worker struct {
+	rdb redis.UniversalClient
+	cfg WorkerConfig
+	log *slog.Logger
+	mux *asynq.ServeMux
+
+	mu      sync.Mutex
+	types   map[string]bool
+	srv     *asynq.Server
+	started bool
+
+	processed *prometheus.CounterVec
+	failed    *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+}
+
+// NewWorker returns a Worker on rdb. Register handlers with Handle, then
+// Start it (hakit.App does, when the Worker is added as a component).
+func NewWorker(rdb redis.UniversalClient, cfg WorkerConfig) *Worker {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 10
+	}
+	if len(cfg.Queues) == 0 {
+		cfg.Queues = map[string]int{"critical": 6, "default": 3, "low": 1}
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 20 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	w := &Worker{rdb: rdb, cfg: cfg, log: cfg.Logger, mux: asynq.NewServeMux(), types: map[string]bool{},
+		processed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "processed_total",
+			Help: "Task runs that succeeded, by type."}, []string{"type"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "failed_total",
+			Help: "Task runs that failed, by type (retried or archived)."}, []string{"type"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "hakit", Subsystem: "jobs", Name: "run_duration_seconds",
+			Help: "Time a task run took, by type.", Buckets: prometheus.DefBuckets}, []string{"type"}),
+	}
+	return w
+}
+
+// Handle registers fn for tasks of taskType, whose JSON payload decodes
+// into T. A payload that does not decode is archived at once with the
+// decoding error; an error fn returns makes the task retry with backoff
+// (return an error wrapping asynq.SkipRetry to archive it at once). A task
+// enqueued with a read-your-writes position runs with it in its context,
+// so reads through dbrouter see what the enqueuing transaction wrote.
+//
+// Delivery is at least once: a task whose worker dies mid-run runs again.
+// Make fn idempotent, for instance with [Once].
+//
+// Handle panics on a programmer error (empty or duplicate type, after
+// Start).
+func Handle[T any](w *Worker, taskType string, fn func(ctx context.Context, payload T) error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case taskType == "":
+		panic("jobs: Handle with an empty task type")
+	case w.types[taskType]:
+		panic(fmt.Sprintf("jobs: task type %q registered twice", taskType))
+	case w.started:
+		panic(fmt.Sprintf("jobs: Handle(%q) after Start", taskType))
+	}
+	w.types[taskType] = true
+	w.mux.Handle(taskType, asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		var env envelope
+		if err := json.Unmarshal(t.Payload(), &env); err != nil || env.Data == nil {
+			return w.fail(taskType, fmt.Errorf("jobs: %s: payload is not a hakit task envelope: %v: %w", taskType, err, asynq.SkipRetry))
+		}
+		var payload T
+		if err := json.Unmarshal(env.Data, &payload); err != nil {
+			return w.fail(taskType, fmt.Errorf("jobs: %s: decode payload into %T: %v: %w", taskType, payload, err, asynq.SkipRetry))
+		}
+		if env.LSN != "" {
+			if lsn, err := dbrouter.ParseLSN(env.LSN); err == nil {
+				ctx = dbrouter.WithMinLSN(ctx, lsn)
+			}
+		}
+		start := time.Now()
+		err := fn(ctx, payload)
+		w.duration.WithLabelValues(taskType).Observe(time.Since(start).Seconds())
+		if err != nil {
+			return w.fail(taskType, fmt.Errorf("jobs: %s: %w", taskType, err))
+		}
+		w.processed.WithLabelValues(taskType).Inc()
+		return nil
+	}))
+}
+
+func (w *Worker) fail(taskType string, err error) error {
+	w.failed.WithLabelValues(taskType).Inc()
+	return err
+}
+
+// Start starts processing tasks.
+func (w *Worker) Start(context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started {
+		return errors.New("jobs: Worker started twice")
+	}
+	w.started = true
+	w.srv = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
+		Concurrency:     w.cfg.Concurrency,
+		Queues:          w.cfg.Queues,
+		ShutdownTimeout: w.cfg.ShutdownTimeout,
+		Logger:          asynqLogger{w.log},
+		LogLevel:        asynq.WarnLevel,
+		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+			retried, _ := asynq.GetRetryCount(ctx)
+			maxRetry, _ := asynq.GetMaxRetry(ctx)
+			id, _ := asynq.GetTaskID(ctx)
+			w.log.Warn("jobs: task failed", "type", t.Type(), "id", id, "retried", retried, "max_retry", maxRetry, "err", err)
+		}),
+	})
+	// A task nobody handles goes straight to the archive with a clear
+	// error instead of failing 25 times.
+	dispatch := asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		if !w.types[t.Type()] {
+			return w.fail(t.Type(), fmt.Errorf("jobs: no handler registered for task type %q: %w", t.Type(), asynq.SkipRetry))
+		}
+		return w.mux.ProcessTask(ctx, t)
+	})
+	return w.srv.Start(dispatch)
+}
+
+// Stop takes no new tasks, lets the running ones finish for up to
+// WorkerConfig.ShutdownTimeout, and puts back on their queues those still
+// running then: no task is lost, some run again.
+func (w *Worker) Stop(context.Context) error {
+	w.mu.Lock()
+	srv := w.srv
+	w.srv = nil
+	w.mu.Unlock()
+	if srv != nil {
+		srv.Shutdown()
+	}
+	return nil
+}
+
+// HealthChecks reports whether Redis answers; not critical (Redis down
+// for every instance is no reason to take them all out of the load
+// balancer).
+func (w *Worker) HealthChecks() []health.Check {
+	return []health.Check{{Name: "redis:jobs", Func: func(ctx context.Context) error { return w.rdb.Ping(ctx).Err() }}}
+}
+
+// Describe implements prometheus.Collector.
+func (w *Worker) Describe(ch chan<- *prometheus.Desc) {
+	w.processed.Describe(ch)
+	w.failed.Describe(ch)
+	w.duration.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (w *Worker) Collect(ch chan<- prometheus.Metric) {
+	w.processed.Collect(ch)
+	w.failed.Collect(ch)
+	w.duration.Collect(ch)
+}
+
+// asynqLogger sends asynq's logs to slog. asynq's Fatal is logged as an
+// error: a library does not end the process.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug("asynq: " + fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info("asynq: " + fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn("asynq: " + fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error("asynq: " + fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) { a.l.Error("asynq (fatal): " + fmt.Sprint(args...)) }
