@@ -120,8 +120,8 @@ type RelayConfig struct {
 // enqueuing and before deleting its rows, and the one that takes them
 // over, cannot enqueue a task twice (within the Client's Retention).
 type Relay struct {
-	cfg    RelayConfig
-	log    *slog.Logger
+	cfg                            RelayConfig
+	log                            *slog.Logger
 	selectSQL, deleteSQL, countSQL string
 
 	stop    context.CancelFunc
