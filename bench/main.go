@@ -62,6 +62,7 @@ func main() {
 		"dbrouter": {about: "dbrouter read overhead, failover write gap and losses, read-your-writes", run: dbrouterSuite},
 		"http":     {about: "rolling restart behind HAProxy, middleware overhead, /readyz latency", run: httpSuite},
 		"session":  {about: "lost updates vs plain scs, cost per request, logins across a Sentinel failover", run: sessionSuite},
+		"jobs":     {about: "outbox across a relay kill and a Redis failover, latency, throughput, periodic duplicates", run: jobsSuite},
 	}
 	list := flag.Bool("list", false, "list the suites and exit")
 	flag.Usage = func() {

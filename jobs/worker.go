@@ -29,6 +29,10 @@ type WorkerConfig struct {
 	// still running then are put back on their queue to run again
 	// (elsewhere). Defaults to 20s.
 	ShutdownTimeout time.Duration
+	// TaskCheckInterval is how often an idle worker looks for new tasks.
+	// Defaults to 25ms (asynq's own default, 1s, would add up to a second
+	// between an enqueue and its run); each look is one Redis script call.
+	TaskCheckInterval time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -63,6 +67,9 @@ func NewWorker(rdb redis.UniversalClient, cfg WorkerConfig) *Worker {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 20 * time.Second
+	}
+	if cfg.TaskCheckInterval <= 0 {
+		cfg.TaskCheckInterval = 25 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -141,11 +148,12 @@ func (w *Worker) Start(context.Context) error {
 	}
 	w.started = true
 	w.srv = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
-		Concurrency:     w.cfg.Concurrency,
-		Queues:          w.cfg.Queues,
-		ShutdownTimeout: w.cfg.ShutdownTimeout,
-		Logger:          asynqLogger{w.log},
-		LogLevel:        asynq.WarnLevel,
+		Concurrency:       w.cfg.Concurrency,
+		Queues:            w.cfg.Queues,
+		ShutdownTimeout:   w.cfg.ShutdownTimeout,
+		TaskCheckInterval: w.cfg.TaskCheckInterval,
+		Logger:            asynqLogger{w.log},
+		LogLevel:          asynq.WarnLevel,
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
 			retried, _ := asynq.GetRetryCount(ctx)
 			maxRetry, _ := asynq.GetMaxRetry(ctx)
