@@ -1,0 +1,52 @@
+package uploads
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Bucket is where uploads are kept: S3 ([NewS3Bucket]) in production,
+// a directory ([NewDiskBucket]) in development.
+type Bucket interface {
+	// Upload streams r to key. On any error (r's included) nothing is left
+	// under key: a multipart upload is aborted, a partial file removed.
+	Upload(ctx context.Context, key string, r io.Reader, contentType string, meta map[string]string) error
+	// Open returns the object at key; rng is an HTTP Range header value
+	// (empty: all of it) and ifNoneMatch an If-None-Match value.
+	// A missing object is ErrNotFound; a matching ETag gives an Object
+	// with NotModified set and no Body.
+	Open(ctx context.Context, key, rng, ifNoneMatch string) (*Object, error)
+	// Stat returns the object's metadata. A missing object is ErrNotFound.
+	Stat(ctx context.Context, key string) (*Object, error)
+	// Delete removes the object; a missing one is not an error.
+	Delete(ctx context.Context, key string) error
+}
+
+// Object is a stored object, as opened or described.
+type Object struct {
+	Key          string
+	Size         int64 // of the whole object
+	ContentType  string
+	ETag         string // with its quotes, as HTTP wants it
+	LastModified time.Time
+	Meta         map[string]string
+
+	// For Open: the body (close it), the range it covers
+	// ("bytes 0-99/1000"), and whether If-None-Match matched.
+	Body         io.ReadCloser
+	ContentRange string
+	Length       int64 // of the body
+	NotModified  bool
+}
+
+// Errors a Bucket or the Store return; [Status] maps them to HTTP.
+var (
+	ErrNotFound            = errors.New("uploads: no such object")
+	ErrTooLarge            = errors.New("uploads: file too large")
+	ErrUnsupportedType     = errors.New("uploads: file type not allowed")
+	ErrNoFile              = errors.New("uploads: no file in the request")
+	ErrBadRequest          = errors.New("uploads: malformed upload request")
+	ErrRangeNotSatisfiable = errors.New("uploads: range not satisfiable")
+)

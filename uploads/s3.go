@@ -1,0 +1,422 @@
+package uploads
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+// S3Config configures an S3Bucket. Bucket and credentials are required.
+type S3Config struct {
+	// Endpoint is the S3 endpoint URL, e.g. "https://s3.eu-west-1.amazonaws.com"
+	// or "http://127.0.0.1:9000" for MinIO. Empty: AWS's own for Region.
+	Endpoint string
+	// Region defaults to "us-east-1".
+	Region string
+	// Bucket is the bucket's name. Required.
+	Bucket string
+	// AccessKey and SecretKey are static credentials; Credentials, if
+	// set, is used instead.
+	AccessKey, SecretKey string
+	Credentials          aws.CredentialsProvider
+	// PathStyle addresses the bucket in the path (endpoint/bucket/key), as
+	// MinIO, Ceph and most S3-compatible servers want.
+	PathStyle bool
+	// PartSize is the size of a multipart upload's parts, and of the
+	// buffers that hold them. Defaults to 8 MiB; at least 5 MiB (S3's
+	// minimum).
+	PartSize int64
+	// Concurrency is how many parts of one upload are sent at once.
+	// Defaults to 2.
+	Concurrency int
+	// MaxBuffers bounds the part buffers of all uploads together, and so
+	// the memory uploads can take: MaxBuffers × PartSize. Uploads wait for
+	// a free buffer. Defaults to 8 (64 MiB with 8 MiB parts).
+	MaxBuffers int
+	// AbortTimeout is how long a failed upload keeps trying to abort its
+	// multipart upload (S3 may be the thing that failed). Defaults to 1m.
+	// What still fails is left to [S3Bucket.AbortIncomplete].
+	AbortTimeout time.Duration
+	// HTTPClient defaults to the SDK's.
+	HTTPClient *http.Client
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// S3Bucket keeps uploads in an S3 bucket. It speaks plain S3: path-style
+// addressing when asked, and checksums only where S3 requires them, so
+// MinIO, Ceph, Garage and others work as AWS does.
+type S3Bucket struct {
+	cfg     S3Config
+	client  *s3.Client
+	presign *s3.PresignClient
+	log     *slog.Logger
+
+	buffers sync.Pool
+	slots   chan struct{} // one per buffer in use
+
+	aborts sync.WaitGroup
+}
+
+// NewS3Bucket returns an S3Bucket.
+func NewS3Bucket(cfg S3Config) (*S3Bucket, error) {
+	var errs []error
+	if cfg.Bucket == "" {
+		errs = append(errs, errors.New("S3Config.Bucket is empty"))
+	}
+	if cfg.Credentials == nil && (cfg.AccessKey == "" || cfg.SecretKey == "") {
+		errs = append(errs, errors.New("S3Config needs AccessKey and SecretKey, or Credentials"))
+	}
+	if cfg.PartSize == 0 {
+		cfg.PartSize = 8 << 20
+	}
+	if cfg.PartSize < 5<<20 {
+		errs = append(errs, fmt.Errorf("S3Config.PartSize %d is below S3's 5 MiB minimum", cfg.PartSize))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("uploads: bad config: %w", err)
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 2
+	}
+	if cfg.MaxBuffers <= 0 {
+		cfg.MaxBuffers = 8
+	}
+	cfg.MaxBuffers = max(cfg.MaxBuffers, 2)
+	if cfg.AbortTimeout <= 0 {
+		cfg.AbortTimeout = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	creds := cfg.Credentials
+	if creds == nil {
+		key, secret := cfg.AccessKey, cfg.SecretKey
+		creds = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: key, SecretAccessKey: secret, Source: "uploads.S3Config"}, nil
+		})
+	}
+	opts := s3.Options{
+		Region:                     cfg.Region,
+		Credentials:                creds,
+		UsePathStyle:               cfg.PathStyle,
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
+		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+	}
+	if cfg.Endpoint != "" {
+		opts.BaseEndpoint = aws.String(cfg.Endpoint)
+	}
+	if cfg.HTTPClient != nil {
+		opts.HTTPClient = cfg.HTTPClient
+	}
+	b := &S3Bucket{cfg: cfg, client: s3.New(opts), log: cfg.Logger, slots: make(chan struct{}, cfg.MaxBuffers)}
+	b.presign = s3.NewPresignClient(b.client)
+	size := cfg.PartSize
+	b.buffers.New = func() any { buf := make([]byte, size); return &buf }
+	return b, nil
+}
+
+// Client returns the S3 client, for what this package does not cover.
+func (b *S3Bucket) Client() *s3.Client { return b.client }
+
+// getBuffer waits for a free buffer slot and returns a part buffer.
+func (b *S3Bucket) getBuffer(ctx context.Context) (*[]byte, error) {
+	select {
+	case b.slots <- struct{}{}:
+		return b.buffers.Get().(*[]byte), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (b *S3Bucket) putBuffer(buf *[]byte) {
+	b.buffers.Put(buf)
+	<-b.slots
+}
+
+// Upload implements Bucket: one PUT for a body smaller than a part, a
+// multipart upload otherwise, with at most Concurrency parts in flight and
+// every part in a pooled buffer, so memory does not grow with the size of
+// the file. On any failure the multipart upload is aborted.
+func (b *S3Bucket) Upload(ctx context.Context, key string, r io.Reader, contentType string, meta map[string]string) error {
+	first, err := b.getBuffer(ctx)
+	if err != nil {
+		return err
+	}
+	n, rerr := io.ReadFull(r, *first)
+	if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		defer b.putBuffer(first)
+		_, err := b.client.PutObject(ctx, &s3.PutObjectInput{
+			Bucket: &b.cfg.Bucket, Key: &key, Body: bytes.NewReader((*first)[:n]), ContentLength: aws.Int64(int64(n)),
+			ContentType: aws.String(contentType), Metadata: meta,
+		})
+		if err != nil {
+			return fmt.Errorf("uploads: put %s: %w", key, err)
+		}
+		return nil
+	}
+	if rerr != nil {
+		b.putBuffer(first)
+		return rerr
+	}
+
+	created, err := b.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+		Bucket: &b.cfg.Bucket, Key: &key, ContentType: aws.String(contentType), Metadata: meta,
+	})
+	if err != nil {
+		b.putBuffer(first)
+		return fmt.Errorf("uploads: start multipart upload of %s: %w", key, err)
+	}
+	uploadID := created.UploadId
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		mu    sync.Mutex
+		parts []types.CompletedPart
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, b.cfg.Concurrency)
+	)
+	send := func(num int32, buf *[]byte, size int) {
+		defer wg.Done()
+		defer func() { <-sem }()
+		defer b.putBuffer(buf)
+		out, err := b.client.UploadPart(pctx, &s3.UploadPartInput{
+			Bucket: &b.cfg.Bucket, Key: &key, UploadId: uploadID, PartNumber: aws.Int32(num),
+			Body: bytes.NewReader((*buf)[:size]), ContentLength: aws.Int64(int64(size)),
+		})
+		if err != nil {
+			cancel(fmt.Errorf("uploads: part %d of %s: %w", num, key, err))
+			return
+		}
+		mu.Lock()
+		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num)})
+		mu.Unlock()
+	}
+	buf, size := first, n
+	var failure error
+	for num := int32(1); ; num++ {
+		select {
+		case sem <- struct{}{}:
+		case <-pctx.Done():
+			b.putBuffer(buf)
+			failure = context.Cause(pctx)
+		}
+		if failure != nil {
+			break
+		}
+		wg.Add(1)
+		go send(num, buf, size)
+		if rerr != nil { // that was the last part
+			break
+		}
+		if buf, err = b.getBuffer(pctx); err != nil {
+			failure = context.Cause(pctx)
+			break
+		}
+		size, rerr = io.ReadFull(r, *buf)
+		if rerr == io.EOF { // nothing more: no empty last part
+			b.putBuffer(buf)
+			break
+		}
+		if rerr != nil && rerr != io.ErrUnexpectedEOF {
+			b.putBuffer(buf)
+			failure = rerr
+			break
+		}
+	}
+	if failure != nil {
+		cancel(failure)
+	}
+	wg.Wait()
+	if failure == nil {
+		failure = context.Cause(pctx)
+	}
+	if failure == nil {
+		slices.SortFunc(parts, func(a, c types.CompletedPart) int { return int(*a.PartNumber - *c.PartNumber) })
+		_, err := b.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+			Bucket: &b.cfg.Bucket, Key: &key, UploadId: uploadID,
+			MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+		})
+		if err == nil {
+			return nil
+		}
+		failure = fmt.Errorf("uploads: complete %s: %w", key, err)
+	}
+	b.abort(key, *uploadID)
+	return failure
+}
+
+// abort aborts a multipart upload, so no parts are left behind, trying for
+// up to AbortTimeout (in the background after a first attempt: S3 may be
+// what failed).
+func (b *S3Bucket) abort(key, uploadID string) {
+	try := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := b.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &b.cfg.Bucket, Key: &key, UploadId: &uploadID})
+		var nsu *types.NoSuchUpload
+		if errors.As(err, &nsu) {
+			return nil
+		}
+		return err
+	}
+	if try(context.Background()) == nil {
+		return
+	}
+	b.aborts.Go(func() {
+		deadline := time.Now().Add(b.cfg.AbortTimeout)
+		pause := 200 * time.Millisecond
+		for time.Now().Before(deadline) {
+			time.Sleep(pause)
+			if err := try(context.Background()); err == nil {
+				return
+			} else if time.Now().Add(pause).After(deadline) {
+				b.log.Error("uploads: could not abort a failed multipart upload; AbortIncomplete will", "key", key, "err", err)
+			}
+			pause = min(2*pause, 5*time.Second)
+		}
+	})
+}
+
+// Close waits for background aborts to finish (at most AbortTimeout).
+func (b *S3Bucket) Close() { b.aborts.Wait() }
+
+// AbortIncomplete aborts the multipart uploads under prefix started more
+// than olderThan ago — what a crashed instance, or an abort that failed
+// for AbortTimeout, left — and returns how many. Run it periodically.
+func (b *S3Bucket) AbortIncomplete(ctx context.Context, prefix string, olderThan time.Duration) (int, error) {
+	uploads, err := b.incomplete(ctx, prefix)
+	n := 0
+	for _, u := range uploads {
+		if u.Initiated != nil && time.Since(*u.Initiated) < olderThan {
+			continue
+		}
+		if _, err := b.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &b.cfg.Bucket, Key: u.Key, UploadId: u.UploadId}); err != nil {
+			return n, fmt.Errorf("uploads: abort %s: %w", aws.ToString(u.Key), err)
+		}
+		n++
+	}
+	return n, err
+}
+
+// Incomplete counts the multipart uploads under prefix that are neither
+// completed nor aborted (their parts take space, and cost, in S3).
+func (b *S3Bucket) Incomplete(ctx context.Context, prefix string) (int, error) {
+	uploads, err := b.incomplete(ctx, prefix)
+	return len(uploads), err
+}
+
+// incomplete lists the bucket's multipart uploads and keeps those under
+// prefix. It filters itself rather than pass the prefix to S3: some
+// S3-compatible servers (MinIO) match only whole keys there.
+func (b *S3Bucket) incomplete(ctx context.Context, prefix string) ([]types.MultipartUpload, error) {
+	var out []types.MultipartUpload
+	var keyMarker, idMarker *string
+	for {
+		page, err := b.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &b.cfg.Bucket,
+			KeyMarker: keyMarker, UploadIdMarker: idMarker})
+		if err != nil {
+			return out, fmt.Errorf("uploads: list multipart uploads: %w", err)
+		}
+		for _, u := range page.Uploads {
+			if strings.HasPrefix(aws.ToString(u.Key), prefix) {
+				out = append(out, u)
+			}
+		}
+		if !aws.ToBool(page.IsTruncated) {
+			return out, nil
+		}
+		keyMarker, idMarker = page.NextKeyMarker, page.NextUploadIdMarker
+	}
+}
+
+// Open implements Bucket.
+func (b *S3Bucket) Open(ctx context.Context, key, rng, ifNoneMatch string) (*Object, error) {
+	in := &s3.GetObjectInput{Bucket: &b.cfg.Bucket, Key: &key}
+	if rng != "" {
+		in.Range = aws.String(rng)
+	}
+	if ifNoneMatch != "" {
+		in.IfNoneMatch = aws.String(ifNoneMatch)
+	}
+	out, err := b.client.GetObject(ctx, in)
+	if err != nil {
+		switch httpStatus(err) {
+		case http.StatusNotModified:
+			return &Object{Key: key, NotModified: true, ETag: ifNoneMatch}, nil
+		case http.StatusNotFound:
+			return nil, ErrNotFound
+		case http.StatusRequestedRangeNotSatisfiable:
+			return nil, ErrRangeNotSatisfiable
+		}
+		return nil, fmt.Errorf("uploads: get %s: %w", key, err)
+	}
+	o := &Object{Key: key, Body: out.Body, ContentType: aws.ToString(out.ContentType), ETag: aws.ToString(out.ETag),
+		Meta: out.Metadata, Length: aws.ToInt64(out.ContentLength), ContentRange: aws.ToString(out.ContentRange)}
+	if out.LastModified != nil {
+		o.LastModified = *out.LastModified
+	}
+	o.Size = o.Length
+	if cr := o.ContentRange; cr != "" {
+		if i := strings.LastIndexByte(cr, '/'); i >= 0 {
+			fmt.Sscan(cr[i+1:], &o.Size)
+		}
+	}
+	return o, nil
+}
+
+// Stat implements Bucket.
+func (b *S3Bucket) Stat(ctx context.Context, key string) (*Object, error) {
+	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &b.cfg.Bucket, Key: &key})
+	if err != nil {
+		if httpStatus(err) == http.StatusNotFound {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("uploads: head %s: %w", key, err)
+	}
+	o := &Object{Key: key, Size: aws.ToInt64(out.ContentLength), ContentType: aws.ToString(out.ContentType),
+		ETag: aws.ToString(out.ETag), Meta: out.Metadata}
+	if out.LastModified != nil {
+		o.LastModified = *out.LastModified
+	}
+	return o, nil
+}
+
+// Delete implements Bucket.
+func (b *S3Bucket) Delete(ctx context.Context, key string) error {
+	if _, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &b.cfg.Bucket, Key: &key}); err != nil {
+		return fmt.Errorf("uploads: delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// Ping checks that the bucket answers, for readiness checks.
+func (b *S3Bucket) Ping(ctx context.Context) error {
+	_, err := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &b.cfg.Bucket})
+	return err
+}
+
+// httpStatus returns the HTTP status of an S3 error, or 0.
+func httpStatus(err error) int {
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}

@@ -1,0 +1,354 @@
+package uploads
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Store. Bucket is required.
+type Config struct {
+	// Bucket keeps the files: an *S3Bucket, or a DiskBucket in development.
+	Bucket Bucket
+	// Prefix is put before every key, e.g. "uploads/". Defaults to none.
+	Prefix string
+	// MaxSize is the largest file accepted (413 above). Defaults to
+	// 100 MiB.
+	MaxSize int64
+	// AllowedTypes are the content types accepted, as sniffed from the
+	// file's first bytes (never as the client declares them; 415 for
+	// others). Defaults to JPEG, PNG, GIF, WebP and PDF.
+	AllowedTypes []string
+	// Field is the form field the file comes in. Defaults to "file".
+	Field string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Store receives uploads into a Bucket and serves them back safely.
+type Store struct {
+	cfg     Config
+	log     *slog.Logger
+	bytes   prometheus.Counter
+	uploads *prometheus.CounterVec
+	took    prometheus.Histogram
+}
+
+// New returns a Store.
+func New(cfg Config) (*Store, error) {
+	if cfg.Bucket == nil {
+		return nil, errors.New("uploads: Config.Bucket is nil")
+	}
+	if cfg.MaxSize <= 0 {
+		cfg.MaxSize = 100 << 20
+	}
+	if len(cfg.AllowedTypes) == 0 {
+		cfg.AllowedTypes = []string{"image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf"}
+	}
+	if cfg.Field == "" {
+		cfg.Field = "file"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Store{cfg: cfg, log: cfg.Logger,
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "uploads", Name: "bytes_total",
+			Help: "Bytes of accepted uploads."}),
+		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "uploads", Name: "total",
+			Help: "Uploads by outcome: stored, too_large, unsupported_type, aborted (client gone, store failed)."}, []string{"outcome"}),
+		took: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "hakit", Subsystem: "uploads", Name: "duration_seconds",
+			Help: "Time to receive and store an upload.", Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 300}}),
+	}, nil
+}
+
+// Bucket returns the Store's bucket.
+func (s *Store) Bucket() Bucket { return s.cfg.Bucket }
+
+// Stored is a file the Store accepted.
+type Stored struct {
+	Key         string `json:"key"`          // generated; never the client's name
+	Name        string `json:"name"`         // the client's file name, sanitised
+	ContentType string `json:"content_type"` // sniffed
+	Size        int64  `json:"size"`
+	SHA256      string `json:"sha256"` // hex
+}
+
+// Receive streams the file in the request's multipart body (form field
+// Config.Field) into the bucket and returns it. Nothing is buffered beyond
+// the bucket's part buffers, whatever the file's size. The content type is
+// sniffed from the first 512 bytes and must be allowed; the size is
+// counted as it streams; the SHA-256 is computed on the way. On any
+// failure — too large, wrong type, client gone, bucket error — nothing is
+// left in the bucket. [Status] maps the error to an HTTP status.
+//
+// Call it before reading r.Body otherwise, and with a body limit above
+// MaxSize (hakit.BodyLimit) if the app has a smaller one.
+func (s *Store) Receive(ctx context.Context, r *http.Request) (*Stored, error) {
+	start := time.Now()
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			return nil, ErrNoFile
+		}
+		if err != nil {
+			return nil, s.outcome(fmt.Errorf("%w: %v", ErrBadRequest, err), "aborted")
+		}
+		if part.FormName() != s.cfg.Field || part.FileName() == "" {
+			part.Close()
+			continue
+		}
+		st, err := s.store(ctx, part)
+		part.Close()
+		if err != nil {
+			return nil, err
+		}
+		s.uploads.WithLabelValues("stored").Inc()
+		s.bytes.Add(float64(st.Size))
+		s.took.Observe(time.Since(start).Seconds())
+		return st, nil
+	}
+}
+
+func (s *Store) outcome(err error, o string) error {
+	s.uploads.WithLabelValues(o).Inc()
+	return err
+}
+
+// store sniffs, then streams one file part into the bucket.
+func (s *Store) store(ctx context.Context, part *multipart.Part) (*Stored, error) {
+	head := make([]byte, 512)
+	n, err := io.ReadFull(part, head)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, s.outcome(fmt.Errorf("%w: reading the file: %v", ErrBadRequest, err), "aborted")
+	}
+	head = head[:n]
+	ct := sniff(head)
+	if !slices.Contains(s.cfg.AllowedTypes, ct) {
+		return nil, s.outcome(fmt.Errorf("%w: %s (allowed: %s)", ErrUnsupportedType, ct, strings.Join(s.cfg.AllowedTypes, ", ")), "unsupported_type")
+	}
+	st := &Stored{Key: s.cfg.Prefix + newKey(), Name: SanitizeName(part.FileName()), ContentType: ct}
+	h := sha256.New()
+	body := &countingReader{r: io.MultiReader(bytes.NewReader(head), part), h: h, limit: s.cfg.MaxSize}
+	meta := map[string]string{"original-name": asciiName(st.Name)}
+	if err := s.cfg.Bucket.Upload(ctx, st.Key, body, ct, meta); err != nil {
+		switch {
+		case errors.Is(err, ErrTooLarge):
+			return nil, s.outcome(err, "too_large")
+		case body.readErr != nil && !errors.Is(body.readErr, ErrTooLarge):
+			return nil, s.outcome(fmt.Errorf("%w: the upload stopped: %v", ErrBadRequest, body.readErr), "aborted")
+		}
+		return nil, s.outcome(err, "aborted")
+	}
+	st.Size = body.n
+	st.SHA256 = hex.EncodeToString(h.Sum(nil))
+	return st, nil
+}
+
+// countingReader counts, hashes and limits what passes through it.
+type countingReader struct {
+	r       io.Reader
+	h       hash.Hash
+	n       int64
+	limit   int64
+	readErr error
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	c.h.Write(p[:n])
+	if c.n > c.limit {
+		c.readErr = fmt.Errorf("%w: more than %d bytes", ErrTooLarge, c.limit)
+		return n, c.readErr
+	}
+	if err != nil && err != io.EOF {
+		c.readErr = err
+	}
+	return n, err
+}
+
+// sniff returns the content type of a file's first bytes, without
+// parameters.
+func sniff(head []byte) string {
+	ct := http.DetectContentType(head)
+	if mt, _, err := mime.ParseMediaType(ct); err == nil {
+		return mt
+	}
+	return ct
+}
+
+// newKey returns a random key: 128 bits, hex, in a two-level fan-out.
+func newKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	h := hex.EncodeToString(b[:])
+	return h[:2] + "/" + h
+}
+
+// SanitizeName keeps a client's file name as something safe to store and
+// show: the last path element only (no ../ escapes, either slash), no
+// control or format characters (no bidirectional overrides that disguise
+// "evil\u202egnp.exe"), normalised spaces, at most 255 bytes, "file" if
+// nothing is left.
+func SanitizeName(name string) string {
+	name = strings.ReplaceAll(name, "\\", "/")
+	name = path.Base("/" + name)
+	var b strings.Builder
+	for _, r := range name {
+		switch {
+		case r == '\t' || r == ' ' || unicode.Is(unicode.Zs, r):
+			b.WriteRune(' ')
+		case r == utf8.RuneError, unicode.IsControl(r), unicode.Is(unicode.Cf, r):
+		default:
+			b.WriteRune(r)
+		}
+	}
+	out := strings.TrimSpace(b.String())
+	for len(out) > 255 {
+		_, size := utf8.DecodeLastRuneInString(out)
+		out = out[:len(out)-size]
+	}
+	if out == "" || out == "." || out == ".." || out == "/" {
+		return "file"
+	}
+	return out
+}
+
+// asciiName makes a name fit an S3 metadata value (US-ASCII).
+func asciiName(name string) string {
+	if isASCII(name) {
+		return name
+	}
+	return mime.QEncoding.Encode("utf-8", name)
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 || s[i] < 0x20 {
+			return false
+		}
+	}
+	return true
+}
+
+// Status maps an error from Receive, Confirm or Serve to the HTTP status to
+// answer with.
+func Status(err error) int {
+	switch {
+	case err == nil:
+		return http.StatusOK
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrUnsupportedType):
+		return http.StatusUnsupportedMediaType
+	case errors.Is(err, ErrNoFile), errors.Is(err, ErrBadRequest):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrRangeNotSatisfiable):
+		return http.StatusRequestedRangeNotSatisfiable
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusBadGateway // the bucket failed
+}
+
+// safeInline are the types a browser may show in place: images that
+// cannot carry script. SVG can, so it is not here.
+var safeInline = []string{"image/jpeg", "image/png", "image/gif", "image/webp"}
+
+// Serve streams the object at key to w, with Range and If-None-Match
+// support. It always sends X-Content-Type-Options: nosniff and a sandboxing
+// Content-Security-Policy, and Content-Disposition: attachment for
+// anything but a safe image type, so an uploaded HTML or SVG file is
+// downloaded, never rendered on the app's origin (stored XSS). name, if
+// given, is the download's file name.
+func (s *Store) Serve(w http.ResponseWriter, r *http.Request, key, name string) error {
+	o, err := s.cfg.Bucket.Open(r.Context(), key, r.Header.Get("Range"), r.Header.Get("If-None-Match"))
+	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
+	if err != nil {
+		code := Status(err)
+		if code == http.StatusRequestedRangeNotSatisfiable {
+			if st, serr := s.cfg.Bucket.Stat(r.Context(), key); serr == nil {
+				h.Set("Content-Range", "bytes */"+strconv.FormatInt(st.Size, 10))
+			}
+		}
+		http.Error(w, http.StatusText(code), code)
+		return err
+	}
+	if o.ETag != "" {
+		h.Set("ETag", o.ETag)
+	}
+	if o.NotModified {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	defer o.Body.Close()
+	ct := o.ContentType
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	h.Set("Content-Type", ct)
+	h.Set("Accept-Ranges", "bytes")
+	disposition := "attachment"
+	if mt, _, _ := mime.ParseMediaType(ct); slices.Contains(safeInline, mt) {
+		disposition = "inline"
+	}
+	if name = SanitizeName(name); name != "file" || disposition == "attachment" {
+		h.Set("Content-Disposition", mime.FormatMediaType(disposition, map[string]string{"filename": name}))
+	} else {
+		h.Set("Content-Disposition", disposition)
+	}
+	if !o.LastModified.IsZero() {
+		h.Set("Last-Modified", o.LastModified.UTC().Format(http.TimeFormat))
+	}
+	h.Set("Content-Length", strconv.FormatInt(o.Length, 10))
+	if o.ContentRange != "" {
+		h.Set("Content-Range", o.ContentRange)
+		w.WriteHeader(http.StatusPartialContent)
+	}
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	_, err = io.Copy(w, o.Body)
+	return err
+}
+
+// Describe implements prometheus.Collector.
+func (s *Store) Describe(ch chan<- *prometheus.Desc) {
+	s.bytes.Describe(ch)
+	s.uploads.Describe(ch)
+	s.took.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (s *Store) Collect(ch chan<- prometheus.Metric) {
+	s.bytes.Collect(ch)
+	s.uploads.Collect(ch)
+	s.took.Collect(ch)
+}
