@@ -446,16 +446,16 @@ func (k *killAt) Read(p []byte) (int, error) {
 
 func TestSanitizeName(t *testing.T) {
 	for in, want := range map[string]string{
-		"../../etc/passwd":           "passwd",
-		`..\..\windows\system.ini`:   "system.ini",
-		"evil\u202egnp.exe":          "evilgnp.exe",
-		"a\x00b\nc.png":              "abc.png",
+		"../../etc/passwd":          "passwd",
+		`..\..\windows\system.ini`:  "system.ini",
+		"evil\u202egnp.exe":         "evilgnp.exe",
+		"a\x00b\nc.png":             "abc.png",
 		"  tabs\tand  spaces .png ": "tabs and  spaces .png",
-		"":                           "file",
-		"..":                         "file",
-		"/":                          "file",
-		"фото 🐈.jpg":                 "фото 🐈.jpg",
-		strings.Repeat("é", 300):     strings.Repeat("é", 127),
+		"":                          "file",
+		"..":                        "file",
+		"/":                         "file",
+		"фото 🐈.jpg":                "фото 🐈.jpg",
+		strings.Repeat("é", 300):    strings.Repeat("é", 127),
 	} {
 		if got := uploads.SanitizeName(in); got != want {
 			t.Errorf("SanitizeName(%q) = %q, want %q", in, got, want)
