@@ -57,12 +57,18 @@ func (r *report) print(w io.Writer) {
 }
 
 func main() {
+	if os.Getenv(envUploadsChild) == "1" {
+		err := uploadsChild() // serves until the suite kills it
+		fmt.Fprintln(os.Stderr, "bench: upload server:", err)
+		os.Exit(1)
+	}
 	suites := map[string]suite{
 		"harness":  {about: "start-up and failover times of the hatest services", run: harness},
 		"dbrouter": {about: "dbrouter read overhead, failover write gap and losses, read-your-writes", run: dbrouterSuite},
 		"http":     {about: "rolling restart behind HAProxy, middleware overhead, /readyz latency", run: httpSuite},
 		"session":  {about: "lost updates vs plain scs, cost per request, logins across a Sentinel failover", run: sessionSuite},
 		"jobs":     {about: "outbox across a relay kill and a Redis failover, latency, throughput, periodic duplicates", run: jobsSuite},
+		"uploads":  {about: "1 GiB through the upload handler: peak RSS and speed against the SDK; orphan parts after aborts", run: uploadsSuite},
 	}
 	list := flag.Bool("list", false, "list the suites and exit")
 	flag.Usage = func() {
