@@ -114,6 +114,19 @@ type order struct {
 	ID int64 `json:"id"`
 }
 
+// orderWorker starts a client and a worker that counts "order" tasks.
+func orderWorker(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger) (*jobs.Client, *counter, func(), error) {
+	client := jobs.NewClient(rdb, jobs.ClientConfig{Logger: log})
+	c := newCounter()
+	w := jobs.NewWorker(rdb, jobs.WorkerConfig{Concurrency: 20, Logger: log})
+	jobs.Handle(w, "order", func(ctx context.Context, o order) error { c.hit(o.ID); return nil })
+	if err := w.Start(ctx); err != nil {
+		client.Close()
+		return nil, nil, nil, err
+	}
+	return client, c, func() { w.Stop(ctx); client.Close() }, nil
+}
+
 // outboxChaos enqueues 10,000 tasks through the outbox from 4 producers
 // while two relays run; one relay is killed (its pass cut off) and
 // restarted, and the Redis master is killed (Sentinel fails over). Every
@@ -132,15 +145,11 @@ func outboxChaos(ctx context.Context, log *slog.Logger) (lost, dups, total int, 
 	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: rd.MasterName, SentinelAddrs: rd.SentinelAddrs(),
 		DialTimeout: 500 * time.Millisecond, ReadTimeout: 3 * time.Second, WriteTimeout: time.Second, PoolSize: 64})
 	defer rdb.Close()
-	client := jobs.NewClient(rdb, jobs.ClientConfig{Logger: log})
-	defer client.Close()
-	c := newCounter()
-	w := jobs.NewWorker(rdb, jobs.WorkerConfig{Concurrency: 20, Logger: log})
-	jobs.Handle(w, "order", func(ctx context.Context, o order) error { c.hit(o.ID); return nil })
-	if err := w.Start(ctx); err != nil {
+	client, c, stop, err := orderWorker(ctx, rdb, log)
+	if err != nil {
 		return 0, 0, 0, err
 	}
-	defer w.Stop(ctx)
+	defer stop()
 	newRelay := func() (*jobs.Relay, error) {
 		rl, err := jobs.NewRelay(jobs.RelayConfig{DB: e.db, Client: client, Outbox: e.outbox, Logger: log, BatchSize: 200})
 		if err != nil {
@@ -249,15 +258,11 @@ func outboxSpeed(ctx context.Context, log *slog.Logger) (p99, ratio, outboxRate,
 	defer rd.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr(), PoolSize: 64})
 	defer rdb.Close()
-	client := jobs.NewClient(rdb, jobs.ClientConfig{Logger: log})
-	defer client.Close()
-	c := newCounter()
-	w := jobs.NewWorker(rdb, jobs.WorkerConfig{Concurrency: 20, Logger: log})
-	jobs.Handle(w, "order", func(ctx context.Context, o order) error { c.hit(o.ID); return nil })
-	if err := w.Start(ctx); err != nil {
+	client, c, stop, err := orderWorker(ctx, rdb, log)
+	if err != nil {
 		return 0, 0, 0, 0, err
 	}
-	defer w.Stop(ctx)
+	defer stop()
 	relay, err := jobs.NewRelay(jobs.RelayConfig{DB: e.db, Client: client, Outbox: e.outbox, Logger: log, WaitReplicas: -1})
 	if err != nil {
 		return 0, 0, 0, 0, err

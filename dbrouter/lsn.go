@@ -76,7 +76,10 @@ func MinLSN(ctx context.Context) LSN {
 	return 0
 }
 
-func causalOf(ctx context.Context) *causal {
-	c, _ := ctx.Value(causalKey{}).(*causal)
-	return c
+// raiseMinLSN records a write's commit LSN in ctx's read-your-writes
+// position, if it carries one.
+func raiseMinLSN(ctx context.Context, lsn LSN) {
+	if c, ok := ctx.Value(causalKey{}).(*causal); ok {
+		c.raise(lsn)
+	}
 }

@@ -71,9 +71,7 @@ func (r *Router) WriteOpts(ctx context.Context, opts WriteOptions, fn func(pgx.T
 		res := r.attemptWrite(ctx, n, opts, fn)
 		switch res.outcome {
 		case committed:
-			if c := causalOf(ctx); c != nil {
-				c.raise(res.lsn)
-			}
+			raiseMinLSN(ctx, res.lsn)
 			return nil
 		case failed:
 			return nodeErr(n, res.err)
@@ -86,9 +84,7 @@ func (r *Router) WriteOpts(ctx context.Context, opts WriteOptions, fn func(pgx.T
 			out := r.resolve(ctx, n, res, deadline)
 			switch out.outcome {
 			case committed:
-				if c := causalOf(ctx); c != nil {
-					c.raise(out.lsn)
-				}
+				raiseMinLSN(ctx, out.lsn)
 				return nil
 			case retry:
 				last = nodeErr(n, res.err)

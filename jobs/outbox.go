@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"hakit.dev/dbrouter"
+	"hakit.dev/internal/metricset"
 )
 
 // Outbox is a transactional outbox: tasks are written to a table inside the
@@ -124,11 +125,12 @@ type Relay struct {
 	log                            *slog.Logger
 	selectSQL, deleteSQL, countSQL string
 
-	stop    context.CancelFunc
-	done    chan struct{}
-	backlog prometheus.Gauge
-	lag     prometheus.Histogram
-	moved   prometheus.Counter
+	stop          context.CancelFunc
+	done          chan struct{}
+	metricset.Set // a prometheus.Collector of the metrics below
+	backlog       prometheus.Gauge
+	lag           prometheus.Histogram
+	moved         prometheus.Counter
 
 	lastWarn atomic.Int64
 
@@ -173,6 +175,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		moved: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "relayed_total",
 			Help: "Outbox rows moved to the queue."}),
 	}
+	r.Set = metricset.Set{r.backlog, r.lag, r.moved}
 	return r, nil
 }
 
@@ -404,18 +407,4 @@ func (r *Relay) sampleBacklog(ctx context.Context) {
 	if err := pool.QueryRow(ctx, r.countSQL).Scan(&n); err == nil {
 		r.backlog.Set(float64(n))
 	}
-}
-
-// Describe implements prometheus.Collector.
-func (r *Relay) Describe(ch chan<- *prometheus.Desc) {
-	r.backlog.Describe(ch)
-	r.lag.Describe(ch)
-	r.moved.Describe(ch)
-}
-
-// Collect implements prometheus.Collector.
-func (r *Relay) Collect(ch chan<- prometheus.Metric) {
-	r.backlog.Collect(ch)
-	r.lag.Collect(ch)
-	r.moved.Collect(ch)
 }

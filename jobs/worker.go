@@ -15,6 +15,7 @@ import (
 
 	"hakit.dev/dbrouter"
 	"hakit.dev/health"
+	"hakit.dev/internal/metricset"
 )
 
 // WorkerConfig configures a Worker. The zero value is usable.
@@ -51,9 +52,10 @@ type Worker struct {
 	srv     *asynq.Server
 	started bool
 
-	processed *prometheus.CounterVec
-	failed    *prometheus.CounterVec
-	duration  *prometheus.HistogramVec
+	metricset.Set // a prometheus.Collector of the metrics below
+	processed     *prometheus.CounterVec
+	failed        *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
 }
 
 // NewWorker returns a Worker on rdb. Register handlers with Handle, then
@@ -82,6 +84,7 @@ func NewWorker(rdb redis.UniversalClient, cfg WorkerConfig) *Worker {
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "hakit", Subsystem: "jobs", Name: "run_duration_seconds",
 			Help: "Time a task run took, by type.", Buckets: prometheus.DefBuckets}, []string{"type"}),
 	}
+	w.Set = metricset.Set{w.processed, w.failed, w.duration}
 	return w
 }
 
@@ -191,20 +194,6 @@ func (w *Worker) Stop(context.Context) error {
 // balancer).
 func (w *Worker) HealthChecks() []health.Check {
 	return []health.Check{{Name: "redis:jobs", Func: func(ctx context.Context) error { return w.rdb.Ping(ctx).Err() }}}
-}
-
-// Describe implements prometheus.Collector.
-func (w *Worker) Describe(ch chan<- *prometheus.Desc) {
-	w.processed.Describe(ch)
-	w.failed.Describe(ch)
-	w.duration.Describe(ch)
-}
-
-// Collect implements prometheus.Collector.
-func (w *Worker) Collect(ch chan<- prometheus.Metric) {
-	w.processed.Collect(ch)
-	w.failed.Collect(ch)
-	w.duration.Collect(ch)
 }
 
 // asynqLogger sends asynq's logs to slog. asynq's Fatal is logged as an

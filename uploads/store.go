@@ -24,6 +24,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"hakit.dev/internal/metricset"
 )
 
 // Config configures a Store. Bucket is required.
@@ -47,11 +49,12 @@ type Config struct {
 
 // Store receives uploads into a Bucket and serves them back safely.
 type Store struct {
-	cfg     Config
-	log     *slog.Logger
-	bytes   prometheus.Counter
-	uploads *prometheus.CounterVec
-	took    prometheus.Histogram
+	cfg           Config
+	log           *slog.Logger
+	metricset.Set // a prometheus.Collector of the metrics below
+	bytes         prometheus.Counter
+	uploads       *prometheus.CounterVec
+	took          prometheus.Histogram
 }
 
 // New returns a Store.
@@ -71,14 +74,16 @@ func New(cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Store{cfg: cfg, log: cfg.Logger,
+	st := &Store{cfg: cfg, log: cfg.Logger,
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "uploads", Name: "bytes_total",
 			Help: "Bytes of accepted uploads."}),
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "uploads", Name: "total",
 			Help: "Uploads by outcome: stored, too_large, unsupported_type, aborted (client gone, store failed)."}, []string{"outcome"}),
 		took: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "hakit", Subsystem: "uploads", Name: "duration_seconds",
 			Help: "Time to receive and store an upload.", Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 300}}),
-	}, nil
+	}
+	st.Set = metricset.Set{st.bytes, st.uploads, st.took}
+	return st, nil
 }
 
 // Bucket returns the Store's bucket.
@@ -353,18 +358,4 @@ func (s *Store) Serve(w http.ResponseWriter, r *http.Request, key, name string) 
 	}
 	_, err = io.Copy(w, o.Body)
 	return err
-}
-
-// Describe implements prometheus.Collector.
-func (s *Store) Describe(ch chan<- *prometheus.Desc) {
-	s.bytes.Describe(ch)
-	s.uploads.Describe(ch)
-	s.took.Describe(ch)
-}
-
-// Collect implements prometheus.Collector.
-func (s *Store) Collect(ch chan<- prometheus.Metric) {
-	s.bytes.Collect(ch)
-	s.uploads.Collect(ch)
-	s.took.Collect(ch)
 }
