@@ -553,21 +553,14 @@ func TestLostCommitIsResolved(t *testing.T) {
 			forward(server)
 			eventually(10*time.Second, func() bool { return countOn(ctx, pg, "SELECT count(*) FROM t") == 1 })
 		})
-		calls := 0
-		err := r.Write(ctx, func(tx pgx.Tx) error {
-			calls++
-			_, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)")
-			return err
-		})
+		calls, err := insertOne(ctx, r)
 		if err != nil {
 			t.Fatalf("write whose COMMIT answer was lost: %v", err)
 		}
 		if n := count(t, ctx, pg, "SELECT count(*) FROM t"); n != 1 || calls != 1 {
 			t.Fatalf("%d rows after %d runs; want 1 row, 1 run", n, calls)
 		}
-		if v := metricValue(t, r, "hakit_dbrouter_commit_resolutions_total", map[string]string{"outcome": "committed"}); v != 1 {
-			t.Fatalf("commit resolutions (committed) = %v, want 1", v)
-		}
+		wantResolutions(t, r, "committed", 1)
 	})
 
 	t.Run("not committed, failover", func(t *testing.T) {
@@ -620,9 +613,7 @@ func TestLostCommitIsResolved(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatalf("write across the failover: %v", err)
 		}
-		if v := metricValue(t, r, "hakit_dbrouter_commit_resolutions_total", map[string]string{"outcome": "aborted"}); v != 1 {
-			t.Fatalf("commit resolutions (aborted) = %v, want 1", v)
-		}
+		wantResolutions(t, r, "aborted", 1)
 		if n := count(t, ctx, replica, "SELECT count(*) FROM t"); n != 1 || calls.Load() != 2 {
 			t.Fatalf("%d rows after %d runs; want 1 row, 2 runs", n, calls.Load())
 		}
@@ -648,21 +639,14 @@ func TestLostCommitIsResolved(t *testing.T) {
 			_ = replica.SetSetting(ctx, "synchronous_standby_names", "")
 			_ = replica.Promote(ctx)
 		})
-		calls := 0
-		err := r.Write(ctx, func(tx pgx.Tx) error {
-			calls++
-			_, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)")
-			return err
-		})
+		calls, err := insertOne(ctx, r)
 		if err != nil {
 			t.Fatalf("write whose COMMIT answer was lost in a failover: %v", err)
 		}
 		if n := count(t, ctx, replica, "SELECT count(*) FROM t"); n != 1 || calls != 1 {
 			t.Fatalf("%d rows after %d runs; want 1 row, 1 run", n, calls)
 		}
-		if v := metricValue(t, r, "hakit_dbrouter_commit_resolutions_total", map[string]string{"outcome": "committed"}); v != 1 {
-			t.Fatalf("commit resolutions (committed) = %v, want 1", v)
-		}
+		wantResolutions(t, r, "committed", 1)
 	})
 
 	t.Run("unknown", func(t *testing.T) {
@@ -682,16 +666,30 @@ func TestLostCommitIsResolved(t *testing.T) {
 			forward(server)
 			_ = pg.Kill()
 		})
-		calls := 0
-		err := r.Write(ctx, func(tx pgx.Tx) error {
-			calls++
-			_, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)")
-			return err
-		})
+		calls, err := insertOne(ctx, r)
 		if !errors.Is(err, dbrouter.ErrCommitUnknown) || calls != 1 {
 			t.Fatalf("err = %v after %d runs; want ErrCommitUnknown after 1", err, calls)
 		}
 	})
+}
+
+// insertOne writes one row into t and returns how often its function ran.
+func insertOne(ctx context.Context, r *dbrouter.Router) (int, error) {
+	calls := 0
+	err := r.Write(ctx, func(tx pgx.Tx) error {
+		calls++
+		_, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)")
+		return err
+	})
+	return calls, err
+}
+
+// wantResolutions checks the count of lost COMMITs resolved as outcome.
+func wantResolutions(t *testing.T, r *dbrouter.Router, outcome string, want float64) {
+	t.Helper()
+	if v := metricValue(t, r, "hakit_dbrouter_commit_resolutions_total", map[string]string{"outcome": outcome}); v != want {
+		t.Fatalf("commit resolutions (%s) = %v, want %v", outcome, v, want)
+	}
 }
 
 func TestBadConfig(t *testing.T) {
