@@ -108,7 +108,7 @@ func httpSuite(ctx context.Context, r *report) error {
 	// far less than requests per second, which also depend on how much
 	// CPU wrk gets.
 	var ratios, chiRatios, rpsRatios, bareRPS, appRPS, chiRPS, bareCPU, appCPU, chiCPU []float64
-	for i := range 9 {
+	for i := range 15 {
 		urls := []string{bareURL, appURL, chiURL}
 		if i%2 == 1 {
 			urls = []string{appURL, chiURL, bareURL}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,12 +87,50 @@ type stack struct {
 	metrics  *httpMetrics
 }
 
-// requestInfo is what the stack learned about a request.
+// requestInfo is what the stack learned about a request. It lives in the
+// request's context (one allocation per request, see reqContext), and the
+// strings it makes per request point into its own arrays. It is written
+// before the handler runs, and only read from then on (handlers may read
+// it from several goroutines).
 type requestInfo struct {
 	id        string
-	clientIP  netip.Addr
+	remote    string     // http.Request.RemoteAddr
+	clientIP  netip.Addr // valid if parsed
+	parsed    bool
 	scheme    string
 	bodyLimit int64
+	idBuf     [24]byte
+	ipBuf     [46]byte
+}
+
+// addr returns the client's address: the forwarded one, or RemoteAddr's.
+func (ri *requestInfo) addr() netip.Addr {
+	if ri.parsed {
+		return ri.clientIP
+	}
+	peer, _ := netip.ParseAddrPort(ri.remote)
+	return peer.Addr().Unmap()
+}
+
+// clientText returns the client address as text for the access log
+// without allocating: the host part of RemoteAddr when the address is the
+// peer's, else the address formatted into the info's own buffer. Called
+// once, after the handler.
+func (ri *requestInfo) clientText() string {
+	if !ri.parsed {
+		host := ri.remote
+		if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+			host = host[:i]
+		}
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		// An IPv4-mapped address is shown as IPv4, as ClientIP returns it.
+		if !strings.HasPrefix(host, "::ffff:") {
+			return host
+		}
+	}
+	// In ipBuf unless a long IPv6 zone made append allocate.
+	b := ri.addr().AppendTo(ri.ipBuf[:0])
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 type infoKey struct{}
@@ -115,7 +154,7 @@ func RequestID(ctx context.Context) string {
 // stack.
 func ClientIP(ctx context.Context) netip.Addr {
 	if ri := infoOf(ctx); ri != nil {
-		return ri.clientIP
+		return ri.addr()
 	}
 	return netip.Addr{}
 }
@@ -159,10 +198,13 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	if r.TLS != nil {
 		ri.scheme = "https"
 	}
-	peer, _ := netip.ParseAddrPort(r.RemoteAddr)
-	ri.clientIP = peer.Addr().Unmap()
-	trusted := s.trusted(ri.clientIP)
-	if trusted {
+	ri.remote = r.RemoteAddr
+	// Without trusted proxies the peer is the client, and its address is
+	// parsed only if someone asks (ClientIP); the log uses RemoteAddr's text.
+	if len(s.cfg.TrustedProxies) > 0 {
+		ri.clientIP, ri.parsed = ri.addr(), true
+	}
+	if ri.parsed && s.trusted(ri.clientIP) {
 		if xff := r.Header["X-Forwarded-For"]; len(xff) > 0 {
 			ri.clientIP = s.forwardedFor(xff, ri.clientIP)
 		}
@@ -177,9 +219,10 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		}
 	}
 	if ri.id == "" {
-		var buf [32]byte
-		b := append(buf[:0], s.idPrefix...)
-		ri.id = string(strconv.AppendUint(b, s.idSeq.Add(1), 36))
+		// Prefix (9 bytes) and sequence (at most 13 in base 36) fit idBuf;
+		// the string points into it, which no one writes again.
+		b := strconv.AppendUint(append(ri.idBuf[:0], s.idPrefix...), s.idSeq.Add(1), 36)
+		ri.id = unsafe.String(unsafe.SliceData(b), len(b))
 	}
 
 	sw := getStatusWriter(w, ri)
@@ -263,7 +306,7 @@ func (s *stack) account(sw *statusWriter, r *http.Request, ri *requestInfo, rctx
 	if h.Enabled(r.Context(), slog.LevelInfo) {
 		rec := slog.NewRecord(end, slog.LevelInfo, "http request", 0)
 		rec.AddAttrs(slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", status),
-			slog.Int64("took_us", took.Microseconds()), slog.String("request_id", ri.id), slog.String("client", ri.clientIP.String()))
+			slog.Int64("took_us", took.Microseconds()), slog.String("request_id", ri.id), slog.String("client", ri.clientText()))
 		_ = h.Handle(r.Context(), rec)
 	}
 }
@@ -407,12 +450,24 @@ func (w *statusWriter) start(code int, body []byte) {
 	if !ok && body != nil {
 		// Sniff as net/http would, so the HTML check sees the type; net/http
 		// then does not sniff again.
-		ct = []string{http.DetectContentType(body)}
+		ct = sniffed(http.DetectContentType(body))
 		h["Content-Type"] = ct
 	}
 	if len(ct) > 0 && strings.HasPrefix(ct[0], "text/html") {
 		h["X-Frame-Options"] = hdrDeny
 	}
+}
+
+// sniffedTypes holds one header value per type DetectContentType
+// returns (a fixed set), so a sniffed response does not allocate one.
+var sniffedTypes sync.Map // string -> []string
+
+func sniffed(ct string) []string {
+	if v, ok := sniffedTypes.Load(ct); ok {
+		return v.([]string)
+	}
+	v, _ := sniffedTypes.LoadOrStore(ct, []string{ct})
+	return v.([]string)
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -434,7 +489,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // WriteString avoids a copy for io.WriteString.
 func (w *statusWriter) WriteString(s string) (int, error) {
 	if !w.wroteHeader {
-		w.start(http.StatusOK, []byte(s[:min(len(s), 512)]))
+		// DetectContentType reads at most 512 bytes and neither keeps nor
+		// writes them: it may see the string's bytes without a copy.
+		w.start(http.StatusOK, unsafe.Slice(unsafe.StringData(s), min(len(s), 512)))
 	}
 	n, err := io.WriteString(w.ResponseWriter, s)
 	w.written += int64(n)

@@ -1,0 +1,130 @@
+package hakit_test
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"hakit.dev/hakit"
+)
+
+// The access log and ClientIP agree on the client's address for every
+// form RemoteAddr takes, with and without trusted proxies.
+func TestStackClientAddress(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		remote, xff string
+		trusted     bool
+		want        string
+	}{
+		{remote: "127.0.0.1:5000", want: "127.0.0.1"},
+		{remote: "[::1]:5000", want: "::1"},
+		{remote: "[::ffff:10.0.0.7]:5000", want: "10.0.0.7"},
+		{remote: "[fe80::1%eth0]:5000", want: "fe80::1%eth0"},
+		{remote: "127.0.0.1:5000", xff: "1.2.3.4", want: "127.0.0.1"}, // untrusted: ignored
+		{remote: "127.0.0.1:5000", xff: "1.2.3.4", trusted: true, want: "1.2.3.4"},
+		{remote: "[::ffff:127.0.0.1]:5000", xff: "2001:db8::1", trusted: true, want: "2001:db8::1"},
+		{remote: "127.0.0.1:5000", trusted: true, want: "127.0.0.1"},
+	}
+	for _, c := range cases {
+		var logs strings.Builder
+		cfg := hakit.StackConfig{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}
+		if c.trusted {
+			cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		}
+		mw, err := hakit.Stack(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seen netip.Addr
+		h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seen = hakit.ClientIP(r.Context())
+			_, _ = io.WriteString(w, "ok")
+		}))
+		req := httptest.NewRequest("GET", "/", nil)
+		req.RemoteAddr = c.remote
+		if c.xff != "" {
+			req.Header.Set("X-Forwarded-For", c.xff)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), req)
+		var line struct{ Client string }
+		if err := json.Unmarshal([]byte(logs.String()), &line); err != nil {
+			t.Fatalf("%+v: access log %q: %v", c, logs.String(), err)
+		}
+		if line.Client != c.want || seen.String() != c.want {
+			t.Errorf("%+v: logged %q, ClientIP %q", c, line.Client, seen)
+		}
+	}
+}
+
+// Request IDs are unique, and stay as they were after the request, also
+// when kept by another goroutine.
+func TestStackRequestIDs(t *testing.T) {
+	t.Parallel()
+	mw, err := hakit.Stack(hakit.StackConfig{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var ids []string
+	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := hakit.RequestID(r.Context())
+		mu.Lock()
+		ids = append(ids, id, strings.Clone(id))
+		mu.Unlock()
+	}))
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 500 {
+				h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for i := 0; i < len(ids); i += 2 {
+		if ids[i] != ids[i+1] || ids[i] == "" {
+			t.Fatalf("request id changed after its request: %q, was %q", ids[i], ids[i+1])
+		}
+		if seen[ids[i]] {
+			t.Fatalf("request id %q given twice", ids[i])
+		}
+		seen[ids[i]] = true
+	}
+}
+
+// BenchmarkStack measures the stack's own cost in-process, against bare
+// chi in BenchmarkBareChi (go test -bench . -run ^$ ./hakit).
+func BenchmarkStack(b *testing.B) {
+	mw, err := hakit.Stack(hakit.StackConfig{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Registerer: prometheus.NewRegistry(), RequestTimeout: 30 * time.Second, MaxBodyBytes: 1 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchHello(b, mw)
+}
+
+// BenchmarkBareChi is BenchmarkStack's baseline.
+func BenchmarkBareChi(b *testing.B) { benchHello(b, func(h http.Handler) http.Handler { return h }) }
+
+func benchHello(b *testing.B, mw func(http.Handler) http.Handler) {
+	r := chi.NewRouter()
+	r.Get("/hello", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "hello, world\n") })
+	h := mw(r)
+	req := httptest.NewRequest("GET", "/hello", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+}
