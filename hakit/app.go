@@ -236,7 +236,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		return errors.New("hakit: Run called twice")
 	}
 	a.started = true
-	components := append([]namedComponent(nil), a.components...)
+	components := a.components // Add refuses once started: no copy needed
 	a.mu.Unlock()
 
 	stopSig := make(chan os.Signal, 2)
@@ -326,22 +326,24 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 func (a *App) drain(srv *http.Server, started []namedComponent, stopSig <-chan os.Signal, failed bool) error {
 	a.checker.SetDraining()
 	forced := false
+	force := func(sig os.Signal) {
+		a.log.Warn("hakit: second signal; forcing shutdown", "signal", sig.String())
+		forced = true
+		_ = srv.Close()
+	}
 	if a.cfg.DrainDelay > 0 && !failed {
 		t := time.NewTimer(a.cfg.DrainDelay)
 		select {
 		case <-t.C:
 		case sig := <-stopSig:
 			t.Stop()
-			a.log.Warn("hakit: second signal; forcing shutdown", "signal", sig.String())
-			forced = true
+			force(sig)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	var errs []error
-	if forced {
-		_ = srv.Close()
-	} else {
+	if !forced {
 		shutdownDone := make(chan error, 1)
 		go func() { shutdownDone <- srv.Shutdown(ctx) }()
 		select {
@@ -352,9 +354,7 @@ func (a *App) drain(srv *http.Server, started []namedComponent, stopSig <-chan o
 				errs = append(errs, fmt.Errorf("hakit: shutdown: %w", err))
 			}
 		case sig := <-stopSig:
-			a.log.Warn("hakit: second signal; forcing shutdown", "signal", sig.String())
-			_ = srv.Close()
-			forced = true
+			force(sig)
 			cancel()
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -139,9 +140,11 @@ func (c Config) validate() error {
 	if c.ReadHeaderTimeout < 0 || c.IdleTimeout < 0 {
 		errs = append(errs, errors.New("negative ReadHeaderTimeout or IdleTimeout"))
 	}
+	// The check Stack makes, so a bad origin is in this list with the rest.
+	cop := http.NewCrossOriginProtection()
 	for _, o := range c.TrustedOrigins {
-		if !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
-			errs = append(errs, fmt.Errorf("TrustedOrigins: %q is not an origin (scheme://host[:port])", o))
+		if err := cop.AddTrustedOrigin(o); err != nil {
+			errs = append(errs, fmt.Errorf("TrustedOrigins: %w", err))
 		}
 	}
 	if c.Migrations != nil && len(c.DatabaseURLs) == 0 {

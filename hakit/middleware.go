@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"runtime/debug"
@@ -118,11 +119,10 @@ func (ri *requestInfo) addr() netip.Addr {
 // once, after the handler.
 func (ri *requestInfo) clientText() string {
 	if !ri.parsed {
-		host := ri.remote
-		if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
-			host = host[:i]
+		host, _, err := net.SplitHostPort(ri.remote)
+		if err != nil {
+			host = ri.remote
 		}
-		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 		// An IPv4-mapped address is shown as IPv4, as ClientIP returns it.
 		if !strings.HasPrefix(host, "::ffff:") {
 			return host
@@ -267,16 +267,12 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 
 // finish recovers a panic, logs the request and records its metrics.
 func (s *stack) finish(sw *statusWriter, r *http.Request, ri *requestInfo, rctx *chi.Context, start time.Time) {
-	if v := recover(); v != nil {
-		if v == http.ErrAbortHandler {
-			s.account(sw, r, ri, rctx, start)
-			putStatusWriter(sw)
-			panic(v)
-		}
+	v := recover()
+	if v != nil && v != http.ErrAbortHandler {
 		s.cfg.Logger.LogAttrs(r.Context(), slog.LevelError, "http: panic serving request",
 			slog.Any("panic", v), slog.String("request_id", ri.id), slog.String("method", r.Method),
 			slog.String("path", r.URL.Path), slog.String("stack", string(debug.Stack())))
-		if !sw.wroteHeader {
+		if sw.status == 0 {
 			deny(sw, http.StatusInternalServerError, "internal server error")
 		} else {
 			sw.status = http.StatusInternalServerError
@@ -284,6 +280,9 @@ func (s *stack) finish(sw *statusWriter, r *http.Request, ri *requestInfo, rctx 
 	}
 	s.account(sw, r, ri, rctx, start)
 	putStatusWriter(sw)
+	if v == http.ErrAbortHandler {
+		panic(v) // net/http's way to abort the response: pass it on
+	}
 }
 
 func (s *stack) account(sw *statusWriter, r *http.Request, ri *requestInfo, rctx *chi.Context, start time.Time) {
@@ -339,9 +338,6 @@ func (s *stack) forwardedFor(values []string, peer netip.Addr) netip.Addr {
 			j := strings.LastIndexByte(v, ',')
 			part := strings.TrimSpace(v[j+1:])
 			v = v[:max(j, 0)]
-			if j < 0 {
-				v = ""
-			}
 			a, err := netip.ParseAddr(part)
 			if err != nil {
 				return client // garbage: stop at the last good hop
@@ -412,7 +408,7 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 
 func (b *limitedBody) Close() error { return b.body.Close() }
 
-// statusWriter records the status and size of a response, and adds the
+// statusWriter records the status of a response, and adds the
 // headers that depend on it when the response starts: X-Request-Id on
 // errors (4xx, 5xx), where a user needs it to report the problem (every
 // request has it in the access log), and X-Frame-Options: DENY on HTML.
@@ -420,10 +416,8 @@ func (b *limitedBody) Close() error { return b.body.Close() }
 // nothing for a response are left out.
 type statusWriter struct {
 	http.ResponseWriter
-	ri          *requestInfo
-	status      int
-	written     int64
-	wroteHeader bool
+	ri     *requestInfo
+	status int // 0 until the response starts
 }
 
 var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
@@ -441,7 +435,7 @@ func putStatusWriter(sw *statusWriter) {
 
 // start is called once, before the status line goes out.
 func (w *statusWriter) start(code int, body []byte) {
-	w.status, w.wroteHeader = code, true
+	w.status = code
 	h := w.Header()
 	if code >= 400 {
 		h["X-Request-Id"] = []string{w.ri.id}
@@ -471,36 +465,32 @@ func sniffed(ct string) []string {
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if !w.wroteHeader && code >= 200 {
+	if w.status == 0 && code >= 200 {
 		w.start(code, nil)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
-	if !w.wroteHeader {
+	if w.status == 0 {
 		w.start(http.StatusOK, b)
 	}
-	n, err := w.ResponseWriter.Write(b)
-	w.written += int64(n)
-	return n, err
+	return w.ResponseWriter.Write(b)
 }
 
 // WriteString avoids a copy for io.WriteString.
 func (w *statusWriter) WriteString(s string) (int, error) {
-	if !w.wroteHeader {
+	if w.status == 0 {
 		// DetectContentType reads at most 512 bytes and neither keeps nor
 		// writes them: it may see the string's bytes without a copy.
 		w.start(http.StatusOK, unsafe.Slice(unsafe.StringData(s), min(len(s), 512)))
 	}
-	n, err := io.WriteString(w.ResponseWriter, s)
-	w.written += int64(n)
-	return n, err
+	return io.WriteString(w.ResponseWriter, s)
 }
 
 // Flush supports streaming handlers.
 func (w *statusWriter) Flush() {
-	if !w.wroteHeader {
+	if w.status == 0 {
 		w.start(http.StatusOK, nil)
 	}
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
