@@ -1,7 +1,6 @@
 package dbrouter
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -118,10 +117,7 @@ func isAuthError(err error) bool {
 	return false
 }
 
-// errNodeDown is the cause of the cancellation of work in flight on a node
-// the prober found down.
+// errNodeDown wraps the error of work in flight on a node the prober found
+// down meanwhile: the prober cut it by giving its connection's socket a
+// deadline in the past (see node.markDown and node.downSince).
 var errNodeDown = errors.New("node found down by the prober")
-
-// callerDone reports whether the caller's own context (not the router's
-// node-down cancellation) ended.
-func callerDone(ctx context.Context) bool { return ctx.Err() != nil }

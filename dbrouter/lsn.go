@@ -14,9 +14,10 @@ import (
 // far has my write".
 type LSN uint64
 
-// ParseLSN parses an LSN in PostgreSQL's text form ("16/B374D848"), which
-// is also the form [LSN.String] produces: the token to carry in a cookie, a
-// session or a job payload.
+// ParseLSN parses an LSN in PostgreSQL's text form ("16/B374D848"). The hex
+// digits may be upper or lower case, so it also reads the form [LSN.String]
+// produces ("16/b374d848"): the token to carry in a cookie, a session or a
+// job payload.
 func ParseLSN(s string) (LSN, error) {
 	hi, lo, ok := strings.Cut(s, "/")
 	if ok {
@@ -29,7 +30,8 @@ func ParseLSN(s string) (LSN, error) {
 	return 0, fmt.Errorf("dbrouter: bad LSN %q (want the form 16/B374D848)", s)
 }
 
-// String returns the LSN in PostgreSQL's text form.
+// String returns the LSN in PostgreSQL's text form but with lower-case hex
+// digits ("16/b374d848"); [ParseLSN] reads it back.
 func (l LSN) String() string {
 	return strconv.FormatUint(uint64(l)>>32, 16) + "/" + strconv.FormatUint(uint64(l)&0xffffffff, 16)
 }
@@ -38,10 +40,13 @@ func (l LSN) String() string {
 // raise it to their commit LSN, Reads only use nodes that have replayed it.
 type causal struct{ lsn atomic.Uint64 }
 
-func (c *causal) raise(l LSN) {
+func (c *causal) raise(l LSN) { atomicMax(&c.lsn, uint64(l)) }
+
+// atomicMax raises a to v if v is higher.
+func atomicMax(a *atomic.Uint64, v uint64) {
 	for {
-		cur := c.lsn.Load()
-		if uint64(l) <= cur || c.lsn.CompareAndSwap(cur, uint64(l)) {
+		cur := a.Load()
+		if v <= cur || a.CompareAndSwap(cur, v) {
 			return
 		}
 	}

@@ -2,6 +2,8 @@ package dbrouter
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"hakit.dev/internal/metricset"
 )
 
 const (
@@ -13,8 +15,6 @@ const (
 // metrics are the router's Prometheus metrics. Label sets are resolved
 // once, so counting costs an atomic add.
 type metrics struct {
-	r *Router
-
 	roleChanges []prometheus.Counter // per node
 	failovers   prometheus.Counter
 	retries     map[string]prometheus.Counter // per reason
@@ -23,14 +23,14 @@ type metrics struct {
 	readRetries prometheus.Counter
 	rywChecks   prometheus.Counter
 
-	collectors []prometheus.Collector
+	collectors metricset.Set // the counters above, as one prometheus.Collector
 
 	up, role, lag, lsn, inflight, acquired, idle, total *prometheus.Desc
 }
 
 func newMetrics(r *Router) *metrics {
 	const ns, sub = "hakit", "dbrouter"
-	m := &metrics{r: r, retries: map[string]prometheus.Counter{}, resolutions: map[string]prometheus.Counter{}}
+	m := &metrics{retries: map[string]prometheus.Counter{}, resolutions: map[string]prometheus.Counter{}}
 	roleChanges := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "role_changes_total",
 		Help: "Times a node's role (primary, replica, fenced, down) changed."}, []string{"node"})
 	for _, n := range r.nodes {
@@ -55,7 +55,7 @@ func newMetrics(r *Router) *metrics {
 		Help: "Reads run again on another node after their node failed."})
 	m.rywChecks = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "ryw_checks_total",
 		Help: "Reads that asked a replica whether it had replayed the caller's writes."})
-	m.collectors = []prometheus.Collector{roleChanges, m.failovers, retries, resolutions, reads, m.readRetries, m.rywChecks}
+	m.collectors = metricset.Set{roleChanges, m.failovers, retries, resolutions, reads, m.readRetries, m.rywChecks}
 
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(prometheus.BuildFQName(ns, sub, name), help, append([]string{"node"}, labels...), nil)
@@ -75,9 +75,7 @@ func newMetrics(r *Router) *metrics {
 // router: registry.MustRegister(router).
 func (r *Router) Describe(ch chan<- *prometheus.Desc) {
 	m := r.metrics
-	for _, c := range m.collectors {
-		c.Describe(ch)
-	}
+	m.collectors.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.up, m.role, m.lag, m.lsn, m.inflight, m.acquired, m.idle, m.total} {
 		ch <- d
 	}
@@ -86,9 +84,7 @@ func (r *Router) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (r *Router) Collect(ch chan<- prometheus.Metric) {
 	m := r.metrics
-	for _, c := range m.collectors {
-		c.Collect(ch)
-	}
+	m.collectors.Collect(ch)
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}

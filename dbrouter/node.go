@@ -131,14 +131,7 @@ func (n *node) suspect() { n.suspectAt.Store(time.Now().UnixNano()) }
 func (n *node) isSuspect() bool { return n.suspectAt.Load() != 0 }
 
 // raiseReplayed records that the node has replayed up to l.
-func (n *node) raiseReplayed(l LSN) {
-	for {
-		cur := n.replayed.Load()
-		if uint64(l) <= cur || n.replayed.CompareAndSwap(cur, uint64(l)) {
-			return
-		}
-	}
-}
+func (n *node) raiseReplayed(l LSN) { atomicMax(&n.replayed, uint64(l)) }
 
 // probeOnce asks the node for its state on the prober's own connection,
 // (re)connecting when needed.

@@ -58,7 +58,7 @@ func (r *Router) Read(ctx context.Context, fn func(Querier) error) error {
 // retryRead reports whether a read that failed with err on n may run again
 // elsewhere, and takes note of a failing node.
 func (r *Router) retryRead(ctx context.Context, n *node, err error) bool {
-	if callerDone(ctx) {
+	if ctx.Err() != nil {
 		return false
 	}
 	switch retryReason(err) {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"hakit.dev/dbrouter"
 	"hakit.dev/hatest"
@@ -133,31 +132,9 @@ func TestRouting(t *testing.T) {
 		t.Fatalf("Write whose fn committed: %v", err)
 	}
 
-	// Metrics.
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(r); err != nil {
-		t.Fatal(err)
-	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for _, mf := range mfs {
-		if mf.GetName() != "hakit_dbrouter_node_role" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["node"] == primary.Addr() && labels["role"] == "primary" && m.GetGauge().GetValue() == 1 {
-				found = true
-			}
-		}
-	}
-	if !found {
+	// Metrics. node and role are all of node_role's labels, so they pick
+	// one metric (the registry refuses duplicates).
+	if v := metricValue(t, r, "hakit_dbrouter_node_role", map[string]string{"node": primary.Addr(), "role": "primary"}); v != 1 {
 		t.Fatal("no hakit_dbrouter_node_role{role=primary} = 1 for the primary")
 	}
 }
@@ -543,8 +520,8 @@ func TestLostCommitIsResolved(t *testing.T) {
 		defer cancel()
 		c := hatest.NewPostgres(t, hatest.PostgresOptions{})
 		pg := c.Nodes[0]
-		px := newCommitProxy(t, pg.Addr())
-		r := newRouter(t, dbrouter.Config{Nodes: []string{strings.Replace(pg.DSN(), pg.Addr(), px.Addr(), 1)}})
+		px, dsn := proxied(t, pg)
+		r := newRouter(t, dbrouter.Config{Nodes: []string{dsn}})
 		if _, err := r.Exec(ctx, "CREATE TABLE t (id int)"); err != nil {
 			t.Fatal(err)
 		}
@@ -553,14 +530,7 @@ func TestLostCommitIsResolved(t *testing.T) {
 			forward(server)
 			eventually(10*time.Second, func() bool { return countOn(ctx, pg, "SELECT count(*) FROM t") == 1 })
 		})
-		calls, err := insertOne(ctx, r)
-		if err != nil {
-			t.Fatalf("write whose COMMIT answer was lost: %v", err)
-		}
-		if n := count(t, ctx, pg, "SELECT count(*) FROM t"); n != 1 || calls != 1 {
-			t.Fatalf("%d rows after %d runs; want 1 row, 1 run", n, calls)
-		}
-		wantResolutions(t, r, "committed", 1)
+		insertCommittedOnce(t, ctx, r, pg, "write whose COMMIT answer was lost")
 	})
 
 	t.Run("not committed, failover", func(t *testing.T) {
@@ -625,8 +595,8 @@ func TestLostCommitIsResolved(t *testing.T) {
 		defer cancel()
 		c := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 1, Synchronous: true})
 		old, replica := c.Nodes[0], c.Nodes[1]
-		px := newCommitProxy(t, old.Addr())
-		r := newRouter(t, dbrouter.Config{Nodes: []string{strings.Replace(old.DSN(), old.Addr(), px.Addr(), 1), replica.DSN()}})
+		px, dsn := proxied(t, old)
+		r := newRouter(t, dbrouter.Config{Nodes: []string{dsn, replica.DSN()}})
 		if _, err := r.Exec(ctx, "CREATE TABLE t (id int)"); err != nil {
 			t.Fatal(err)
 		}
@@ -639,14 +609,7 @@ func TestLostCommitIsResolved(t *testing.T) {
 			_ = replica.SetSetting(ctx, "synchronous_standby_names", "")
 			_ = replica.Promote(ctx)
 		})
-		calls, err := insertOne(ctx, r)
-		if err != nil {
-			t.Fatalf("write whose COMMIT answer was lost in a failover: %v", err)
-		}
-		if n := count(t, ctx, replica, "SELECT count(*) FROM t"); n != 1 || calls != 1 {
-			t.Fatalf("%d rows after %d runs; want 1 row, 1 run", n, calls)
-		}
-		wantResolutions(t, r, "committed", 1)
+		insertCommittedOnce(t, ctx, r, replica, "write whose COMMIT answer was lost in a failover")
 	})
 
 	t.Run("unknown", func(t *testing.T) {
@@ -655,8 +618,8 @@ func TestLostCommitIsResolved(t *testing.T) {
 		defer cancel()
 		c := hatest.NewPostgres(t, hatest.PostgresOptions{})
 		pg := c.Nodes[0]
-		px := newCommitProxy(t, pg.Addr())
-		r := newRouter(t, dbrouter.Config{Nodes: []string{strings.Replace(pg.DSN(), pg.Addr(), px.Addr(), 1)}, FailoverTimeout: 2 * time.Second})
+		px, dsn := proxied(t, pg)
+		r := newRouter(t, dbrouter.Config{Nodes: []string{dsn}, FailoverTimeout: 2 * time.Second})
 		if _, err := r.Exec(ctx, "CREATE TABLE t (id int)"); err != nil {
 			t.Fatal(err)
 		}
@@ -682,6 +645,28 @@ func insertOne(ctx context.Context, r *dbrouter.Router) (int, error) {
 		return err
 	})
 	return calls, err
+}
+
+// proxied puts a commitProxy in front of n and returns it with the DSN of n
+// through it.
+func proxied(t *testing.T, n *hatest.PostgresNode) (*commitProxy, string) {
+	px := newCommitProxy(t, n.Addr())
+	return px, strings.Replace(n.DSN(), n.Addr(), px.Addr(), 1)
+}
+
+// insertCommittedOnce runs insertOne through a lost COMMIT and checks that
+// it succeeded (what names the write in the failure), that node has 1 row
+// after 1 run, and that one lost COMMIT was resolved as committed.
+func insertCommittedOnce(t *testing.T, ctx context.Context, r *dbrouter.Router, node *hatest.PostgresNode, what string) {
+	t.Helper()
+	calls, err := insertOne(ctx, r)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if n := count(t, ctx, node, "SELECT count(*) FROM t"); n != 1 || calls != 1 {
+		t.Fatalf("%d rows after %d runs; want 1 row, 1 run", n, calls)
+	}
+	wantResolutions(t, r, "committed", 1)
 }
 
 // wantResolutions checks the count of lost COMMITs resolved as outcome.

@@ -94,14 +94,13 @@ func (r *Router) WriteOpts(ctx context.Context, opts WriteOptions, fn func(pgx.T
 			}
 		case retry:
 			last = nodeErr(n, res.err)
-			reason := retryReason(res.err)
-			if reason == "serialization" || reason == "deadlock" {
+			if res.reason == "serialization" || res.reason == "deadlock" {
 				serverRetries++
 				if serverRetries >= r.cfg.MaxAttempts {
 					return fmt.Errorf("dbrouter: gave up after %d attempts: %w", serverRetries, last)
 				}
 			}
-			if m := r.metrics.retries[reason]; m != nil {
+			if m := r.metrics.retries[res.reason]; m != nil {
 				m.Inc()
 			}
 		}
@@ -137,6 +136,7 @@ const (
 type writeResult struct {
 	outcome outcome
 	err     error
+	reason  string // retryReason(err) (retry from attemptWrite)
 	lsn     LSN    // commit LSN (committed)
 	xid     string // the transaction's id, if it had one (ambiguous)
 	before  LSN    // WAL insert position just before COMMIT (ambiguous)
@@ -146,25 +146,24 @@ type writeResult struct {
 func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, fn func(pgx.Tx) error) writeResult {
 	n.inflight.Add(1)
 	defer n.inflight.Add(-1)
-	actx := ctx
 	downs := n.downs.Load()
 
 	// classify turns an error before COMMIT into retry or failed.
 	classify := func(err error) writeResult {
-		if callerDone(ctx) {
+		if ctx.Err() != nil {
 			return writeResult{outcome: failed, err: errors.Join(ctx.Err(), err)}
 		}
 		err = n.downSince(downs, err)
-		if retryReason(err) != "" {
-			if isConnError(err) || retryReason(err) == "read_only" {
+		if reason := retryReason(err); reason != "" {
+			if isConnError(err) || reason == "read_only" {
 				r.failed(n)
 			}
-			return writeResult{outcome: retry, err: err}
+			return writeResult{outcome: retry, err: err, reason: reason}
 		}
 		return writeResult{outcome: failed, err: err}
 	}
 
-	conn, err := n.pool.Acquire(actx)
+	conn, err := n.pool.Acquire(ctx)
 	if err != nil {
 		return classify(err)
 	}
@@ -173,17 +172,17 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, f
 		n.untrack(conn.Conn())
 		conn.Release()
 	}()
-	tx, err := conn.BeginTx(actx, opts.TxOptions)
+	tx, err := conn.BeginTx(ctx, opts.TxOptions)
 	if err != nil {
 		return classify(err)
 	}
 	if err := fn(tx); err != nil {
-		_ = tx.Rollback(actx)
+		_ = tx.Rollback(ctx)
 		return classify(err)
 	}
 	pc := conn.Conn().PgConn()
 	if pc.TxStatus() == 'E' {
-		_ = tx.Rollback(actx)
+		_ = tx.Rollback(ctx)
 		return classify(errors.New("the transaction failed, but fn returned no error"))
 	}
 	if pc.TxStatus() != 'T' {
@@ -194,18 +193,18 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, f
 	// if it wrote nothing) and the WAL position before the commit record.
 	var xid *string
 	var before string
-	if err := tx.QueryRow(actx, "SELECT pg_current_xact_id_if_assigned()::text, pg_current_wal_insert_lsn()::text").Scan(&xid, &before); err != nil {
-		_ = tx.Rollback(actx)
+	if err := tx.QueryRow(ctx, "SELECT pg_current_xact_id_if_assigned()::text, pg_current_wal_insert_lsn()::text").Scan(&xid, &before); err != nil {
+		_ = tx.Rollback(ctx)
 		return classify(err)
 	}
 	beforeLSN, err := ParseLSN(before)
 	if err != nil {
-		_ = tx.Rollback(actx)
+		_ = tx.Rollback(ctx)
 		return writeResult{outcome: failed, err: err}
 	}
 
 	// COMMIT and the commit LSN in one round trip.
-	results, err := pc.Exec(actx, "COMMIT; SELECT pg_current_wal_insert_lsn()::text").ReadAll()
+	results, err := pc.Exec(ctx, "COMMIT; SELECT pg_current_wal_insert_lsn()::text").ReadAll()
 	if len(results) > 0 && results[0].Err == nil {
 		if tag := results[0].CommandTag.String(); tag != "COMMIT" {
 			return writeResult{outcome: failed, err: fmt.Errorf("COMMIT answered %s", tag)}
@@ -236,7 +235,7 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, f
 		r.failed(n)
 		return writeResult{outcome: committed, lsn: beforeLSN}
 	}
-	if callerDone(ctx) {
+	if ctx.Err() != nil {
 		return writeResult{outcome: failed, err: fmt.Errorf("%w (%w): %w", ErrCommitUnknown, ctx.Err(), err)}
 	}
 	r.failed(n)
@@ -252,8 +251,14 @@ func (r *Router) primaryLSN(ctx context.Context, floor LSN) LSN {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
 	defer cancel()
+	return insertLSN(ctx, v.primary.pool, floor)
+}
+
+// insertLSN returns the WAL insert position of the node q is connected to,
+// or floor if it cannot be read or is below floor.
+func insertLSN(ctx context.Context, q Querier, floor LSN) LSN {
 	var s string
-	if err := v.primary.pool.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&s); err != nil {
+	if err := q.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&s); err != nil {
 		return floor
 	}
 	l, err := ParseLSN(s)
@@ -299,7 +304,7 @@ func (r *Router) resolve(ctx context.Context, origin *node, w writeResult, deadl
 		out, err := r.askCommit(ctx, n, xid, w.before)
 		if err != nil {
 			last = nodeErr(n, err)
-			if !callerDone(ctx) && (isConnError(err) || errors.Is(err, errNotPrimary)) {
+			if ctx.Err() == nil && (isConnError(err) || errors.Is(err, errNotPrimary)) {
 				r.failed(n)
 				continue
 			}
@@ -370,12 +375,7 @@ func (r *Router) askCommit(ctx context.Context, n *node, xid uint64, before LSN)
 	case status == nil:
 		return writeResult{}, fmt.Errorf("%w: transaction %d is too old to look up", ErrCommitUnknown, xid)
 	case *status == "committed":
-		var s string
-		if err := conn.QueryRow(actx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&s); err != nil {
-			return writeResult{outcome: committed, lsn: before}, nil
-		}
-		l, _ := ParseLSN(s)
-		return writeResult{outcome: committed, lsn: max(l, before)}, nil
+		return writeResult{outcome: committed, lsn: insertLSN(actx, conn, before)}, nil
 	case *status == "aborted":
 		return writeResult{outcome: retry}, nil
 	default: // "in progress"
