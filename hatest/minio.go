@@ -153,20 +153,14 @@ func (m *MinIO) Close() error {
 }
 
 func (m *MinIO) waitReady(ctx context.Context) error {
-	client := &http.Client{Timeout: 2 * time.Second}
 	s3c := m.S3Client()
 	return m.d.waitReady(ctx, m.timeout, func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.Endpoint+"/minio/health/ready", nil)
+		code, err := httpStatus(ctx, m.Endpoint+"/minio/health/ready")
 		if err != nil {
 			return err
 		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return errors.New("health/ready: " + strconv.Itoa(resp.StatusCode))
+		if code != http.StatusOK {
+			return errors.New("health/ready: " + strconv.Itoa(code))
 		}
 		// MinIO reports ready a moment before it serves S3 requests
 		// ("Server not initialized yet").

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -327,22 +326,10 @@ func (c *PatroniCluster) KillLeader(ctx context.Context) (*PatroniNode, error) {
 }
 
 // DSNs returns a connection string for each node, in node order.
-func (c *PatroniCluster) DSNs() []string {
-	out := make([]string, len(c.Nodes))
-	for i, n := range c.Nodes {
-		out[i] = n.DSN()
-	}
-	return out
-}
+func (c *PatroniCluster) DSNs() []string { return dsns(c.Nodes) }
 
 // MultiHostDSN returns one connection string listing every node.
-func (c *PatroniCluster) MultiHostDSN() string {
-	ports := make([]int, len(c.Nodes))
-	for i, n := range c.Nodes {
-		ports[i] = n.Port
-	}
-	return multiHostDSN(ports, "")
-}
+func (c *PatroniCluster) MultiHostDSN() string { return multiHostDSN(c.Nodes, "") }
 
 // waitHealthy waits until there is a leader and every other running node
 // streams from it.
@@ -398,8 +385,6 @@ func (n *PatroniNode) IsLeader(ctx context.Context) bool {
 // WaitStreaming waits until the node runs as a replica streaming from the
 // leader.
 func (n *PatroniNode) WaitStreaming(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, n.timeout)
-	defer cancel()
 	return n.d.waitReady(ctx, n.timeout, func(ctx context.Context) error {
 		return walReceiverStreaming(ctx, n.DSN())
 	})
@@ -427,17 +412,14 @@ func (n *PatroniNode) Pids() []int {
 	var pids []int
 	if p := n.d.pid(); p != 0 && n.d.running() {
 		pids = append(pids, p)
-		pids = append(pids, descendants(p)...)
 	}
 	if pm := n.postmasterPid(); pm != 0 && Alive(pm) && !slices.Contains(pids, pm) {
 		pids = append(pids, pm)
-		for _, c := range descendants(pm) {
-			if !slices.Contains(pids, c) {
-				pids = append(pids, c)
-			}
-		}
 	}
-	return pids
+	if len(pids) == 0 {
+		return nil
+	}
+	return append(pids, descendants(pids...)...)
 }
 
 // Kill SIGKILLs the node's Patroni and its PostgreSQL (postmaster and every
@@ -495,39 +477,6 @@ func (n *PatroniNode) writable(ctx context.Context) error {
 		}
 		return nil
 	})
-}
-
-func httpStatus(ctx context.Context, url string) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-func getJSON(ctx context.Context, url string, v any) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	// Patroni answers /patroni with 503 on replicas in some states, with
-	// the same JSON body.
-	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // NewPatroni starts a Patroni cluster for the test (see [StartPatroni])

@@ -246,34 +246,36 @@ func (c *PostgresCluster) Primary(ctx context.Context) (*PostgresNode, error) {
 }
 
 // DSNs returns a connection string for each node, in node order.
-func (c *PostgresCluster) DSNs() []string {
-	out := make([]string, len(c.Nodes))
-	for i, n := range c.Nodes {
-		out[i] = n.DSN()
-	}
-	return out
-}
-
-func (c *PostgresCluster) ports() []int {
-	ports := make([]int, len(c.Nodes))
-	for i, n := range c.Nodes {
-		ports[i] = n.Port
-	}
-	return ports
-}
+func (c *PostgresCluster) DSNs() []string { return dsns(c.Nodes) }
 
 // MultiHostDSN returns one connection string listing every node, in the
 // form libpq and pgx accept ("postgres://postgres@127.0.0.1:p1,127.0.0.1:p2/postgres").
 // Add target_session_attrs=read-write to reach the primary.
 func (c *PostgresCluster) MultiHostDSN() string {
-	return multiHostDSN(c.ports(), c.Nodes[0].password)
+	return multiHostDSN(c.Nodes, c.Nodes[0].password)
 }
 
-// multiHostDSN lists several servers on 127.0.0.1 in one connection string.
-func multiHostDSN(ports []int, password string) string {
-	hosts := make([]string, len(ports))
-	for i, p := range ports {
-		hosts[i] = hostPort(p)
+// pgServer is a PostgreSQL node of either kind of cluster.
+type pgServer interface {
+	Addr() string // host:port
+	DSN() string  // for the postgres database
+}
+
+// dsns returns each node's DSN, in node order.
+func dsns[N pgServer](nodes []N) []string {
+	out := make([]string, len(nodes))
+	for i, n := range nodes {
+		out[i] = n.DSN()
+	}
+	return out
+}
+
+// multiHostDSN lists the nodes' servers in one connection string for the
+// postgres database, in node order.
+func multiHostDSN[N pgServer](nodes []N, password string) string {
+	hosts := make([]string, len(nodes))
+	for i, n := range nodes {
+		hosts[i] = n.Addr()
 	}
 	return pgURL(strings.Join(hosts, ","), "postgres", password)
 }

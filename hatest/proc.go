@@ -241,11 +241,7 @@ func fileTail(path string, n int) string {
 		_, _ = f.Seek(-max, io.SeekEnd)
 	}
 	b, _ := io.ReadAll(f)
-	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return string(bytes.Join(lines, []byte("\n")))
+	return lastLines(string(b), n)
 }
 
 // failure builds the error returned when a service does not come up: what
@@ -301,9 +297,10 @@ func isClosed(ch chan struct{}) bool {
 	}
 }
 
-// descendants returns the pids of every live process descended from pid,
-// read from /proc (Linux only).
-func descendants(pid int) []int {
+// descendants returns the pids of every live process descended from any
+// of roots, read from /proc (Linux only), each once and none of roots
+// itself: the descendants of each root in turn, breadth first.
+func descendants(roots ...int) []int {
 	children := map[int][]int{}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -316,49 +313,84 @@ func descendants(pid int) []int {
 			children[ppid] = append(children[ppid], p)
 		}
 	}
+	seen := make(map[int]bool, len(roots))
+	for _, r := range roots {
+		seen[r] = true
+	}
 	var out []int
-	queue := []int{pid}
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		for _, c := range children[p] {
-			out = append(out, c)
-			queue = append(queue, c)
+	for _, r := range roots {
+		queue := []int{r}
+		for len(queue) > 0 {
+			p := queue[0]
+			queue = queue[1:]
+			for _, c := range children[p] {
+				if seen[c] {
+					continue
+				}
+				seen[c] = true
+				out = append(out, c)
+				queue = append(queue, c)
+			}
 		}
 	}
 	return out
 }
 
+// statFields reads /proc/pid/stat and returns its fields after
+// "pid (comm)": state is f[0], ppid f[1], starttime f[19]. It returns nil
+// if pid does not exist.
+func statFields(pid int) []string {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return nil
+	}
+	// comm may contain spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
+}
+
 // procStat reads the parent pid and state letter of pid from
 // /proc/pid/stat.
 func procStat(pid int) (ppid int, state byte, ok bool) {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	return statPPidState(statFields(pid))
+}
+
+// statPPidState returns the parent pid and state letter from the fields
+// statFields returned.
+func statPPidState(f []string) (ppid int, state byte, ok bool) {
+	if len(f) < 2 {
+		return 0, 0, false
+	}
+	ppid, err := strconv.Atoi(f[1])
 	if err != nil {
 		return 0, 0, false
 	}
-	// pid (comm) state ppid ... ; comm may contain spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0, 0, false
+	return ppid, f[0][0], true
+}
+
+// statStart returns the start time (in clock ticks since boot) from the
+// fields statFields returned, or "".
+func statStart(f []string) string {
+	if len(f) < 20 {
+		return ""
 	}
-	fields := strings.Fields(string(b[i+2:]))
-	if len(fields) < 2 {
-		return 0, 0, false
-	}
-	ppid, err = strconv.Atoi(fields[1])
-	if err != nil {
-		return 0, 0, false
-	}
-	return ppid, fields[0][0], true
+	return f[19]
+}
+
+// statAlive reports, from the fields statFields returned, what Alive
+// reports.
+func statAlive(f []string) bool {
+	_, state, ok := statPPidState(f)
+	return ok && state != 'Z' && state != 'X'
 }
 
 // Alive reports whether a process with this pid exists and has not exited.
 // A zombie (exited, waiting for its parent to collect its status) counts as
 // gone. Tests use it to check that the harness leaves no process behind.
-func Alive(pid int) bool {
-	_, state, ok := procStat(pid)
-	return ok && state != 'Z' && state != 'X'
-}
+func Alive(pid int) bool { return statAlive(statFields(pid)) }
 
 func signalPids(pids []int, sig syscall.Signal) {
 	for _, p := range pids {

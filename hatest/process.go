@@ -183,14 +183,7 @@ func (p *Process) Stop(grace time.Duration) error {
 func (p *Process) Done() <-chan struct{} { return p.done }
 
 // Exited reports whether the process has exited.
-func (p *Process) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *Process) Exited() bool { return isClosed(p.done) }
 
 // Wait waits for the process to exit and returns its exit code (-1 if a
 // signal killed it), or ctx's error.

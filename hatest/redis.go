@@ -377,8 +377,14 @@ func (n *RedisNode) waitInSync(ctx context.Context) error {
 	})
 }
 
+// sentinelClient returns a go-redis Sentinel client connected to this
+// node (a Sentinel). The caller closes it.
+func (n *RedisNode) sentinelClient() *redis.SentinelClient {
+	return redis.NewSentinelClient(&redis.Options{Addr: n.Addr(), MaxRetries: -1, DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second})
+}
+
 func (n *RedisNode) masterAddr(ctx context.Context, name string) (string, error) {
-	cl := redis.NewSentinelClient(&redis.Options{Addr: n.Addr(), MaxRetries: -1, DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second})
+	cl := n.sentinelClient()
 	defer cl.Close()
 	hp, err := cl.GetMasterAddrByName(ctx, name).Result()
 	if err != nil {
@@ -394,7 +400,7 @@ func (n *RedisNode) masterAddr(ctx context.Context, name string) (string, error)
 // master's replicas, without which it cannot fail over.
 func (n *RedisNode) waitSentinelReady(ctx context.Context, name string, others, replicas int) error {
 	return n.d.waitReady(ctx, n.timeout, func(ctx context.Context) error {
-		cl := redis.NewSentinelClient(&redis.Options{Addr: n.Addr(), MaxRetries: -1, DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second})
+		cl := n.sentinelClient()
 		defer cl.Close()
 		ss, err := cl.Sentinels(ctx, name).Result()
 		if err != nil {

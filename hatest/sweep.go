@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,22 +16,7 @@ const ownerFile = ".hatest-owner"
 
 // processStart returns the start time of pid (in clock ticks since boot,
 // field 22 of /proc/pid/stat), or "" if pid does not exist.
-func processStart(pid int) string {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return ""
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return ""
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// After "pid (comm)": state is field 3, starttime is field 22.
-	if len(f) < 20 {
-		return ""
-	}
-	return f[19]
-}
+func processStart(pid int) string { return statStart(statFields(pid)) }
 
 func writeOwner(dir string) error {
 	pid := os.Getpid()
@@ -52,7 +36,10 @@ func ownerGone(dir string) bool {
 	if err != nil {
 		return false
 	}
-	return !Alive(pid) || processStart(pid) != start
+	// One read of /proc/pid/stat answers both questions: is the process
+	// alive (see Alive), and is it the one that wrote the file.
+	f := statFields(pid)
+	return !statAlive(f) || statStart(f) != start
 }
 
 // SweepOrphans stops what a harness process that died without cleaning up
@@ -97,13 +84,7 @@ func SweepOrphans() error {
 	}
 	var errs []error
 	if len(victims) > 0 {
-		for _, v := range slices.Clone(victims) {
-			for _, c := range descendants(v) {
-				if !slices.Contains(victims, c) {
-					victims = append(victims, c)
-				}
-			}
-		}
+		victims = append(victims, descendants(victims...)...)
 		killPids(victims)
 		errs = append(errs, waitGone(victims, 10*time.Second))
 	}

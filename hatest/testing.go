@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"testing"
+	"time"
 )
 
 // skipUnlessServices skips t when EnvSkipServices is set to 1.
@@ -11,6 +12,22 @@ func skipUnlessServices(t testing.TB) {
 	t.Helper()
 	if os.Getenv(EnvSkipServices) == "1" {
 		t.Skipf("%s=1: not starting real services", EnvSkipServices)
+	}
+}
+
+// WaitFor calls cond every 20ms until it returns true, and fails the test
+// with "timed out after <timeout> waiting for <what>" if it still returns
+// false once timeout has passed. cond is called at least once, so a
+// condition that already holds passes even with a zero timeout. Like
+// t.Fatal, WaitFor must be called from the goroutine running the test.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

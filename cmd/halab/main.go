@@ -99,44 +99,24 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 	}()
 	start := time.Now()
 
-	// The services come up in parallel.
+	// The services come up in parallel. A Start function that fails
+	// returns a nil service, which close skips.
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
-	fail := func(err error) {
-		mu.Lock()
-		errs = append(errs, err)
-		mu.Unlock()
-	}
+	var pgErr, redisErr, minioErr error
 	wg.Go(func() {
 		log.Info("starting PostgreSQL under Patroni with etcd", "nodes", cfg.pgNodes)
-		c, err := hatest.StartPatroni(ctx, hatest.PatroniOptions{Nodes: cfg.pgNodes})
-		if err != nil {
-			fail(err)
-			return
-		}
-		l.pg = c
+		l.pg, pgErr = hatest.StartPatroni(ctx, hatest.PatroniOptions{Nodes: cfg.pgNodes})
 	})
 	wg.Go(func() {
 		log.Info("starting Redis with a replica and 3 Sentinels")
-		c, err := hatest.StartRedis(ctx, hatest.RedisOptions{Replicas: 1, Sentinels: 3})
-		if err != nil {
-			fail(err)
-			return
-		}
-		l.redis = c
+		l.redis, redisErr = hatest.StartRedis(ctx, hatest.RedisOptions{Replicas: 1, Sentinels: 3})
 	})
 	wg.Go(func() {
 		log.Info("starting MinIO")
-		m, err := hatest.StartMinIO(ctx, hatest.MinIOOptions{Bucket: "hakit"})
-		if err != nil {
-			fail(err)
-			return
-		}
-		l.minio = m
+		l.minio, minioErr = hatest.StartMinIO(ctx, hatest.MinIOOptions{Bucket: "hakit"})
 	})
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(pgErr, redisErr, minioErr); err != nil {
 		return err
 	}
 
