@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,7 +135,7 @@ func readOverhead(ctx context.Context, log *slog.Logger) (ratio, routerQPS, rawQ
 		}
 		rawR, routerR, ratios = append(rawR, a), append(routerR, b), append(ratios, a/b)
 	}
-	return medianF(ratios), medianF(routerR), medianF(rawR), nil
+	return median(ratios), median(routerR), median(rawR), nil
 }
 
 // throughput runs f from 8 goroutines for d and returns calls per second.
@@ -163,12 +162,6 @@ func throughput(ctx context.Context, f func(context.Context, int) error, d time.
 		return 0, err
 	}
 	return float64(n.Load()) / time.Since(start).Seconds(), nil
-}
-
-func medianF(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 type failoverResult struct {

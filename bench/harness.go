@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -183,11 +184,14 @@ func patroni(ctx context.Context) (start, failover time.Duration, err error) {
 	return start, time.Since(t0), nil
 }
 
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
+// median returns the middle value of v (the upper one of an even count),
+// or the zero value if v is empty.
+func median[T cmp.Ordered](v []T) T {
+	if len(v) == 0 {
+		var zero T
+		return zero
 	}
-	s := slices.Clone(ds)
+	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
 }

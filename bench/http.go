@@ -127,11 +127,11 @@ func httpSuite(ctx context.Context, r *report) error {
 		ratios, rpsRatios = append(ratios, b.cpuPerReq/a.cpuPerReq), append(rpsRatios, a.rps/b.rps)
 		chiRatios = append(chiRatios, c.cpuPerReq/a.cpuPerReq)
 	}
-	r.row("hello world, wrk 1 thread 16 connections (req/s)", fmt.Sprintf("%.0f", medianF(appRPS)), fmt.Sprintf("%.0f", medianF(bareRPS)),
+	r.row("hello world, wrk 1 thread 16 connections (req/s)", fmt.Sprintf("%.0f", median(appRPS)), fmt.Sprintf("%.0f", median(bareRPS)),
 		"bare chi; hakit: request ID, real IP, JSON access log, metrics, recovery, timeout, body limit, CSRF, headers")
-	r.row("  server CPU per request (µs)", fmt.Sprintf("%.1f", medianF(appCPU)/1e3), fmt.Sprintf("%.1f", medianF(bareCPU)/1e3),
-		fmt.Sprintf("ratio of req/s: %.3f", medianF(rpsRatios)))
-	r.row("chi RequestID+RealIP+Logger+Recoverer (req/s, CPU µs/request)", "", fmt.Sprintf("%.0f, %.1f", medianF(chiRPS), medianF(chiCPU)/1e3), "DESIGN.md's anchor")
+	r.row("  server CPU per request (µs)", fmt.Sprintf("%.1f", median(appCPU)/1e3), fmt.Sprintf("%.1f", median(bareCPU)/1e3),
+		fmt.Sprintf("ratio of req/s: %.3f", median(rpsRatios)))
+	r.row("chi RequestID+RealIP+Logger+Recoverer (req/s, CPU µs/request)", "", fmt.Sprintf("%.0f, %.1f", median(chiRPS), median(chiCPU)/1e3), "DESIGN.md's anchor")
 
 	// /readyz while a dependency check hangs: latency as a load balancer
 	// sees it, one connection at a time (more would measure wrk's queue).
@@ -144,8 +144,8 @@ func httpSuite(ctx context.Context, r *report) error {
 	r.metric("rolling_restart_failed_requests", drained.Failed)
 	r.metric("rolling_restart_failed_requests_naive", naive.Failed)
 	r.metric("rolling_restart_requests", drained.Requests)
-	r.metric("middleware_overhead", fmt.Sprintf("%.3f", medianF(ratios)))
-	r.metric("middleware_overhead_chi", fmt.Sprintf("%.3f", medianF(chiRatios)))
+	r.metric("middleware_overhead", fmt.Sprintf("%.3f", median(ratios)))
+	r.metric("middleware_overhead_chi", fmt.Sprintf("%.3f", median(chiRatios)))
 	r.metric("readyz_p99_us", fmt.Sprintf("%.0f", rz.p99.Seconds()*1e6))
 	return nil
 }

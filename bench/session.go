@@ -74,7 +74,7 @@ func sessionSuite(ctx context.Context, r *report) error {
 			ratios = append(ratios, float64(a)/float64(b))
 			oursUS, plainUS = append(oursUS, float64(a.Microseconds())), append(plainUS, float64(b.Microseconds()))
 		}
-		return medianF(ratios), medianF(oursUS), medianF(plainUS), nil
+		return median(ratios), median(oursUS), median(plainUS), nil
 	}
 	ratio, oursT, plainT, err := compare("/bump", 7)
 	if err != nil {

@@ -116,22 +116,24 @@ type benchPattern struct {
 	n, off int64
 }
 
-var benchBlock = func() []byte {
+// benchBlock is made on first use, not at start for every suite.
+var benchBlock = sync.OnceValue(func() []byte {
 	b := make([]byte, 1<<20)
 	rand.NewChaCha8([32]byte{42}).Read(b)
 	copy(b, "\x89PNG\r\n\x1a\n")
 	return b
-}()
+})
 
 func (p *benchPattern) Read(b []byte) (int, error) {
 	if p.off >= p.n {
 		return 0, io.EOF
 	}
 	b = b[:min(int64(len(b)), p.n-p.off)]
+	block := benchBlock()
 	n := 0
 	for n < len(b) {
-		i := (p.off + int64(n)) % int64(len(benchBlock))
-		n += copy(b[n:], benchBlock[i:])
+		i := (p.off + int64(n)) % int64(len(block))
+		n += copy(b[n:], block[i:])
 	}
 	p.off += int64(n)
 	return n, nil

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"slices"
 	"strings"
 	"time"
 
@@ -39,7 +38,7 @@ func (s *Store) PresignUpload(ctx context.Context, contentType string, ttl time.
 	if !ok {
 		return nil, errors.New("uploads: direct uploads need an S3 bucket")
 	}
-	if !slices.Contains(s.cfg.AllowedTypes, contentType) {
+	if !s.allowed(contentType) {
 		return nil, fmt.Errorf("%w: %s", ErrUnsupportedType, contentType)
 	}
 	if ttl <= 0 {
@@ -72,7 +71,8 @@ func (s *Store) Confirm(ctx context.Context, key string, size int64, sha256Hex s
 	if !ok {
 		return nil, errors.New("uploads: direct uploads need an S3 bucket")
 	}
-	if !strings.HasPrefix(key, s.cfg.Prefix+pendingPrefix) {
+	rest, pending := strings.CutPrefix(key, s.cfg.Prefix+pendingPrefix)
+	if !pending {
 		return nil, fmt.Errorf("%w: %q is not a pending upload", ErrBadRequest, key)
 	}
 	reject := func(err error) (*Stored, error) {
@@ -89,22 +89,20 @@ func (s *Store) Confirm(ctx context.Context, key string, size int64, sha256Hex s
 	if o.Size > s.cfg.MaxSize || (size > 0 && o.Size != size) {
 		return reject(fmt.Errorf("%w: %d bytes (expected %d, at most %d)", ErrTooLarge, o.Size, size, s.cfg.MaxSize))
 	}
-	head := make([]byte, 512)
-	n, err := io.ReadFull(o.Body, head)
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+	head, ct, err := readHead(o.Body)
+	if err != nil {
 		return nil, fmt.Errorf("uploads: read %s: %w", key, err)
 	}
-	ct := sniff(head[:n])
-	if !slices.Contains(s.cfg.AllowedTypes, ct) {
+	if !s.allowed(ct) {
 		return reject(fmt.Errorf("%w: %s", ErrUnsupportedType, ct))
 	}
 	if declared, _, _ := mime.ParseMediaType(o.ContentType); declared != ct {
 		return reject(fmt.Errorf("%w: declared %s, content is %s", ErrUnsupportedType, o.ContentType, ct))
 	}
-	st := &Stored{Key: s.cfg.Prefix + strings.TrimPrefix(key, s.cfg.Prefix+pendingPrefix), ContentType: ct, Size: o.Size}
+	st := &Stored{Key: s.cfg.Prefix + rest, ContentType: ct, Size: o.Size}
 	if sha256Hex != "" {
 		h := sha256.New()
-		h.Write(head[:n])
+		h.Write(head)
 		if _, err := io.Copy(h, o.Body); err != nil {
 			return nil, fmt.Errorf("uploads: read %s: %w", key, err)
 		}
@@ -168,12 +166,8 @@ func (s *Store) PresignDownload(ctx context.Context, key, name string, ttl time.
 	if err != nil {
 		return "", err
 	}
-	disposition := "attachment"
-	if mt, _, _ := mime.ParseMediaType(st.ContentType); slices.Contains(safeInline, mt) {
-		disposition = "inline"
-	}
 	out, err := b.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: &b.cfg.Bucket, Key: &key,
-		ResponseContentDisposition: aws.String(mime.FormatMediaType(disposition, map[string]string{"filename": SanitizeName(name)})),
+		ResponseContentDisposition: aws.String(mime.FormatMediaType(dispositionFor(st.ContentType), map[string]string{"filename": SanitizeName(name)})),
 		ResponseContentType:        aws.String(st.ContentType),
 	}, s3.WithPresignExpires(ttl))
 	if err != nil {

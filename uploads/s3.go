@@ -37,15 +37,15 @@ type S3Config struct {
 	// MinIO, Ceph and most S3-compatible servers want.
 	PathStyle bool
 	// PartSize is the size of a multipart upload's parts, and of the
-	// buffers that hold them. Defaults to 8 MiB; at least 5 MiB (S3's
-	// minimum).
+	// buffers that hold them. Defaults to 5 MiB, which is also the least
+	// allowed (S3's minimum).
 	PartSize int64
 	// Concurrency is how many parts of one upload are sent at once.
 	// Defaults to 4.
 	Concurrency int
 	// MaxBuffers bounds the part buffers of all uploads together, and so
 	// the memory uploads can take: MaxBuffers × PartSize. Uploads wait for
-	// a free buffer. Defaults to 8 (64 MiB with 8 MiB parts).
+	// a free buffer. Defaults to 8 (40 MiB with 5 MiB parts).
 	MaxBuffers int
 	// AbortTimeout is how long a failed upload keeps trying to abort its
 	// multipart upload (S3 may be the thing that failed). Defaults to 1m.
@@ -353,10 +353,9 @@ func (b *S3Bucket) Incomplete(ctx context.Context, prefix string) (int, error) {
 // S3-compatible servers (MinIO) match only whole keys there.
 func (b *S3Bucket) incomplete(ctx context.Context, prefix string) ([]types.MultipartUpload, error) {
 	var out []types.MultipartUpload
-	var keyMarker, idMarker *string
-	for {
-		page, err := b.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &b.cfg.Bucket,
-			KeyMarker: keyMarker, UploadIdMarker: idMarker})
+	p := s3.NewListMultipartUploadsPaginator(b.client, &s3.ListMultipartUploadsInput{Bucket: &b.cfg.Bucket})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
 		if err != nil {
 			return out, fmt.Errorf("uploads: list multipart uploads: %w", err)
 		}
@@ -365,11 +364,8 @@ func (b *S3Bucket) incomplete(ctx context.Context, prefix string) ([]types.Multi
 				out = append(out, u)
 			}
 		}
-		if !aws.ToBool(page.IsTruncated) {
-			return out, nil
-		}
-		keyMarker, idMarker = page.NextKeyMarker, page.NextUploadIdMarker
 	}
+	return out, nil
 }
 
 // Open implements Bucket.
@@ -394,10 +390,8 @@ func (b *S3Bucket) Open(ctx context.Context, key, rng, ifNoneMatch string) (*Obj
 		return nil, fmt.Errorf("uploads: get %s: %w", key, err)
 	}
 	o := &Object{Key: key, Body: out.Body, ContentType: aws.ToString(out.ContentType), ETag: aws.ToString(out.ETag),
-		Meta: out.Metadata, Length: aws.ToInt64(out.ContentLength), ContentRange: aws.ToString(out.ContentRange)}
-	if out.LastModified != nil {
-		o.LastModified = *out.LastModified
-	}
+		Meta: out.Metadata, Length: aws.ToInt64(out.ContentLength), ContentRange: aws.ToString(out.ContentRange),
+		LastModified: aws.ToTime(out.LastModified)}
 	o.Size = o.Length
 	if cr := o.ContentRange; cr != "" {
 		if i := strings.LastIndexByte(cr, '/'); i >= 0 {
@@ -417,10 +411,7 @@ func (b *S3Bucket) Stat(ctx context.Context, key string) (*Object, error) {
 		return nil, fmt.Errorf("uploads: head %s: %w", key, err)
 	}
 	o := &Object{Key: key, Size: aws.ToInt64(out.ContentLength), ContentType: aws.ToString(out.ContentType),
-		ETag: aws.ToString(out.ETag), Meta: out.Metadata}
-	if out.LastModified != nil {
-		o.LastModified = *out.LastModified
-	}
+		ETag: aws.ToString(out.ETag), Meta: out.Metadata, LastModified: aws.ToTime(out.LastModified)}
 	return o, nil
 }
 

@@ -160,14 +160,11 @@ func (s *Store) outcome(err error, o string) error {
 
 // store sniffs, then streams one file part into the bucket.
 func (s *Store) store(ctx context.Context, part *multipart.Part) (*Stored, error) {
-	head := make([]byte, 512)
-	n, err := io.ReadFull(part, head)
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+	head, ct, err := readHead(part)
+	if err != nil {
 		return nil, s.outcome(fmt.Errorf("%w: reading the file: %v", ErrBadRequest, err), "aborted")
 	}
-	head = head[:n]
-	ct := sniff(head)
-	if !slices.Contains(s.cfg.AllowedTypes, ct) {
+	if !s.allowed(ct) {
 		return nil, s.outcome(fmt.Errorf("%w: %s (allowed: %s)", ErrUnsupportedType, ct, strings.Join(s.cfg.AllowedTypes, ", ")), "unsupported_type")
 	}
 	st := &Stored{Key: s.cfg.Prefix + newKey(), Name: SanitizeName(part.FileName()), ContentType: ct}
@@ -210,6 +207,21 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// readHead reads the first 512 bytes of r (all of it if shorter) and
+// sniffs their content type.
+func readHead(r io.Reader) (head []byte, ct string, err error) {
+	head = make([]byte, 512)
+	n, err := io.ReadFull(r, head)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, "", err
+	}
+	head = head[:n]
+	return head, sniff(head), nil
+}
+
+// allowed reports whether content type ct is in Config.AllowedTypes.
+func (s *Store) allowed(ct string) bool { return slices.Contains(s.cfg.AllowedTypes, ct) }
 
 // sniff returns the content type of a file's first bytes, without
 // parameters.
@@ -301,6 +313,16 @@ func Status(err error) int {
 // cannot carry script. SVG can, so it is not here.
 var safeInline = []string{"image/jpeg", "image/png", "image/gif", "image/webp"}
 
+// dispositionFor returns the Content-Disposition type for content of type
+// ct: inline for a safe image type, attachment for anything else (stored
+// XSS).
+func dispositionFor(ct string) string {
+	if mt, _, _ := mime.ParseMediaType(ct); slices.Contains(safeInline, mt) {
+		return "inline"
+	}
+	return "attachment"
+}
+
 // Serve streams the object at key to w, with Range and If-None-Match
 // support. It always sends X-Content-Type-Options: nosniff and a sandboxing
 // Content-Security-Policy, and Content-Disposition: attachment for
@@ -336,10 +358,7 @@ func (s *Store) Serve(w http.ResponseWriter, r *http.Request, key, name string) 
 	}
 	h.Set("Content-Type", ct)
 	h.Set("Accept-Ranges", "bytes")
-	disposition := "attachment"
-	if mt, _, _ := mime.ParseMediaType(ct); slices.Contains(safeInline, mt) {
-		disposition = "inline"
-	}
+	disposition := dispositionFor(ct)
 	if name = SanitizeName(name); name != "file" || disposition == "attachment" {
 		h.Set("Content-Disposition", mime.FormatMediaType(disposition, map[string]string{"filename": name}))
 	} else {

@@ -76,20 +76,26 @@ func newHarness(t *testing.T, maxSize int64) *harness {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
-		got, err := st.Receive(r.Context(), r)
-		if err != nil {
-			http.Error(w, err.Error(), uploads.Status(err))
-			return
-		}
-		json.NewEncoder(w).Encode(got)
-	})
+	mux.Handle("POST /upload", receiveHandler(st))
 	mux.HandleFunc("GET /files/{key...}", func(w http.ResponseWriter, r *http.Request) {
 		_ = st.Serve(w, r, r.PathValue("key"), r.URL.Query().Get("name"))
 	})
 	h := &harness{minio: m, bucket: b, store: st, srv: httptest.NewServer(mux)}
 	t.Cleanup(h.srv.Close)
 	return h
+}
+
+// receiveHandler answers with st.Receive's Stored as JSON, or its error
+// with the status uploads.Status gives.
+func receiveHandler(st *uploads.Store) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		got, err := st.Receive(r.Context(), r)
+		if err != nil {
+			http.Error(w, err.Error(), uploads.Status(err))
+			return
+		}
+		json.NewEncoder(w).Encode(got)
+	}
 }
 
 // upload streams a multipart body with one file from r.
@@ -473,14 +479,10 @@ func TestDiskBucket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	receive := receiveHandler(st)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == "POST" {
-			got, err := st.Receive(r.Context(), r)
-			if err != nil {
-				http.Error(w, err.Error(), uploads.Status(err))
-				return
-			}
-			json.NewEncoder(w).Encode(got)
+			receive(w, r)
 			return
 		}
 		st.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"), "")
