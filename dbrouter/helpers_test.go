@@ -53,13 +53,8 @@ func port(ctx context.Context, q dbrouter.Querier) (int, error) {
 
 func count(t *testing.T, ctx context.Context, n *hatest.PostgresNode, sql string, args ...any) int {
 	t.Helper()
-	conn, err := pgx.Connect(ctx, n.DSN())
+	c, err := queryInt(ctx, n, sql, args...)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	var c int
-	if err := conn.QueryRow(ctx, sql, args...).Scan(&c); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -80,28 +75,24 @@ func eventually(timeout time.Duration, cond func() bool) bool {
 
 // countOn counts rows on a node, -1 on error; for goroutines.
 func countOn(ctx context.Context, n *hatest.PostgresNode, sql string) int {
-	conn, err := pgx.Connect(ctx, n.DSN())
+	c, err := queryInt(ctx, n, sql)
 	if err != nil {
-		return -1
-	}
-	defer conn.Close(context.Background())
-	var c int
-	if err := conn.QueryRow(ctx, sql).Scan(&c); err != nil {
 		return -1
 	}
 	return c
 }
 
-// waitFor polls cond every 20ms until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+// queryInt runs a query that returns one integer on its own connection
+// to n.
+func queryInt(ctx context.Context, n *hatest.PostgresNode, sql string, args ...any) (int, error) {
+	conn, err := pgx.Connect(ctx, n.DSN())
+	if err != nil {
+		return 0, err
 	}
+	defer conn.Close(context.Background())
+	var c int
+	err = conn.QueryRow(ctx, sql, args...).Scan(&c)
+	return c, err
 }
 
 // metricValue returns the value of a counter or gauge the router exports,

@@ -163,7 +163,7 @@ func TestLaggingReplicaIsSkipped(t *testing.T) {
 	})
 	defer func() { stopWriting(); wg.Wait() }()
 
-	waitFor(t, 20*time.Second, "the router to see the lag", func() bool {
+	hatest.WaitFor(t, 20*time.Second, "the router to see the lag", func() bool {
 		for _, s := range r.Status() {
 			if s.Name == lagging.Addr() && s.Lag > time.Second {
 				return true
@@ -188,7 +188,7 @@ func TestLaggingReplicaIsSkipped(t *testing.T) {
 	if err := lagging.SetApplyDelay(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the caught-up replica to serve reads", func() bool {
+	hatest.WaitFor(t, 30*time.Second, "the caught-up replica to serve reads", func() bool {
 		var p int
 		err := r.Read(ctx, func(q dbrouter.Querier) error {
 			var err error
@@ -318,7 +318,7 @@ func TestFailoverUnderWritesLosesNothing(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, 30*time.Second, "writes before the failover", func() bool { return writes.Load() > 200 })
+	hatest.WaitFor(t, 30*time.Second, "writes before the failover", func() bool { return writes.Load() > 200 })
 	if err := oldPrimary.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +331,7 @@ func TestFailoverUnderWritesLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	promotedAt := writes.Load()
-	waitFor(t, 30*time.Second, "writes after the failover", func() bool { return writes.Load() > promotedAt+200 })
+	hatest.WaitFor(t, 30*time.Second, "writes after the failover", func() bool { return writes.Load() > promotedAt+200 })
 	stop()
 	wg.Wait()
 
@@ -482,7 +482,7 @@ func TestSplitBrainFencesTheOldPrimary(t *testing.T) {
 	if role, _ := old.Role(ctx); role != hatest.RolePrimary {
 		t.Fatalf("the old primary came back as %s; the test needs it writable", role)
 	}
-	waitFor(t, 10*time.Second, "the old primary to be fenced", func() bool {
+	hatest.WaitFor(t, 10*time.Second, "the old primary to be fenced", func() bool {
 		return roleOf(r, old.Addr()) == dbrouter.RoleFenced && roleOf(r, promoted.Addr()) == dbrouter.RolePrimary
 	})
 	for range 20 {
@@ -571,7 +571,7 @@ func TestLostCommitIsResolved(t *testing.T) {
 			})
 		}()
 		// Kill the primary while the COMMIT sleeps, and promote.
-		waitFor(t, 10*time.Second, "the COMMIT to start sleeping", func() bool {
+		hatest.WaitFor(t, 10*time.Second, "the COMMIT to start sleeping", func() bool {
 			return count(t, ctx, old, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") == 1
 		})
 		if err := old.Kill(); err != nil {
