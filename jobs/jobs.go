@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"hakit.dev/dbrouter"
+	"hakit.dev/internal/metricset"
 )
 
 // Options adjust one task. The zero value is usable.
@@ -59,16 +60,32 @@ type envelope struct {
 	Data json.RawMessage `json:"data"`
 }
 
+// seal encodes payload and puts it in an envelope with lsn (none if 0).
 func seal(lsn dbrouter.LSN, payload any) ([]byte, error) {
-	data, err := json.Marshal(payload)
+	data, err := encodePayload(payload)
+	if err != nil {
+		return nil, err
+	}
+	var pos string
+	if lsn != 0 {
+		pos = lsn.String()
+	}
+	return sealRaw(pos, data)
+}
+
+// encodePayload encodes a caller's payload as JSON.
+func encodePayload(p any) (json.RawMessage, error) {
+	data, err := json.Marshal(p)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: encode payload: %w", err)
 	}
-	env := envelope{Data: data}
-	if lsn != 0 {
-		env.LSN = lsn.String()
-	}
-	return json.Marshal(env)
+	return data, nil
+}
+
+// sealRaw puts an encoded payload in an envelope with the position lsn, in
+// PostgreSQL's text form ("" for none).
+func sealRaw(lsn string, data json.RawMessage) ([]byte, error) {
+	return json.Marshal(envelope{LSN: lsn, Data: data})
 }
 
 // Client enqueues tasks on Redis directly. Prefer [Outbox.EnqueueTx] for a
@@ -78,7 +95,9 @@ type Client struct {
 	asynq     *asynq.Client
 	log       *slog.Logger
 	retention time.Duration
-	enqueued  *prometheus.CounterVec
+
+	metricset.Set // a prometheus.Collector of the metric below
+	enqueued      *prometheus.CounterVec
 }
 
 // ClientConfig configures a Client. The zero value is usable.
@@ -102,16 +121,12 @@ func NewClient(rdb redis.UniversalClient, cfg ClientConfig) *Client {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Client{rdb: rdb, asynq: asynq.NewClientFromRedisClient(rdb), log: cfg.Logger, retention: cfg.Retention,
+	c := &Client{rdb: rdb, asynq: asynq.NewClientFromRedisClient(rdb), log: cfg.Logger, retention: cfg.Retention,
 		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "enqueued_total",
 			Help: "Tasks put on a queue, by type."}, []string{"type"})}
+	c.Set = metricset.Set{c.enqueued}
+	return c
 }
-
-// Describe implements prometheus.Collector.
-func (c *Client) Describe(ch chan<- *prometheus.Desc) { c.enqueued.Describe(ch) }
-
-// Collect implements prometheus.Collector.
-func (c *Client) Collect(ch chan<- prometheus.Metric) { c.enqueued.Collect(ch) }
 
 // Close releases the Client.
 func (c *Client) Close() error { return c.asynq.Close() }

@@ -54,17 +54,6 @@ func (r *runs) snapshot() map[string]int {
 	return out
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 type note struct {
 	ID int `json:"id"`
 }
@@ -158,13 +147,13 @@ func TestOutboxCommitRunsOnceRollbackNever(t *testing.T) {
 	if err := enqueue(ctx, e, 2, true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the committed task", func() bool { return e.runs.get("2") == 1 })
+	hatest.WaitFor(t, 20*time.Second, "the committed task", func() bool { return e.runs.get("2") == 1 })
 	// Another committed task after it: once it ran, the relay has passed
 	// the rolled-back one's place.
 	if err := enqueue(ctx, e, 3, true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the third task", func() bool { return e.runs.get("3") == 1 })
+	hatest.WaitFor(t, 20*time.Second, "the third task", func() bool { return e.runs.get("3") == 1 })
 	if got := e.runs.snapshot(); len(got) != 2 || got["1"] != 0 || got["2"] != 1 {
 		t.Fatalf("runs %v; want tasks 2 and 3 once, the rolled-back 1 never", got)
 	}
@@ -199,7 +188,7 @@ func TestRelayCrashMidBatchLosesAndDuplicatesNothing(t *testing.T) {
 		}
 	}
 	e.start(t)
-	waitFor(t, 30*time.Second, "all 100 tasks", func() bool { return len(e.runs.snapshot()) == 100 })
+	hatest.WaitFor(t, 30*time.Second, "all 100 tasks", func() bool { return len(e.runs.snapshot()) == 100 })
 	time.Sleep(500 * time.Millisecond) // let any duplicate show up
 	for k, n := range e.runs.snapshot() {
 		if n != 1 {
@@ -229,7 +218,7 @@ func TestRedisFailoverWithTasksInFlight(t *testing.T) {
 			t.Cleanup(func() { _ = old })
 		}
 	}
-	waitFor(t, 90*time.Second, "all 300 tasks after the failover", func() bool { return len(e.runs.snapshot()) == 300 })
+	hatest.WaitFor(t, 90*time.Second, "all 300 tasks after the failover", func() bool { return len(e.runs.snapshot()) == 300 })
 	dups := 0
 	for _, n := range e.runs.snapshot() {
 		if n > 1 {
@@ -265,7 +254,7 @@ func TestPostgresFailoverWhileEnqueuing(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, 30*time.Second, "tasks before the failover", func() bool { return len(e.runs.snapshot()) > 100 })
+	hatest.WaitFor(t, 30*time.Second, "tasks before the failover", func() bool { return len(e.runs.snapshot()) > 100 })
 	if err := e.pg.Nodes[0].Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -276,12 +265,12 @@ func TestPostgresFailoverWhileEnqueuing(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := len(e.runs.snapshot())
-	waitFor(t, 60*time.Second, "tasks after the failover", func() bool { return len(e.runs.snapshot()) > before+100 })
+	hatest.WaitFor(t, 60*time.Second, "tasks after the failover", func() bool { return len(e.runs.snapshot()) > before+100 })
 	stop()
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
-	waitFor(t, 60*time.Second, "every acknowledged task", func() bool {
+	hatest.WaitFor(t, 60*time.Second, "every acknowledged task", func() bool {
 		for _, id := range acked {
 			if e.runs.get(fmt.Sprint(id)) == 0 {
 				return false
@@ -328,7 +317,7 @@ func TestPeriodicOncePerTickAcrossInstances(t *testing.T) {
 	scheds[0].Stop(context.Background()) // an instance dies
 	time.Sleep(3 * time.Second)
 	end := time.Now().Unix() - 1
-	waitFor(t, 10*time.Second, "the last tick to run", func() bool {
+	hatest.WaitFor(t, 10*time.Second, "the last tick to run", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return ticks[fmt.Sprintf("heartbeat-%d", end)] > 0
@@ -380,7 +369,7 @@ func TestDrainFinishesOrRequeues(t *testing.T) {
 	if _, err := client.Enqueue(ctx, "work", time.Second, jobs.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the 1s task to start", func() bool { return started.get("1s") == 1 })
+	hatest.WaitFor(t, 10*time.Second, "the 1s task to start", func() bool { return started.get("1s") == 1 })
 	w.Stop(ctx)
 	if finished.get("1s") != 1 {
 		t.Fatal("Stop returned before the running task finished")
@@ -390,14 +379,14 @@ func TestDrainFinishesOrRequeues(t *testing.T) {
 	if _, err := client.Enqueue(ctx, "work", 3*time.Second, jobs.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the 3s task to start", func() bool { return started.get("3s") == 1 })
+	hatest.WaitFor(t, 10*time.Second, "the 3s task to start", func() bool { return started.get("3s") == 1 })
 	w.Stop(ctx)
 	if finished.get("3s") != 0 {
 		t.Fatal("the 3s task finished within a 300ms shutdown")
 	}
 	w = newWorker(5 * time.Second)
 	defer w.Stop(ctx)
-	waitFor(t, 60*time.Second, "the re-queued task to finish", func() bool { return finished.get("3s") == 1 })
+	hatest.WaitFor(t, 60*time.Second, "the re-queued task to finish", func() bool { return finished.get("3s") == 1 })
 }
 
 func TestBadTasksAreArchivedReadably(t *testing.T) {
@@ -424,7 +413,7 @@ func TestBadTasksAreArchivedReadably(t *testing.T) {
 		t.Fatal(err)
 	}
 	var archived []*asynq.TaskInfo
-	waitFor(t, 20*time.Second, "three archived tasks", func() bool {
+	hatest.WaitFor(t, 20*time.Second, "three archived tasks", func() bool {
 		var err error
 		archived, err = client.Archived("default", 10)
 		return err == nil && len(archived) == 3

@@ -23,9 +23,8 @@ import (
 // after the transaction commits. A task exists if and only if its
 // transaction committed, and is enqueued once.
 type Outbox struct {
-	table   string
-	channel string
-	insert  string
+	table  string // also the NOTIFY channel
+	insert string
 }
 
 // NewOutbox returns an outbox on table (defaults to "hakit_outbox").
@@ -34,7 +33,7 @@ func NewOutbox(table string) *Outbox {
 		table = "hakit_outbox"
 	}
 	t := pgx.Identifier{table}.Sanitize()
-	return &Outbox{table: table, channel: table,
+	return &Outbox{table: table,
 		insert: `INSERT INTO ` + t + ` (task_type, payload, opts) VALUES ($1, $2, $3) RETURNING id`}
 }
 
@@ -73,16 +72,27 @@ type rowOpts struct {
 // database position, so the handler's reads see what tx wrote. It returns
 // the outbox row's id (the task's ID on the queue is "outbox-<id>").
 func (o *Outbox) EnqueueTx(ctx context.Context, tx pgx.Tx, taskType string, payload any, opts Options) (int64, error) {
-	data, err := json.Marshal(payload)
+	data, err := encodePayload(payload)
 	if err != nil {
-		return 0, fmt.Errorf("jobs: encode payload: %w", err)
+		return 0, err
 	}
 	ro, _ := json.Marshal(rowOpts(opts))
+	// The insert and the notify in one round trip. data goes as []byte, as
+	// before: where pgx does not know a parameter's type (the simple
+	// protocol), it sends a json.RawMessage as json, a []byte as bytea.
+	var b pgx.Batch
+	b.Queue(o.insert, taskType, []byte(data), ro)
+	b.Queue("SELECT pg_notify($1, '')", o.table)
+	br := tx.SendBatch(ctx, &b)
+	defer br.Close()
 	var id int64
-	if err := tx.QueryRow(ctx, o.insert, taskType, data, ro).Scan(&id); err != nil {
+	if err := br.QueryRow().Scan(&id); err != nil {
 		return 0, fmt.Errorf("jobs: outbox insert: %w", err)
 	}
-	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", o.channel); err != nil {
+	if _, err := br.Exec(); err != nil {
+		return 0, fmt.Errorf("jobs: outbox notify: %w", err)
+	}
+	if err := br.Close(); err != nil {
 		return 0, fmt.Errorf("jobs: outbox notify: %w", err)
 	}
 	return id, nil
@@ -269,20 +279,18 @@ func (r *Relay) listenOnce(ctx context.Context, wake chan<- struct{}) error {
 	// The connection ends in LISTEN state: it never goes back to the pool.
 	conn := pc.Hijack()
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{r.cfg.Outbox.channel}.Sanitize()); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{r.cfg.Outbox.table}.Sanitize()); err != nil {
 		return err
 	}
-	select { // a commit may have come before LISTEN
-	case wake <- struct{}{}:
-	default:
-	}
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
-			return err
-		}
+		// Wake the relay: at first because a commit may have come before
+		// LISTEN, then for each notification.
 		select {
 		case wake <- struct{}{}:
 		default:
+		}
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
 		}
 	}
 }
@@ -326,9 +334,10 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 			return err
 		}
 		lsn, _ := dbrouter.ParseLSN(lsnText)
+		pos := lsn.String() // "0/0" if it did not parse
 		ids := make([]int64, 0, len(batch))
 		for i, x := range batch {
-			sealed, err := json.Marshal(envelope{LSN: lsn.String(), Data: x.payload})
+			sealed, err := sealRaw(pos, x.payload)
 			if err != nil {
 				return err
 			}

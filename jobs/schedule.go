@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,7 +38,7 @@ type Scheduler struct {
 
 type entry struct {
 	name, taskType string
-	sched          interface{ Next(time.Time) time.Time }
+	sched          cron.Schedule
 	sealed         []byte
 	opts           Options
 }
@@ -80,12 +79,9 @@ func (s *Scheduler) Add(name, spec, taskType string, payload any, opts Options) 
 		}
 		e.sched = cs
 	}
-	data, err := json.Marshal(payload)
-	if err != nil {
-		return fmt.Errorf("jobs: schedule %q: encode payload: %w", name, err)
-	}
-	if e.sealed, err = json.Marshal(envelope{Data: data}); err != nil {
-		return err
+	var err error
+	if e.sealed, err = seal(0, payload); err != nil {
+		return fmt.Errorf("jobs: schedule %q: %w", name, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

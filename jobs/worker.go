@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,12 +46,11 @@ type Worker struct {
 	rdb redis.UniversalClient
 	cfg WorkerConfig
 	log *slog.Logger
-	mux *asynq.ServeMux
 
-	mu      sync.Mutex
-	types   map[string]bool
-	srv     *asynq.Server
-	started bool
+	mu       sync.Mutex
+	handlers map[string]asynq.Handler // by task type; fixed once started
+	srv      *asynq.Server
+	started  bool
 
 	metricset.Set // a prometheus.Collector of the metrics below
 	processed     *prometheus.CounterVec
@@ -76,7 +76,7 @@ func NewWorker(rdb redis.UniversalClient, cfg WorkerConfig) *Worker {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	w := &Worker{rdb: rdb, cfg: cfg, log: cfg.Logger, mux: asynq.NewServeMux(), types: map[string]bool{},
+	w := &Worker{rdb: rdb, cfg: cfg, log: cfg.Logger, handlers: map[string]asynq.Handler{},
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "processed_total",
 			Help: "Task runs that succeeded, by type."}, []string{"type"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "failed_total",
@@ -104,15 +104,14 @@ func Handle[T any](w *Worker, taskType string, fn func(ctx context.Context, payl
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
-	case taskType == "":
+	case strings.TrimSpace(taskType) == "":
 		panic("jobs: Handle with an empty task type")
-	case w.types[taskType]:
+	case w.handlers[taskType] != nil:
 		panic(fmt.Sprintf("jobs: task type %q registered twice", taskType))
 	case w.started:
 		panic(fmt.Sprintf("jobs: Handle(%q) after Start", taskType))
 	}
-	w.types[taskType] = true
-	w.mux.Handle(taskType, asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+	w.handlers[taskType] = asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
 		var env envelope
 		if err := json.Unmarshal(t.Payload(), &env); err != nil || env.Data == nil {
 			return w.fail(taskType, fmt.Errorf("jobs: %s: payload is not a hakit task envelope: %v: %w", taskType, err, asynq.SkipRetry))
@@ -134,7 +133,7 @@ func Handle[T any](w *Worker, taskType string, fn func(ctx context.Context, payl
 		}
 		w.processed.WithLabelValues(taskType).Inc()
 		return nil
-	}))
+	})
 }
 
 func (w *Worker) fail(taskType string, err error) error {
@@ -167,10 +166,11 @@ func (w *Worker) Start(context.Context) error {
 	// A task nobody handles goes straight to the archive with a clear
 	// error instead of failing 25 times.
 	dispatch := asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-		if !w.types[t.Type()] {
+		h := w.handlers[t.Type()]
+		if h == nil {
 			return w.fail(t.Type(), fmt.Errorf("jobs: no handler registered for task type %q: %w", t.Type(), asynq.SkipRetry))
 		}
-		return w.mux.ProcessTask(ctx, t)
+		return h.ProcessTask(ctx, t)
 	})
 	return w.srv.Start(dispatch)
 }

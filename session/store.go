@@ -3,6 +3,7 @@ package session
 import (
 	"bytes"
 	"context"
+	"maps"
 	"sync"
 	"time"
 )
@@ -64,6 +65,12 @@ type loaded struct {
 	gone    bool // the store said the session was gone at commit
 }
 
+// remember records that the request has token's session with values
+// stored. l.mu must be held.
+func (l *loaded) remember(token string, values map[string][]byte) {
+	l.token, l.base, l.found = token, values, true
+}
+
 type loadedKey struct{}
 
 func loadedFrom(ctx context.Context) *loaded {
@@ -82,7 +89,7 @@ func (b bridge) FindCtx(ctx context.Context, token string) ([]byte, bool, error)
 	}
 	if l := loadedFrom(ctx); l != nil {
 		l.mu.Lock()
-		l.token, l.base, l.found = token, r.Values, true
+		l.remember(token, r.Values)
 		l.mu.Unlock()
 	}
 	return encodeRecord(r), true, nil
@@ -129,16 +136,15 @@ func (b bridge) CommitCtx(ctx context.Context, token string, data []byte, expiry
 	if err != nil {
 		return err
 	}
-	if l != nil && !applied {
+	if l != nil {
 		l.mu.Lock()
-		l.gone = true
-		l.mu.Unlock()
-	}
-	if l != nil && applied {
-		// Later commits in the same request diff against what is stored
-		// now.
-		l.mu.Lock()
-		l.token, l.base, l.found = token, r.Values, true
+		if applied {
+			// Later commits in the same request diff against what is
+			// stored now.
+			l.remember(token, r.Values)
+		} else {
+			l.gone = true
+		}
 		l.mu.Unlock()
 	}
 	return nil
@@ -164,7 +170,7 @@ func (b bridge) Delete(token string) error { return b.DeleteCtx(context.Backgrou
 type MemoryStore struct {
 	mu       sync.Mutex
 	sessions map[string]*memSession
-	now      func() time.Time
+	applies  int // changes applied, to forget expired sessions now and then
 }
 
 type memSession struct {
@@ -174,7 +180,7 @@ type memSession struct {
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{sessions: map[string]*memSession{}, now: time.Now}
+	return &MemoryStore{sessions: map[string]*memSession{}}
 }
 
 // Load implements Store.
@@ -185,16 +191,13 @@ func (m *MemoryStore) Load(_ context.Context, token string) (Record, bool, error
 	if s == nil {
 		return Record{}, false, nil
 	}
-	vals := make(map[string][]byte, len(s.rec.Values))
-	for k, v := range s.rec.Values {
-		vals[k] = v
-	}
-	return Record{Deadline: s.rec.Deadline, Values: vals}, true, nil
+	// Values is never nil (Apply makes it), so the clone is not either.
+	return Record{Deadline: s.rec.Deadline, Values: maps.Clone(s.rec.Values)}, true, nil
 }
 
 func (m *MemoryStore) live(token string) *memSession {
 	s := m.sessions[token]
-	if s != nil && !m.now().Before(s.expiry) {
+	if s != nil && !time.Now().Before(s.expiry) {
 		delete(m.sessions, token)
 		return nil
 	}
@@ -213,15 +216,14 @@ func (m *MemoryStore) Apply(_ context.Context, token string, c Change) (bool, er
 	case s == nil:
 		return false, nil
 	}
-	for k, v := range c.Set {
-		s.rec.Values[k] = v
-	}
+	maps.Copy(s.rec.Values, c.Set)
 	for _, k := range c.Unset {
 		delete(s.rec.Values, k)
 	}
 	s.rec.Deadline, s.expiry = c.Deadline, c.Expiry
 	// Forget the expired sessions now and then.
-	if len(m.sessions)%64 == 0 {
+	m.applies++
+	if m.applies%64 == 0 {
 		for t := range m.sessions {
 			m.live(t)
 		}
