@@ -45,7 +45,7 @@ func sessionSuite(ctx context.Context, r *report) error {
 
 	r.row("measurement", "hakit", "plain scs + goredisstore", "")
 	const sessions, concurrent = 20, 50
-	lostOurs, err := lostUpdates(ours, ours.LoadAndSave, ours.Cookie.Name, sessions, concurrent)
+	lostOurs, err := lostUpdates(ours, ours.LoadAndSave, ours.CookieName(), sessions, concurrent)
 	if err != nil {
 		return err
 	}
@@ -62,11 +62,11 @@ func sessionSuite(ctx context.Context, r *report) error {
 			var a, b time.Duration
 			var errA, errB error
 			if i%2 == 0 {
-				a, errA = perRequest(ours, ours.LoadAndSave, ours.Cookie.Name, path)
+				a, errA = perRequest(ours, ours.LoadAndSave, ours.CookieName(), path)
 				b, errB = perRequest(plain, plain.LoadAndSave, plain.Cookie.Name, path)
 			} else {
 				b, errB = perRequest(plain, plain.LoadAndSave, plain.Cookie.Name, path)
-				a, errA = perRequest(ours, ours.LoadAndSave, ours.Cookie.Name, path)
+				a, errA = perRequest(ours, ours.LoadAndSave, ours.CookieName(), path)
 			}
 			if errA != nil || errB != nil {
 				return 0, 0, 0, fmt.Errorf("per request: %v %v", errA, errB)
@@ -229,7 +229,7 @@ func failoverLogins(ctx context.Context, log *slog.Logger) (lost, acked int, err
 	var tokens []string
 	loginSome := func(n int) {
 		for range n {
-			if code, token := call(h, m.Cookie.Name, "", "/login"); code == 200 && token != "" {
+			if code, token := call(h, m.CookieName(), "", "/login"); code == 200 && token != "" {
 				tokens = append(tokens, token)
 			}
 		}
@@ -252,7 +252,7 @@ func failoverLogins(ctx context.Context, log *slog.Logger) (lost, acked int, err
 	loginSome(50)
 	for _, token := range tokens {
 		req := httptest.NewRequest(http.MethodGet, "/has?k=user", nil)
-		req.AddCookie(&http.Cookie{Name: m.Cookie.Name, Value: token})
+		req.AddCookie(&http.Cookie{Name: m.CookieName(), Value: token})
 		var code int
 		for range 50 { // until the failover client has the new master
 			rec := httptest.NewRecorder()

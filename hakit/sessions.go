@@ -2,7 +2,10 @@ package hakit
 
 import (
 	"context"
+	"errors"
 	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"hakit.dev/dbrouter"
 	"hakit.dev/health"
@@ -18,7 +21,8 @@ const sessionLSNKey = "_hakit_db_lsn"
 // commit position of the user's writes is kept in their session, and their
 // next request, on any instance, reads from a replica only once it has
 // replayed that far (dbrouter.WithMinLSN). The store's Ping, if it has
-// one, becomes a (non-critical) readiness check.
+// one, becomes a (non-critical) readiness check, and m's metrics are
+// served at /metrics.
 //
 // Call it before adding routes (chi wants middleware first).
 func (a *App) UseSessions(m *session.Manager) {
@@ -29,55 +33,32 @@ func (a *App) UseSessions(m *session.Manager) {
 	if p, ok := m.Store().(interface{ Ping(context.Context) error }); ok {
 		a.checker.Add(health.Check{Name: "sessions", Func: p.Ping})
 	}
+	if err := a.registry.Register(m); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+		a.log.Warn("hakit: session metrics not registered", "err", err)
+	}
 }
 
 // lsnCarrier reads the read-your-writes position from the session into the
 // request's context, and puts it back, raised by the request's writes,
-// before the response (and so the session) goes out.
+// whenever the session is saved: before the response's headers go out
+// (whether by a write or a flush) and, for a write made after that, when
+// the handler returns.
 func lsnCarrier(m *session.Manager) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ctx := r.Context()
-			var start dbrouter.LSN
+			var kept dbrouter.LSN
 			if s := m.GetString(ctx, sessionLSNKey); s != "" {
-				start, _ = dbrouter.ParseLSN(s) // a bad value counts as none
+				kept, _ = dbrouter.ParseLSN(s) // a bad value counts as none
 			}
-			ctx = dbrouter.WithMinLSN(ctx, start)
-			lw := &lsnWriter{ResponseWriter: w, save: func() {
-				if l := dbrouter.MinLSN(ctx); l > start {
+			ctx = dbrouter.WithMinLSN(ctx, kept)
+			m.BeforeSave(ctx, func() {
+				if l := dbrouter.MinLSN(ctx); l > kept {
+					kept = l
 					m.Put(ctx, sessionLSNKey, l.String())
 				}
-			}}
-			next.ServeHTTP(lw, r.WithContext(ctx))
-			lw.flush()
+			})
+			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
 }
-
-// lsnWriter saves the position into the session just before the response
-// starts: the session middleware around it saves the session then.
-type lsnWriter struct {
-	http.ResponseWriter
-	save  func()
-	saved bool
-}
-
-func (w *lsnWriter) flush() {
-	if !w.saved {
-		w.saved = true
-		w.save()
-	}
-}
-
-func (w *lsnWriter) WriteHeader(code int) {
-	w.flush()
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *lsnWriter) Write(b []byte) (int, error) {
-	w.flush()
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the server's writer.
-func (w *lsnWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

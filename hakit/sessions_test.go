@@ -61,6 +61,29 @@ func TestSessionCarriesReadYourWrites(t *testing.T) {
 			}
 			fmt.Fprint(w, n)
 		})
+		// Streaming handlers: one writes, then flushes, then streams; the
+		// other flushes first and writes while it streams.
+		a.Router().Post("/stream/{id}", func(w http.ResponseWriter, r *http.Request) {
+			if _, err := a.DB().Exec(r.Context(), "INSERT INTO orders VALUES ($1)", r.PathValue("id")); err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+			if err := http.NewResponseController(w).Flush(); err != nil {
+				return
+			}
+			io.WriteString(w, "placed")
+		})
+		a.Router().Post("/stream-late/{id}", func(w http.ResponseWriter, r *http.Request) {
+			if err := http.NewResponseController(w).Flush(); err != nil {
+				return
+			}
+			io.WriteString(w, "placing… ")
+			if _, err := a.DB().Exec(r.Context(), "INSERT INTO orders VALUES ($1)", r.PathValue("id")); err != nil {
+				io.WriteString(w, err.Error())
+				return
+			}
+			io.WriteString(w, "placed")
+		})
 	}
 	a := serve(t, hakit.Config{DatabaseURLs: pg.DSNs()}, setup, true)
 	b := serve(t, hakit.Config{DatabaseURLs: pg.DSNs()}, setup, true)
@@ -96,5 +119,21 @@ func TestSessionCarriesReadYourWrites(t *testing.T) {
 	}
 	if misses == 0 {
 		t.Fatal("reads without the session never missed: the replica does not lag, the test proves nothing")
+	}
+
+	// A streaming handler that flushes the headers still stores the
+	// position: for a new session (the cookie goes out with the flush) and
+	// for a write made after the flush (saved when the handler returns).
+	for i := range 5 {
+		jar, _ := cookiejar.New(nil)
+		fresh := &http.Client{Jar: jar}
+		get(fresh, "POST", fmt.Sprintf("%s/stream/%d", a.url, 200+i))
+		if got := get(fresh, "GET", fmt.Sprintf("%s/orders/%d", b.url, 200+i)); got != "1" {
+			t.Fatalf("order %d, placed by a streaming handler in a new session: the next page shows %s orders", 200+i, got)
+		}
+		get(user, "POST", fmt.Sprintf("%s/stream-late/%d", a.url, 300+i))
+		if got := get(user, "GET", fmt.Sprintf("%s/orders/%d", b.url, 300+i)); got != "1" {
+			t.Fatalf("order %d, written after the flush: the next page shows %s orders", 300+i, got)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"time"
 )
 
@@ -110,6 +111,25 @@ func decodeValue(b []byte) (any, error) {
 		return v, nil
 	}
 	return nil, errCorrupt
+}
+
+// sameValue reports whether two encoded values hold the same value. The
+// compact encodings are canonical; gob's is not (it writes a map's entries
+// in random order), so gob values that differ byte for byte are decoded
+// and compared as values.
+func sameValue(a, b []byte) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	if len(a) == 0 || len(b) == 0 || a[0] != tagGob || b[0] != tagGob {
+		return false
+	}
+	x, err := decodeValue(a)
+	if err != nil {
+		return false
+	}
+	y, err := decodeValue(b)
+	return err == nil && reflect.DeepEqual(x, y)
 }
 
 // The whole session for scs's Codec: a format byte, the deadline, then

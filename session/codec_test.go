@@ -68,3 +68,53 @@ func FuzzDecodeRecord(f *testing.F) {
 		_, _, _ = codec{}.Decode(b) // must not panic
 	})
 }
+
+// TestSameValueComparesValues: gob writes a map's entries in random order,
+// so equal maps (also inside structs and nested maps) must compare equal by
+// value, and any real change must not.
+func TestSameValueComparesValues(t *testing.T) {
+	type withMap struct {
+		Name string
+		Tags map[string]bool
+	}
+	gob.Register(map[string]int{})
+	gob.Register(map[string]map[string]int{})
+	gob.Register(withMap{})
+	big := map[string]int{}
+	for i := range 50 {
+		big[string(rune('a'+i%26))+string(rune('a'+i/26))] = i
+	}
+	nested := map[string]map[string]int{"x": {"a": 1, "b": 2, "c": 3}, "y": {"d": 4, "e": 5}}
+	s := withMap{"ann", map[string]bool{"a": true, "b": true, "c": true, "d": true}}
+	enc := func(v any) []byte {
+		b, err := encodeValue(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for name, v := range map[string]any{"map": big, "nested": nested, "struct": s, "string": "x", "int": 7} {
+		a := enc(v)
+		for range 20 { // gob's order differs from run to run
+			if !sameValue(a, enc(v)) {
+				t.Fatalf("%s: the same value compares as changed", name)
+			}
+		}
+	}
+	changed := map[string]int{}
+	for k, v := range big {
+		changed[k] = v
+	}
+	changed["aa"]++
+	for name, pair := range map[string][2]any{
+		"map entry":    {big, changed},
+		"nested entry": {nested, map[string]map[string]int{"x": {"a": 1, "b": 2, "c": 3}, "y": {"d": 4, "e": 6}}},
+		"struct map":   {s, withMap{"ann", map[string]bool{"a": true, "b": true, "c": true}}},
+		"type":         {map[string]int{"a": 1}, "a"},
+		"int":          {1, 2},
+	} {
+		if sameValue(enc(pair[0]), enc(pair[1])) {
+			t.Errorf("%s: a change compares as the same value", name)
+		}
+	}
+}

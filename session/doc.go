@@ -4,29 +4,63 @@
 //
 // # Familiar
 //
-// [Manager] embeds scs's SessionManager: Get, GetString, Put, Pop, Remove,
-// Exists, Keys, RenewToken, Destroy, RememberMe work as in scs. Its
-// [Manager.LoadAndSave] is the middleware.
+// [Manager] is built on scs and has its API: Get, GetString, Put, Pop,
+// Remove, Clear, Exists, Keys, RenewToken, Destroy, Token, Deadline work
+// as in scs. Its [Manager.LoadAndSave] is the middleware. scs's
+// SessionManager is not exposed: the Manager is configured once, by
+// [Config] at [New], and each Manager keeps its sessions under its own
+// context key, so two Managers' LoadAndSave can be nested.
 //
 // # Defaults
 //
 // The cookie is __Host-session: Secure, HttpOnly, SameSite=Lax, Path=/,
-// no Domain (so a sibling subdomain cannot plant one). Tokens are 32
-// random bytes (256 bits). Sessions end after 24h (Lifetime) or 2h unused
-// (IdleTimeout), and the store forgets them then too. Call RenewToken on
-// every privilege change (login, logout, role change) against session
-// fixation.
+// no Domain (so a sibling subdomain cannot plant one), lasting until the
+// session's absolute deadline. Tokens are 32 random bytes (256 bits).
+// Sessions end after 24h (Lifetime) or 2h unused (IdleTimeout; the store
+// forgets them then). Call RenewToken on every privilege change (login,
+// logout, role change) against session fixation.
 //
-// # No lost updates
+// # What concurrent requests keep
 //
 // scs saves the whole session at the end of each request, so of two
 // concurrent requests of one session (two tabs, parallel fetches) the
-// later one overwrites the other's change. A [Store] here saves only the
-// keys a request changed, atomically (a Lua script on a Redis hash; a jsonb
-// merge under the row lock in PostgreSQL). Two requests that change
-// different keys both keep their change; for the same key, the request
-// that saves last wins. A change to a session another request destroyed
-// or renewed meanwhile is dropped, never resurrecting it.
+// later one overwrites the other's change, and a request that only read
+// the session writes its stale copy back. A [Store] here saves only the
+// keys whose value the request changed, atomically (a Lua script on a
+// Redis hash; a jsonb merge under the row lock in PostgreSQL). A key's
+// value counts as changed when it differs, as a value, from the one
+// loaded: a map or struct read and left alone (or put back unchanged) is
+// not written, whatever order gob encodes its entries in. So:
+//
+//   - a request that only reads a key never overwrites it;
+//   - requests that change different keys all keep their change;
+//   - of requests that change the same key, the one that saves last wins
+//     for that key, including a map's entries (a cart updated by two
+//     requests at once keeps one of the two maps: use separate keys, or
+//     the database, where that matters);
+//   - a change to a session another request destroyed or renewed
+//     meanwhile is dropped, never resurrecting it.
+//
+// A request that changed nothing only extends the session's expiry in
+// the store.
+//
+// # Cookies and logins
+//
+// The session cookie is sent only when the token changes (a new session,
+// RenewToken) or the request destroys its session. A request in flight
+// while another request logs the user in (RenewToken) or out therefore
+// never answers with a stale or expiring cookie that would undo the
+// login in the browser.
+//
+// # Streaming
+//
+// The session is saved just before the response's headers go out: on the
+// first Write, WriteHeader or Flush (http.Flusher or
+// http.ResponseController), or when the handler returns. Changes made
+// after that are saved when the handler returns, if the browser already
+// has the session's cookie; if that save fails, the failure is logged and
+// the response is aborted. [Manager.BeforeSave] runs code just before
+// each save.
 //
 // # Outages
 //
@@ -50,4 +84,10 @@
 // (development only). Values are encoded one by one: strings, []byte,
 // bools, ints, float64 and time.Time compactly, anything else with gob
 // (register the type with gob.Register, as with scs).
+//
+// # Metrics
+//
+// A Manager is a prometheus.Collector: hakit_session_saves_total by
+// result (changed, touched, dropped) and hakit_session_store_errors_total
+// by operation.
 package session

@@ -41,7 +41,7 @@ CREATE INDEX IF NOT EXISTS ` + idx + ` ON ` + t + ` (expiry);`
 type PostgresStore struct {
 	primary func() (*pgxpool.Pool, error)
 	table   string
-	sql     struct{ load, merge, replace, del, expired string }
+	sql     struct{ load, merge, touch, replace, del, expired string }
 }
 
 // NewPostgresStore returns a store that runs on the pool primary returns
@@ -56,6 +56,7 @@ func NewPostgresStore(primary func() (*pgxpool.Pool, error), opts PostgresOption
 	s.sql.load = `SELECT data, deadline FROM ` + t + ` WHERE token = $1 AND expiry > now()`
 	s.sql.merge = `UPDATE ` + t + ` SET data = (data || $2::jsonb) - $3::text[], deadline = $4, expiry = $5
 		WHERE token = $1 AND expiry > now()`
+	s.sql.touch = `UPDATE ` + t + ` SET expiry = $2 WHERE token = $1 AND expiry > now()`
 	s.sql.replace = `INSERT INTO ` + t + ` (token, data, deadline, expiry) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (token) DO UPDATE SET data = EXCLUDED.data, deadline = EXCLUDED.deadline, expiry = EXCLUDED.expiry`
 	s.sql.del = `DELETE FROM ` + t + ` WHERE token = $1`
@@ -115,6 +116,13 @@ func (s *PostgresStore) Apply(ctx context.Context, token string, c Change) (bool
 	pool, err := s.primary()
 	if err != nil {
 		return false, fmt.Errorf("session: postgres: %w", err)
+	}
+	if c.Touch() {
+		tag, err := pool.Exec(ctx, s.sql.touch, token, c.Expiry)
+		if err != nil {
+			return false, fmt.Errorf("session: postgres: %w", err)
+		}
+		return tag.RowsAffected() == 1, nil
 	}
 	set := make(map[string]string, len(c.Set))
 	for k, v := range c.Set {

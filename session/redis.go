@@ -129,6 +129,18 @@ func (s *RedisStore) Apply(ctx context.Context, token string, c Change) (bool, e
 		args = append(args, k)
 	}
 	key := s.opts.Prefix + token
+	if c.Touch() {
+		// PEXPIREAT leaves a missing key missing and says so.
+		var touched bool
+		err := s.durably(ctx, c.Durable, func(p redis.Pipeliner) {
+			p.PExpireAt(ctx, key, c.Expiry)
+		}, func(cmds []redis.Cmder) error {
+			v, err := cmds[0].(*redis.BoolCmd).Result()
+			touched = v
+			return err
+		})
+		return touched, err
+	}
 	var applied int64
 	run := func(eval bool) error {
 		return s.durably(ctx, c.Durable, func(p redis.Pipeliner) {

@@ -1,8 +1,8 @@
 package session
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"maps"
 	"sync"
 	"time"
@@ -22,10 +22,12 @@ type Change struct {
 	Replace bool
 	// Set are the values the request added or changed; Unset the keys it
 	// removed. Other keys are left as they are in the store, whatever
-	// concurrent requests did to them.
+	// concurrent requests did to them. A change with neither (and not a
+	// Replace) is a touch: it only extends the session's expiry.
 	Set   map[string][]byte
 	Unset []string
-	// Deadline is the session's absolute deadline (Config.Lifetime).
+	// Deadline is the session's absolute deadline (Config.Lifetime). It
+	// only changes with a Replace.
 	Deadline time.Time
 	// Expiry is when the store may forget the session (the idle timeout
 	// or the deadline, whichever comes first).
@@ -34,6 +36,9 @@ type Change struct {
 	// returning (login, logout, privilege change), where it can.
 	Durable bool
 }
+
+// Touch reports whether c only extends the session's expiry.
+func (c Change) Touch() bool { return !c.Replace && len(c.Set) == 0 && len(c.Unset) == 0 }
 
 // Store keeps sessions for a Manager. Unlike a scs store, which writes the
 // whole session as one blob (so the last of two concurrent requests wins
@@ -54,72 +59,62 @@ type Store interface {
 	Delete(ctx context.Context, token string, durable bool) error
 }
 
-// loaded is what the bridge remembers of the session it loaded for a
-// request, to compute the request's change at commit.
-type loaded struct {
-	mu      sync.Mutex
-	token   string
-	base    map[string][]byte
-	found   bool
-	durable bool
-	gone    bool // the store said the session was gone at commit
+// remember records that the store has the request's session under token
+// with values. st.mu must be held.
+func (st *request) remember(token string, values map[string][]byte) {
+	st.token, st.base = token, values
 }
 
-// remember records that the request has token's session with values
-// stored. l.mu must be held.
-func (l *loaded) remember(token string, values map[string][]byte) {
-	l.token, l.base, l.found = token, values, true
-}
-
-type loadedKey struct{}
-
-func loadedFrom(ctx context.Context) *loaded {
-	l, _ := ctx.Value(loadedKey{}).(*loaded)
-	return l
-}
-
-// bridge adapts a Store to scs's CtxStore, turning scs's whole-session
-// commits into key-by-key changes.
-type bridge struct{ store Store }
+// bridge adapts a Store to scs's CtxStore: it loads for scs, and turns
+// scs's whole-session commits into the request's change, key by key.
+type bridge struct{ m *Manager }
 
 func (b bridge) FindCtx(ctx context.Context, token string) ([]byte, bool, error) {
-	r, found, err := b.store.Load(ctx, token)
+	r, found, err := b.m.store.Load(ctx, token)
 	if err != nil || !found {
 		return nil, false, err
 	}
-	if l := loadedFrom(ctx); l != nil {
-		l.mu.Lock()
-		l.remember(token, r.Values)
-		l.mu.Unlock()
+	if st, ok := b.m.stateIn(ctx); ok {
+		st.mu.Lock()
+		st.remember(token, r.Values)
+		st.mu.Unlock()
 	}
 	return encodeRecord(r), true, nil
 }
 
-func (b bridge) CommitCtx(ctx context.Context, token string, data []byte, expiry time.Time) error {
+// CommitCtx saves what the request changed: the keys whose value differs
+// from the one loaded (compared as values: a map with the same entries is
+// unchanged, whatever order gob wrote it in), or, for a new or renewed
+// session, all of it. A request that changed nothing extends the expiry.
+func (b bridge) CommitCtx(ctx context.Context, token string, data []byte, _ time.Time) error {
 	r, err := decodeRecord(data)
 	if err != nil {
 		return err
 	}
-	c := Change{Deadline: r.Deadline, Expiry: expiry}
-	l := loadedFrom(ctx)
-	var base map[string][]byte
-	if l != nil {
-		l.mu.Lock()
-		if l.found && l.token == token {
-			base = l.base
+	c := Change{Deadline: r.Deadline, Expiry: r.Deadline}
+	if b.m.idle > 0 {
+		if e := time.Now().Add(b.m.idle).UTC(); e.Before(c.Expiry) {
+			c.Expiry = e
 		}
-		c.Durable = l.durable
-		l.mu.Unlock()
 	}
+	st, _ := b.m.stateIn(ctx) // set by LoadAndSave, the only caller
+	st.mu.Lock()
+	base := st.base
+	c.Durable = st.durable
+	renewed := st.token != "" && st.token != token
+	if st.token != token {
+		base = nil
+	}
+	st.mu.Unlock()
 	if base == nil {
 		// A new session, or one whose token was renewed: all of it.
 		c.Replace, c.Set = true, r.Values
-		if l != nil && l.found {
-			c.Durable = true // a renewal: a login or a privilege change
+		if renewed {
+			c.Durable = true // a login or a privilege change
 		}
 	} else {
 		for k, v := range r.Values {
-			if old, ok := base[k]; !ok || !bytes.Equal(old, v) {
+			if old, ok := base[k]; !ok || !sameValue(old, v) {
 				if c.Set == nil {
 					c.Set = map[string][]byte{}
 				}
@@ -132,20 +127,36 @@ func (b bridge) CommitCtx(ctx context.Context, token string, data []byte, expiry
 			}
 		}
 	}
-	applied, err := b.store.Apply(ctx, token, c)
+	touch := c.Touch()
+	applied, err := b.m.store.Apply(ctx, token, c)
+	met := b.m.metrics
 	if err != nil {
+		if touch {
+			// Nothing the request did is lost: the session may only
+			// idle out sooner. Not worth failing the response for.
+			met.touchErr.Inc()
+			b.m.log.Warn("session: could not extend the session's expiry", "err", err)
+			return nil
+		}
+		met.saveErr.Inc()
 		return err
 	}
-	if l != nil {
-		l.mu.Lock()
-		if applied {
-			// Later commits in the same request diff against what is
-			// stored now.
-			l.remember(token, r.Values)
-		} else {
-			l.gone = true
-		}
-		l.mu.Unlock()
+	st.mu.Lock()
+	if applied {
+		// Later saves in the same request diff against what is stored
+		// now.
+		st.remember(token, r.Values)
+	} else {
+		st.gone = true
+	}
+	st.mu.Unlock()
+	switch {
+	case !applied:
+		met.dropped.Inc()
+	case touch:
+		met.touched.Inc()
+	default:
+		met.changed.Inc()
 	}
 	return nil
 }
@@ -153,14 +164,21 @@ func (b bridge) CommitCtx(ctx context.Context, token string, data []byte, expiry
 func (b bridge) DeleteCtx(ctx context.Context, token string) error {
 	// Deleting is destroying a session or renewing its token: both must
 	// survive a failover, or the old token comes back.
-	return b.store.Delete(ctx, token, true)
+	if err := b.m.store.Delete(ctx, token, true); err != nil {
+		b.m.metrics.deleteErr.Inc()
+		return err
+	}
+	return nil
 }
+
+// The context-free methods of scs's Store are never called: scs calls the
+// Ctx ones when a store has them.
 
 func (b bridge) Find(token string) ([]byte, bool, error) {
 	return b.FindCtx(context.Background(), token)
 }
-func (b bridge) Commit(token string, data []byte, expiry time.Time) error {
-	return b.CommitCtx(context.Background(), token, data, expiry)
+func (bridge) Commit(string, []byte, time.Time) error {
+	return errors.New("session: internal error: commit without a request")
 }
 func (b bridge) Delete(token string) error { return b.DeleteCtx(context.Background(), token) }
 
