@@ -114,9 +114,10 @@ type order struct {
 	ID int64 `json:"id"`
 }
 
-// orderWorker starts a client and a worker that counts "order" tasks.
-func orderWorker(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger) (*jobs.Client, *counter, func(), error) {
-	client := jobs.NewClient(rdb, jobs.ClientConfig{Logger: log})
+// orderWorker starts a client and a worker that counts "order" tasks;
+// noReplicas for a Redis without replicas.
+func orderWorker(ctx context.Context, rdb redis.UniversalClient, noReplicas bool, log *slog.Logger) (*jobs.Client, *counter, func(), error) {
+	client := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: noReplicas, Logger: log})
 	c := newCounter()
 	w := jobs.NewWorker(rdb, jobs.WorkerConfig{Concurrency: 20, Logger: log})
 	jobs.Handle(w, "order", func(ctx context.Context, o order) error { c.hit(o.ID); return nil })
@@ -145,7 +146,7 @@ func outboxChaos(ctx context.Context, log *slog.Logger) (lost, dups, total int, 
 	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: rd.MasterName, SentinelAddrs: rd.SentinelAddrs(),
 		DialTimeout: 500 * time.Millisecond, ReadTimeout: 3 * time.Second, WriteTimeout: time.Second, PoolSize: 64})
 	defer rdb.Close()
-	client, c, stop, err := orderWorker(ctx, rdb, log)
+	client, c, stop, err := orderWorker(ctx, rdb, false, log)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -258,12 +259,12 @@ func outboxSpeed(ctx context.Context, log *slog.Logger) (p99, ratio, outboxRate,
 	defer rd.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr(), PoolSize: 64})
 	defer rdb.Close()
-	client, c, stop, err := orderWorker(ctx, rdb, log)
+	client, c, stop, err := orderWorker(ctx, rdb, true, log)
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
 	defer stop()
-	relay, err := jobs.NewRelay(jobs.RelayConfig{DB: e.db, Client: client, Outbox: e.outbox, Logger: log, WaitReplicas: -1})
+	relay, err := jobs.NewRelay(jobs.RelayConfig{DB: e.db, Client: client, Outbox: e.outbox, Logger: log})
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
@@ -405,8 +406,8 @@ func periodicDuplicates(ctx context.Context, log *slog.Logger) (ours, theirs, ti
 	const seconds = 6
 	var stops []func()
 	for range 3 {
-		c := jobs.NewClient(rdb, jobs.ClientConfig{Logger: log})
-		s := jobs.NewScheduler(c, log)
+		c := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true, Logger: log})
+		s := jobs.NewScheduler(c, jobs.SchedulerConfig{Logger: log})
 		if err := s.Add("beat", "@every 1s", "ours", struct{}{}, jobs.Options{}); err != nil {
 			return 0, 0, 0, err
 		}

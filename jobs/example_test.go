@@ -48,9 +48,9 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	client := jobs.NewClient(rdb, jobs.ClientConfig{Logger: quiet()})
+	client := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true, Logger: quiet()}) // one Redis server, no replica
 	defer client.Close()
-	relay, _ := jobs.NewRelay(jobs.RelayConfig{DB: db, Client: client, Outbox: outbox, WaitReplicas: -1, Logger: quiet()})
+	relay, _ := jobs.NewRelay(jobs.RelayConfig{DB: db, Client: client, Outbox: outbox, Logger: quiet()})
 	worker := jobs.NewWorker(rdb, jobs.WorkerConfig{Logger: quiet()})
 	sent := make(chan string, 1)
 	jobs.Handle(worker, "mail:welcome", func(ctx context.Context, m welcomeMail) error {

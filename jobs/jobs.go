@@ -88,52 +88,124 @@ func sealRaw(lsn string, data json.RawMessage) ([]byte, error) {
 	return json.Marshal(envelope{LSN: lsn, Data: data})
 }
 
+// SkipRetry, returned by a handler (or wrapped in its error), archives
+// the task at once instead of retrying it. It wraps asynq.SkipRetry.
+var SkipRetry = fmt.Errorf("jobs: skip retry: %w", asynq.SkipRetry)
+
+// nameLabel is the const label that tells two components of one kind
+// apart in one Prometheus registry.
+func nameLabel(name string) prometheus.Labels { return prometheus.Labels{"name": name} }
+
 // Client enqueues tasks on Redis directly. Prefer [Outbox.EnqueueTx] for a
 // task that must exist if and only if a database transaction commits.
+//
+// A Client is a prometheus.Collector of its metrics.
 type Client struct {
-	rdb       redis.UniversalClient
-	asynq     *asynq.Client
-	log       *slog.Logger
-	retention time.Duration
+	rdb          redis.UniversalClient
+	asynq        *asynq.Client
+	log          *slog.Logger
+	retention    time.Duration
+	waitReplicas int
+	waitTimeout  time.Duration
+	noReplicas   bool
+	confirmErr   error // why the confirmation cannot work with this configuration
 
-	metricset.Set // a prometheus.Collector of the metric below
-	enqueued      *prometheus.CounterVec
+	metrics  metricset.Set
+	enqueued *prometheus.CounterVec
 }
 
-// ClientConfig configures a Client. The zero value is usable.
+// ClientConfig configures a Client. The zero value is usable with a Redis
+// that has a replica (Sentinel); a single Redis server needs NoReplicas.
 type ClientConfig struct {
 	// Retention is how long a completed task stays in Redis. Task IDs are
-	// unique only while the task exists, and the outbox relay and the
-	// scheduler rely on that to enqueue a task once: keep it longer than a
-	// relay can take to come back after a crash, and than the longest
-	// schedule period. Defaults to 1h.
+	// unique only while the task exists: the outbox relay and the
+	// scheduler rely on that to enqueue a task once (see the package
+	// documentation for the rules). Defaults to 1h.
 	Retention time.Duration
+
+	// WaitReplicas is how many Redis replicas must have a task before
+	// the outbox relay forgets its row and the scheduler counts its tick
+	// as enqueued. Redis acknowledges a write before any replica has it,
+	// and a failover loses what no replica had; so both confirm with WAIT
+	// on the very master that took the task (same process, same
+	// replication history) and, until that succeeds, keep the row or
+	// retry the tick. Defaults to 1. Negative values are an error (see
+	// NoReplicas).
+	WaitReplicas int
+
+	// WaitTimeout bounds one WAIT. Defaults to 2s.
+	WaitTimeout time.Duration
+
+	// NoReplicas declares a Redis without replicas to wait for: a single
+	// server (development, or a deployment that accepts losing the queue
+	// with its server) or a Cluster client. The relay then forgets a row,
+	// and the scheduler a tick, as soon as the master acknowledged the
+	// task; losing that Redis loses those tasks with everything else it
+	// held. Defaults to false: with a single server and NoReplicas unset,
+	// tasks are still delivered but no outbox row is ever deleted (see
+	// hakit_jobs_relay_unconfirmed_total).
+	NoReplicas bool
+
+	// Name tells this Client's metrics from another's in one Prometheus
+	// registry: the const label name. Defaults to "default".
+	Name string
+
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
 
 // NewClient returns a Client on rdb (a *redis.Client, a Sentinel failover
 // client, or a cluster client). Closing the Client does not close rdb.
+// A configuration the confirmation cannot work with (a negative
+// WaitReplicas, a Cluster client without NoReplicas) is reported by
+// [NewRelay] and [Scheduler.Start].
 func NewClient(rdb redis.UniversalClient, cfg ClientConfig) *Client {
-	if cfg.Retention == 0 {
+	if cfg.Retention <= 0 {
 		cfg.Retention = time.Hour
+	}
+	if cfg.WaitReplicas == 0 {
+		cfg.WaitReplicas = 1
+	}
+	if cfg.WaitTimeout <= 0 {
+		cfg.WaitTimeout = 2 * time.Second
+	}
+	if cfg.Name == "" {
+		cfg.Name = "default"
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	c := &Client{rdb: rdb, asynq: asynq.NewClientFromRedisClient(rdb), log: cfg.Logger, retention: cfg.Retention,
+		waitReplicas: cfg.WaitReplicas, waitTimeout: cfg.WaitTimeout, noReplicas: cfg.NoReplicas,
 		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "enqueued_total",
-			Help: "Tasks put on a queue, by type."}, []string{"type"})}
-	c.Set = metricset.Set{c.enqueued}
+			Help: "Tasks put on a queue, by type.", ConstLabels: nameLabel(cfg.Name)}, []string{"type"})}
+	c.metrics = metricset.Set{c.enqueued}
+	if !cfg.NoReplicas {
+		switch _, ok := rdb.(connector); {
+		case cfg.WaitReplicas < 0:
+			c.confirmErr = fmt.Errorf("jobs: ClientConfig.WaitReplicas is %d; set NoReplicas to turn the confirmation off", cfg.WaitReplicas)
+		case !ok:
+			c.confirmErr = fmt.Errorf("jobs: confirming tasks on Redis replicas needs one master (a *redis.Client, plain or Sentinel), not a %T; set ClientConfig.NoReplicas", rdb)
+		}
+	}
 	return c
 }
+
+// Describe implements prometheus.Collector.
+func (c *Client) Describe(ch chan<- *prometheus.Desc) { c.metrics.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (c *Client) Collect(ch chan<- prometheus.Metric) { c.metrics.Collect(ch) }
 
 // Close releases the Client.
 func (c *Client) Close() error { return c.asynq.Close() }
 
 // Enqueue puts a task on its queue now. The payload is encoded as JSON. If
 // ctx carries a read-your-writes position (dbrouter.WithMinLSN), the task
-// carries it too. It returns the task's ID.
+// carries it too. It returns the task's ID once the Redis master
+// acknowledged the task; no replica need have it yet, so a Redis failover
+// can lose it (the outbox cannot: use [Outbox.EnqueueTx] where that
+// matters).
 func (c *Client) Enqueue(ctx context.Context, taskType string, payload any, opts Options) (string, error) {
 	b, err := seal(dbrouter.MinLSN(ctx), payload)
 	if err != nil {
@@ -147,8 +219,9 @@ func (c *Client) Enqueue(ctx context.Context, taskType string, payload any, opts
 	return info.ID, nil
 }
 
-// enqueueWithID enqueues a task under a given ID; a task that already has
-// the ID (enqueued before, by this or another instance) counts as done.
+// enqueueWithID enqueues a task under a given ID and reports whether it
+// created it: a task that already has the ID (enqueued before, by this or
+// another instance) counts as done.
 func (c *Client) enqueueWithID(ctx context.Context, id, taskType string, sealed []byte, opts Options) (bool, error) {
 	_, err := c.asynq.EnqueueContext(ctx, asynq.NewTask(taskType, sealed), opts.asynq(asynq.TaskID(id), asynq.Retention(c.retention))...)
 	switch {

@@ -71,7 +71,8 @@ type env struct {
 	runs   *runs
 }
 
-func newEnv(t *testing.T, pgOpts hatest.PostgresOptions, rdb redis.UniversalClient, waitReplicas int) *env {
+// newEnv: noReplicas for a Redis without replicas (ClientConfig.NoReplicas).
+func newEnv(t *testing.T, pgOpts hatest.PostgresOptions, rdb redis.UniversalClient, noReplicas bool) *env {
 	t.Helper()
 	ctx := context.Background()
 	e := &env{pg: hatest.NewPostgres(t, pgOpts), rdb: rdb, runs: &runs{}, outbox: jobs.NewOutbox("")}
@@ -84,14 +85,14 @@ func newEnv(t *testing.T, pgOpts hatest.PostgresOptions, rdb redis.UniversalClie
 	if err := e.outbox.CreateTables(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	e.client = jobs.NewClient(rdb, jobs.ClientConfig{Logger: quiet()})
+	e.client = jobs.NewClient(rdb, jobs.ClientConfig{Logger: quiet(), NoReplicas: noReplicas})
 	t.Cleanup(func() { e.client.Close() })
 	e.worker = jobs.NewWorker(rdb, jobs.WorkerConfig{Logger: quiet(), ShutdownTimeout: 2 * time.Second})
 	jobs.Handle(e.worker, "note", func(ctx context.Context, n note) error {
 		e.runs.add(fmt.Sprint(n.ID))
 		return nil
 	})
-	e.relay, err = jobs.NewRelay(jobs.RelayConfig{DB: db, Client: e.client, Outbox: e.outbox, WaitReplicas: waitReplicas, Logger: quiet(), BatchSize: 50})
+	e.relay, err = jobs.NewRelay(jobs.RelayConfig{DB: db, Client: e.client, Outbox: e.outbox, Logger: quiet(), BatchSize: 50})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +140,7 @@ func enqueue(ctx context.Context, e *env, id int, commit bool) error {
 func TestOutboxCommitRunsOnceRollbackNever(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	e := newEnv(t, hatest.PostgresOptions{}, standaloneRedis(t), -1)
+	e := newEnv(t, hatest.PostgresOptions{}, standaloneRedis(t), true)
 	e.start(t)
 	if err := enqueue(ctx, e, 1, false); err != nil {
 		t.Fatal(err)
@@ -167,7 +168,7 @@ func TestOutboxCommitRunsOnceRollbackNever(t *testing.T) {
 func TestRelayCrashMidBatchLosesAndDuplicatesNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	e := newEnv(t, hatest.PostgresOptions{}, standaloneRedis(t), -1)
+	e := newEnv(t, hatest.PostgresOptions{}, standaloneRedis(t), true)
 	crashes := atomic.Int32{}
 	jobs.SetAfterEnqueue(e.relay, func(n int) error {
 		if n == 20 && crashes.Add(1) <= 2 {
@@ -204,7 +205,7 @@ func TestRedisFailoverWithTasksInFlight(t *testing.T) {
 	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: rd.MasterName, SentinelAddrs: rd.SentinelAddrs(),
 		DialTimeout: 500 * time.Millisecond, ReadTimeout: 3 * time.Second, WriteTimeout: time.Second})
 	t.Cleanup(func() { rdb.Close() })
-	e := newEnv(t, hatest.PostgresOptions{}, rdb, 1)
+	e := newEnv(t, hatest.PostgresOptions{}, rdb, false)
 	e.start(t)
 	for i := range 300 {
 		if err := enqueue(ctx, e, i, true); err != nil {
@@ -231,7 +232,7 @@ func TestRedisFailoverWithTasksInFlight(t *testing.T) {
 func TestPostgresFailoverWhileEnqueuing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	e := newEnv(t, hatest.PostgresOptions{Replicas: 1, Synchronous: true}, standaloneRedis(t), -1)
+	e := newEnv(t, hatest.PostgresOptions{Replicas: 1, Synchronous: true}, standaloneRedis(t), true)
 	e.start(t)
 	var mu sync.Mutex
 	var acked []int
@@ -300,9 +301,9 @@ func TestPeriodicOncePerTickAcrossInstances(t *testing.T) {
 	t.Cleanup(func() { w.Stop(context.Background()) })
 	var scheds []*jobs.Scheduler
 	for range 3 { // three instances
-		c := jobs.NewClient(rdb, jobs.ClientConfig{Logger: quiet()})
+		c := jobs.NewClient(rdb, jobs.ClientConfig{Logger: quiet(), NoReplicas: true})
 		t.Cleanup(func() { c.Close() })
-		s := jobs.NewScheduler(c, quiet())
+		s := jobs.NewScheduler(c, jobs.SchedulerConfig{Logger: quiet()})
 		if err := s.Add("heartbeat", "@every 1s", "tick", struct{}{}, jobs.Options{}); err != nil {
 			t.Fatal(err)
 		}
@@ -332,10 +333,10 @@ func TestPeriodicOncePerTickAcrossInstances(t *testing.T) {
 	if err := scheds[1].Add("late", "@every 1s", "tick", nil, jobs.Options{}); err == nil {
 		t.Error("Add after Start was accepted")
 	}
-	if err := jobs.NewScheduler(nil, quiet()).Add("x", "@every 500ms", "tick", nil, jobs.Options{}); err == nil {
+	if err := jobs.NewScheduler(nil, jobs.SchedulerConfig{Logger: quiet()}).Add("x", "@every 500ms", "tick", nil, jobs.Options{}); err == nil {
 		t.Error("a sub-second schedule was accepted")
 	}
-	if err := jobs.NewScheduler(nil, quiet()).Add("x", "not cron", "tick", nil, jobs.Options{}); err == nil {
+	if err := jobs.NewScheduler(nil, jobs.SchedulerConfig{Logger: quiet()}).Add("x", "not cron", "tick", nil, jobs.Options{}); err == nil {
 		t.Error("a bad cron spec was accepted")
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,19 +33,27 @@ func NewOutbox(table string) *Outbox {
 	}
 	t := pgx.Identifier{table}.Sanitize()
 	return &Outbox{table: table,
-		insert: `INSERT INTO ` + t + ` (task_type, payload, opts) VALUES ($1, $2, $3) RETURNING id`}
+		insert: `INSERT INTO ` + t + ` (task_type, payload, opts) VALUES ($1, $2, $3) RETURNING task_id::text`}
 }
 
 // Schema returns the SQL that creates the outbox table and the table
 // [Once] uses, for an application's own migrations.
+//
+// Each row has a random task_id (a UUID): its task's ID on the queue is
+// "outbox-<task_id>", unique across tables, databases and a sequence that
+// restarts, so two outboxes feeding one queue never take each other's
+// task for their own. sent_to records the Redis master that holds a
+// row's task while no replica has confirmed it.
 func (o *Outbox) Schema() string {
 	t := pgx.Identifier{o.table}.Sanitize()
 	return `CREATE TABLE IF NOT EXISTS ` + t + ` (
 	id         bigserial PRIMARY KEY,
+	task_id    uuid NOT NULL DEFAULT gen_random_uuid(),
 	task_type  text NOT NULL,
 	payload    jsonb NOT NULL,
 	opts       jsonb NOT NULL DEFAULT '{}',
-	created_at timestamptz NOT NULL DEFAULT now()
+	created_at timestamptz NOT NULL DEFAULT now(),
+	sent_to    text
 );
 ` + OnceSchema
 }
@@ -54,8 +61,10 @@ func (o *Outbox) Schema() string {
 // CreateTables creates the outbox table and Once's table if they do not
 // exist.
 func (o *Outbox) CreateTables(ctx context.Context, db *dbrouter.Router) error {
-	_, err := db.Exec(ctx, o.Schema())
-	return err
+	if _, err := db.Exec(ctx, o.Schema()); err != nil {
+		return fmt.Errorf("jobs: create the outbox tables: %w", err)
+	}
+	return nil
 }
 
 // rowOpts are the Options stored with an outbox row.
@@ -70,11 +79,11 @@ type rowOpts struct {
 // task never existed; once it commits, a Relay enqueues it (the relay is
 // woken by a NOTIFY the commit delivers) and the task carries the commit's
 // database position, so the handler's reads see what tx wrote. It returns
-// the outbox row's id (the task's ID on the queue is "outbox-<id>").
-func (o *Outbox) EnqueueTx(ctx context.Context, tx pgx.Tx, taskType string, payload any, opts Options) (int64, error) {
+// the task's ID on the queue, "outbox-<uuid>".
+func (o *Outbox) EnqueueTx(ctx context.Context, tx pgx.Tx, taskType string, payload any, opts Options) (string, error) {
 	data, err := encodePayload(payload)
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	ro, _ := json.Marshal(rowOpts(opts))
 	// The insert and the notify in one round trip. data goes as []byte, as
@@ -85,62 +94,83 @@ func (o *Outbox) EnqueueTx(ctx context.Context, tx pgx.Tx, taskType string, payl
 	b.Queue("SELECT pg_notify($1, '')", o.table)
 	br := tx.SendBatch(ctx, &b)
 	defer br.Close()
-	var id int64
+	var id string
 	if err := br.QueryRow().Scan(&id); err != nil {
-		return 0, fmt.Errorf("jobs: outbox insert: %w", err)
+		return "", fmt.Errorf("jobs: outbox insert: %w", err)
 	}
 	if _, err := br.Exec(); err != nil {
-		return 0, fmt.Errorf("jobs: outbox notify: %w", err)
+		return "", fmt.Errorf("jobs: outbox notify: %w", err)
 	}
 	if err := br.Close(); err != nil {
-		return 0, fmt.Errorf("jobs: outbox notify: %w", err)
+		return "", fmt.Errorf("jobs: outbox notify: %w", err)
 	}
-	return id, nil
+	return outboxTaskID(id), nil
 }
+
+// outboxTaskID is the queue's ID for the task of the row with task_id id.
+func outboxTaskID(id string) string { return "outbox-" + id }
 
 // RelayConfig configures a Relay.
 type RelayConfig struct {
 	// DB is the database router the outbox lives in. Required.
 	DB *dbrouter.Router
-	// Client enqueues the tasks. Required.
+	// Client enqueues the tasks; its ClientConfig says whether a Redis
+	// replica must confirm them before their rows are deleted, and how
+	// long a task ID is remembered. Required.
 	Client *Client
 	// Outbox defaults to NewOutbox("").
 	Outbox *Outbox
 	// BatchSize is how many rows one pass moves. Defaults to 500.
 	BatchSize int
 	// PollInterval is how often the relay looks even without a
-	// notification (one can be missed while the relay reconnects).
-	// Defaults to 1s.
+	// notification (one can be missed while the relay reconnects), and
+	// the longest it waits before retrying a failed pass. Defaults to 1s.
 	PollInterval time.Duration
-	// WaitReplicas is how many Redis replicas must confirm a batch before
-	// its rows are deleted: Redis acknowledges writes before replicating
-	// them, so a batch could vanish in a failover. Defaults to 1; negative
-	// turns the confirmation off (a standalone Redis has no replica).
-	// Without it, rows are kept until confirmed and the batch is enqueued
-	// again, which the task IDs make harmless.
-	WaitReplicas int
-	// WaitTimeout bounds that confirmation. Defaults to 2s.
-	WaitTimeout time.Duration
+	// Name tells this Relay's metrics from another's in one Prometheus
+	// registry: the const label name. Defaults to the outbox table's name,
+	// so relays of different tables need nothing; two relays of one table
+	// in one process need different names.
+	Name string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
 
 // Relay moves committed outbox rows to the queue: every instance runs
 // one; they share the work with SELECT … FOR UPDATE SKIP LOCKED. Each row
-// is enqueued with the task ID "outbox-<id>", so a relay that dies after
-// enqueuing and before deleting its rows, and the one that takes them
-// over, cannot enqueue a task twice (within the Client's Retention).
+// is enqueued with the task ID "outbox-<task_id>", so a relay that dies
+// after enqueuing and before deleting its rows, and the one that takes
+// them over, cannot enqueue a task twice (within the Client's Retention).
+//
+// A row is deleted only when its task is on the Redis master and on
+// ClientConfig.WaitReplicas of its replicas (unless the Client has
+// NoReplicas). Until then the row stays, marked with the master that
+// holds its task: a later pass that finds the same master confirms it
+// with its own WAIT; one that finds another master (the old one was lost,
+// restarted empty, or replaced by a replica that may lack the task)
+// enqueues it again there.
+//
+// A Relay is a prometheus.Collector of its metrics.
 type Relay struct {
-	cfg                            RelayConfig
-	log                            *slog.Logger
-	selectSQL, deleteSQL, countSQL string
+	cfg    RelayConfig
+	client *Client
+	log    *slog.Logger
+	// SQL on the outbox table.
+	selectSQL, markSQL, deleteSQL, deleteHeldSQL, heldSQL, countSQL string
+	// staleAfter is the age past which a row's task ID may have been
+	// forgotten by the queue: the Client's Retention, less a margin for
+	// clock skew.
+	staleAfter time.Duration
 
-	stop          context.CancelFunc
-	done          chan struct{}
-	metricset.Set // a prometheus.Collector of the metrics below
-	backlog       prometheus.Gauge
-	lag           prometheus.Histogram
-	moved         prometheus.Counter
+	stop context.CancelFunc
+	done chan struct{}
+
+	metrics     metricset.Set
+	backlog     prometheus.Gauge
+	lag         prometheus.Histogram
+	moved       prometheus.Counter
+	unconfirmed prometheus.Counter
+	reenqueued  prometheus.Counter
+	stale       prometheus.Counter
 
 	lastWarn atomic.Int64
 
@@ -155,6 +185,9 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.DB == nil || cfg.Client == nil {
 		return nil, errors.New("jobs: RelayConfig needs DB and Client")
 	}
+	if cfg.Client.confirmErr != nil {
+		return nil, cfg.Client.confirmErr
+	}
 	if cfg.Outbox == nil {
 		cfg.Outbox = NewOutbox("")
 	}
@@ -164,33 +197,58 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
 	}
-	if cfg.WaitReplicas == 0 {
-		cfg.WaitReplicas = 1
-	}
-	if cfg.WaitTimeout <= 0 {
-		cfg.WaitTimeout = 2 * time.Second
+	if cfg.Name == "" {
+		cfg.Name = cfg.Outbox.table
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	t := pgx.Identifier{cfg.Outbox.table}.Sanitize()
-	r := &Relay{cfg: cfg, log: cfg.Logger,
-		selectSQL: `SELECT id, task_type, payload, opts, created_at FROM ` + t + ` ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
-		deleteSQL: `DELETE FROM ` + t + ` WHERE id = ANY($1)`,
-		countSQL:  `SELECT count(*) FROM ` + t,
-		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "hakit", Subsystem: "jobs", Name: "outbox_backlog",
-			Help: "Outbox rows waiting for the relay (sampled)."}),
-		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "hakit", Subsystem: "jobs", Name: "relay_lag_seconds",
-			Help: "Time from an outbox row's insert to its task on the queue.", Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30}}),
-		moved: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "relayed_total",
-			Help: "Outbox rows moved to the queue."}),
+	labels := nameLabel(cfg.Name)
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: name, Help: help, ConstLabels: labels})
 	}
-	r.Set = metricset.Set{r.backlog, r.lag, r.moved}
+	r := &Relay{cfg: cfg, client: cfg.Client, log: cfg.Logger,
+		// Rows whose task is held by another master than the current
+		// one (or by none) are (re-)enqueued; those held by the current
+		// one wait for its confirmation.
+		selectSQL: `SELECT id, task_id::text, task_type, payload, opts, created_at, sent_to,
+	created_at < clock_timestamp() - make_interval(secs => $3)
+FROM ` + t + ` WHERE sent_to IS DISTINCT FROM $2 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
+		markSQL:       `UPDATE ` + t + ` SET sent_to = $2 WHERE id = ANY($1)`,
+		deleteSQL:     `DELETE FROM ` + t + ` WHERE id = ANY($1)`,
+		deleteHeldSQL: `DELETE FROM ` + t + ` WHERE id IN (SELECT id FROM ` + t + ` WHERE sent_to = $1 FOR UPDATE SKIP LOCKED)`,
+		heldSQL:       `SELECT EXISTS (SELECT 1 FROM ` + t + ` WHERE sent_to = $1)`,
+		countSQL:      `SELECT count(*) FROM ` + t,
+		staleAfter:    cfg.Client.retention - min(cfg.Client.retention/10, time.Minute),
+		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "hakit", Subsystem: "jobs", Name: "outbox_backlog",
+			Help: "Outbox rows not deleted yet: waiting for the relay, or for a Redis replica's confirmation (sampled).", ConstLabels: labels}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "hakit", Subsystem: "jobs", Name: "relay_lag_seconds",
+			Help: "Time from an outbox row's insert to its task on the queue.", ConstLabels: labels,
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30}}),
+		moved: counter("relayed_total", "Outbox rows whose task is on the queue (and confirmed by Redis replicas, unless NoReplicas), deleted."),
+		unconfirmed: counter("relay_unconfirmed_total",
+			"Relay passes that left their rows in the outbox because too few Redis replicas confirmed the tasks; they are retried."),
+		reenqueued: counter("relay_reenqueued_total",
+			"Outbox tasks enqueued again because the Redis master that had taken them was lost before a replica confirmed them; a task that had already run runs again."),
+		stale: counter("relay_stale_total",
+			"Outbox rows older than the Client's Retention enqueued as new tasks: the queue may have forgotten an earlier enqueue, so the task may run twice."),
+	}
+	r.metrics = metricset.Set{r.backlog, r.lag, r.moved, r.unconfirmed, r.reenqueued, r.stale}
 	return r, nil
 }
 
+// Describe implements prometheus.Collector.
+func (r *Relay) Describe(ch chan<- *prometheus.Desc) { r.metrics.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (r *Relay) Collect(ch chan<- prometheus.Metric) { r.metrics.Collect(ch) }
+
 // Start starts relaying in the background until Stop.
-func (r *Relay) Start(context.Context) error {
+func (r *Relay) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	r.stop, r.done = stop, make(chan struct{})
 	wake := make(chan struct{}, 1)
@@ -204,8 +262,9 @@ func (r *Relay) Start(context.Context) error {
 	return nil
 }
 
-// Stop stops relaying and waits for the pass under way. Rows not moved
-// yet stay for the next relay.
+// Stop stops relaying and returns when the pass under way has ended or
+// ctx has, whichever comes first (the pass is cancelled at once: its
+// transaction rolls back). Rows not deleted yet stay for the next relay.
 func (r *Relay) Stop(ctx context.Context) error {
 	if r.stop == nil {
 		return nil
@@ -215,7 +274,7 @@ func (r *Relay) Stop(ctx context.Context) error {
 	case <-r.done:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return fmt.Errorf("jobs: relay stop: %w", ctx.Err())
 	}
 }
 
@@ -223,15 +282,35 @@ func (r *Relay) loop(ctx context.Context, wake <-chan struct{}) {
 	t := time.NewTicker(r.cfg.PollInterval)
 	defer t.Stop()
 	sampled := time.Time{}
+	failures := 0
 	for {
 		// Drain the outbox, a batch at a time.
 		for ctx.Err() == nil {
 			n, err := r.Pass(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					r.log.Warn("jobs: relay pass failed; retrying", "err", err)
+			switch {
+			case err == nil:
+				failures = 0
+			case errors.Is(err, ErrNotConfirmed):
+				// The tasks are on the queue; their rows wait for a
+				// replica. Go on with new rows meanwhile.
+				failures = 0
+				now := time.Now().UnixNano()
+				if last := r.lastWarn.Load(); now-last > int64(10*time.Second) && r.lastWarn.CompareAndSwap(last, now) {
+					r.log.Warn("jobs: the relay keeps outbox rows until a Redis replica confirms their tasks", "err", err)
 				}
-				break
+			default:
+				if ctx.Err() != nil {
+					return
+				}
+				failures++
+				backoff := min(r.cfg.PollInterval, 50*time.Millisecond<<min(failures, 10))
+				r.log.Warn("jobs: relay pass failed; retrying", "err", err, "in", backoff)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				continue
 			}
 			if n < r.cfg.BatchSize {
 				break
@@ -295,117 +374,189 @@ func (r *Relay) listenOnce(ctx context.Context, wake chan<- struct{}) error {
 	}
 }
 
-// Pass moves one batch of outbox rows to the queue and returns how many.
-// Relays call it themselves; it is exported for tests and tools.
+// outboxRow is a row a pass locked.
+type outboxRow struct {
+	id        int64
+	taskID    string
+	taskType  string
+	payload   json.RawMessage
+	opts      rowOpts
+	createdAt time.Time
+	sentTo    *string
+	stale     bool
+}
+
+// passResult is what a pass did, for the metrics and logs.
+type passResult struct {
+	enqueued    int         // rows whose task is on the queue now
+	first       []time.Time // when the rows enqueued for the first time were inserted
+	deleted     int         // rows deleted, confirmed
+	unconfirmed error       // why the rows were kept, if they were
+	reenqueued  []string    // task IDs enqueued again after their master was lost
+	stale       []string    // task IDs of rows past the Retention enqueued anew
+}
+
+// Pass moves one batch of outbox rows to the queue. It returns how many
+// rows' tasks it put on the queue and nil once Redis replicas confirmed
+// them and their rows are deleted; with too few replicas it keeps the
+// rows (marked with the master that holds their tasks) and returns an
+// error wrapping [ErrNotConfirmed]. Relays call it themselves; it is
+// exported for tests and tools.
 func (r *Relay) Pass(ctx context.Context) (int, error) {
-	moved := 0
+	c := r.client
+	var m masterID
+	var held string // the current master, as rows record it ("" with NoReplicas)
+	if !c.noReplicas {
+		var err error
+		if m, err = c.master(ctx); err != nil {
+			return 0, err
+		}
+		held = m.String()
+	}
+	var res passResult
 	err := r.cfg.DB.Write(ctx, func(tx pgx.Tx) error {
-		moved = 0
-		rows, err := tx.Query(ctx, r.selectSQL, r.cfg.BatchSize)
+		res = passResult{}
+		batch, err := r.lock(ctx, tx, held)
 		if err != nil {
 			return err
 		}
-		type row struct {
-			id        int64
-			taskType  string
-			payload   json.RawMessage
-			opts      rowOpts
-			createdAt time.Time
-		}
-		var batch []row
-		for rows.Next() {
-			var x row
-			if err := rows.Scan(&x.id, &x.taskType, &x.payload, &x.opts, &x.createdAt); err != nil {
-				rows.Close()
+		if len(batch) == 0 {
+			// Nothing new; but rows this master holds may wait for its
+			// confirmation.
+			if c.noReplicas {
+				return nil
+			}
+			var waiting bool
+			if err := tx.QueryRow(ctx, r.heldSQL, held).Scan(&waiting); err != nil || !waiting {
 				return err
 			}
-			batch = append(batch, x)
 		}
-		if err := rows.Err(); err != nil {
+		if err := r.enqueue(ctx, tx, batch, &res); err != nil {
 			return err
 		}
-		if len(batch) == 0 {
-			return nil
-		}
-		// A position at or after every row's commit: the tasks' reads
-		// see what their transactions wrote.
-		var lsnText string
-		if err := tx.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsnText); err != nil {
-			return err
-		}
-		lsn, _ := dbrouter.ParseLSN(lsnText)
-		pos := lsn.String() // "0/0" if it did not parse
-		ids := make([]int64, 0, len(batch))
+		ids := make([]int64, len(batch))
 		for i, x := range batch {
-			sealed, err := sealRaw(pos, x.payload)
+			ids[i] = x.id
+		}
+		if !c.noReplicas {
+			switch err := c.confirm(ctx, m); {
+			case errors.Is(err, ErrNotConfirmed):
+				res.unconfirmed = err
+				if len(ids) > 0 {
+					if _, err := tx.Exec(ctx, r.markSQL, ids, held); err != nil {
+						return err
+					}
+				}
+				return nil
+			case err != nil:
+				return err
+			}
+			// Confirmed: with this batch, every row marked as held by this
+			// master (WAIT covers every write it took before).
+			tag, err := tx.Exec(ctx, r.deleteHeldSQL, held)
 			if err != nil {
 				return err
 			}
-			if _, err := r.cfg.Client.enqueueWithID(ctx, "outbox-"+strconv.FormatInt(x.id, 10), x.taskType, sealed, Options(x.opts)); err != nil {
+			res.deleted += int(tag.RowsAffected())
+		}
+		if len(ids) > 0 {
+			if _, err := tx.Exec(ctx, r.deleteSQL, ids); err != nil {
 				return err
 			}
-			if r.afterEnqueue != nil {
-				if err := r.afterEnqueue(i + 1); err != nil {
-					return err
-				}
-			}
-			ids = append(ids, x.id)
+			res.deleted += len(ids)
 		}
-		if err := r.confirm(ctx); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, r.deleteSQL, ids); err != nil {
-			return err
-		}
-		now := time.Now()
-		for _, x := range batch {
-			r.lag.Observe(now.Sub(x.createdAt).Seconds())
-		}
-		moved = len(batch)
 		return nil
 	})
-	if err == nil {
-		r.moved.Add(float64(moved))
+	if err != nil {
+		return 0, err
 	}
-	return moved, err
+	now := time.Now()
+	for _, t := range res.first {
+		r.lag.Observe(now.Sub(t).Seconds())
+	}
+	r.moved.Add(float64(res.deleted))
+	if n := len(res.reenqueued); n > 0 {
+		r.reenqueued.Add(float64(n))
+		r.log.Warn("jobs: outbox tasks enqueued again: the Redis master that took them was lost before a replica confirmed them; any that had run will run again",
+			"count", n, "task_ids", sample(res.reenqueued))
+	}
+	if n := len(res.stale); n > 0 {
+		r.stale.Add(float64(n))
+		r.log.Warn("jobs: outbox rows older than the Client's Retention enqueued as new tasks; the queue may have forgotten an earlier enqueue, so they may run twice",
+			"count", n, "retention", c.retention, "task_ids", sample(res.stale))
+	}
+	if res.unconfirmed != nil {
+		r.unconfirmed.Inc()
+		return res.enqueued, res.unconfirmed
+	}
+	return res.enqueued, nil
 }
 
-// confirm waits until WaitReplicas Redis replicas have every write made so
-// far: a write on one connection followed by WAIT there covers all writes
-// before it, the replication stream being one.
-func (r *Relay) confirm(ctx context.Context) error {
-	if r.cfg.WaitReplicas < 0 {
-		return nil
-	}
-	p := r.cfg.Client.rdb.Pipeline()
-	p.Set(ctx, "hakit:jobs:relay-confirm", time.Now().UnixNano(), time.Minute)
-	wait := p.Do(ctx, "WAIT", r.cfg.WaitReplicas, r.cfg.WaitTimeout.Milliseconds())
-	role := p.Do(ctx, "ROLE")
-	if _, err := p.Exec(ctx); err != nil {
-		return fmt.Errorf("jobs: confirm the batch on Redis replicas: %w", err)
-	}
-	n, err := wait.Int64()
+// lock selects and locks a batch: rows whose task no master holds, or
+// another master than held does.
+func (r *Relay) lock(ctx context.Context, tx pgx.Tx, held string) ([]outboxRow, error) {
+	rows, err := tx.Query(ctx, r.selectSQL, r.cfg.BatchSize, held, r.staleAfter.Seconds())
 	if err != nil {
-		return fmt.Errorf("jobs: confirm the batch on Redis replicas: %w", err)
+		return nil, err
 	}
-	if n >= int64(r.cfg.WaitReplicas) {
+	defer rows.Close()
+	var batch []outboxRow
+	for rows.Next() {
+		var x outboxRow
+		if err := rows.Scan(&x.id, &x.taskID, &x.taskType, &x.payload, &x.opts, &x.createdAt, &x.sentTo, &x.stale); err != nil {
+			return nil, err
+		}
+		batch = append(batch, x)
+	}
+	return batch, rows.Err()
+}
+
+// enqueue puts the batch's tasks on the queue.
+func (r *Relay) enqueue(ctx context.Context, tx pgx.Tx, batch []outboxRow, res *passResult) error {
+	if len(batch) == 0 {
 		return nil
 	}
-	// Fewer replicas confirmed. If the master has fewer replicas than that
-	// at all (after a failover, until the old master rejoins), no wait can
-	// succeed: go on rather than stall every task, and say so.
-	if v, err := role.Slice(); err == nil && len(v) >= 3 {
-		if replicas, ok := v[2].([]any); ok && len(replicas) < r.cfg.WaitReplicas {
-			now := time.Now().UnixNano()
-			if last := r.lastWarn.Load(); now-last > int64(time.Minute) && r.lastWarn.CompareAndSwap(last, now) {
-				r.log.Warn("jobs: the Redis master has too few replicas to confirm outbox batches; relaying without confirmation",
-					"replicas", len(replicas), "want", r.cfg.WaitReplicas)
+	// A position at or after every row's commit: the tasks' reads see
+	// what their transactions wrote.
+	var lsnText string
+	if err := tx.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&lsnText); err != nil {
+		return err
+	}
+	lsn, _ := dbrouter.ParseLSN(lsnText)
+	pos := lsn.String() // "0/0" if it did not parse
+	for i, x := range batch {
+		sealed, err := sealRaw(pos, x.payload)
+		if err != nil {
+			return err
+		}
+		id := outboxTaskID(x.taskID)
+		created, err := r.client.enqueueWithID(ctx, id, x.taskType, sealed, Options(x.opts))
+		if err != nil {
+			return err
+		}
+		if created && x.sentTo != nil {
+			res.reenqueued = append(res.reenqueued, id)
+		} else if created && x.stale {
+			res.stale = append(res.stale, id)
+		}
+		if r.afterEnqueue != nil {
+			if err := r.afterEnqueue(i + 1); err != nil {
+				return err
 			}
-			return nil
 		}
 	}
-	return fmt.Errorf("jobs: only %d of %d Redis replicas confirmed the batch within %s; keeping the rows", n, r.cfg.WaitReplicas, r.cfg.WaitTimeout)
+	res.enqueued = len(batch)
+	res.first = nil
+	for _, x := range batch {
+		if x.sentTo == nil {
+			res.first = append(res.first, x.createdAt)
+		}
+	}
+	return nil
 }
+
+// sample returns at most the first ten of ids, for a log line.
+func sample(ids []string) []string { return ids[:min(len(ids), 10)] }
 
 func (r *Relay) sampleBacklog(ctx context.Context) {
 	pool, err := r.cfg.DB.Primary()

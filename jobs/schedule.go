@@ -8,9 +8,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
+
+	"hakit.dev/internal/metricset"
 )
 
 // Scheduler enqueues periodic tasks so that each period's task is enqueued
@@ -24,16 +28,48 @@ import (
 // Ticks are computed from the wall clock, identically on every instance:
 // "@every 1m" ticks at whole minutes since the Unix epoch, not a minute
 // after the process started; cron expressions tick at their times.
-// Clocks must agree to well within a period. A tick with no instance up is
-// skipped, as cron does.
+// Clocks must agree to well within a period, and within a minute. A tick
+// with no instance up is skipped, as cron does.
+//
+// A tick counts as enqueued once a Redis replica confirmed it (see
+// ClientConfig.WaitReplicas). While enqueuing fails (a Sentinel failover
+// takes 2–3 s), the tick is retried, and the ticks that come due
+// meanwhile follow in order, until the tick is SchedulerConfig.MaxDelay
+// late; a tick that is on the master but not confirmed is retried until
+// the next tick is due. The queue remembers a tick's ID for the
+// Client's Retention after its task completed, and Start refuses a
+// MaxDelay that is not at least a minute shorter: so no instance can
+// enqueue a tick again after the queue forgot it, whatever the period.
+//
+// A Scheduler is a prometheus.Collector of its metrics.
 type Scheduler struct {
-	client *Client
-	log    *slog.Logger
+	client   *Client
+	log      *slog.Logger
+	maxDelay time.Duration
 
 	mu      sync.Mutex
 	entries []*entry
 	stop    context.CancelFunc
-	wg      sync.WaitGroup
+	done    chan struct{}
+
+	metrics     metricset.Set
+	skipped     *prometheus.CounterVec
+	unconfirmed *prometheus.CounterVec
+	lastWarn    atomic.Int64
+}
+
+// SchedulerConfig configures a Scheduler. The zero value is usable.
+type SchedulerConfig struct {
+	// MaxDelay is how late a tick may still be enqueued: a tick that
+	// could not be enqueued (and confirmed) at its time is retried until
+	// then; later, it is given up, logged and counted. Defaults to 30s;
+	// must be at least a minute shorter than the Client's Retention.
+	MaxDelay time.Duration
+	// Name tells this Scheduler's metrics from another's in one
+	// Prometheus registry: the const label name. Defaults to "default".
+	Name string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
 }
 
 type entry struct {
@@ -50,13 +86,38 @@ func (e everySchedule) Next(t time.Time) time.Time {
 	return time.Unix(0, (t.UnixNano()/int64(e.d)+1)*int64(e.d))
 }
 
+// skewMargin is how much shorter than the Client's Retention MaxDelay
+// must be: the clocks of instances, workers and Redis may disagree by
+// that much.
+const skewMargin = time.Minute
+
 // NewScheduler returns a Scheduler that enqueues with client.
-func NewScheduler(client *Client, log *slog.Logger) *Scheduler {
-	if log == nil {
-		log = slog.Default()
+func NewScheduler(client *Client, cfg SchedulerConfig) *Scheduler {
+	if cfg.MaxDelay <= 0 {
+		cfg.MaxDelay = 30 * time.Second
 	}
-	return &Scheduler{client: client, log: log}
+	if cfg.Name == "" {
+		cfg.Name = "default"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	labels := nameLabel(cfg.Name)
+	s := &Scheduler{client: client, log: cfg.Logger, maxDelay: cfg.MaxDelay,
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "ticks_skipped_total",
+			Help: "Ticks this instance gave up because it could not enqueue them within MaxDelay, by schedule (another instance may have).", ConstLabels: labels}, []string{"schedule"}),
+		unconfirmed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "ticks_unconfirmed_total",
+			Help: "Ticks enqueued on the Redis master but not confirmed by its replicas within MaxDelay, by schedule.", ConstLabels: labels}, []string{"schedule"}),
+	}
+	s.metrics = metricset.Set{s.skipped, s.unconfirmed}
+	return s
 }
+
+// Describe implements prometheus.Collector.
+func (s *Scheduler) Describe(ch chan<- *prometheus.Desc) { s.metrics.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (s *Scheduler) Collect(ch chan<- prometheus.Metric) { s.metrics.Collect(ch) }
 
 // Add schedules a task: spec is "@every <duration>" (at least 1s) or a
 // standard 5-field cron expression (or @hourly, @daily, …). name must be
@@ -97,31 +158,55 @@ func (s *Scheduler) Add(name, spec, taskType string, payload any, opts Options) 
 	return nil
 }
 
-// Start starts the schedules.
-func (s *Scheduler) Start(context.Context) error {
+// Start starts the schedules. It fails if the Client's configuration
+// cannot confirm ticks (see NewClient) or MaxDelay is not at least a
+// minute shorter than the Client's Retention.
+func (s *Scheduler) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.client.confirmErr != nil {
+		return s.client.confirmErr
+	}
+	if s.maxDelay > s.client.retention-skewMargin {
+		return fmt.Errorf("jobs: SchedulerConfig.MaxDelay (%s) must be at least %s shorter than ClientConfig.Retention (%s), or a late tick could be enqueued again after the queue forgot it",
+			s.maxDelay, skewMargin, s.client.retention)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stop != nil {
 		return errors.New("jobs: Scheduler started twice")
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	s.stop = stop
+	s.stop, s.done = stop, make(chan struct{})
+	var wg sync.WaitGroup
 	for _, e := range s.entries {
-		s.wg.Go(func() { s.run(ctx, e) })
+		wg.Go(func() { s.run(ctx, e) })
 	}
+	go func() {
+		wg.Wait()
+		close(s.done)
+	}()
 	return nil
 }
 
-// Stop stops the schedules (the other instances' go on).
-func (s *Scheduler) Stop(context.Context) error {
+// Stop stops the schedules (the other instances' go on) and returns when
+// they have stopped or ctx has ended, whichever comes first. A tick being
+// enqueued is abandoned; another instance enqueues it.
+func (s *Scheduler) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	stop := s.stop
+	stop, done := s.stop, s.done
 	s.mu.Unlock()
-	if stop != nil {
-		stop()
-		s.wg.Wait()
+	if stop == nil {
+		return nil
 	}
-	return nil
+	stop()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("jobs: scheduler stop: %w", ctx.Err())
+	}
 }
 
 func (s *Scheduler) run(ctx context.Context, e *entry) {
@@ -134,24 +219,67 @@ func (s *Scheduler) run(ctx context.Context, e *entry) {
 			return
 		case <-t.C:
 		}
-		id := e.name + "-" + strconv.FormatInt(next.Unix(), 10)
-		// Retry briefly (a Redis failover): the tick's ID makes retries
-		// and other instances' attempts harmless.
-		for attempt := 0; attempt < 5; attempt++ {
-			_, err := s.client.enqueueWithID(ctx, id, e.taskType, e.sealed, e.opts)
-			if err == nil || ctx.Err() != nil {
-				break
-			}
-			s.log.Warn("jobs: scheduled enqueue failed", "schedule", e.name, "tick", next, "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
+		after := e.sched.Next(next)
+		s.tick(ctx, e, next, after)
+		if ctx.Err() != nil {
+			return
 		}
-		next = e.sched.Next(next)
-		if now := time.Now(); next.Before(now) {
-			next = e.sched.Next(now) // late (a pause): skip the missed ticks
+		next = after
+		// Ticks already past MaxDelay (the process was paused, or a tick
+		// took long): give them up at once, in one log line.
+		if late := time.Now().Add(-s.maxDelay); next.Before(late) {
+			from, n := next, 0
+			for ; next.Before(late); next = e.sched.Next(next) {
+				n++
+			}
+			s.skipped.WithLabelValues(e.name).Add(float64(n))
+			s.log.Warn("jobs: ticks skipped: more than MaxDelay late", "schedule", e.name, "from", from, "count", n, "max_delay", s.maxDelay)
 		}
+	}
+}
+
+// tick enqueues the tick at, retrying until it is confirmed or MaxDelay
+// late. A tick that is on the master but not confirmed by a replica is
+// retried only until the next tick (after) is due: the task is there and
+// runs, and waiting longer would hold up the ticks behind it.
+func (s *Scheduler) tick(ctx context.Context, e *entry, at, after time.Time) {
+	id := e.name + "-" + strconv.FormatInt(at.Unix(), 10)
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.client.enqueueConfirmed(ctx, id, e.taskType, e.sealed, e.opts)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		// The tick's ID makes retries, and other instances' attempts,
+		// harmless.
+		unconfirmed := errors.Is(err, ErrNotConfirmed)
+		giveUp := at.Add(s.maxDelay)
+		if unconfirmed && after.Before(giveUp) {
+			giveUp = after
+		}
+		wait := min(backoff, time.Until(giveUp))
+		switch {
+		case wait <= 0 && unconfirmed:
+			s.unconfirmed.WithLabelValues(e.name).Inc()
+			now := time.Now().UnixNano()
+			if last := s.lastWarn.Load(); now-last > int64(10*time.Second) && s.lastWarn.CompareAndSwap(last, now) {
+				s.log.Warn("jobs: tick enqueued but not confirmed by a Redis replica; a loss of the Redis master would lose it", "schedule", e.name, "tick", at, "err", err)
+			}
+			return
+		case wait <= 0:
+			s.skipped.WithLabelValues(e.name).Inc()
+			s.log.Error("jobs: tick skipped: not enqueued within MaxDelay", "schedule", e.name, "tick", at, "max_delay", s.maxDelay, "err", err)
+			return
+		case attempt == 1 && !unconfirmed:
+			s.log.Warn("jobs: scheduled enqueue failed; retrying", "schedule", e.name, "tick", at, "err", err)
+		default:
+			s.log.Debug("jobs: scheduled enqueue failed; retrying", "schedule", e.name, "tick", at, "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, time.Second)
 	}
 }

@@ -27,7 +27,8 @@ type WorkerConfig struct {
 	// as often as one with weight 1. Defaults to critical 6, default 3,
 	// low 1.
 	Queues map[string]int
-	// ShutdownTimeout is how long Stop lets running tasks finish; those
+	// ShutdownTimeout is how long Stop lets running tasks finish, at
+	// most: Stop's context may cut it short (see [Worker.Stop]). Those
 	// still running then are put back on their queue to run again
 	// (elsewhere). Defaults to 20s.
 	ShutdownTimeout time.Duration
@@ -35,13 +36,25 @@ type WorkerConfig struct {
 	// Defaults to 25ms (asynq's own default, 1s, would add up to a second
 	// between an enqueue and its run); each look is one Redis script call.
 	TaskCheckInterval time.Duration
+	// Name tells this Worker's metrics from another's in one Prometheus
+	// registry: the const label name. Defaults to "default".
+	Name string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
 
+// putBackAfter is asynq's own ShutdownTimeout: how long its Shutdown lets
+// tasks run before it puts them back on their queue. Stop has waited for
+// them already (ShutdownTimeout, bounded by its context) when it calls
+// Shutdown, so this is only the moment a handler that has just returned
+// needs to be recorded as done rather than put back.
+const putBackAfter = 100 * time.Millisecond
+
 // Worker runs task handlers: an asynq server with typed JSON handlers
 // (see [Handle]), read-your-writes for the tasks' database reads, metrics,
 // and a life cycle that fits hakit.App's drain.
+//
+// A Worker is a prometheus.Collector of its metrics.
 type Worker struct {
 	rdb redis.UniversalClient
 	cfg WorkerConfig
@@ -51,11 +64,13 @@ type Worker struct {
 	handlers map[string]asynq.Handler // by task type; fixed once started
 	srv      *asynq.Server
 	started  bool
+	running  int           // handlers running now
+	idle     chan struct{} // closed when running drops to 0, while Stop waits
 
-	metricset.Set // a prometheus.Collector of the metrics below
-	processed     *prometheus.CounterVec
-	failed        *prometheus.CounterVec
-	duration      *prometheus.HistogramVec
+	metrics   metricset.Set
+	processed *prometheus.CounterVec
+	failed    *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
 }
 
 // NewWorker returns a Worker on rdb. Register handlers with Handle, then
@@ -73,25 +88,35 @@ func NewWorker(rdb redis.UniversalClient, cfg WorkerConfig) *Worker {
 	if cfg.TaskCheckInterval <= 0 {
 		cfg.TaskCheckInterval = 25 * time.Millisecond
 	}
+	if cfg.Name == "" {
+		cfg.Name = "default"
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	labels := nameLabel(cfg.Name)
 	w := &Worker{rdb: rdb, cfg: cfg, log: cfg.Logger, handlers: map[string]asynq.Handler{},
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "processed_total",
-			Help: "Task runs that succeeded, by type."}, []string{"type"}),
+			Help: "Task runs that succeeded, by type.", ConstLabels: labels}, []string{"type"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "failed_total",
-			Help: "Task runs that failed, by type (retried or archived)."}, []string{"type"}),
+			Help: "Task runs that failed, by type (retried or archived).", ConstLabels: labels}, []string{"type"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "hakit", Subsystem: "jobs", Name: "run_duration_seconds",
-			Help: "Time a task run took, by type.", Buckets: prometheus.DefBuckets}, []string{"type"}),
+			Help: "Time a task run took, by type.", Buckets: prometheus.DefBuckets, ConstLabels: labels}, []string{"type"}),
 	}
-	w.Set = metricset.Set{w.processed, w.failed, w.duration}
+	w.metrics = metricset.Set{w.processed, w.failed, w.duration}
 	return w
 }
+
+// Describe implements prometheus.Collector.
+func (w *Worker) Describe(ch chan<- *prometheus.Desc) { w.metrics.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (w *Worker) Collect(ch chan<- prometheus.Metric) { w.metrics.Collect(ch) }
 
 // Handle registers fn for tasks of taskType, whose JSON payload decodes
 // into T. A payload that does not decode is archived at once with the
 // decoding error; an error fn returns makes the task retry with backoff
-// (return an error wrapping asynq.SkipRetry to archive it at once). A task
+// (return [SkipRetry], or an error wrapping it, to archive it at once). A task
 // enqueued with a read-your-writes position runs with it in its context,
 // so reads through dbrouter see what the enqueuing transaction wrote.
 //
@@ -142,7 +167,10 @@ func (w *Worker) fail(taskType string, err error) error {
 }
 
 // Start starts processing tasks.
-func (w *Worker) Start(context.Context) error {
+func (w *Worker) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.started {
@@ -152,7 +180,7 @@ func (w *Worker) Start(context.Context) error {
 	w.srv = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
 		Concurrency:       w.cfg.Concurrency,
 		Queues:            w.cfg.Queues,
-		ShutdownTimeout:   w.cfg.ShutdownTimeout,
+		ShutdownTimeout:   putBackAfter,
 		TaskCheckInterval: w.cfg.TaskCheckInterval,
 		Logger:            asynqLogger{w.log},
 		LogLevel:          asynq.WarnLevel,
@@ -170,23 +198,84 @@ func (w *Worker) Start(context.Context) error {
 		if h == nil {
 			return w.fail(t.Type(), fmt.Errorf("jobs: no handler registered for task type %q: %w", t.Type(), asynq.SkipRetry))
 		}
+		w.enter()
+		defer w.leave()
 		return h.ProcessTask(ctx, t)
 	})
 	return w.srv.Start(dispatch)
 }
 
-// Stop takes no new tasks, lets the running ones finish for up to
-// WorkerConfig.ShutdownTimeout, and puts back on their queues those still
-// running then: no task is lost, some run again.
-func (w *Worker) Stop(context.Context) error {
+func (w *Worker) enter() {
+	w.mu.Lock()
+	w.running++
+	w.mu.Unlock()
+}
+
+func (w *Worker) leave() {
+	w.mu.Lock()
+	w.running--
+	if w.running == 0 && w.idle != nil {
+		close(w.idle)
+		w.idle = nil
+	}
+	w.mu.Unlock()
+}
+
+// Stop takes no new tasks, lets the running ones finish, and puts back on
+// their queues those still running after WorkerConfig.ShutdownTimeout or
+// shortly before ctx ends (a tenth of the time ctx has left, at most a
+// second, plus 100ms, is kept for putting them back). It returns when
+// that is done or when ctx ends, whichever comes first. After an error
+// from ctx the shutdown goes on in the background: keep the Redis client
+// open a little longer (asynq's goroutines still use it).
+//
+// A task put back runs again, on this or another instance, with its retry
+// count unchanged; its handler's context is cancelled. A handler that
+// ignores its context goes on running in this process until it returns
+// or the process exits: delivery is at least once. If Redis cannot be
+// reached to put a task back, the task stays active until its lease (30s,
+// which this worker no longer extends) expires; then the next worker to
+// look retries it (that counts as a failed attempt).
+func (w *Worker) Stop(ctx context.Context) error {
 	w.mu.Lock()
 	srv := w.srv
-	w.srv = nil
-	w.mu.Unlock()
-	if srv != nil {
-		srv.Shutdown()
+	if srv == nil {
+		w.mu.Unlock()
+		return nil
 	}
-	return nil
+	w.srv = nil
+	idle := make(chan struct{})
+	if w.running == 0 {
+		close(idle)
+	} else {
+		w.idle = idle
+	}
+	w.mu.Unlock()
+	grace := w.cfg.ShutdownTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		grace = max(0, min(grace, left-putBackAfter-min(left/10, time.Second)))
+	}
+	putBack := time.Now().Add(grace)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Stop() // no new tasks
+		t := time.NewTimer(time.Until(putBack))
+		defer t.Stop()
+		select {
+		case <-idle:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		srv.Shutdown() // puts back what still runs after putBackAfter
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("jobs: worker stop: %w", ctx.Err())
+	}
 }
 
 // HealthChecks reports whether Redis answers; not critical (Redis down

@@ -1,0 +1,487 @@
+package jobs_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"hakit.dev/dbrouter"
+	"hakit.dev/hatest"
+	"hakit.dev/jobs"
+)
+
+// failoverClient is a Sentinel client for rd. retries > 0 lets go-redis
+// retry a failed command that many times, slowly enough to reach a
+// restarted server.
+func failoverClient(t *testing.T, rd *hatest.RedisCluster, retries int) *redis.Client {
+	opts := &redis.FailoverOptions{MasterName: rd.MasterName, SentinelAddrs: rd.SentinelAddrs(),
+		DialTimeout: 500 * time.Millisecond, ReadTimeout: 15 * time.Second, WriteTimeout: time.Second}
+	if retries > 0 {
+		opts.MaxRetries, opts.MinRetryBackoff, opts.MaxRetryBackoff = retries, 100*time.Millisecond, time.Second
+	}
+	rdb := redis.NewFailoverClient(opts)
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// nodeInfo returns one field of INFO on a node ("" if it does not answer).
+func nodeInfo(n *hatest.RedisNode, section, field string) string {
+	cl := n.Client()
+	defer cl.Close()
+	info, err := cl.Info(context.Background(), section).Result()
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// queued counts the tasks of the default queue in Redis, in any state.
+func queued(rdb redis.UniversalClient) int {
+	ins := asynq.NewInspectorFromRedisClient(rdb)
+	q, err := ins.GetQueueInfo("default")
+	if err != nil {
+		return 0
+	}
+	return q.Size + q.Completed
+}
+
+// outboxRows counts the rows left in the default outbox table.
+func outboxRows(t *testing.T, db *dbrouter.Router) int {
+	t.Helper()
+	pool, err := db.Primary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM hakit_outbox").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// ranWithin waits up to d for want distinct tasks to have run and returns
+// how many did.
+func ranWithin(e *env, want int, d time.Duration) int {
+	deadline := time.Now().Add(d)
+	for len(e.runs.snapshot()) < want && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return len(e.runs.snapshot())
+}
+
+// The replica is down, so no replica can confirm the relay's batch; then
+// the master is lost (killed, back empty). Every acknowledged enqueue must
+// still run.
+func TestOutboxReplicaDownThenMasterLost(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rd := hatest.NewRedis(t, hatest.RedisOptions{Replicas: 1, Sentinels: 3})
+	rdb := failoverClient(t, rd, 0)
+	e := newEnv(t, hatest.PostgresOptions{}, rdb, false)
+	master, replica := rd.Nodes[0], rd.Nodes[1]
+	if err := replica.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	hatest.WaitFor(t, 20*time.Second, "the master to see no replica", func() bool { return nodeInfo(master, "replication", "connected_slaves") == "0" })
+	const n = 50
+	for i := range n {
+		if err := enqueue(ctx, e, i, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := e.relay.Pass(ctx)
+	t.Logf("the pass without a replica: %v; %d tasks in Redis, %d rows left", err, queued(rdb), outboxRows(t, e.db))
+	if got := queued(rdb); got != n {
+		t.Fatalf("%d of %d tasks reached Redis", got, n)
+	}
+	if !errors.Is(err, jobs.ErrNotConfirmed) || outboxRows(t, e.db) != n {
+		t.Fatalf("without a replica the pass returned %v and left %d of %d rows; want ErrNotConfirmed and every row kept", err, outboxRows(t, e.db), n)
+	}
+	if err := master.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := master.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	ran := ranWithin(e, n, 60*time.Second)
+	if ran != n {
+		t.Fatalf("lost %d of %d acknowledged enqueues (%d in Redis, %d rows in the outbox)", n-ran, n, queued(rdb), outboxRows(t, e.db))
+	}
+	hatest.WaitFor(t, 30*time.Second, "the outbox to empty once the replica confirms", func() bool { return outboxRows(t, e.db) == 0 })
+	if got := metricValue(t, e.relay, "hakit_jobs_relay_reenqueued_total"); got != n {
+		t.Errorf("relay_reenqueued_total is %v; want %d", got, n)
+	}
+	t.Logf("all %d ran", n)
+}
+
+// The relay's confirmation blocks in WAIT (the replica hangs); the master
+// dies and comes back empty at once; go-redis retries the confirmation on
+// the restarted master, where it succeeds once the replica resynchronised
+// — from the empty master. The rows must not be forgotten on the strength
+// of that.
+func TestOutboxConfirmRetriedOnRestartedMaster(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rd := hatest.NewRedis(t, hatest.RedisOptions{Replicas: 1, Sentinels: 3})
+	rdb := failoverClient(t, rd, 10)
+	e := newEnv(t, hatest.PostgresOptions{}, rdb, false)
+	client := jobs.NewClient(rdb, jobs.ClientConfig{Logger: quiet(), WaitTimeout: 10 * time.Second})
+	t.Cleanup(func() { client.Close() })
+	relay, err := jobs.NewRelay(jobs.RelayConfig{DB: e.db, Client: client, Outbox: e.outbox, Logger: quiet(), BatchSize: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	master, replica := rd.Nodes[0], rd.Nodes[1]
+	const n = 50
+	for i := range n {
+		if err := enqueue(ctx, e, i, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := replica.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { replica.Resume() })
+	passErr := make(chan error, 1)
+	go func() {
+		_, err := relay.Pass(ctx)
+		passErr <- err
+	}()
+	hatest.WaitFor(t, 20*time.Second, "the relay to wait in WAIT", func() bool {
+		return queued(rdb) == n && nodeInfo(master, "clients", "blocked_clients") == "1"
+	})
+	if err := master.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := master.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-passErr:
+		t.Logf("the pass across the restart: %v; %d tasks in Redis, %d rows left", err, queued(rdb), outboxRows(t, e.db))
+		if err == nil || outboxRows(t, e.db) != n {
+			t.Errorf("the pass confirmed on another server than the one that took the tasks: %v, %d of %d rows left", err, outboxRows(t, e.db), n)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the pass did not end")
+	}
+	e.start(t)
+	ran := ranWithin(e, n, 60*time.Second)
+	if ran != n {
+		t.Fatalf("lost %d of %d acknowledged enqueues (%d in Redis, %d rows in the outbox)", n-ran, n, queued(rdb), outboxRows(t, e.db))
+	}
+	t.Logf("all %d ran", n)
+}
+
+// Two outbox tables (two apps, two databases, …) on one Redis queue: their
+// row ids overlap, their tasks must not.
+func TestOutboxTaskIDsUniqueAcrossTables(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := standaloneRedis(t)
+	e := newEnv(t, hatest.PostgresOptions{}, rdb, true)
+	other := jobs.NewOutbox("other_outbox")
+	if err := other.CreateTables(ctx, e.db); err != nil {
+		t.Fatal(err)
+	}
+	relay2, err := jobs.NewRelay(jobs.RelayConfig{DB: e.db, Client: e.client, Outbox: other, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	if err := relay2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relay2.Stop(ctx) })
+	pool, _ := e.db.Primary()
+	for i := range 10 {
+		for j, o := range []*jobs.Outbox{e.outbox, other} {
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := o.EnqueueTx(ctx, tx, "note", note{ID: 100*j + i}, jobs.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if ran := ranWithin(e, 20, 30*time.Second); ran != 20 {
+		t.Fatalf("%d of 20 tasks from two outbox tables ran", ran)
+	}
+}
+
+// Two Relays (two outbox tables) and two of every other component in one
+// Prometheus registry.
+func TestMetricsOfTwoComponentsInOneRegistry(t *testing.T) {
+	t.Parallel()
+	rdb := standaloneRedis(t)
+	e := newEnv(t, hatest.PostgresOptions{}, rdb, true)
+	newRelay := func(cfg jobs.RelayConfig) *jobs.Relay {
+		cfg.DB, cfg.Client, cfg.Logger = e.db, e.client, quiet()
+		r, err := jobs.NewRelay(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	reg := prometheus.NewRegistry()
+	register := func(what string, c prometheus.Collector) {
+		t.Helper()
+		if err := reg.Register(c); err != nil {
+			t.Fatalf("register %s: %v", what, err)
+		}
+	}
+	// Relays of two tables need no name; two of one table do.
+	register("a relay", e.relay)
+	register("a relay of another table", newRelay(jobs.RelayConfig{Outbox: jobs.NewOutbox("other_outbox")}))
+	if err := reg.Register(newRelay(jobs.RelayConfig{})); err == nil {
+		t.Error("a second relay of one table under the same name was registered")
+	}
+	register("a named relay of the same table", newRelay(jobs.RelayConfig{Name: "second"}))
+	for _, name := range []string{"", "second"} {
+		c := jobs.NewClient(rdb, jobs.ClientConfig{Name: name, NoReplicas: true})
+		t.Cleanup(func() { c.Close() })
+		register("client "+name, c)
+		register("worker "+name, jobs.NewWorker(rdb, jobs.WorkerConfig{Name: name}))
+		register("scheduler "+name, jobs.NewScheduler(c, jobs.SchedulerConfig{Name: name}))
+	}
+	if _, err := reg.Gather(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// metricValue sums the samples of the metric name that c collects.
+func metricValue(t *testing.T, c prometheus.Collector, name string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
+// stopWithin calls stop with a context ending after d and returns how long
+// it took, and its error.
+func stopWithin(stop func(context.Context) error, d time.Duration) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	start := time.Now()
+	err := stop(ctx)
+	return time.Since(start), err
+}
+
+// Stop returns when its context ends, whatever the handler does: the
+// worker's running task goes back to its queue and runs on the next
+// worker.
+func TestWorkerStopHonoursContext(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := standaloneRedis(t)
+	client := jobs.NewClient(rdb, jobs.ClientConfig{Logger: quiet()})
+	t.Cleanup(func() { client.Close() })
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	var started runs
+	newWorker := func() *jobs.Worker {
+		w := jobs.NewWorker(rdb, jobs.WorkerConfig{Logger: quiet()}) // ShutdownTimeout: 20s
+		jobs.Handle(w, "stubborn", func(_ context.Context, _ struct{}) error {
+			started.add("stubborn")
+			if started.get("stubborn") == 1 {
+				<-release // the first run ignores its context
+			}
+			return nil
+		})
+		if err := w.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	w := newWorker()
+	if _, err := client.Enqueue(ctx, "stubborn", struct{}{}, jobs.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	hatest.WaitFor(t, 10*time.Second, "the task to start", func() bool { return started.get("stubborn") == 1 })
+	const limit = time.Second
+	took, err := stopWithin(w.Stop, limit)
+	t.Logf("Worker.Stop with a %s context and a handler that ignores its own took %s (%v)", limit, took.Round(time.Millisecond), err)
+	if took > limit+500*time.Millisecond {
+		t.Fatalf("Worker.Stop took %s with a %s context", took, limit)
+	}
+	w2 := newWorker()
+	t.Cleanup(func() { stopWithin(w2.Stop, time.Second) })
+	hatest.WaitFor(t, 15*time.Second, "the put-back task to start again", func() bool { return started.get("stubborn") == 2 })
+}
+
+// Scheduler.Stop and Relay.Stop return when their context ends, even with
+// Redis hanging under them.
+func TestSchedulerAndRelayStopHonourContext(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rd := hatest.NewRedis(t, hatest.RedisOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr(), ReadTimeout: 5 * time.Second})
+	t.Cleanup(func() { rdb.Close() })
+	e := newEnv(t, hatest.PostgresOptions{}, rdb, true)
+	s := jobs.NewScheduler(e.client, jobs.SchedulerConfig{Logger: quiet()})
+	if err := s.Add("beat", "@every 1s", "note", note{}, jobs.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.relay.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hatest.WaitFor(t, 10*time.Second, "a tick", func() bool { return queued(rdb) > 0 })
+	if err := rd.Nodes[0].Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rd.Nodes[0].Resume() })
+	for i := range 5 {
+		if err := enqueue(ctx, e, i, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Let the scheduler's next tick and the relay's pass hang on Redis.
+	due := time.Now().Unix() + 1
+	hatest.WaitFor(t, 10*time.Second, "a tick to come due", func() bool { return time.Now().Unix() > due })
+	const limit = 500 * time.Millisecond
+	for name, stop := range map[string]func(context.Context) error{"Scheduler": s.Stop, "Relay": e.relay.Stop} {
+		took, err := stopWithin(stop, limit)
+		t.Logf("%s.Stop with Redis hanging and a %s context took %s (%v)", name, limit, took.Round(time.Millisecond), err)
+		if took > limit+500*time.Millisecond {
+			t.Errorf("%s.Stop took %s with a %s context", name, took, limit)
+		}
+	}
+}
+
+// Two Schedulers (two instances) with "@every 1s" across two Sentinel
+// failovers: every tick is enqueued, and runs once.
+func TestSchedulerAcrossTwoFailovers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rd := hatest.NewRedis(t, hatest.RedisOptions{Replicas: 2, Sentinels: 3})
+	rdb := failoverClient(t, rd, 0)
+	for range 2 {
+		c := jobs.NewClient(rdb, jobs.ClientConfig{Logger: quiet()})
+		t.Cleanup(func() { c.Close() })
+		s := jobs.NewScheduler(c, jobs.SchedulerConfig{Logger: quiet()})
+		if err := s.Add("beat", "@every 1s", "tick", struct{}{}, jobs.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { stopWithin(s.Stop, 5*time.Second) })
+	}
+	first := time.Now().Unix() + 1
+	ins := asynq.NewInspectorFromRedisClient(rdb)
+	has := func(tick int64) bool {
+		_, err := ins.GetTaskInfo("default", "beat-"+strconv.FormatInt(tick, 10))
+		return err == nil
+	}
+	waitTick := func(what string) {
+		tick := time.Now().Unix() + 2
+		hatest.WaitFor(t, 60*time.Second, what, func() bool { return has(tick) })
+	}
+	waitTick("ticks before the failovers")
+	for i := range 2 {
+		old, err := rd.KillMaster(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		m, err := rd.WaitFailover(fctx, old)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := old.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		hatest.WaitFor(t, 60*time.Second, "the old master to resync as a replica", func() bool {
+			return nodeInfo(old, "replication", "master_link_status") == "up"
+		})
+		t.Logf("failover %d: %s -> %s", i+1, old.Name, m.Name)
+		waitTick(fmt.Sprintf("ticks after failover %d", i+1))
+	}
+	last := time.Now().Unix() - 1
+	var missing []int64
+	for tick := first; tick <= last; tick++ {
+		if !has(tick) {
+			missing = append(missing, tick)
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d of %d ticks were never enqueued: %v", len(missing), last-first+1, missing)
+	}
+	// Run them: each once.
+	var mu sync.Mutex
+	ran := map[string]int{}
+	w := jobs.NewWorker(rdb, jobs.WorkerConfig{Logger: quiet()})
+	jobs.Handle(w, "tick", func(ctx context.Context, _ struct{}) error {
+		id, _ := asynq.GetTaskID(ctx)
+		mu.Lock()
+		ran[id]++
+		mu.Unlock()
+		return nil
+	})
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopWithin(w.Stop, 5*time.Second) })
+	hatest.WaitFor(t, 60*time.Second, "every tick to run", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for tick := first; tick <= last; tick++ {
+			if ran["beat-"+strconv.FormatInt(tick, 10)] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for tick := first; tick <= last; tick++ {
+		if n := ran["beat-"+strconv.FormatInt(tick, 10)]; n != 1 {
+			t.Errorf("tick %d ran %d times", tick, n)
+		}
+	}
+	t.Logf("%d ticks across two failovers, each enqueued and run once", last-first+1)
+}
