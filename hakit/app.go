@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -180,25 +182,68 @@ func (h hook) Stop(ctx context.Context) error {
 
 // ServeHTTP serves /livez, /readyz and /metrics directly (no access log,
 // no middleware) and everything else through the Stack and the router.
-// While the app is starting (migrations, components) other requests get
-// 503 with Retry-After: a load balancer does not send them, and whoever
-// does must not reach a half-started app.
+// With Config.AdminAddr set, /metrics goes to the router like any other
+// path and /readyz gives only its plain answer: both are on the admin
+// listener ([App.AdminHandler]). While the app is starting (migrations,
+// components) other requests get 503 with Retry-After: a load balancer
+// does not send them, and whoever does must not reach a half-started app.
 func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/livez":
 		a.livez.ServeHTTP(w, r)
+		return
 	case "/readyz":
+		if a.cfg.AdminAddr != "" {
+			r = plainProbe(r)
+		}
 		a.readyz.ServeHTTP(w, r)
+		return
 	case "/metrics":
-		a.metrics.ServeHTTP(w, r)
-	default:
-		if a.checker.State() == health.Starting {
-			w.Header()["Retry-After"] = retryAfter1
-			deny(w, http.StatusServiceUnavailable, "starting")
+		if a.cfg.AdminAddr == "" {
+			a.metrics.ServeHTTP(w, r)
 			return
 		}
-		a.handler.ServeHTTP(w, r)
 	}
+	if a.checker.State() == health.Starting {
+		w.Header()["Retry-After"] = retryAfter1
+		deny(w, http.StatusServiceUnavailable, "starting")
+		return
+	}
+	a.handler.ServeHTTP(w, r)
+}
+
+// plainProbe returns r without what asks /readyz for its verbose answer
+// (?verbose, Accept: application/health+json).
+func plainProbe(r *http.Request) *http.Request {
+	if r.URL.RawQuery == "" && len(r.Header["Accept"]) == 0 {
+		return r
+	}
+	r2 := new(http.Request)
+	*r2 = *r
+	u := *r.URL
+	u.RawQuery = ""
+	r2.URL, r2.Header = &u, http.Header{}
+	return r2
+}
+
+// AdminHandler returns the handler of the admin listener
+// (Config.AdminAddr): /livez, /readyz with its verbose form (?verbose or
+// Accept: application/health+json: every check with its last error) and
+// /metrics; 404 for anything else. Serve runs it on AdminAddr; mount it
+// elsewhere (a Unix socket, another server) to serve it yourself.
+func (a *App) AdminHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/livez":
+			a.livez.ServeHTTP(w, r)
+		case "/readyz":
+			a.readyz.ServeHTTP(w, r)
+		case "/metrics":
+			a.metrics.ServeHTTP(w, r)
+		default:
+			deny(w, http.StatusNotFound, "not found")
+		}
+	})
 }
 
 var retryAfter1 = []string{"1"}
@@ -213,7 +258,8 @@ func (a *App) Run(ctx context.Context) error {
 	return a.Serve(ctx, ln)
 }
 
-// Serve serves on ln and runs the app's life cycle:
+// Serve serves on ln (and on Config.AdminAddr, if set) and runs the app's
+// life cycle:
 //
 //  1. Start-up: /livez answers at once and /readyz says 503 "starting"
 //     while migrations run and components start; then /readyz turns 200.
@@ -221,10 +267,22 @@ func (a *App) Run(ctx context.Context) error {
 //     the drain starts: /readyz answers 503 "draining" at once, the
 //     instance keeps serving for DrainDelay with Connection: close on
 //     every response, then http.Server.Shutdown waits up to
-//     ShutdownTimeout for in-flight requests, then components stop in
-//     reverse order, the database router last.
-//  3. A second signal during the drain forces it: connections are closed
-//     and Serve returns ErrForcedShutdown at once.
+//     ShutdownTimeout for in-flight requests (and closes the connections
+//     of those still running), then components stop in reverse order, the
+//     database router last, with a context that ends at the same
+//     deadline. A component still stopping ShutdownMargin after it is
+//     abandoned, as are the components after it, and logged. A start-up
+//     cut short by the same signals skips the delay; a start-up step
+//     still running ShutdownTimeout later is abandoned, and the components
+//     started before it get ShutdownMargin to stop.
+//  3. A second signal at any point forces the exit: connections are
+//     closed, components not stopped yet are abandoned, and Serve returns
+//     ErrForcedShutdown at once.
+//
+// So Serve returns within DrainDelay + ShutdownTimeout + ShutdownMargin of
+// the first signal whatever handlers and components do, and at once after
+// a second one. Abandoned work keeps running in its goroutines until the
+// process exits: main should return (or exit) when Serve returns.
 //
 // Serve returns nil after a clean drain; main should then exit 0. It
 // returns an error when start-up fails, the server fails, or the drain was
@@ -238,6 +296,15 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	a.started = true
 	components := a.components // Add refuses once started: no copy needed
 	a.mu.Unlock()
+
+	var adminLn net.Listener
+	if a.cfg.AdminAddr != "" {
+		var err error
+		if adminLn, err = net.Listen("tcp", a.cfg.AdminAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("hakit: listen on AdminAddr: %w", err)
+		}
+	}
 
 	stopSig := make(chan os.Signal, 2)
 	if !a.cfg.NoSignals {
@@ -256,43 +323,85 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		<-checksDone
 	}()
 
+	errorLog := slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)
 	srv := &http.Server{
 		Handler:           a,
 		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
 		IdleTimeout:       a.cfg.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		MaxHeaderBytes:    a.cfg.MaxHeaderBytes,
+		ErrorLog:          errorLog,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	a.log.Info("hakit: listening", "addr", ln.Addr().String())
+	if adminLn != nil {
+		admin := &http.Server{
+			Handler:           a.AdminHandler(),
+			ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
+			IdleTimeout:       a.cfg.IdleTimeout,
+			MaxHeaderBytes:    a.cfg.MaxHeaderBytes,
+			ErrorLog:          errorLog,
+		}
+		adminDone := make(chan struct{})
+		go func() {
+			defer close(adminDone)
+			if err := admin.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("hakit: admin listener failed", "addr", adminLn.Addr().String(), "err", err)
+			}
+		}()
+		// Metrics and probes answer until the very end of the shutdown.
+		defer func() {
+			_ = admin.Close()
+			<-adminDone
+		}()
+		a.log.Info("hakit: admin listening", "addr", adminLn.Addr().String())
+	}
 
 	// Start-up, interruptible by the same signals.
 	startCtx, cancelStart := context.WithCancel(ctx)
-	startDone := make(chan error, 1)
-	var startedN int
+	defer cancelStart()
+	var (
+		startErr      error
+		startedN      atomic.Int32
+		startFinished = make(chan struct{})
+	)
 	go func() {
+		defer close(startFinished)
 		for _, nc := range components {
-			if err := nc.c.Start(startCtx); err != nil {
-				startDone <- fmt.Errorf("hakit: start %s: %w", nc.name, err)
+			if err := startCtx.Err(); err != nil {
+				startErr = err
 				return
 			}
-			startedN++
+			if err := nc.c.Start(startCtx); err != nil {
+				startErr = fmt.Errorf("hakit: start %s: %w", nc.name, err)
+				return
+			}
+			startedN.Add(1)
 		}
-		startDone <- nil
 	}()
 	var runErr error
-	interrupted := false
+	var st *stopper // made when the shutdown deadline starts
+	// interrupt cuts the start-up short and waits for the step running to
+	// return until the shutdown's deadline, which leaves ShutdownMargin to
+	// stop the components started before it.
 	interrupt := func() {
-		interrupted = true
 		cancelStart()
-		if err := <-startDone; err != nil && !errors.Is(err, context.Canceled) {
-			runErr = err
+		st = a.newStopper(stopSig, srv)
+		if !st.waitUntil(startFinished, st.ctx.Done()) {
+			name := "start-up"
+			if n := int(startedN.Load()); n < len(components) {
+				name = components[n].name
+			}
+			a.log.Error("hakit: a start-up step did not return after the shutdown began; abandoned", "component", name)
+			runErr = fmt.Errorf("hakit: start %s: abandoned: %w", name, st.cause())
+		} else if startErr != nil && !errors.Is(startErr, context.Canceled) {
+			runErr = startErr
 		}
 	}
 	select {
-	case err := <-startDone:
-		if runErr = err; err == nil {
+	case <-startFinished:
+		if runErr = startErr; runErr == nil {
 			a.checker.SetReady()
 			a.log.Info("hakit: ready", "addr", ln.Addr().String())
 		}
@@ -308,7 +417,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	cancelStart()
 
-	if runErr == nil && !interrupted {
+	if runErr == nil && st == nil {
 		select {
 		case <-ctx.Done():
 			a.log.Info("hakit: context ended; draining", "drain_delay", a.cfg.DrainDelay)
@@ -318,58 +427,176 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 			runErr = fmt.Errorf("hakit: serve: %w", err)
 		}
 	}
-	return errors.Join(runErr, a.drain(srv, components[:startedN], stopSig, runErr != nil || interrupted))
+	// Without a clean start there is no delay: nobody sent traffic to an
+	// instance that was not ready.
+	delay := runErr == nil && st == nil
+	return errors.Join(runErr, a.drain(srv, components[:startedN.Load()], stopSig, st, delay))
 }
 
-// drain runs the drain sequence. Without a clean start (failed is true)
-// it skips the delay: nobody sent traffic to a starting instance.
-func (a *App) drain(srv *http.Server, started []namedComponent, stopSig <-chan os.Signal, failed bool) error {
+// drain runs the drain sequence: the delay (when delay is true), then the
+// in-flight requests and the components' Stop under st's deadline (a new
+// one when st is nil).
+func (a *App) drain(srv *http.Server, started []namedComponent, stopSig <-chan os.Signal, st *stopper, delay bool) error {
 	a.checker.SetDraining()
-	forced := false
-	force := func(sig os.Signal) {
-		a.log.Warn("hakit: second signal; forcing shutdown", "signal", sig.String())
-		forced = true
-		_ = srv.Close()
-	}
-	if a.cfg.DrainDelay > 0 && !failed {
+	if delay && a.cfg.DrainDelay > 0 {
 		t := time.NewTimer(a.cfg.DrainDelay)
 		select {
 		case <-t.C:
 		case sig := <-stopSig:
 			t.Stop()
-			force(sig)
+			st = a.newStopper(stopSig, srv)
+			st.force(sig)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
-	defer cancel()
+	if st == nil {
+		st = a.newStopper(stopSig, srv)
+	}
+	defer st.release()
+
 	var errs []error
-	if !forced {
-		shutdownDone := make(chan error, 1)
-		go func() { shutdownDone <- srv.Shutdown(ctx) }()
-		select {
-		case err := <-shutdownDone:
-			if err != nil {
-				_ = srv.Close()
-				a.log.Error("hakit: in-flight requests did not finish within the shutdown timeout", "timeout", a.cfg.ShutdownTimeout)
+	if !st.over() {
+		shutdownDone := make(chan struct{})
+		var shutdownErr error
+		go func() {
+			shutdownErr = srv.Shutdown(st.ctx)
+			close(shutdownDone)
+		}()
+		// shutdownErr is read only once Shutdown returned.
+		if ok := st.wait(shutdownDone); !ok || shutdownErr != nil {
+			_ = srv.Close()
+			if !st.forced() {
+				err := error(context.DeadlineExceeded)
+				if ok {
+					err = shutdownErr
+				}
+				a.log.Error("hakit: in-flight requests did not finish within the shutdown timeout; their connections are closed",
+					"timeout", a.cfg.ShutdownTimeout)
 				errs = append(errs, fmt.Errorf("hakit: shutdown: %w", err))
 			}
-		case sig := <-stopSig:
-			force(sig)
-			cancel()
 		}
 	}
+	var abandoned []string
 	for i := len(started) - 1; i >= 0; i-- {
 		nc := started[i]
-		if err := nc.c.Stop(ctx); err != nil {
+		if st.over() {
+			abandoned = append(abandoned, nc.name)
+			continue
+		}
+		done := make(chan struct{})
+		var err error
+		go func() {
+			err = nc.c.Stop(st.ctx)
+			close(done)
+		}()
+		if !st.wait(done) {
+			abandoned = append(abandoned, nc.name)
+			continue
+		}
+		if err != nil {
 			a.log.Error("hakit: stop", "component", nc.name, "err", err)
 			errs = append(errs, fmt.Errorf("hakit: stop %s: %w", nc.name, err))
 		}
 	}
-	if forced {
+	if len(abandoned) > 0 {
+		a.log.Error("hakit: components abandoned: still stopping when the shutdown ended", "components", abandoned, "cause", st.cause())
+		errs = append(errs, fmt.Errorf("hakit: stop %s: abandoned: %w", strings.Join(abandoned, ", "), st.cause()))
+	}
+	if st.forced() && len(abandoned) == 0 {
 		errs = append(errs, ErrForcedShutdown)
 	}
 	if len(errs) == 0 {
 		a.log.Info("hakit: stopped")
 	}
 	return errors.Join(errs...)
+}
+
+// stopper holds the shutdown's deadline: its context ends ShutdownTimeout
+// after it is made, or at once on a second signal; the drain waits for a
+// step (Shutdown, a Stop) until ShutdownMargin past that deadline, then
+// abandons it.
+type stopper struct {
+	log      *slog.Logger
+	srv      *http.Server
+	sig      <-chan os.Signal
+	ctx      context.Context
+	cancel   context.CancelFunc
+	hard     *time.Timer
+	hardDone chan struct{} // closed ShutdownMargin after the deadline
+	forceCh  chan struct{} // closed by force
+}
+
+func (a *App) newStopper(sig <-chan os.Signal, srv *http.Server) *stopper {
+	s := &stopper{log: a.log, srv: srv, sig: sig, hardDone: make(chan struct{}), forceCh: make(chan struct{})}
+	s.ctx, s.cancel = context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	s.hard = time.AfterFunc(a.cfg.ShutdownTimeout+ShutdownMargin, func() { close(s.hardDone) })
+	return s
+}
+
+// wait waits for done until a second signal or the hard deadline, and
+// reports whether done came.
+func (s *stopper) wait(done <-chan struct{}) bool { return s.waitUntil(done, s.hardDone) }
+
+// waitUntil waits for done until a second signal or until end is closed,
+// and reports whether done came.
+func (s *stopper) waitUntil(done <-chan struct{}, end <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+	}
+	select {
+	case <-done:
+		return true
+	case sig := <-s.sig:
+		s.force(sig)
+	case <-end:
+	case <-s.forceCh:
+	}
+	select {
+	case <-done: // it may have ended with the context
+		return true
+	default:
+		return false
+	}
+}
+
+// force ends the shutdown at once: connections closed, the context
+// cancelled, nothing more waited for.
+func (s *stopper) force(sig os.Signal) {
+	select {
+	case <-s.forceCh:
+		return
+	default:
+	}
+	s.log.Warn("hakit: second signal; forcing shutdown", "signal", sig.String())
+	close(s.forceCh)
+	s.cancel()
+	_ = s.srv.Close()
+}
+
+func (s *stopper) forced() bool { return isClosed(s.forceCh) }
+
+// over reports whether nothing more may be waited for.
+func (s *stopper) over() bool { return s.forced() || isClosed(s.hardDone) }
+
+// cause says why the shutdown cut something short.
+func (s *stopper) cause() error {
+	if s.forced() {
+		return ErrForcedShutdown
+	}
+	return context.DeadlineExceeded
+}
+
+func (s *stopper) release() {
+	s.cancel()
+	s.hard.Stop()
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }

@@ -436,7 +436,7 @@ func TestBadConfigListsEveryError(t *testing.T) {
 		}
 	}
 	good := map[string]string{"HAKIT_ADDR": "127.0.0.1:9999", "HAKIT_DRAIN_DELAY": "0s", "HAKIT_TRUSTED_PROXIES": "10.0.0.0/8,192.168.1.1",
-		"HAKIT_DATABASE_URLS": "postgres://a/db, postgres://b/db"}
+		"HAKIT_DATABASE_URL_1": "postgres://a/db", "HAKIT_DATABASE_URL_2": "postgres://b/db"}
 	cfg, err := hakit.ConfigFromEnv(func(k string) string { return good[k] })
 	if err != nil || cfg.Addr != "127.0.0.1:9999" || cfg.DrainDelay >= 0 || len(cfg.TrustedProxies) != 2 || len(cfg.DatabaseURLs) != 2 {
 		t.Fatalf("good environment: %+v, %v", cfg, err)

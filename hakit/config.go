@@ -16,39 +16,75 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Config configures an [App]. The zero value is usable: every field
-// documents its default. [ConfigFromEnv] fills the fields that have an
-// environment variable (named in brackets); the others are set in code.
+// Config configures an [App]. The zero value is usable: a zero field means
+// its default, which every field documents; a negative duration or limit
+// means none where a field allows none. [ConfigFromEnv] fills the fields
+// that have an environment variable (named in brackets), where 0 means
+// none; the others are set in code.
 type Config struct {
 	// Addr is the address to listen on [HAKIT_ADDR]. Defaults to ":8080".
 	Addr string
 
+	// AdminAddr, if set, is a second address to listen on, for operators
+	// only [HAKIT_ADMIN_ADDR]: it serves /metrics, /livez and /readyz with
+	// its verbose form (check names, hosts, error strings); see
+	// [App.AdminHandler]. Addr then keeps plain /livez and /readyz for the
+	// load balancer and serves neither /metrics (the path goes to the
+	// router like any other) nor verbose readiness (?verbose and
+	// Accept: application/health+json get the plain answer). Bind it to
+	// a private interface. Defaults to "": everything on Addr.
+	AdminAddr string
+
 	// DrainDelay is how long the instance keeps serving after /readyz
 	// turned 503, so the load balancer stops sending it new connections
 	// before it stops accepting them [HAKIT_DRAIN_DELAY]. Set it to at
-	// least the load balancer's check interval × fall count (HAProxy
-	// inter 1s fall 2: 2s; a Kubernetes readinessProbe periodSeconds ×
-	// failureThreshold). Defaults to 5s. A negative value skips the delay
-	// (plain http.Server.Shutdown), which fails requests behind most load
+	// least the time the load balancer takes to mark an instance down.
+	// For HAProxy that is fall × inter when the instance answers its
+	// checks (a draining one answers 503 at once) and fall × (inter +
+	// timeout check) when its checks time out (an overloaded or hung
+	// instance): with inter 1s fall 2 and timeout check 1s, 2s and 4s.
+	// For Kubernetes, readinessProbe periodSeconds × failureThreshold plus
+	// the time endpoints take to propagate. Defaults to 5s, which covers
+	// both HAProxy cases of docs/deploy-haproxy.md. Negative: none (plain
+	// http.Server.Shutdown), which fails requests behind most load
 	// balancers; it exists for measurements.
 	DrainDelay time.Duration
 
-	// ShutdownTimeout bounds the rest of the shutdown: in-flight requests,
-	// then stopping components and closing pools [HAKIT_SHUTDOWN_TIMEOUT].
-	// Defaults to 25s. DrainDelay + ShutdownTimeout must fit within the
-	// orchestrator's grace period (Kubernetes terminationGracePeriodSeconds,
-	// 30s by default).
+	// ShutdownTimeout bounds the rest of the shutdown after the drain
+	// delay: in-flight requests, then stopping components (job workers,
+	// relays) and closing the database pools [HAKIT_SHUTDOWN_TIMEOUT].
+	// Requests still running at its end have their connections closed;
+	// components and pools still stopping at its end are abandoned (and
+	// logged) after [ShutdownMargin]. So Run returns within DrainDelay +
+	// ShutdownTimeout + ShutdownMargin of the signal, whatever handlers
+	// and components do. Defaults to 25s; it cannot be none. Keep
+	// DrainDelay + ShutdownTimeout + ShutdownMargin under the
+	// orchestrator's grace period (Kubernetes terminationGracePeriodSeconds).
 	ShutdownTimeout time.Duration
 
 	// RequestTimeout is the deadline put on every request's context
-	// [HAKIT_REQUEST_TIMEOUT]. Handlers that respect their context stop
-	// then. Defaults to 30s; negative means none.
+	// [HAKIT_REQUEST_TIMEOUT]. It is only a context deadline: database
+	// calls, outgoing HTTP requests and anything else that takes the
+	// context fail with context.DeadlineExceeded then, and the handler
+	// answers what it chooses. It does not stop a handler that ignores its
+	// context, it does not bound reading the request body or writing the
+	// response (a slow client; see [Timeout] and the uploads package), and
+	// it sends no response by itself. A route can have another one, or
+	// none, with [Timeout]. Defaults to 30s; negative: none.
 	RequestTimeout time.Duration
 
-	// MaxBodyBytes limits request bodies [HAKIT_MAX_BODY_BYTES]; larger
-	// ones get 413. A handler can raise it for its request with
-	// [SetBodyLimit] (uploads). Defaults to 1 MiB; negative means none.
+	// MaxBodyBytes limits request bodies [HAKIT_MAX_BODY_BYTES]; reading
+	// past it fails with *http.MaxBytesError (answer 413;
+	// [IsBodyTooLarge]). A route can have another limit with [BodyLimit]
+	// (uploads), also when this one is none. Defaults to 1 MiB; negative:
+	// none.
 	MaxBodyBytes int64
+
+	// MaxHeaderBytes is http.Server's MaxHeaderBytes: the most bytes of
+	// request line and header a request may have (net/http allows 4 KiB
+	// more); larger ones get 431 [HAKIT_MAX_HEADER_BYTES]. Defaults to
+	// 1 MiB (net/http's default); it cannot be none.
+	MaxHeaderBytes int
 
 	// TrustedProxies are the addresses (CIDRs or single IPs) of the load
 	// balancers and proxies in front of the app
@@ -63,19 +99,25 @@ type Config struct {
 	// [HAKIT_TRUSTED_ORIGINS, comma-separated]. Defaults to none.
 	TrustedOrigins []string
 
-	// ReadHeaderTimeout is http.Server's ReadHeaderTimeout
-	// [HAKIT_READ_HEADER_TIMEOUT]. Defaults to 10s.
+	// ReadHeaderTimeout is http.Server's ReadHeaderTimeout: how long a
+	// client may take to send the request line and header
+	// [HAKIT_READ_HEADER_TIMEOUT]. Defaults to 10s; negative: none (slow
+	// clients can then hold connections open).
 	ReadHeaderTimeout time.Duration
 
 	// IdleTimeout is http.Server's IdleTimeout: how long a kept-alive
 	// connection may idle [HAKIT_IDLE_TIMEOUT]. Defaults to 120s (keep it
-	// above the load balancer's idle timeout for server connections).
+	// above the load balancer's idle timeout for server connections);
+	// negative: none.
 	IdleTimeout time.Duration
 
-	// DatabaseURLs are the PostgreSQL nodes' connection strings
-	// [HAKIT_DATABASE_URLS, comma- or space-separated]. When set, the app
-	// makes a dbrouter.Router ([App.DB]), checks it in /readyz, exports
-	// its metrics, runs Migrations on the primary and closes it last at
+	// DatabaseURLs are the PostgreSQL nodes' connection strings, in any
+	// form dbrouter accepts: URLs, multi-host URLs
+	// ("postgres://u@h1:5432,h2:5432/db" is one node per host) and
+	// key=value strings [HAKIT_DATABASE_URL_1, HAKIT_DATABASE_URL_2, …:
+	// one connection string per variable]. When set, the app makes a
+	// dbrouter.Router ([App.DB]), checks it in /readyz, exports its
+	// metrics, runs Migrations on the primary and closes it last at
 	// shutdown. Defaults to none: no database.
 	DatabaseURLs []string
 
@@ -104,6 +146,13 @@ type Config struct {
 	NoSignals bool
 }
 
+// ShutdownMargin is how long, past the end of Config.ShutdownTimeout, the
+// drain still waits for a component's Stop (or a start-up step
+// interrupted by the shutdown) to return before it abandons it. It is
+// the margin on top of DrainDelay + ShutdownTimeout that bounds Run's
+// return: a Stop that honours its context returns within it.
+const ShutdownMargin = time.Second
+
 // withDefaults returns a copy of c with zero fields set to their defaults.
 func (c Config) withDefaults() Config {
 	if c.Addr == "" {
@@ -122,6 +171,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = http.DefaultMaxHeaderBytes
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
 	}
@@ -134,11 +186,18 @@ func (c Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("bad Addr %q: %w", c.Addr, err))
 	}
-	if c.ShutdownTimeout < 0 {
-		errs = append(errs, fmt.Errorf("negative ShutdownTimeout (%s)", c.ShutdownTimeout))
+	if c.AdminAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+			errs = append(errs, fmt.Errorf("bad AdminAddr %q: %w", c.AdminAddr, err))
+		} else if c.AdminAddr == c.Addr {
+			errs = append(errs, fmt.Errorf("AdminAddr is Addr (%s): the admin listener must be another one", c.Addr))
+		}
 	}
-	if c.ReadHeaderTimeout < 0 || c.IdleTimeout < 0 {
-		errs = append(errs, errors.New("negative ReadHeaderTimeout or IdleTimeout"))
+	if c.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("negative ShutdownTimeout (%s): the shutdown cannot be unbounded", c.ShutdownTimeout))
+	}
+	if c.MaxHeaderBytes < 0 {
+		errs = append(errs, fmt.Errorf("negative MaxHeaderBytes (%d): the header cannot be unlimited", c.MaxHeaderBytes))
 	}
 	// The check Stack makes, so a bad origin is in this list with the rest.
 	cop := http.NewCrossOriginProtection()
@@ -166,23 +225,36 @@ type EnvVar struct {
 func EnvVars() []EnvVar {
 	return []EnvVar{
 		{"HAKIT_ADDR", "Addr", ":8080", "address to listen on"},
-		{"HAKIT_DRAIN_DELAY", "DrainDelay", "5s", "time between /readyz turning 503 and the listener closing; >= LB check interval x fall; negative: none"},
-		{"HAKIT_SHUTDOWN_TIMEOUT", "ShutdownTimeout", "25s", "bound on finishing in-flight requests and stopping components"},
-		{"HAKIT_REQUEST_TIMEOUT", "RequestTimeout", "30s", "deadline on each request's context; negative: none"},
-		{"HAKIT_MAX_BODY_BYTES", "MaxBodyBytes", "1048576", "request body limit (413 above); negative: none"},
+		{"HAKIT_ADMIN_ADDR", "AdminAddr", "", "second address for /metrics and verbose /readyz; when set, Addr serves neither"},
+		{"HAKIT_DRAIN_DELAY", "DrainDelay", "5s", "time between /readyz turning 503 and the listener closing; >= the LB's time to mark an instance down; 0: none"},
+		{"HAKIT_SHUTDOWN_TIMEOUT", "ShutdownTimeout", "25s", "bound on finishing in-flight requests and stopping components; > 0"},
+		{"HAKIT_REQUEST_TIMEOUT", "RequestTimeout", "30s", "deadline on each request's context; 0: none"},
+		{"HAKIT_MAX_BODY_BYTES", "MaxBodyBytes", "1048576", "request body limit (413 above); 0: none"},
+		{"HAKIT_MAX_HEADER_BYTES", "MaxHeaderBytes", "1048576", "request line and header limit (431 above); > 0"},
 		{"HAKIT_TRUSTED_PROXIES", "TrustedProxies", "", "comma-separated CIDRs/IPs whose X-Forwarded-* headers are honoured"},
 		{"HAKIT_TRUSTED_ORIGINS", "TrustedOrigins", "", "comma-separated origins allowed past the CSRF protection"},
-		{"HAKIT_READ_HEADER_TIMEOUT", "ReadHeaderTimeout", "10s", "http.Server ReadHeaderTimeout"},
-		{"HAKIT_IDLE_TIMEOUT", "IdleTimeout", "120s", "http.Server IdleTimeout"},
-		{"HAKIT_DATABASE_URLS", "DatabaseURLs", "", "PostgreSQL node connection strings, comma- or space-separated"},
+		{"HAKIT_READ_HEADER_TIMEOUT", "ReadHeaderTimeout", "10s", "http.Server ReadHeaderTimeout; 0: none"},
+		{"HAKIT_IDLE_TIMEOUT", "IdleTimeout", "120s", "http.Server IdleTimeout; 0: none"},
+		{"HAKIT_DATABASE_URL_n", "DatabaseURLs", "", "PostgreSQL connection strings, one per variable: HAKIT_DATABASE_URL_1, _2, … without gaps"},
 		{"HAKIT_LOG_LEVEL", "LogLevel", "info", "debug, info, warn or error"},
 	}
 }
 
+// maxDatabaseURLs is how many HAKIT_DATABASE_URL_n ConfigFromEnv reads;
+// dbrouter handles at most 64 nodes.
+const maxDatabaseURLs = 64
+
 // ConfigFromEnv reads the configuration from environment variables (see
-// [EnvVars]) through getenv (os.Getenv when nil). Unset variables leave
-// their field at the zero value, so defaults apply. Every malformed
-// variable is reported, all in one error.
+// [EnvVars]) through getenv (os.Getenv when nil). Unset or empty variables
+// leave their field at the zero value, so defaults apply. A set variable
+// means what it says: 0 (or a negative value) is none — no drain delay,
+// no timeout, no body limit — and becomes a negative field;
+// HAKIT_SHUTDOWN_TIMEOUT and HAKIT_MAX_HEADER_BYTES cannot be none and
+// must be more than 0. Database connection strings come one per
+// variable, HAKIT_DATABASE_URL_1, HAKIT_DATABASE_URL_2, … (no separator
+// can split them safely: multi-host URLs hold commas, key=value strings
+// spaces, quoted values anything). Every malformed variable is reported,
+// all in one error.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if getenv == nil {
 		getenv = os.Getenv
@@ -193,12 +265,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
 	}
 	durations := []struct {
-		name string
-		dst  *time.Duration
+		name    string
+		dst     *time.Duration
+		canNone bool
 	}{
-		{"HAKIT_DRAIN_DELAY", &c.DrainDelay}, {"HAKIT_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout},
-		{"HAKIT_REQUEST_TIMEOUT", &c.RequestTimeout}, {"HAKIT_READ_HEADER_TIMEOUT", &c.ReadHeaderTimeout},
-		{"HAKIT_IDLE_TIMEOUT", &c.IdleTimeout},
+		{"HAKIT_DRAIN_DELAY", &c.DrainDelay, true}, {"HAKIT_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout, false},
+		{"HAKIT_REQUEST_TIMEOUT", &c.RequestTimeout, true}, {"HAKIT_READ_HEADER_TIMEOUT", &c.ReadHeaderTimeout, true},
+		{"HAKIT_IDLE_TIMEOUT", &c.IdleTimeout, true},
 	}
 	for _, d := range durations {
 		v := getenv(d.name)
@@ -206,22 +279,39 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			continue
 		}
 		x, err := time.ParseDuration(v)
-		if err != nil {
+		switch {
+		case err != nil:
 			bad(d.name, v, errors.New("want a duration such as 5s or 500ms"))
-			continue
+		case x > 0:
+			*d.dst = x
+		case !d.canNone:
+			bad(d.name, v, errors.New("want more than 0: it bounds the exit, and cannot be none"))
+		default:
+			*d.dst = -1 // none
 		}
-		if x == 0 {
-			x = -1 // an explicit 0 means none, not the default
-		}
-		*d.dst = x
 	}
 	c.Addr = getenv("HAKIT_ADDR")
+	c.AdminAddr = getenv("HAKIT_ADMIN_ADDR")
 	if v := getenv("HAKIT_MAX_BODY_BYTES"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
+		switch {
+		case err != nil:
 			bad("HAKIT_MAX_BODY_BYTES", v, errors.New("want a number of bytes"))
-		} else {
+		case n > 0:
 			c.MaxBodyBytes = n
+		default:
+			c.MaxBodyBytes = -1 // none
+		}
+	}
+	if v := getenv("HAKIT_MAX_HEADER_BYTES"); v != "" {
+		n, err := strconv.Atoi(v)
+		switch {
+		case err != nil:
+			bad("HAKIT_MAX_HEADER_BYTES", v, errors.New("want a number of bytes"))
+		case n <= 0:
+			bad("HAKIT_MAX_HEADER_BYTES", v, errors.New("want more than 0: the header cannot be unlimited"))
+		default:
+			c.MaxHeaderBytes = n
 		}
 	}
 	for _, p := range splitList(getenv("HAKIT_TRUSTED_PROXIES")) {
@@ -233,7 +323,23 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		c.TrustedProxies = append(c.TrustedProxies, pfx)
 	}
 	c.TrustedOrigins = splitList(getenv("HAKIT_TRUSTED_ORIGINS"))
-	c.DatabaseURLs = strings.Fields(strings.ReplaceAll(getenv("HAKIT_DATABASE_URLS"), ",", " "))
+	gap := 0
+	for i := 1; i <= maxDatabaseURLs; i++ {
+		name := "HAKIT_DATABASE_URL_" + strconv.Itoa(i)
+		v := strings.TrimSpace(getenv(name))
+		switch {
+		case v == "" && gap == 0:
+			gap = i
+		case v != "" && gap != 0:
+			errs = append(errs, fmt.Errorf("%s is set but HAKIT_DATABASE_URL_%d is not: number them from 1 without gaps", name, gap))
+		case v != "":
+			c.DatabaseURLs = append(c.DatabaseURLs, v)
+		}
+	}
+	if v := getenv("HAKIT_DATABASE_URLS"); v != "" {
+		errs = append(errs, errors.New("HAKIT_DATABASE_URLS is no longer read (a separator breaks multi-host URLs and key=value strings): "+
+			"give one connection string per variable, HAKIT_DATABASE_URL_1, HAKIT_DATABASE_URL_2, …"))
+	}
 	if v := getenv("HAKIT_LOG_LEVEL"); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
 			bad("HAKIT_LOG_LEVEL", v, errors.New("want debug, info, warn or error"))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/golang-migrate/migrate/v4"
@@ -32,9 +33,44 @@ func (d *dbComponent) Start(ctx context.Context) error {
 	return Migrate(ctx, d.db, d.migrations, d.log)
 }
 
-func (d *dbComponent) Stop(context.Context) error {
-	d.db.Close()
-	return nil
+// Stop closes the router. Its Close waits for every borrowed connection to
+// be released (pgxpool's Close does), which a handler or goroutine that
+// ignores its context can put off for ever: Stop waits only until ctx
+// ends, then leaves Close running and says what it still waits for.
+func (d *dbComponent) Stop(ctx context.Context) error {
+	// Counted before Close begins: it takes the pools away.
+	b := d.borrowed()
+	if b != "" {
+		d.log.Warn("hakit: closing the database waits for borrowed connections", "borrowed", b)
+	}
+	done := make(chan struct{})
+	go func() {
+		d.db.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close abandoned, waiting for borrowed connections (%s): %w", b, ctx.Err())
+	}
+}
+
+// borrowed describes the connections still out: those of the primary's
+// pool, and the reads and writes running on each node; "" when none.
+func (d *dbComponent) borrowed() string {
+	var parts []string
+	if pool, err := d.db.Primary(); err == nil {
+		if n := pool.Stat().AcquiredConns(); n > 0 {
+			parts = append(parts, fmt.Sprintf("%d on the primary's pool", n))
+		}
+	}
+	for _, s := range d.db.Status() {
+		if s.InFlight > 0 {
+			parts = append(parts, fmt.Sprintf("%d reads or writes on %s", s.InFlight, s.Name))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // HealthChecks reports whether a primary is known. Not critical: a

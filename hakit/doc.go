@@ -4,7 +4,7 @@
 //
 // # An app
 //
-//	cfg, err := hakit.ConfigFromEnv(nil) // HAKIT_ADDR, HAKIT_DATABASE_URLS, …
+//	cfg, err := hakit.ConfigFromEnv(nil) // HAKIT_ADDR, HAKIT_DATABASE_URL_1, …
 //	if err != nil { log.Fatal(err) }     // every bad variable listed at once
 //	cfg.Migrations = migrationsFS        // embed.FS with NNN_name.up.sql
 //	app, err := hakit.New(ctx, cfg)
@@ -22,10 +22,22 @@
 // # What every request goes through
 //
 // [Stack], in one function: request ID, client address from trusted proxies
-// only, access log, Prometheus metrics, panic recovery, Connection: close
-// while draining, security headers, CSRF protection
-// (http.CrossOriginProtection), body limit and request deadline. /livez,
-// /readyz and /metrics are answered before it.
+// only, access log, Prometheus metrics, panic recovery (a 500 before the
+// response started, an aborted response after), Connection: close while
+// draining, security headers, CSRF protection (http.CrossOriginProtection),
+// body limit and request deadline. /livez, /readyz and /metrics are
+// answered before it; with Config.AdminAddr, /metrics and verbose /readyz
+// move to a second listener ([App.AdminHandler]).
+//
+// Routes that need another body limit or timeout say so with route
+// middleware, [BodyLimit] and [Timeout], so other requests pay nothing:
+//
+//	r.With(hakit.Timeout(-1), hakit.BodyLimit(5<<30)).Post("/uploads", upload)
+//
+// The request timeout is a deadline on the request's context only: it
+// ends database calls and anything else that takes the context, but it
+// neither stops a handler that ignores its context nor bounds a slow
+// client's body or response (see Config.RequestTimeout).
 //
 // # Start-up and the drain sequence
 //
@@ -39,9 +51,11 @@
 // Connection: close on every response, so the load balancer takes it out
 // and kept-alive clients reconnect elsewhere; then http.Server.Shutdown
 // waits up to Config.ShutdownTimeout for in-flight requests; then
-// components stop in reverse order and the database router closes. A
-// second signal forces the exit. Run returns nil after a clean drain (exit
-// 0) and an error otherwise (exit 1).
+// components stop in reverse order and the database router closes. Run
+// returns within DrainDelay + ShutdownTimeout + [ShutdownMargin] whatever
+// handlers and components do: what is still running then is cut off or
+// abandoned, and logged. A second signal forces the exit at any point. Run
+// returns nil after a clean drain (exit 0) and an error otherwise (exit 1).
 //
 // Measured behind HAProxy (inter 1s fall 2 rise 2, its default retries, no
 // redispatch) at 200 requests/s while three instances restart in turn: no
@@ -51,5 +65,8 @@
 // # Configuration
 //
 // [Config] documents every field and its default; [ConfigFromEnv] reads the
-// variables listed by [EnvVars]; docs/configuration.md has the table.
+// variables listed by [EnvVars]; docs/configuration.md has the table. In the
+// struct a zero field is its default and a negative one none; in the
+// environment 0 is none. Database connection strings come one per variable
+// (HAKIT_DATABASE_URL_1, _2, …).
 package hakit

@@ -28,8 +28,8 @@ type StackConfig struct {
 	Logger         *slog.Logger   // access log (info) and panics (error); required
 	TrustedProxies []netip.Prefix // see Config.TrustedProxies
 	TrustedOrigins []string       // see Config.TrustedOrigins
-	RequestTimeout time.Duration  // <= 0: none
-	MaxBodyBytes   int64          // <= 0: none
+	RequestTimeout time.Duration  // <= 0: none; per route: Timeout
+	MaxBodyBytes   int64          // <= 0: none; per route: BodyLimit
 	// Draining, if set, reports whether the instance is draining:
 	// responses then carry Connection: close.
 	Draining func() bool
@@ -46,15 +46,19 @@ type StackConfig struct {
 //  3. access log (slog, one line per request) and Prometheus metrics
 //     (hakit_http_requests_in_flight, hakit_http_request_duration_seconds
 //     by method, chi route pattern and status code);
-//  4. panic recovery: 500 and an error log with the stack, and the server
-//     lives on;
+//  4. panic recovery: an error log with the stack, and the server lives
+//     on; the client gets a 500, or, when the response had already
+//     started, an aborted response (http.ErrAbortHandler: the connection
+//     is closed), never a truncated success;
 //  5. Connection: close while draining;
 //  6. security headers: X-Content-Type-Options: nosniff always,
 //     X-Frame-Options: DENY on HTML, HSTS on https (browsers already
 //     default to Referrer-Policy strict-origin-when-cross-origin);
 //  7. CSRF protection (http.CrossOriginProtection): 403 for cross-origin
 //     unsafe requests;
-//  8. body limit (413) and request timeout on the context.
+//  8. body limit (413) and request timeout on the context (a deadline
+//     only: see Config.RequestTimeout); routes change them with
+//     [BodyLimit] and [Timeout].
 //
 // It is one function, not eight, so a request pays for one context and
 // one request copy. It returns an error for a bad TrustedOrigins entry.
@@ -95,8 +99,9 @@ type stack struct {
 // it from several goroutines).
 type requestInfo struct {
 	id        string
-	remote    string     // http.Request.RemoteAddr
-	clientIP  netip.Addr // valid if parsed
+	w         http.ResponseWriter // the server's, for http.MaxBytesReader
+	remote    string              // http.Request.RemoteAddr
+	clientIP  netip.Addr          // valid if parsed
 	parsed    bool
 	scheme    string
 	bodyLimit int64
@@ -169,14 +174,21 @@ func Scheme(ctx context.Context) string {
 }
 
 // SetBodyLimit changes the body limit for r, before the body is read
-// (an upload route raises it; negative: none). It reports whether r came
+// (an upload route raises it; n <= 0: none), also when the app-wide
+// limit is none: it then limits r.Body itself. It reports whether r came
 // through the stack. [BodyLimit] does it for a route.
 func SetBodyLimit(r *http.Request, n int64) bool {
-	if ri := infoOf(r.Context()); ri != nil {
-		ri.bodyLimit = n
-		return true
+	ri := infoOf(r.Context())
+	if ri == nil {
+		return false
 	}
-	return false
+	ri.bodyLimit = n
+	// Without an app-wide limit the stack left the body as it was (no
+	// allocation for requests that do not need one): limit it here.
+	if lb, ok := r.Body.(*limitedBody); (!ok || lb.ri != ri) && n > 0 && r.Body != nil && r.Body != http.NoBody {
+		r.Body = &limitedBody{body: r.Body, ri: ri}
+	}
+	return true
 }
 
 // routeContexts recycles chi route contexts, as chi itself does.
@@ -198,7 +210,7 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	if r.TLS != nil {
 		ri.scheme = "https"
 	}
-	ri.remote = r.RemoteAddr
+	ri.remote, ri.w = r.RemoteAddr, w
 	// Without trusted proxies the peer is the client, and its address is
 	// parsed only if someone asks (ClientIP); the log uses RemoteAddr's text.
 	if len(s.cfg.TrustedProxies) > 0 {
@@ -260,28 +272,34 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		return
 	}
 	if r.Body != nil && r.Body != http.NoBody && ri.bodyLimit > 0 {
-		r.Body = &limitedBody{w: sw, body: r.Body, ri: ri}
+		r.Body = &limitedBody{body: r.Body, ri: ri}
 	}
 	next.ServeHTTP(sw, r)
 }
 
-// finish recovers a panic, logs the request and records its metrics.
+// finish recovers a panic, logs the request and records its metrics. A
+// panic before the response started becomes a 500; after, the response
+// can only be cut: finish panics with http.ErrAbortHandler, and net/http
+// closes the connection (HTTP/1) or resets the stream (HTTP/2) without
+// ending the response, so the client sees an error, not a truncated
+// success. A handler's own http.ErrAbortHandler is passed on unlogged.
 func (s *stack) finish(sw *statusWriter, r *http.Request, ri *requestInfo, rctx *chi.Context, start time.Time) {
 	v := recover()
-	if v != nil && v != http.ErrAbortHandler {
+	abort := v == http.ErrAbortHandler
+	if v != nil && !abort {
 		s.cfg.Logger.LogAttrs(r.Context(), slog.LevelError, "http: panic serving request",
 			slog.Any("panic", v), slog.String("request_id", ri.id), slog.String("method", r.Method),
-			slog.String("path", r.URL.Path), slog.String("stack", string(debug.Stack())))
+			slog.String("path", r.URL.Path), slog.Bool("response_started", sw.status != 0), slog.String("stack", string(debug.Stack())))
 		if sw.status == 0 {
 			deny(sw, http.StatusInternalServerError, "internal server error")
 		} else {
-			sw.status = http.StatusInternalServerError
+			sw.status, abort = http.StatusInternalServerError, true
 		}
 	}
 	s.account(sw, r, ri, rctx, start)
 	putStatusWriter(sw)
-	if v == http.ErrAbortHandler {
-		panic(v) // net/http's way to abort the response: pass it on
+	if abort {
+		panic(http.ErrAbortHandler) // net/http's way to abort the response
 	}
 }
 
@@ -365,7 +383,8 @@ func validRequestID(id string) bool {
 }
 
 // BodyLimit returns middleware that sets the body limit of the requests it
-// handles (see SetBodyLimit), for routes that take larger bodies:
+// handles (see SetBodyLimit; n <= 0: none), for routes that take larger
+// bodies, or smaller ones; it applies whatever the app-wide limit is:
 //
 //	r.With(hakit.BodyLimit(64<<20)).Post("/images", upload)
 func BodyLimit(n int64) func(http.Handler) http.Handler {
@@ -389,7 +408,6 @@ func IsBodyTooLarge(err error) bool {
 // (or a declared Content-Length above it) fails with *http.MaxBytesError,
 // and the server closes the connection after the response.
 type limitedBody struct {
-	w    http.ResponseWriter
 	body io.ReadCloser
 	ri   *requestInfo
 	rc   io.ReadCloser
@@ -398,7 +416,7 @@ type limitedBody struct {
 func (b *limitedBody) Read(p []byte) (int, error) {
 	if b.rc == nil {
 		if b.ri.bodyLimit > 0 {
-			b.rc = http.MaxBytesReader(b.w, b.body, b.ri.bodyLimit)
+			b.rc = http.MaxBytesReader(b.ri.w, b.body, b.ri.bodyLimit)
 		} else {
 			b.rc = b.body
 		}

@@ -2,6 +2,7 @@ package hakit_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -126,5 +127,85 @@ func benchHello(b *testing.B, mw func(http.Handler) http.Handler) {
 	b.ReportAllocs()
 	for b.Loop() {
 		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+}
+
+// A route's BodyLimit applies also when the app-wide limit is none.
+func TestBodyLimitPerRouteWithoutAGlobalLimit(t *testing.T) {
+	t.Parallel()
+	r := serve(t, hakit.Config{MaxBodyBytes: -1}, func(a *hakit.App) {
+		read := func(w http.ResponseWriter, r *http.Request) {
+			n, err := io.Copy(io.Discard, r.Body)
+			if hakit.IsBodyTooLarge(err) {
+				http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+				return
+			}
+			fmt.Fprint(w, n)
+		}
+		a.Router().With(hakit.BodyLimit(16)).Post("/small", read)
+		a.Router().Post("/any", read)
+		a.Router().Post("/set", func(w http.ResponseWriter, r *http.Request) {
+			hakit.SetBodyLimit(r, 8)
+			read(w, r)
+		})
+	}, true)
+	for _, c := range []struct {
+		path string
+		n    int
+		want int
+	}{{"/small", 16, 200}, {"/small", 17, 413}, {"/any", 3 << 20, 200}, {"/set", 8, 200}, {"/set", 9, 413}} {
+		resp, body := do(t, newReq(t, "POST", r.url+c.path, strings.NewReader(strings.Repeat("x", c.n))))
+		if resp.StatusCode != c.want {
+			t.Errorf("POST %s with %d bytes: %d %q, want %d", c.path, c.n, resp.StatusCode, body, c.want)
+		}
+	}
+}
+
+// A panic after the response started cannot turn into a 500 any more: the
+// stack aborts the response (http.ErrAbortHandler), so the client sees a
+// broken response, never a truncated 200 that ends cleanly.
+func TestPanicAfterTheResponseStartedAborts(t *testing.T) {
+	t.Parallel()
+	r := serve(t, hakit.Config{}, func(a *hakit.App) {
+		a.Router().Get("/half", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "first half\n")
+			http.NewResponseController(w).Flush()
+			panic("bug halfway")
+		})
+	}, true)
+	resp, err := http.Get(r.url + "/half")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("a panic after the response started: status %d, body %q read cleanly; want an aborted response", resp.StatusCode, b)
+	}
+	if logs := r.logs.String(); !strings.Contains(logs, "bug halfway") || !strings.Contains(logs, "status=500") {
+		t.Errorf("the panic is not logged, or the request not accounted as a 500:\n%s", logs)
+	}
+	// The server lives on.
+	if resp, _ := do(t, newReq(t, "GET", r.url+"/readyz", nil)); resp.StatusCode != 200 {
+		t.Errorf("after the panic: /readyz %d", resp.StatusCode)
+	}
+}
+
+// HAKIT_MAX_HEADER_BYTES bounds the request header: larger ones get 431.
+func TestMaxHeaderBytes(t *testing.T) {
+	t.Parallel()
+	cfg, err := hakit.ConfigFromEnv(envOf(map[string]string{"HAKIT_MAX_HEADER_BYTES": "16384"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := serve(t, cfg, func(a *hakit.App) {
+		a.Router().Get("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	}, true)
+	for _, c := range []struct{ size, want int }{{8 << 10, 200}, {64 << 10, 431}} {
+		req := newReq(t, "GET", r.url+"/", nil)
+		req.Header.Set("X-Big", strings.Repeat("b", c.size))
+		if resp, _ := do(t, req); resp.StatusCode != c.want {
+			t.Errorf("a %d-byte header: %d, want %d", c.size, resp.StatusCode, c.want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package hakit
 
 import (
 	"context"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,8 @@ type reqContext struct {
 	deadline time.Time    // zero: no timeout
 	inner    atomic.Pointer[deadlineCtx]
 }
+
+type reqCtxKey struct{}
 
 type deadlineCtx struct {
 	context.Context
@@ -69,6 +72,8 @@ func (c *reqContext) Value(key any) any {
 	switch key {
 	case infoKey{}:
 		return &c.info
+	case reqCtxKey{}:
+		return c
 	case chi.RouteCtxKey:
 		if c.rctx != nil {
 			return c.rctx
@@ -103,3 +108,59 @@ func (c *reqContext) release() {
 		in.cancel()
 	}
 }
+
+// Timeout returns middleware that gives the requests it handles their own
+// timeout instead of Config.RequestTimeout (StackConfig.RequestTimeout):
+// longer, shorter, or none when d <= 0. Like RequestTimeout it is only a
+// deadline on the request's context (see Config.RequestTimeout for what
+// that does and does not bound). Use it on the routes that need it, so
+// other requests pay nothing for it:
+//
+//	r.With(hakit.Timeout(-1)).Post("/uploads", upload) // bounded by the uploads package's progress checks
+//	r.With(hakit.Timeout(2*time.Minute)).Get("/report", report)
+//
+// The request's context keeps its values and still ends when the client
+// goes away or the server closes the connection; the stack's deadline no
+// longer applies, also if middleware before Timeout already waited on the
+// context. Cancellation that middleware between the stack and Timeout
+// added to the context is not carried over: put such middleware after
+// Timeout. Outside the stack there is no deadline to replace, and Timeout
+// can only shorten the one the context has.
+func Timeout(d time.Duration) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx := r.Context()
+			if rc, ok := ctx.Value(reqCtxKey{}).(*reqContext); ok && !rc.deadline.IsZero() {
+				ctx = &withoutDeadline{Context: ctx, rc: rc}
+			}
+			var cancel context.CancelFunc
+			if d > 0 {
+				ctx, cancel = context.WithTimeout(ctx, d)
+			} else {
+				// A context of its own, so context.Cause and the context
+				// package's lookups do not reach the stack's deadline.
+				ctx, cancel = context.WithCancel(ctx)
+			}
+			defer cancel()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+}
+
+// withoutDeadline is a request's context without the stack's deadline: its
+// values are those of the context (the stack's and any middleware's); it
+// ends when the stack's parent does (the connection's context).
+type withoutDeadline struct {
+	context.Context // for Value
+	rc              *reqContext
+}
+
+func (c *withoutDeadline) Deadline() (time.Time, bool) { return c.rc.parent.Deadline() }
+func (c *withoutDeadline) Done() <-chan struct{}       { return c.rc.parent.Done() }
+func (c *withoutDeadline) Err() error                  { return c.rc.parent.Err() }
+func (c *withoutDeadline) String() string              { return "hakit.routeContext" }
+
+// AfterFunc lets contexts made from this one register with the
+// connection's context rather than start a goroutine each (the context
+// package looks for this method).
+func (c *withoutDeadline) AfterFunc(f func()) func() bool { return context.AfterFunc(c.rc.parent, f) }
