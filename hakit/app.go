@@ -32,7 +32,16 @@ var ErrForcedShutdown = errors.New("hakit: shutdown forced before the drain fini
 // Component is a part of the app with a life cycle, started during
 // start-up (before /readyz turns ready, in the order added) and stopped
 // during the drain (after the HTTP server has finished its requests, in
-// reverse order). A component may also implement
+// reverse order).
+//
+// Both honour their context, as river's Start and Stop do: Start returns
+// soon after its context ends (a signal during start-up), and Stop
+// returns when its context ends (the shutdown deadline, or at once on a
+// second signal), work finished or not. The drain does not wait for one
+// that does not: it abandons it ShutdownMargin after the deadline, logs
+// it, and Run returns an error.
+//
+// A component may also implement
 //
 //	interface{ HealthChecks() []health.Check } // added to /readyz
 //	prometheus.Collector                         // registered for /metrics
@@ -153,13 +162,16 @@ func (a *App) Add(name string, c Component) {
 }
 
 // OnStart adds a start-up step: fn runs before /readyz turns ready (warm a
-// cache, check a dependency). An error aborts the start.
+// cache, check a dependency). An error aborts the start. fn should return
+// when its context ends (see [Component]).
 func (a *App) OnStart(fn func(ctx context.Context) error) {
 	a.Add("on-start", hook{start: fn})
 }
 
 // OnStop adds a shutdown step: fn runs during the drain after the HTTP
-// server has finished its requests, in reverse order of adding.
+// server has finished its requests, in reverse order of adding, with a
+// context that ends at the shutdown deadline; it should return then (see
+// [Component]).
 func (a *App) OnStop(fn func(ctx context.Context) error) {
 	a.Add("on-stop", hook{stop: fn})
 }
@@ -215,7 +227,7 @@ func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // plainProbe returns r without what asks /readyz for its verbose answer
 // (?verbose, Accept: application/health+json).
 func plainProbe(r *http.Request) *http.Request {
-	if r.URL.RawQuery == "" && len(r.Header["Accept"]) == 0 {
+	if r.URL.RawQuery == "" && !strings.Contains(r.Header.Get("Accept"), "health+json") {
 		return r
 	}
 	r2 := new(http.Request)
