@@ -11,8 +11,8 @@
 // nobody handles, is archived at once with a readable error (never a
 // retry loop); an error from the handler retries with exponential
 // backoff, up to Options.MaxRetry, then archives ([Client.Archived] lists
-// them). Delivery is at least once: make handlers idempotent, for
-// instance with [Once].
+// them), and [SkipRetry] archives at once. Delivery is at least once: make
+// handlers idempotent, for instance with [Once].
 //
 // # The outbox
 //
@@ -20,22 +20,42 @@
 // transaction. A [Relay] in every instance moves committed rows to the
 // queue — woken by the NOTIFY the commit sends, polling as a fallback,
 // sharing the work with SELECT … FOR UPDATE SKIP LOCKED — with the task ID
-// "outbox-<row id>", so a relay that dies mid-batch and the one that takes
-// over cannot enqueue a task twice. A batch's rows are deleted only once a
-// Redis replica has it (WAIT), so a Redis failover cannot lose it either.
-// The task carries the commit's database position: its reads through
-// dbrouter see what the enqueuing transaction wrote.
+// "outbox-<uuid>" (the row's random task_id), so a relay that dies
+// mid-batch and the one that takes over cannot enqueue a task twice, and
+// two outboxes feeding one queue cannot take each other's tasks.
+//
+// A batch's rows are deleted only once ClientConfig.WaitReplicas Redis
+// replicas of the very master that took its tasks have them: the relay
+// compares the master's run_id and replication ID before the enqueues and
+// after WAIT, and counts the replicas whose acknowledged offset covers the
+// tasks. Until then the rows stay, marked with that master; if it is lost
+// (failover, restart without data), the next pass enqueues them again on
+// the new one. [ClientConfig].NoReplicas turns this off for a Redis
+// without replicas. The task carries the commit's database position: its
+// reads through dbrouter see what the enqueuing transaction wrote.
 //
 // # Periodic tasks
 //
 // A [Scheduler] in every instance enqueues each tick's task under the ID
 // "<name>-<tick>": the queue takes it once, from whichever instance comes
 // first. No leader, no election, no hand-over delay when an instance dies.
+// A tick that cannot be enqueued and confirmed is retried, in order, until
+// it is SchedulerConfig.MaxDelay late (30s, far longer than a Sentinel
+// failover), and MaxDelay must be shorter than the Client's Retention, so
+// no tick can be enqueued again after the queue forgot it.
 //
 // # Life cycle
 //
 // Worker, Relay and Scheduler have Start and Stop, so hakit.App starts
-// them before it turns ready and stops them in its drain: Stop takes no
-// new tasks and lets running ones finish (WorkerConfig.ShutdownTimeout);
-// those still running are put back on their queue.
+// them before it turns ready and stops them in its drain. Each Stop
+// returns when its context ends, work or no work: the worker takes no new
+// tasks, lets running ones finish for up to WorkerConfig.ShutdownTimeout
+// or until shortly before the context ends, and puts those still running
+// back on their queue (they run again elsewhere).
+//
+// # Metrics
+//
+// Client, Worker, Relay and Scheduler are prometheus.Collectors the
+// caller registers; each has a Name (a const label), so two of a kind fit
+// in one registry.
 package jobs

@@ -1,5 +1,16 @@
 package jobs
 
+import "fmt"
+
 // SetAfterEnqueue lets tests make a relay fail in the middle of a batch, as
 // a crash would.
 func SetAfterEnqueue(r *Relay, f func(n int) error) { r.afterEnqueue = f }
+
+// ParseMasterID parses INFO server replication, for tests.
+func ParseMasterID(info string) (string, error) {
+	m, err := parseMasterID(info)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s replicas=%d offset=%d acked=%v", m, m.replicas, m.offset, m.acked), nil
+}

@@ -485,3 +485,149 @@ func TestSchedulerAcrossTwoFailovers(t *testing.T) {
 	}
 	t.Logf("%d ticks across two failovers, each enqueued and run once", last-first+1)
 }
+
+// The default confirmation on a single Redis: tasks are delivered, rows
+// kept and counted; NoReplicas deletes them; settings the confirmation
+// cannot work with are refused.
+func TestConfirmationSettings(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := standaloneRedis(t)
+	e := newEnv(t, hatest.PostgresOptions{}, rdb, false)
+	for i := range 5 {
+		if err := enqueue(ctx, e, i, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := e.relay.Pass(ctx)
+	if n != 5 || !errors.Is(err, jobs.ErrNotConfirmed) || outboxRows(t, e.db) != 5 || queued(rdb) != 5 {
+		t.Fatalf("a pass on a Redis without replica: %d, %v, %d rows left, %d tasks queued; want 5 tasks queued, ErrNotConfirmed, 5 rows kept",
+			n, err, outboxRows(t, e.db), queued(rdb))
+	}
+	// Rows held by the same master are not enqueued again, only confirmed.
+	if n, err := e.relay.Pass(ctx); n != 0 || !errors.Is(err, jobs.ErrNotConfirmed) {
+		t.Fatalf("a second pass: %d, %v; want 0 and ErrNotConfirmed", n, err)
+	}
+	if got := metricValue(t, e.relay, "hakit_jobs_relay_unconfirmed_total"); got != 2 {
+		t.Errorf("relay_unconfirmed_total is %v; want 2", got)
+	}
+	// NoReplicas: the rows go.
+	nr := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true, Logger: quiet()})
+	t.Cleanup(func() { nr.Close() })
+	relay, err := jobs.NewRelay(jobs.RelayConfig{DB: e.db, Client: nr, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := relay.Pass(ctx); n != 5 || err != nil || outboxRows(t, e.db) != 0 || queued(rdb) != 5 {
+		t.Fatalf("a pass with NoReplicas: %d, %v, %d rows left, %d tasks queued; want 5, nil, 0, 5", n, err, outboxRows(t, e.db), queued(rdb))
+	}
+
+	bad := map[string]*jobs.Client{
+		"WaitReplicas -1":  jobs.NewClient(rdb, jobs.ClientConfig{WaitReplicas: -1}),
+		"a Cluster client": jobs.NewClient(redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}}), jobs.ClientConfig{}),
+	}
+	for what, c := range bad {
+		if _, err := jobs.NewRelay(jobs.RelayConfig{DB: e.db, Client: c}); err == nil || !strings.Contains(err.Error(), "NoReplicas") {
+			t.Errorf("NewRelay with %s: %v; want an error that points to NoReplicas", what, err)
+		}
+		if err := jobs.NewScheduler(c, jobs.SchedulerConfig{}).Start(ctx); err == nil {
+			t.Errorf("Scheduler.Start with %s succeeded", what)
+		}
+	}
+	short := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true, Retention: time.Minute})
+	if err := jobs.NewScheduler(short, jobs.SchedulerConfig{}).Start(ctx); err == nil || !strings.Contains(err.Error(), "MaxDelay") {
+		t.Errorf("Scheduler.Start with MaxDelay 30s and Retention 1m: %v; want an error about MaxDelay", err)
+	}
+}
+
+// A row older than the Client's Retention whose task the queue no longer
+// knows is enqueued, and counted as a possible second run; one whose task
+// it still knows is not.
+func TestOutboxStaleRows(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, hatest.PostgresOptions{}, standaloneRedis(t), true)
+	pool, err := e.db.Primary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	backdate := func() {
+		if _, err := pool.Exec(ctx, "UPDATE hakit_outbox SET created_at = now() - interval '2 hours'"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := enqueue(ctx, e, 1, true); err != nil {
+		t.Fatal(err)
+	}
+	backdate()
+	// The first pass dies after the enqueue; the second finds the task.
+	jobs.SetAfterEnqueue(e.relay, func(int) error { return errors.New("relay crashed") })
+	if _, err := e.relay.Pass(ctx); err == nil {
+		t.Fatal("the crashing pass succeeded")
+	}
+	jobs.SetAfterEnqueue(e.relay, nil)
+	if n, err := e.relay.Pass(ctx); n != 1 || err != nil {
+		t.Fatalf("pass: %d, %v", n, err)
+	}
+	if got := metricValue(t, e.relay, "hakit_jobs_relay_stale_total"); got != 0 {
+		t.Fatalf("relay_stale_total is %v after a stale row whose task the queue knew; want 0", got)
+	}
+	if err := enqueue(ctx, e, 2, true); err != nil {
+		t.Fatal(err)
+	}
+	backdate()
+	if n, err := e.relay.Pass(ctx); n != 1 || err != nil {
+		t.Fatalf("pass: %d, %v", n, err)
+	}
+	if got := metricValue(t, e.relay, "hakit_jobs_relay_stale_total"); got != 1 {
+		t.Fatalf("relay_stale_total is %v after a stale row enqueued anew; want 1", got)
+	}
+}
+
+// Ticks that cannot be enqueued within MaxDelay are given up and counted;
+// the schedule goes on once Redis is back.
+func TestSchedulerGivesUpTicksAfterMaxDelay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rd := hatest.NewRedis(t, hatest.RedisOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr(), ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	c := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true, Logger: quiet()})
+	t.Cleanup(func() { c.Close() })
+	s := jobs.NewScheduler(c, jobs.SchedulerConfig{MaxDelay: time.Second, Logger: quiet()})
+	if err := s.Add("beat", "@every 1s", "tick", struct{}{}, jobs.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopWithin(s.Stop, 5*time.Second) })
+	hatest.WaitFor(t, 10*time.Second, "a tick", func() bool { return queued(rdb) > 0 })
+	if err := rd.Nodes[0].Pause(); err != nil {
+		t.Fatal(err)
+	}
+	hatest.WaitFor(t, 30*time.Second, "two ticks given up", func() bool {
+		return metricValue(t, s, "hakit_jobs_ticks_skipped_total") >= 2
+	})
+	if err := rd.Nodes[0].Resume(); err != nil {
+		t.Fatal(err)
+	}
+	before := queued(rdb)
+	hatest.WaitFor(t, 10*time.Second, "ticks after Redis is back", func() bool { return queued(rdb) > before+1 })
+}
+
+func TestParseMasterID(t *testing.T) {
+	info := "# Server\r\nredis_version:7.0.15\r\nrun_id:abc\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:2\r\n" +
+		"slave0:ip=127.0.0.1,port=1,state=online,offset=120,lag=0\r\nslave1:ip=127.0.0.1,port=2,state=wait_bgsave,offset=0,lag=0\r\n" +
+		"master_replid:def\r\nmaster_repl_offset:130\r\n"
+	m, err := jobs.ParseMasterID(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "abc/def replicas=2 offset=130 acked=[120]"; m != want {
+		t.Errorf("got %q; want %q", m, want)
+	}
+	if _, err := jobs.ParseMasterID("run_id:abc\r\nrole:slave\r\nmaster_replid:def\r\n"); err == nil {
+		t.Error("a replica was taken for a master")
+	}
+}

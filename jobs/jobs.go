@@ -90,6 +90,8 @@ func sealRaw(lsn string, data json.RawMessage) ([]byte, error) {
 
 // SkipRetry, returned by a handler (or wrapped in its error), archives
 // the task at once instead of retrying it. It wraps asynq.SkipRetry.
+//
+//lint:ignore ST1012 named as asynq.SkipRetry, which handlers know
 var SkipRetry = fmt.Errorf("jobs: skip retry: %w", asynq.SkipRetry)
 
 // nameLabel is the const label that tells two components of one kind
