@@ -273,7 +273,7 @@ func uploadsChild() error {
 		if r.URL.Query().Has("big") {
 			st = store
 		}
-		got, err := st.Receive(r.Context(), r)
+		got, err := st.Receive(w, r)
 		if err != nil {
 			http.Error(w, err.Error(), uploads.Status(err))
 			return

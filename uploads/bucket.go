@@ -49,4 +49,7 @@ var (
 	ErrNoFile              = errors.New("uploads: no file in the request")
 	ErrBadRequest          = errors.New("uploads: malformed upload request")
 	ErrRangeNotSatisfiable = errors.New("uploads: range not satisfiable")
+	// ErrTooSlow is a transfer cut because the client moved fewer than
+	// Config.MinRate × Config.Window bytes in a Window of waiting.
+	ErrTooSlow = errors.New("uploads: transfer too slow")
 )

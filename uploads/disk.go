@@ -41,32 +41,52 @@ type diskMeta struct {
 	ETag        string            `json:"etag"`
 }
 
-// Upload implements Bucket: a temporary file renamed into place.
+// Upload implements Bucket: the data and its .meta file written to
+// temporary files and renamed into place, data first. On any failure
+// nothing is left under key.
 func (d *DiskBucket) Upload(ctx context.Context, key string, r io.Reader, contentType string, meta map[string]string) error {
 	p, err := d.path(key)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("uploads: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(p), ".upload-*")
+	data, err := os.CreateTemp(dir, ".upload-*")
 	if err != nil {
 		return fmt.Errorf("uploads: %w", err)
 	}
+	defer os.Remove(data.Name()) // if still there: something failed
 	h := md5.New()
-	_, err = io.Copy(io.MultiWriter(f, h), r)
-	err = errors.Join(err, f.Close(), ctx.Err())
-	if err == nil {
-		m, _ := json.Marshal(diskMeta{ContentType: contentType, Meta: meta, ETag: `"` + hex.EncodeToString(h.Sum(nil)) + `"`})
-		err = os.WriteFile(p+".meta", m, 0o640)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), p)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	_, err = io.Copy(io.MultiWriter(data, h), r)
+	if err = errors.Join(err, data.Close(), ctx.Err()); err != nil {
 		return err
+	}
+	m, _ := json.Marshal(diskMeta{ContentType: contentType, Meta: meta, ETag: `"` + hex.EncodeToString(h.Sum(nil)) + `"`})
+	mf, err := os.CreateTemp(dir, ".upload-*.meta")
+	if err != nil {
+		return fmt.Errorf("uploads: %w", err)
+	}
+	defer os.Remove(mf.Name())
+	_, err = mf.Write(m)
+	if err = errors.Join(err, mf.Close()); err != nil {
+		return fmt.Errorf("uploads: %w", err)
+	}
+	if err := os.Rename(data.Name(), p); err != nil {
+		return fmt.Errorf("uploads: %w", err)
+	}
+	if err := os.Rename(mf.Name(), p+".meta"); err != nil {
+		// The data without its metadata: remove it, and any older .meta.
+		return errors.Join(fmt.Errorf("uploads: %w", err), removeIfExists(p), removeIfExists(p+".meta"))
+	}
+	return nil
+}
+
+// removeIfExists removes the file at p; one already gone is not an error.
+func removeIfExists(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("uploads: %w", err)
 	}
 	return nil
 }
@@ -78,11 +98,11 @@ func (d *DiskBucket) Stat(_ context.Context, key string) (*Object, error) {
 		return nil, err
 	}
 	fi, err := os.Stat(p)
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) || (err == nil && !fi.Mode().IsRegular()) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("uploads: %w", err)
 	}
 	var m diskMeta
 	if b, err := os.ReadFile(p + ".meta"); err == nil {
@@ -161,15 +181,16 @@ func parseRange(h string, size int64) (start, end int64, ok bool) {
 	}
 }
 
-// Delete implements Bucket.
+// Delete implements Bucket: the data first, then its .meta file, so a
+// failure leaves the object whole or only a .meta file no Stat or Open
+// sees.
 func (d *DiskBucket) Delete(_ context.Context, key string) error {
 	p, err := d.path(key)
 	if err != nil {
 		return err
 	}
-	err = errors.Join(os.Remove(p), os.Remove(p+".meta"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	if err := removeIfExists(p); err != nil {
+		return err
 	}
-	return err
+	return removeIfExists(p + ".meta")
 }

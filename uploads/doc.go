@@ -9,12 +9,27 @@
 // checked against an allowlist (never the client's claim), the size is
 // counted as it streams (ErrTooLarge above Config.MaxSize), the SHA-256 is
 // computed on the way, the key is generated (the client's file name is kept
-// only as sanitised metadata). An [S3Bucket] sends the file as a multipart
-// upload in pooled part buffers — at most S3Config.MaxBuffers of them for
-// all uploads together — and aborts it on any failure (client gone, too
-// large, S3 error), retrying the abort in the background if S3 itself
-// failed, so no object and no orphan parts remain. [Status] maps errors to
-// HTTP statuses (413, 415, 400, 502).
+// only as sanitised metadata); the request's other form fields, before or
+// after the file, come back in Stored.Form. An [S3Bucket] sends the file
+// as a multipart upload from a pool of part memory — S3Config.MaxBuffers
+// parts' worth for all uploads together, handed out 256 KiB at a time as
+// bytes arrive, so a slow client holds only what it has sent — and aborts
+// it on any failure (client gone, too large, too slow, S3 error), retrying
+// the abort in the background if S3 itself failed, so no object and no
+// orphan parts remain. [Status] maps errors to HTTP statuses (413, 415,
+// 408, 400, 503, 502).
+//
+// # Bounded by progress, not by time
+//
+// Uploads and downloads may take as long as they need while they keep
+// moving: in every Config.Window of time the server waits on the client,
+// at least Config.MinRate × Window bytes must pass (1 KiB/s over 30s by
+// default), or the transfer is cut with [ErrTooSlow]. This works through
+// the connection's read and write deadlines (http.ResponseController),
+// which is why [Store.Receive] takes the ResponseWriter; they also end a
+// blocked read or write the moment the request context's deadline passes.
+// Give upload and download routes no request timeout (hakit.Timeout(0))
+// and let the progress bound end slow clients.
 //
 // # Straight to S3
 //
@@ -31,7 +46,13 @@
 // Content-Disposition: attachment for anything but a safe image type
 // (JPEG, PNG, GIF, WebP — not SVG), and Serve adds nosniff and a sandboxing
 // Content-Security-Policy, so an uploaded HTML or SVG file is never
-// rendered on the app's origin.
+// rendered on the app's origin. Serve answers every request itself, errors
+// included; the error it returns is for logging.
+//
+// # Metrics
+//
+// A [Store] is a prometheus.Collector of hakit_uploads_* metrics labelled
+// store=Config.Name, so several Stores can share a registry.
 //
 // [NewDiskBucket] keeps files in a directory, for development only.
 package uploads

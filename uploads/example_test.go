@@ -27,7 +27,7 @@ func Example() {
 		return
 	}
 	upload := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		file, err := store.Receive(r.Context(), r)
+		file, err := store.Receive(w, r)
 		if err != nil {
 			http.Error(w, err.Error(), uploads.Status(err))
 			return

@@ -1,7 +1,6 @@
 package uploads
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -44,8 +43,12 @@ type S3Config struct {
 	// Defaults to 4.
 	Concurrency int
 	// MaxBuffers bounds the part buffers of all uploads together, and so
-	// the memory uploads can take: MaxBuffers × PartSize. Uploads wait for
-	// a free buffer. Defaults to 8 (40 MiB with 5 MiB parts).
+	// the memory uploads can take: MaxBuffers × PartSize (each part rounded
+	// up to 256 KiB). The memory is handed out 256 KiB at a time as bytes
+	// arrive, so an upload holds only what its client has sent of the part
+	// it is filling, plus its parts on their way to S3; uploads wait for
+	// memory only when that much has arrived and not yet been sent.
+	// Defaults to 8 (40 MiB with 5 MiB parts); at least 2.
 	MaxBuffers int
 	// AbortTimeout is how long a failed upload keeps trying to abort its
 	// multipart upload (S3 may be the thing that failed). Defaults to 1m.
@@ -73,11 +76,7 @@ type S3Bucket struct {
 	presign *s3.PresignClient
 	log     *slog.Logger
 
-	// Part buffers: at most MaxBuffers, made on first need and kept in a
-	// free list (a sync.Pool would drop them at each GC and make the heap
-	// churn, which shows in RSS).
-	slots chan struct{} // one per buffer in use
-	free  chan *[]byte
+	pool *pool // the memory of part buffers, shared by all uploads
 
 	bodyOpts []func(*s3.Options) // for requests that carry file content
 
@@ -139,7 +138,7 @@ func NewS3Bucket(cfg S3Config) (*S3Bucket, error) {
 		opts.HTTPClient = cfg.HTTPClient
 	}
 	b := &S3Bucket{cfg: cfg, client: s3.New(opts), log: cfg.Logger, bodyOpts: bodyOptions(cfg.SignPayload),
-		slots: make(chan struct{}, cfg.MaxBuffers), free: make(chan *[]byte, cfg.MaxBuffers)}
+		pool: newPool(cfg.MaxBuffers, cfg.PartSize)}
 	b.presign = s3.NewPresignClient(b.client)
 	return b, nil
 }
@@ -155,41 +154,24 @@ func bodyOptions(sign bool) []func(*s3.Options) {
 // Client returns the S3 client, for what this package does not cover.
 func (b *S3Bucket) Client() *s3.Client { return b.client }
 
-// getBuffer waits for a free buffer slot and returns a part buffer.
-func (b *S3Bucket) getBuffer(ctx context.Context) (*[]byte, error) {
-	select {
-	case b.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	select {
-	case buf := <-b.free:
-		return buf, nil
-	default:
-		buf := make([]byte, b.cfg.PartSize)
-		return &buf, nil
-	}
-}
-
-func (b *S3Bucket) putBuffer(buf *[]byte) {
-	b.free <- buf // never blocks: there are at most MaxBuffers
-	<-b.slots
-}
-
 // Upload implements Bucket: one PUT for a body smaller than a part, a
-// multipart upload otherwise, with at most Concurrency parts in flight and
-// every part in a pooled buffer, so memory does not grow with the size of
-// the file. On any failure the multipart upload is aborted.
+// multipart upload otherwise, with at most Concurrency parts in flight.
+// Parts are held in memory from the bucket's pool, taken as the bytes
+// arrive, so memory does not grow with the size of the file and a slow
+// client holds only what it has sent. On any failure the multipart upload
+// is aborted.
 func (b *S3Bucket) Upload(ctx context.Context, key string, r io.Reader, contentType string, meta map[string]string) error {
-	first, err := b.getBuffer(ctx)
+	first := &part{}
+	eof, err := b.pool.fill(ctx, first, r, int(b.cfg.PartSize))
 	if err != nil {
+		b.pool.release(first)
 		return err
 	}
-	n, rerr := io.ReadFull(r, *first)
-	if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-		defer b.putBuffer(first)
+	if eof {
+		b.pool.seal(first)
+		defer b.pool.release(first)
 		_, err := b.client.PutObject(ctx, &s3.PutObjectInput{
-			Bucket: &b.cfg.Bucket, Key: &key, Body: bytes.NewReader((*first)[:n]), ContentLength: aws.Int64(int64(n)),
+			Bucket: &b.cfg.Bucket, Key: &key, Body: first.reader(), ContentLength: aws.Int64(int64(first.size)),
 			ContentType: aws.String(contentType), Metadata: meta,
 		}, b.bodyOpts...)
 		if err != nil {
@@ -197,16 +179,12 @@ func (b *S3Bucket) Upload(ctx context.Context, key string, r io.Reader, contentT
 		}
 		return nil
 	}
-	if rerr != nil {
-		b.putBuffer(first)
-		return rerr
-	}
 
 	created, err := b.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 		Bucket: &b.cfg.Bucket, Key: &key, ContentType: aws.String(contentType), Metadata: meta,
 	})
 	if err != nil {
-		b.putBuffer(first)
+		b.pool.release(first)
 		return fmt.Errorf("uploads: start multipart upload of %s: %w", key, err)
 	}
 	uploadID := created.UploadId
@@ -218,13 +196,13 @@ func (b *S3Bucket) Upload(ctx context.Context, key string, r io.Reader, contentT
 		wg    sync.WaitGroup
 		sem   = make(chan struct{}, b.cfg.Concurrency)
 	)
-	send := func(num int32, buf *[]byte, size int) {
+	send := func(num int32, pt *part) {
 		defer wg.Done()
 		defer func() { <-sem }()
-		defer b.putBuffer(buf)
+		defer b.pool.release(pt)
 		out, err := b.client.UploadPart(pctx, &s3.UploadPartInput{
 			Bucket: &b.cfg.Bucket, Key: &key, UploadId: uploadID, PartNumber: aws.Int32(num),
-			Body: bytes.NewReader((*buf)[:size]), ContentLength: aws.Int64(int64(size)),
+			Body: pt.reader(), ContentLength: aws.Int64(int64(pt.size)),
 		}, b.bodyOpts...)
 		if err != nil {
 			cancel(fmt.Errorf("uploads: part %d of %s: %w", num, key, err))
@@ -234,35 +212,31 @@ func (b *S3Bucket) Upload(ctx context.Context, key string, r io.Reader, contentT
 		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num)})
 		mu.Unlock()
 	}
-	buf, size := first, n
+	pt := first
 	var failure error
 	for num := int32(1); ; num++ {
+		b.pool.seal(pt)
 		select {
 		case sem <- struct{}{}:
 		case <-pctx.Done():
-			b.putBuffer(buf)
+			b.pool.release(pt)
 			failure = context.Cause(pctx)
 		}
 		if failure != nil {
 			break
 		}
 		wg.Add(1)
-		go send(num, buf, size)
-		if rerr != nil { // that was the last part
+		go send(num, pt)
+		if eof { // that was the last part
 			break
 		}
-		if buf, err = b.getBuffer(pctx); err != nil {
-			failure = context.Cause(pctx)
-			break
-		}
-		size, rerr = io.ReadFull(r, *buf)
-		if rerr == io.EOF { // nothing more: no empty last part
-			b.putBuffer(buf)
-			break
-		}
-		if rerr != nil && rerr != io.ErrUnexpectedEOF {
-			b.putBuffer(buf)
-			failure = rerr
+		pt = &part{}
+		eof, err = b.pool.fill(pctx, pt, r, int(b.cfg.PartSize))
+		if err != nil || pt.size == 0 { // failed, or nothing more: no empty last part
+			b.pool.release(pt)
+			if err != nil {
+				failure = err
+			}
 			break
 		}
 	}

@@ -15,10 +15,12 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/url"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -34,27 +36,49 @@ type Config struct {
 	Bucket Bucket
 	// Prefix is put before every key, e.g. "uploads/". Defaults to none.
 	Prefix string
+	// Name tells this Store's metrics from other Stores' in one registry
+	// (the store label). Defaults to Prefix without its slashes, or
+	// "default" if that is empty.
+	Name string
 	// MaxSize is the largest file accepted (413 above). Defaults to
 	// 100 MiB.
 	MaxSize int64
+	// MaxFormSize bounds the other form fields of an upload request
+	// together, names and values (413 above). Defaults to 1 MiB.
+	MaxFormSize int64
 	// AllowedTypes are the content types accepted, as sniffed from the
 	// file's first bytes (never as the client declares them; 415 for
 	// others). Defaults to JPEG, PNG, GIF, WebP and PDF.
 	AllowedTypes []string
 	// Field is the form field the file comes in. Defaults to "file".
 	Field string
+	// MinRate and Window bound uploads and downloads by progress instead
+	// of by time: in every Window of time the server spends waiting on the
+	// client (for the request body's next bytes, or for the client to take
+	// the response's), at least MinRate × Window bytes must pass, or the
+	// transfer is cut with ErrTooSlow (408 for an upload; the upload
+	// aborted). A transfer that keeps that pace may take as long as it
+	// needs; one that stops is cut within one Window. Time the server
+	// spends elsewhere (sending to S3, waiting for a part buffer) does
+	// not count. MinRate defaults to 1 KiB/s and Window to 30s; a
+	// negative MinRate turns the bound off.
+	MinRate int64
+	Window  time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
 
-// Store receives uploads into a Bucket and serves them back safely.
+// Store receives uploads into a Bucket and serves them back safely. It is
+// a prometheus.Collector of its metrics (hakit_uploads_*, labelled
+// store=Config.Name): register it where the app's metrics go.
 type Store struct {
-	cfg           Config
-	log           *slog.Logger
-	metricset.Set // a prometheus.Collector of the metrics below
-	bytes         prometheus.Counter
-	uploads       *prometheus.CounterVec
-	took          prometheus.Histogram
+	cfg       Config
+	log       *slog.Logger
+	unbounded sync.Once // warned that transfers cannot be bounded
+	metrics   metricset.Set
+	bytes     prometheus.Counter
+	uploads   *prometheus.CounterVec
+	took      prometheus.Histogram
 }
 
 // New returns a Store.
@@ -65,26 +89,49 @@ func New(cfg Config) (*Store, error) {
 	if cfg.MaxSize <= 0 {
 		cfg.MaxSize = 100 << 20
 	}
+	if cfg.MaxFormSize <= 0 {
+		cfg.MaxFormSize = 1 << 20
+	}
 	if len(cfg.AllowedTypes) == 0 {
 		cfg.AllowedTypes = []string{"image/jpeg", "image/png", "image/gif", "image/webp", "application/pdf"}
 	}
 	if cfg.Field == "" {
 		cfg.Field = "file"
 	}
+	if cfg.MinRate == 0 {
+		cfg.MinRate = 1 << 10
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 30 * time.Second
+	}
+	if cfg.Name == "" {
+		cfg.Name = strings.Trim(cfg.Prefix, "/")
+	}
+	if cfg.Name == "" {
+		cfg.Name = "default"
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	labels := prometheus.Labels{"store": cfg.Name}
 	st := &Store{cfg: cfg, log: cfg.Logger,
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "uploads", Name: "bytes_total",
-			Help: "Bytes of accepted uploads."}),
+			Help: "Bytes of accepted uploads.", ConstLabels: labels}),
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "uploads", Name: "total",
-			Help: "Uploads by outcome: stored, too_large, unsupported_type, aborted (client gone, store failed)."}, []string{"outcome"}),
+			Help:        "Uploads by outcome: stored, too_large, unsupported_type, too_slow, aborted (client gone, bad request, deadline, store failed).",
+			ConstLabels: labels}, []string{"outcome"}),
 		took: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "hakit", Subsystem: "uploads", Name: "duration_seconds",
-			Help: "Time to receive and store an upload.", Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 300}}),
+			Help: "Time to receive and store an upload.", ConstLabels: labels, Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 300}}),
 	}
-	st.Set = metricset.Set{st.bytes, st.uploads, st.took}
+	st.metrics = metricset.Set{st.bytes, st.uploads, st.took}
 	return st, nil
 }
+
+// Describe implements prometheus.Collector.
+func (s *Store) Describe(ch chan<- *prometheus.Desc) { s.metrics.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (s *Store) Collect(ch chan<- prometheus.Metric) { s.metrics.Collect(ch) }
 
 // Bucket returns the Store's bucket.
 func (s *Store) Bucket() Bucket { return s.cfg.Bucket }
@@ -96,53 +143,120 @@ type Stored struct {
 	ContentType string `json:"content_type"` // sniffed
 	Size        int64  `json:"size"`
 	SHA256      string `json:"sha256"` // hex
+	// Form holds the request's other form fields (parts without a file
+	// name), from before and after the file, in the order sent. Not
+	// encoded in JSON: it is the client's input, not the file's.
+	Form url.Values `json:"-"`
 }
 
 // Receive streams the file in the request's multipart body (form field
-// Config.Field) into the bucket and returns it. Nothing is buffered beyond
-// the bucket's part buffers, whatever the file's size. The content type is
-// sniffed from the first 512 bytes and must be allowed; the size is
-// counted as it streams; the SHA-256 is computed on the way. On any
-// failure — too large, wrong type, client gone, bucket error — nothing is
-// left in the bucket. [Status] maps the error to an HTTP status.
+// Config.Field) into the bucket and returns it, with the other form fields.
+// Nothing is buffered beyond the bucket's part buffers, whatever the
+// file's size. The content type is sniffed from the first 512 bytes and
+// must be allowed; the size is counted as it streams; the SHA-256 is
+// computed on the way. Form fields may come before or after the file (up
+// to Config.MaxFormSize together); other files in the request are read
+// past and dropped. On any failure — too large, wrong type, too slow,
+// client gone, bucket error, a bad field after the file — nothing is left
+// in the bucket. [Status] maps the error to an HTTP status.
+//
+// w is used only to set the connection's read deadline, which bounds the
+// upload by progress (Config.MinRate) and by the request context's
+// deadline, replacing the server's ReadTimeout for this request; nothing
+// is written to it. With a nil w, or one that cannot set deadlines (see
+// http.ResponseController), the upload is not bounded while the server
+// waits on the client.
 //
 // Call it before reading r.Body otherwise, and with a body limit above
 // MaxSize (hakit.BodyLimit) if the app has a smaller one.
-func (s *Store) Receive(ctx context.Context, r *http.Request) (*Stored, error) {
+func (s *Store) Receive(w http.ResponseWriter, r *http.Request) (st *Stored, err error) {
 	start := time.Now()
-	mr, err := multipartReader(r)
+	ctx := r.Context()
+	bound := s.bound(ctx, w, false)
+	defer func() { bound.finish(err != nil) }()
+	body := io.Reader(r.Body)
+	if bound != nil {
+		body = &progressReader{r: r.Body, p: bound}
+	}
+	mr, err := multipartReader(r.Header.Get("Content-Type"), body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
+	form := url.Values{}
+	formSize := int64(0)
 	for {
 		part, err := mr.NextPart()
 		if err == io.EOF {
-			return nil, ErrNoFile
+			break
 		}
 		if err != nil {
-			return nil, s.outcome(fmt.Errorf("%w: %v", ErrBadRequest, err), "aborted")
+			return nil, s.discard(ctx, st, s.readFailure(bound, err))
 		}
-		if part.FormName() != s.cfg.Field || part.FileName() == "" {
-			part.Close()
-			continue
+		switch {
+		case part.FileName() == "" && part.FormName() != "":
+			v, err := io.ReadAll(io.LimitReader(part, s.cfg.MaxFormSize-formSize+1))
+			if err != nil {
+				return nil, s.discard(ctx, st, s.readFailure(bound, err))
+			}
+			formSize += int64(len(part.FormName()) + len(v))
+			if formSize > s.cfg.MaxFormSize {
+				return nil, s.discard(ctx, st, s.outcome(fmt.Errorf("%w: form fields over %d bytes", ErrTooLarge, s.cfg.MaxFormSize), "too_large"))
+			}
+			form.Add(part.FormName(), string(v))
+		case st == nil && part.FormName() == s.cfg.Field && part.FileName() != "":
+			if st, err = s.store(ctx, part, bound); err != nil {
+				return nil, err
+			}
 		}
-		st, err := s.store(ctx, part)
-		part.Close()
-		if err != nil {
-			return nil, err
+		if _, err := io.Copy(io.Discard, part); err != nil { // what is left of it: a skipped file
+			return nil, s.discard(ctx, st, s.readFailure(bound, err))
 		}
-		s.uploads.WithLabelValues("stored").Inc()
-		s.bytes.Add(float64(st.Size))
-		s.took.Observe(time.Since(start).Seconds())
-		return st, nil
 	}
+	if st == nil {
+		return nil, ErrNoFile
+	}
+	st.Form = form
+	s.uploads.WithLabelValues("stored").Inc()
+	s.bytes.Add(float64(st.Size))
+	s.took.Observe(time.Since(start).Seconds())
+	return st, nil
 }
 
-// multipartReader is r.MultipartReader with a large read buffer: the
-// multipart package reads its input 4 KiB at a time, which on a raw
-// request body means a system call per 4 KiB.
-func multipartReader(r *http.Request) (*multipart.Reader, error) {
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+// readFailure is the error for a failed read of the request body: the
+// progress bound's, if it cut the read, else a bad request.
+func (s *Store) readFailure(bound *progress, err error) error {
+	if cause := bound.cause(); cause != nil {
+		return s.outcome(cause, outcomeOf(cause))
+	}
+	return s.outcome(fmt.Errorf("%w: reading the request: %v", ErrBadRequest, err), "aborted")
+}
+
+func outcomeOf(err error) string {
+	if errors.Is(err, ErrTooSlow) {
+		return "too_slow"
+	}
+	return "aborted"
+}
+
+// discard deletes st (stored before the request failed), if any, and
+// returns err.
+func (s *Store) discard(ctx context.Context, st *Stored, err error) error {
+	if st == nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if derr := s.cfg.Bucket.Delete(dctx, st.Key); derr != nil {
+		s.log.Error("uploads: could not delete the file of a failed upload", "key", st.Key, "err", derr)
+	}
+	return err
+}
+
+// multipartReader is r.MultipartReader on body, with a large read
+// buffer: the multipart package reads its input 4 KiB at a time, which on
+// a raw request body means a system call per 4 KiB.
+func multipartReader(contentType string, body io.Reader) (*multipart.Reader, error) {
+	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil || (mt != "multipart/form-data" && mt != "multipart/mixed") {
 		return nil, errors.New("want a multipart/form-data body")
 	}
@@ -150,7 +264,7 @@ func multipartReader(r *http.Request) (*multipart.Reader, error) {
 	if boundary == "" {
 		return nil, errors.New("no multipart boundary")
 	}
-	return multipart.NewReader(bufio.NewReaderSize(r.Body, 256<<10), boundary), nil
+	return multipart.NewReader(bufio.NewReaderSize(body, 256<<10), boundary), nil
 }
 
 func (s *Store) outcome(err error, o string) error {
@@ -159,10 +273,10 @@ func (s *Store) outcome(err error, o string) error {
 }
 
 // store sniffs, then streams one file part into the bucket.
-func (s *Store) store(ctx context.Context, part *multipart.Part) (*Stored, error) {
+func (s *Store) store(ctx context.Context, part *multipart.Part, bound *progress) (*Stored, error) {
 	head, ct, err := readHead(part)
 	if err != nil {
-		return nil, s.outcome(fmt.Errorf("%w: reading the file: %v", ErrBadRequest, err), "aborted")
+		return nil, s.readFailure(bound, err)
 	}
 	if !s.allowed(ct) {
 		return nil, s.outcome(fmt.Errorf("%w: %s (allowed: %s)", ErrUnsupportedType, ct, strings.Join(s.cfg.AllowedTypes, ", ")), "unsupported_type")
@@ -175,8 +289,10 @@ func (s *Store) store(ctx context.Context, part *multipart.Part) (*Stored, error
 		switch {
 		case errors.Is(err, ErrTooLarge):
 			return nil, s.outcome(err, "too_large")
-		case body.readErr != nil && !errors.Is(body.readErr, ErrTooLarge):
-			return nil, s.outcome(fmt.Errorf("%w: the upload stopped: %v", ErrBadRequest, body.readErr), "aborted")
+		case bound.cause() != nil, body.readErr != nil:
+			return nil, s.readFailure(bound, body.readErr)
+		case ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded):
+			return nil, s.outcome(fmt.Errorf("uploads: the request's deadline passed after %d bytes of the file, while storing it (an upload route needs a long timeout or none): %w", body.n, err), "aborted")
 		}
 		return nil, s.outcome(err, "aborted")
 	}
@@ -288,7 +404,9 @@ func isASCII(s string) bool {
 }
 
 // Status maps an error from Receive, Confirm or Serve to the HTTP status to
-// answer with.
+// answer with: 413 too large, 415 type not allowed, 400 bad request or no
+// file, 404, 416, 408 too slow, 503 the request's deadline or
+// cancellation, 502 the bucket failed.
 func Status(err error) int {
 	switch {
 	case err == nil:
@@ -303,6 +421,8 @@ func Status(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, ErrRangeNotSatisfiable):
 		return http.StatusRequestedRangeNotSatisfiable
+	case errors.Is(err, ErrTooSlow):
+		return http.StatusRequestTimeout
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
 	}
@@ -329,7 +449,16 @@ func dispositionFor(ct string) string {
 // anything but a safe image type, so an uploaded HTML or SVG file is
 // downloaded, never rendered on the app's origin (stored XSS). name, if
 // given, is the download's file name.
-func (s *Store) Serve(w http.ResponseWriter, r *http.Request, key, name string) error {
+//
+// The body is bounded by progress like an upload (Config.MinRate over
+// Config.Window of waiting on the client; ErrTooSlow) and by the request
+// context's deadline, through the connection's write deadline.
+//
+// Serve always answers the request itself: on an error before the body
+// (not found, bad range, bucket failure) it writes the status [Status]
+// gives; on an error in the body the response is cut short. The error it
+// returns is for logging: write nothing more to w.
+func (s *Store) Serve(w http.ResponseWriter, r *http.Request, key, name string) (err error) {
 	o, err := s.cfg.Bucket.Open(r.Context(), key, r.Header.Get("Range"), r.Header.Get("If-None-Match"))
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -368,13 +497,31 @@ func (s *Store) Serve(w http.ResponseWriter, r *http.Request, key, name string) 
 		h.Set("Last-Modified", o.LastModified.UTC().Format(http.TimeFormat))
 	}
 	h.Set("Content-Length", strconv.FormatInt(o.Length, 10))
+	code := http.StatusOK
 	if o.ContentRange != "" {
 		h.Set("Content-Range", o.ContentRange)
-		w.WriteHeader(http.StatusPartialContent)
+		code = http.StatusPartialContent
 	}
+	w.WriteHeader(code)
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	_, err = io.Copy(w, o.Body)
-	return err
+	bound := s.bound(r.Context(), w, true)
+	defer func() { bound.finish(err != nil) }()
+	if bound == nil {
+		_, err = io.Copy(w, o.Body)
+		return wrapServe(key, err)
+	}
+	pw := &progressWriter{w: w, p: bound}
+	if _, err = io.Copy(pw, o.Body); err == nil {
+		err = pw.flush() // the last bytes too, within the bound
+	}
+	return wrapServe(key, err)
+}
+
+func wrapServe(key string, err error) error {
+	if err != nil {
+		return fmt.Errorf("uploads: serving %s: %w", key, err)
+	}
+	return nil
 }

@@ -60,9 +60,15 @@ type harness struct {
 	bucket *uploads.S3Bucket
 	store  *uploads.Store
 	srv    *httptest.Server
+	dir    string     // a DiskBucket's
+	served chan error // what Serve returned, for each GET
 }
 
-func newHarness(t *testing.T, maxSize int64) *harness {
+func newHarness(t *testing.T, maxSize int64) *harness { return newHarnessWith(t, maxSize, nil, nil) }
+
+// newHarnessWith serves a Store on an S3 bucket in a new MinIO, cfg and srv
+// adjusting the Store's config and the http.Server (either may be nil).
+func newHarnessWith(t *testing.T, maxSize int64, cfg func(*uploads.Config), srv func(*http.Server)) *harness {
 	t.Helper()
 	m := hatest.NewMinIO(t, hatest.MinIOOptions{})
 	b, err := uploads.NewS3Bucket(uploads.S3Config{Endpoint: m.Endpoint, Region: m.Region, Bucket: m.Bucket,
@@ -71,27 +77,54 @@ func newHarness(t *testing.T, maxSize int64) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
-	st, err := uploads.New(uploads.Config{Bucket: b, Prefix: "up/", MaxSize: maxSize, Logger: quiet()})
+	c := uploads.Config{Bucket: b, Prefix: "up/", MaxSize: maxSize, Logger: quiet()}
+	if cfg != nil {
+		cfg(&c)
+	}
+	st, err := uploads.New(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("POST /upload", receiveHandler(st))
-	mux.HandleFunc("GET /files/{key...}", func(w http.ResponseWriter, r *http.Request) {
-		_ = st.Serve(w, r, r.PathValue("key"), r.URL.Query().Get("name"))
-	})
-	h := &harness{minio: m, bucket: b, store: st, srv: httptest.NewServer(mux)}
-	t.Cleanup(h.srv.Close)
+	h := &harness{minio: m, bucket: b, store: st, served: make(chan error, 16)}
+	h.srv = h.serve(t, srv)
 	return h
+}
+
+// serve starts the test server: POST /upload (?timeout=d puts a deadline
+// on the request, ?form answers the form fields too) and GET
+// /files/{key...} (?name=), whose Serve errors go to h.served.
+func (h *harness) serve(t *testing.T, srv func(*http.Server)) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.Handle("POST /upload", receiveHandler(h.store))
+	mux.HandleFunc("GET /files/{key...}", func(w http.ResponseWriter, r *http.Request) {
+		err := h.store.Serve(w, r, r.PathValue("key"), r.URL.Query().Get("name"))
+		select {
+		case h.served <- err:
+		default:
+		}
+	})
+	return httptestServer(t, mux, srv)
 }
 
 // receiveHandler answers with st.Receive's Stored as JSON, or its error
 // with the status uploads.Status gives.
 func receiveHandler(st *uploads.Store) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		got, err := st.Receive(r.Context(), r)
+		if d, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil {
+			ctx, cancel := context.WithTimeout(r.Context(), d)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
+		got, err := st.Receive(w, r)
 		if err != nil {
 			http.Error(w, err.Error(), uploads.Status(err))
+			return
+		}
+		if r.URL.Query().Has("form") {
+			json.NewEncoder(w).Encode(struct {
+				*uploads.Stored
+				Form url.Values `json:"form"`
+			}{got, got.Form})
 			return
 		}
 		json.NewEncoder(w).Encode(got)
@@ -479,21 +512,14 @@ func TestDiskBucket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	receive := receiveHandler(st)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == "POST" {
-			receive(w, r)
-			return
-		}
-		st.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"), "")
-	}))
-	defer srv.Close()
-	h := &harness{srv: srv}
+	h := &harness{store: st, served: make(chan error, 16)}
+	h.srv = h.serve(t, nil)
+	srv := h.srv
 	code, stored, body := h.upload(t, "a.png", newPattern(3000, 8))
 	if code != 200 {
 		t.Fatalf("%d %s", code, body)
 	}
-	req, _ := http.NewRequest("GET", srv.URL+"/"+stored.Key, nil)
+	req, _ := http.NewRequest("GET", srv.URL+"/files/"+stored.Key, nil)
 	req.Header.Set("Range", "bytes=-10")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
