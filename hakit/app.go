@@ -24,9 +24,10 @@ import (
 	"hakit.dev/health"
 )
 
-// ErrForcedShutdown is returned by Run when a second signal (or the end of
-// ShutdownTimeout) cut the drain short: some requests or components did
-// not finish.
+// ErrForcedShutdown is returned by Run when a second signal cut the drain
+// short: some requests or components did not finish. When the end of
+// ShutdownTimeout cut it short, Run's error wraps
+// context.DeadlineExceeded instead.
 var ErrForcedShutdown = errors.New("hakit: shutdown forced before the drain finished")
 
 // Component is a part of the app with a life cycle, started during
