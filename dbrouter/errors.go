@@ -107,6 +107,13 @@ func isConnError(err error) bool {
 		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "unexpected EOF")
 }
 
+// isServerFull reports a server that refused a new connection because it
+// has max_connections (or all but its reserved slots) in use.
+func isServerFull(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "53300"
+}
+
 // isAuthError reports a configuration error a node answered with: wrong
 // password or user, missing database. Retrying does not help.
 func isAuthError(err error) bool {

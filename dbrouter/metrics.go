@@ -22,6 +22,7 @@ type metrics struct {
 	reads       [3]prometheus.Counter
 	readRetries prometheus.Counter
 	rywChecks   prometheus.Counter
+	fullWaits   prometheus.Counter
 
 	collectors metricset.Set // the counters above, as one prometheus.Collector
 
@@ -55,7 +56,9 @@ func newMetrics(r *Router) *metrics {
 		Help: "Reads run again on another node after their node failed."})
 	m.rywChecks = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "ryw_checks_total",
 		Help: "Reads that asked a replica whether it had replayed the caller's writes."})
-	m.collectors = metricset.Set{roleChanges, m.failovers, retries, resolutions, reads, m.readRetries, m.rywChecks}
+	m.fullWaits = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "server_full_waits_total",
+		Help: "Times a read or write waited for a pooled connection because the server refused a new one (max_connections reached)."})
+	m.collectors = metricset.Set{roleChanges, m.failovers, retries, resolutions, reads, m.readRetries, m.rywChecks, m.fullWaits}
 
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(prometheus.BuildFQName(ns, sub, name), help, append([]string{"node"}, labels...), nil)

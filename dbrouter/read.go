@@ -247,7 +247,7 @@ func (r *Router) acquireRead(ctx context.Context, exclude uint64) (*readHandle, 
 func (r *Router) acquireOn(ctx context.Context, n *node) (*readHandle, error) {
 	n.inflight.Add(1)
 	downs := n.downs.Load()
-	conn, err := n.pool.Acquire(ctx)
+	conn, err := r.acquire(ctx, n, time.Now().Add(r.cfg.FailoverTimeout))
 	if err != nil {
 		n.inflight.Add(-1)
 		return nil, n.downSince(downs, err)

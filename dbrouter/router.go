@@ -365,6 +365,41 @@ func (r *Router) waitPrimary(ctx context.Context, deadline time.Time) (*node, er
 	}
 }
 
+// acquire takes a pooled connection on n. A server at max_connections
+// refuses new ones (SQLSTATE 53300) while the pool may hold connections
+// that are about to come free: then it waits for one, with backoff, until
+// ctx ends or deadline passes, and the refusal stays in the error.
+func (r *Router) acquire(ctx context.Context, n *node, deadline time.Time) (*pgxpool.Conn, error) {
+	var full error
+	for try := 0; ; try++ {
+		conn, err := n.pool.Acquire(ctx)
+		if err == nil {
+			return conn, nil
+		}
+		if !isServerFull(err) {
+			if full != nil {
+				err = errors.Join(err, full)
+			}
+			return nil, err
+		}
+		if full == nil {
+			r.metrics.fullWaits.Inc()
+		}
+		full = err
+		if !time.Now().Before(deadline) {
+			return nil, fmt.Errorf("dbrouter: no connection came free within %s: %w", r.cfg.FailoverTimeout, full)
+		}
+		d := min(time.Duration(1<<min(try, 5))*time.Millisecond, 50*time.Millisecond, time.Until(deadline))
+		t := time.NewTimer(d/2 + rand.N(d/2+1))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("dbrouter: waiting for a connection: %w: %w", ctx.Err(), full)
+		}
+	}
+}
+
 // pick chooses among candidates by the power of two choices: of two at
 // random, the one with less work in flight.
 func pick(cands []*node) *node {

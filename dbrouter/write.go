@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // WriteOptions adjust one Write.
@@ -68,7 +66,7 @@ func (r *Router) WriteOpts(ctx context.Context, opts WriteOptions, fn func(pgx.T
 			}
 			return err
 		}
-		res := r.attemptWrite(ctx, n, opts, fn)
+		res := r.attemptWrite(ctx, n, opts, deadline, fn)
 		switch res.outcome {
 		case committed:
 			raiseMinLSN(ctx, res.lsn)
@@ -76,6 +74,9 @@ func (r *Router) WriteOpts(ctx context.Context, opts WriteOptions, fn func(pgx.T
 		case failed:
 			return nodeErr(n, res.err)
 		case ambiguous:
+			if res.canceled {
+				return r.resolveCanceled(ctx, n, res)
+			}
 			if opts.Idempotent {
 				r.metrics.retries["commit_lost"].Inc()
 				last = nodeErr(n, res.err)
@@ -104,6 +105,26 @@ func (r *Router) WriteOpts(ctx context.Context, opts WriteOptions, fn func(pgx.T
 				m.Inc()
 			}
 		}
+	}
+}
+
+// resolveCanceled finds out, on a short context of its own, whether the
+// COMMIT of a caller whose context ended during it went through: nil if it
+// did, the context's error if it did not (the transaction is not run
+// again), ErrCommitUnknown if that cannot be told in time.
+func (r *Router) resolveCanceled(ctx context.Context, n *node, res writeResult) error {
+	budget := 2 * r.cfg.ProbeTimeout
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
+	defer cancel()
+	out := r.resolve(dctx, n, res, time.Now().Add(budget))
+	switch out.outcome {
+	case committed:
+		raiseMinLSN(ctx, out.lsn)
+		return nil
+	case retry:
+		return nodeErr(n, errors.Join(ctx.Err(), res.err))
+	default:
+		return fmt.Errorf("%w: %w", out.err, ctx.Err())
 	}
 }
 
@@ -138,12 +159,15 @@ type writeResult struct {
 	err     error
 	reason  string // retryReason(err) (retry from attemptWrite)
 	lsn     LSN    // commit LSN (committed)
-	xid     string // the transaction's id, if it had one (ambiguous)
-	before  LSN    // WAL insert position just before COMMIT (ambiguous)
+
+	// ambiguous: what the lost COMMIT is resolved from, and whether the
+	// caller's context ended during it.
+	facts    txnFacts
+	canceled bool
 }
 
 // attemptWrite runs one transaction on n.
-func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, fn func(pgx.Tx) error) writeResult {
+func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, deadline time.Time, fn func(pgx.Tx) error) writeResult {
 	n.inflight.Add(1)
 	defer n.inflight.Add(-1)
 	downs := n.downs.Load()
@@ -163,7 +187,7 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, f
 		return writeResult{outcome: failed, err: err}
 	}
 
-	conn, err := n.pool.Acquire(ctx)
+	conn, err := r.acquire(ctx, n, deadline)
 	if err != nil {
 		return classify(err)
 	}
@@ -190,10 +214,12 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, f
 	}
 
 	// What is needed to resolve a lost COMMIT: the transaction id (none
-	// if it wrote nothing) and the WAL position before the commit record.
+	// if it wrote nothing), the WAL position before the commit record, and
+	// which server run and timeline wrote it.
 	var xid *string
 	var before string
-	if err := tx.QueryRow(ctx, "SELECT pg_current_xact_id_if_assigned()::text, pg_current_wal_insert_lsn()::text").Scan(&xid, &before); err != nil {
+	var facts txnFacts
+	if err := tx.QueryRow(ctx, preCommitSQL).Scan(&xid, &before, &facts.timeline, &facts.started); err != nil {
 		_ = tx.Rollback(ctx)
 		return classify(err)
 	}
@@ -201,6 +227,13 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, f
 	if err != nil {
 		_ = tx.Rollback(ctx)
 		return writeResult{outcome: failed, err: err}
+	}
+	facts.before = beforeLSN
+	if xid != nil {
+		if facts.xid, err = strconv.ParseUint(*xid, 10, 64); err != nil {
+			_ = tx.Rollback(ctx)
+			return writeResult{outcome: failed, err: fmt.Errorf("bad transaction id %q", *xid)}
+		}
 	}
 
 	// COMMIT and the commit LSN in one round trip.
@@ -232,14 +265,17 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, f
 	if xid == nil {
 		// The transaction wrote nothing: whether COMMIT ran does not
 		// matter.
-		r.failed(n)
+		if ctx.Err() == nil {
+			r.failed(n)
+		}
 		return writeResult{outcome: committed, lsn: beforeLSN}
 	}
 	if ctx.Err() != nil {
-		return writeResult{outcome: failed, err: fmt.Errorf("%w (%w): %w", ErrCommitUnknown, ctx.Err(), err)}
+		// The caller gave up during COMMIT; the node may be fine.
+		return writeResult{outcome: ambiguous, err: err, facts: facts, canceled: true}
 	}
 	r.failed(n)
-	return writeResult{outcome: ambiguous, err: err, xid: *xid, before: beforeLSN}
+	return writeResult{outcome: ambiguous, err: err, facts: facts}
 }
 
 // primaryLSN returns the current primary's WAL insert position, or floor
@@ -266,119 +302,4 @@ func insertLSN(ctx context.Context, q Querier, floor LSN) LSN {
 		return floor
 	}
 	return l
-}
-
-// resolve finds out whether a transaction whose COMMIT got no answer
-// committed. It asks the current primary (the same node if it is still
-// the primary, else the one promoted after it):
-//
-//   - If that node ended a recovery (crash or promotion) before the
-//     position where the transaction's commit record would be, the commit is
-//     not in its history: run the transaction again.
-//   - Otherwise the node has every record of the transaction, so its
-//     transaction id cannot have been handed to another transaction there,
-//     and pg_xact_status tells: committed, aborted (run it again), or in
-//     progress (ask again).
-func (r *Router) resolve(ctx context.Context, origin *node, w writeResult, deadline time.Time) writeResult {
-	xid, err := strconv.ParseUint(w.xid, 10, 64)
-	if err != nil {
-		return writeResult{outcome: failed, err: fmt.Errorf("%w: bad transaction id %q", ErrCommitUnknown, w.xid)}
-	}
-	var last error = w.err
-	for try := 0; ; try++ {
-		if try > 0 {
-			if err := r.backoff(ctx, try); err != nil {
-				last = errors.Join(last, err)
-				break
-			}
-			if time.Now().After(deadline) {
-				last = errors.Join(last, fmt.Errorf("not resolved within the failover timeout (%s)", r.cfg.FailoverTimeout))
-				break
-			}
-		}
-		n, err := r.waitPrimary(ctx, deadline)
-		if err != nil {
-			last = errors.Join(last, err)
-			break
-		}
-		out, err := r.askCommit(ctx, n, xid, w.before)
-		if err != nil {
-			last = nodeErr(n, err)
-			if ctx.Err() == nil && (isConnError(err) || errors.Is(err, errNotPrimary)) {
-				r.failed(n)
-				continue
-			}
-			break
-		}
-		switch out.outcome {
-		case committed:
-			r.metrics.resolutions["committed"].Inc()
-			r.log.Info("dbrouter: lost COMMIT resolved: committed", "node", origin.name, "asked", n.name, "xid", xid)
-			return out
-		case retry:
-			r.metrics.resolutions["aborted"].Inc()
-			r.log.Info("dbrouter: lost COMMIT resolved: not committed, running the transaction again", "node", origin.name, "asked", n.name, "xid", xid)
-			return out
-		}
-		// In progress: the old primary may still be committing.
-	}
-	r.metrics.resolutions["unknown"].Inc()
-	r.log.Error("dbrouter: lost COMMIT could not be resolved", "node", origin.name, "xid", xid, "err", last)
-	return writeResult{outcome: failed, err: fmt.Errorf("%w (transaction %d on %s): %w", ErrCommitUnknown, xid, origin.name, last)}
-}
-
-var errNotPrimary = errors.New("not a primary any more")
-
-// askCommit asks n about transaction xid; outcome committed, retry, or
-// ambiguous for "still in progress".
-func (r *Router) askCommit(ctx context.Context, n *node, xid uint64, before LSN) (writeResult, error) {
-	actx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
-	defer cancel()
-	conn, err := n.pool.Acquire(actx)
-	if err != nil {
-		return writeResult{}, err
-	}
-	n.track(conn.Conn())
-	defer func() {
-		n.untrack(conn.Conn())
-		conn.Release()
-	}()
-	var recoveredTo *string
-	var inRecovery bool
-	if err := conn.QueryRow(actx, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text").Scan(&inRecovery, &recoveredTo); err != nil {
-		return writeResult{}, err
-	}
-	if inRecovery {
-		return writeResult{}, errNotPrimary
-	}
-	if recoveredTo != nil {
-		e, err := ParseLSN(*recoveredTo)
-		if err != nil {
-			return writeResult{}, err
-		}
-		if e < before {
-			// The node's history branched off before the commit record.
-			return writeResult{outcome: retry}, nil
-		}
-	}
-	var status *string
-	err = conn.QueryRow(actx, "SELECT pg_xact_status($1::text::xid8)", strconv.FormatUint(xid, 10)).Scan(&status)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "22023" && strings.Contains(pgErr.Message, "in the future") {
-		// The node never saw this transaction id.
-		return writeResult{outcome: retry}, nil
-	}
-	if err != nil {
-		return writeResult{}, err
-	}
-	switch {
-	case status == nil:
-		return writeResult{}, fmt.Errorf("%w: transaction %d is too old to look up", ErrCommitUnknown, xid)
-	case *status == "committed":
-		return writeResult{outcome: committed, lsn: insertLSN(actx, conn, before)}, nil
-	case *status == "aborted":
-		return writeResult{outcome: retry}, nil
-	default: // "in progress"
-		return writeResult{outcome: ambiguous}, nil
-	}
 }
