@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"hakit.dev/hatest"
 	"hakit.dev/uploads"
 )
 
@@ -209,12 +210,12 @@ func TestSlowSteadyUploadOutlivesReadTimeout(t *testing.T) {
 			start := time.Now()
 			for sent := int64(0); sent < tc.size-tc.chunk; sent += tc.chunk {
 				if err := u.send(tc.chunk); err != nil {
-					t.Fatalf("after %d bytes: %v", sent, err)
+					t.Fatalf("cut after %d bytes and %s: %v; the answer: %+v", sent, time.Since(start), err, u.answer(t, 10*time.Second))
 				}
 				time.Sleep(100 * time.Millisecond) // the client's pace
 			}
 			if err := u.finish(); err != nil {
-				t.Fatal(err)
+				t.Fatalf("cut at the end, after %s: %v; the answer: %+v", time.Since(start), err, u.answer(t, 10*time.Second))
 			}
 			r := u.answer(t, 60*time.Second)
 			if r.code != 200 {
@@ -234,18 +235,23 @@ func TestStalledUploadIsCut(t *testing.T) {
 	const window = time.Second
 	t.Run("s3", func(t *testing.T) {
 		t.Parallel()
-		h := newHarnessWith(t, 300<<20, scaled(window), nil)
+		// A longer window: time to see the multipart upload before the cut.
+		h := newHarnessWith(t, 300<<20, scaled(3*window), nil)
 		u := startRawUpload(t, h.srv.URL, "/upload", 100<<20, 12)
 		// More than a part: a multipart upload is under way.
 		if err := u.send(6 << 20); err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
+		hatest.WaitFor(t, 10*time.Second, "the multipart upload", func() bool {
+			n, err := h.bucket.Incomplete(context.Background(), "up/")
+			return err == nil && n == 1
+		})
 		r := u.answer(t, 30*time.Second)
 		if r.code != http.StatusRequestTimeout || !strings.Contains(r.body, "too slow") {
 			t.Fatalf("stalled upload: %d %s", r.code, r.body)
 		}
-		t.Logf("cut %s after the last byte was sent (window %s)", time.Since(start), window)
+		t.Logf("cut %s after the last byte was sent (window %s)", time.Since(start), 3*window)
 		h.nothingLeft(t)
 	})
 	t.Run("disk", func(t *testing.T) {
@@ -261,6 +267,40 @@ func TestStalledUploadIsCut(t *testing.T) {
 		}
 		if left := files(t, h.dir); len(left) != 0 {
 			t.Fatalf("left behind: %v", left)
+		}
+	})
+	t.Run("http2", func(t *testing.T) {
+		t.Parallel()
+		b, err := uploads.NewDiskBucket(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := uploads.New(uploads.Config{Bucket: b, Logger: quiet(), MinRate: 1 << 10, Window: window})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewUnstartedServer(receiveHandler(st))
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+		defer srv.Close()
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		go func() { // 100 KiB, then nothing
+			io.WriteString(pw, rawHead)
+			io.CopyN(pw, newPattern(1<<20, 18), 100<<10)
+		}()
+		req, _ := http.NewRequest("POST", srv.URL+"/upload", pr)
+		req.Header.Set("Content-Type", "multipart/form-data; boundary="+rawBoundary)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		resp, err := srv.Client().Do(req.WithContext(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusRequestTimeout {
+			t.Fatalf("stalled HTTP/2 upload: %s %d %s", resp.Proto, resp.StatusCode, body)
 		}
 	})
 }
@@ -312,19 +352,22 @@ func TestTricklingUploadsDoNotStarveOthers(t *testing.T) {
 	}
 
 	done := make(chan struct{})
-	var code int
-	var body string
+	var (
+		code int
+		body string
+		err  error
+	)
 	go func() {
 		defer close(done)
-		code, _, body = h.upload(t, "fast.png", newPattern(100<<10, 30))
+		code, _, body, err = postFile(h.srv.URL+"/upload", "fast.png", newPattern(100<<10, 30))
 	}()
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("a 100 KB upload did not finish within 30s while 8 others trickled in")
 	}
-	if code != 200 {
-		t.Fatalf("fast upload: %d %s", code, body)
+	if err != nil || code != 200 {
+		t.Fatalf("fast upload: %d %s %v", code, body, err)
 	}
 	for i, u := range trickles {
 		if u.answered() {
@@ -352,6 +395,19 @@ type firstRead struct {
 func (f *firstRead) Read(p []byte) (int, error) {
 	f.once.Do(func() { f.reading <- struct{}{} })
 	return f.r.Read(p)
+}
+
+// An app's body limit below the file gives 413, like MaxSize.
+func TestBodyLimitIsTooLarge(t *testing.T) {
+	t.Parallel()
+	h := newDiskHarness(t, nil, nil)
+	code, _, body, err := postFile(h.srv.URL+"/upload?limit=50000", "big.png", newPattern(100<<10, 17))
+	if err != nil || code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("100 KB with a 50 KB body limit: %d %s %v", code, body, err)
+	}
+	if left := files(t, h.dir); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
+	}
 }
 
 // A download to a client that stops reading is cut within the window.

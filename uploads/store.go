@@ -223,10 +223,14 @@ func (s *Store) Receive(w http.ResponseWriter, r *http.Request) (st *Stored, err
 }
 
 // readFailure is the error for a failed read of the request body: the
-// progress bound's, if it cut the read, else a bad request.
+// progress bound's, if it cut the read, ErrTooLarge past the app's body
+// limit (http.MaxBytesReader), else a bad request.
 func (s *Store) readFailure(bound *progress, err error) error {
 	if cause := bound.cause(); cause != nil {
 		return s.outcome(cause, outcomeOf(cause))
+	}
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		return s.outcome(fmt.Errorf("%w: the request body is over the limit of %d bytes", ErrTooLarge, mbe.Limit), "too_large")
 	}
 	return s.outcome(fmt.Errorf("%w: reading the request: %v", ErrBadRequest, err), "aborted")
 }

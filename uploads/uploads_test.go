@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -91,7 +92,8 @@ func newHarnessWith(t *testing.T, maxSize int64, cfg func(*uploads.Config), srv 
 }
 
 // serve starts the test server: POST /upload (?timeout=d puts a deadline
-// on the request, ?form answers the form fields too) and GET
+// on the request, ?limit=n a body limit, ?form answers the form fields
+// too) and GET
 // /files/{key...} (?name=), whose Serve errors go to h.served.
 func (h *harness) serve(t *testing.T, srv func(*http.Server)) *httptest.Server {
 	mux := http.NewServeMux()
@@ -110,6 +112,9 @@ func (h *harness) serve(t *testing.T, srv func(*http.Server)) *httptest.Server {
 // with the status uploads.Status gives.
 func receiveHandler(st *uploads.Store) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if n, err := strconv.ParseInt(r.URL.Query().Get("limit"), 10, 64); err == nil {
+			r.Body = http.MaxBytesReader(w, r.Body, n)
+		}
 		if d, err := time.ParseDuration(r.URL.Query().Get("timeout")); err == nil {
 			ctx, cancel := context.WithTimeout(r.Context(), d)
 			defer cancel()
@@ -134,6 +139,15 @@ func receiveHandler(st *uploads.Store) http.HandlerFunc {
 // upload streams a multipart body with one file from r.
 func (h *harness) upload(t *testing.T, name string, r io.Reader) (int, *uploads.Stored, string) {
 	t.Helper()
+	code, st, body, err := postFile(h.srv.URL+"/upload", name, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code, st, body
+}
+
+// postFile streams a multipart body with one file from r to url.
+func postFile(url, name string, r io.Reader) (int, *uploads.Stored, string, error) {
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
 	go func() {
@@ -146,19 +160,19 @@ func (h *harness) upload(t *testing.T, name string, r io.Reader) (int, *uploads.
 		}
 		pw.CloseWithError(err)
 	}()
-	resp, err := http.Post(h.srv.URL+"/upload", mw.FormDataContentType(), pr)
+	resp, err := http.Post(url, mw.FormDataContentType(), pr)
 	if err != nil {
-		t.Fatal(err)
+		return 0, nil, "", err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	var st uploads.Stored
 	if resp.StatusCode == 200 {
 		if err := json.Unmarshal(body, &st); err != nil {
-			t.Fatal(err)
+			return 0, nil, "", err
 		}
 	}
-	return resp.StatusCode, &st, string(body)
+	return resp.StatusCode, &st, string(body), nil
 }
 
 // nothingLeft waits until the bucket holds no object and no incomplete
