@@ -2,24 +2,17 @@ package hakit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"strings"
-	"time"
-
-	"github.com/golang-migrate/migrate/v4"
-	migratepgx "github.com/golang-migrate/migrate/v4/database/pgx/v5"
-	"github.com/golang-migrate/migrate/v4/source/iofs"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"hakit.dev/dbrouter"
 	"hakit.dev/health"
 )
 
-// dbComponent runs migrations at start, reports the primary in /readyz and
-// closes the router at shutdown.
+// dbComponent runs migrations at start (the library's, then the app's),
+// reports the primary in /readyz and closes the router at shutdown.
 type dbComponent struct {
 	db         *dbrouter.Router
 	migrations fs.FS
@@ -27,9 +20,7 @@ type dbComponent struct {
 }
 
 func (d *dbComponent) Start(ctx context.Context) error {
-	if d.migrations == nil {
-		return nil
-	}
+	// The library's tables always; the app's migrations when set.
 	return Migrate(ctx, d.db, d.migrations, d.log)
 }
 
@@ -87,55 +78,4 @@ func (d *dbComponent) HealthChecks() []health.Check {
 			return pool.Ping(ctx)
 		},
 	}}
-}
-
-// Migrate runs the golang-migrate migrations in fsys (NNN_name.up.sql at
-// its root) up on the primary of db. golang-migrate holds a PostgreSQL
-// advisory lock while it migrates, so instances starting together take
-// turns and the migrations run once. While no primary is known Migrate
-// waits for one, up to ctx.
-func Migrate(ctx context.Context, db *dbrouter.Router, fsys fs.FS, log *slog.Logger) error {
-	pool, err := db.Primary()
-	for err != nil {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("hakit: migrations: %w (%w)", err, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-		pool, err = db.Primary()
-	}
-	src, err := iofs.New(fsys, ".")
-	if err != nil {
-		return fmt.Errorf("hakit: migrations: %w", err)
-	}
-	sqlDB := stdlib.OpenDBFromPool(pool)
-	defer sqlDB.Close()
-	drv, err := migratepgx.WithInstance(sqlDB, &migratepgx.Config{})
-	if err != nil {
-		return fmt.Errorf("hakit: migrations: %w", err)
-	}
-	m, err := migrate.NewWithInstance("iofs", src, "pgx5", drv)
-	if err != nil {
-		return fmt.Errorf("hakit: migrations: %w", err)
-	}
-	defer m.Close()
-	stop := context.AfterFunc(ctx, func() {
-		select {
-		case m.GracefulStop <- true:
-		default:
-		}
-	})
-	defer stop()
-	start := time.Now()
-	err = m.Up()
-	switch {
-	case errors.Is(err, migrate.ErrNoChange):
-		log.Info("hakit: migrations: up to date")
-		return nil
-	case err != nil:
-		return fmt.Errorf("hakit: migrations: %w", err)
-	}
-	v, _, _ := m.Version()
-	log.Info("hakit: migrations applied", "version", v, "took", time.Since(start).Round(time.Millisecond))
-	return nil
 }

@@ -7,7 +7,10 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// OnceSchema creates the table Once records keys in.
+// OnceSchema creates the table Once records keys in, hakit_jobs_once, if
+// it does not exist. hakit.App creates it with [Migrations]; OnceSchema
+// is for apps that create tables their own way ([Outbox.Schema] includes
+// it).
 const OnceSchema = `CREATE TABLE IF NOT EXISTS hakit_jobs_once (
 	key     text PRIMARY KEY,
 	done_at timestamptz NOT NULL DEFAULT now()

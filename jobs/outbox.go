@@ -36,8 +36,16 @@ func NewOutbox(table string) *Outbox {
 		insert: `INSERT INTO ` + t + ` (task_type, payload, opts) VALUES ($1, $2, $3) RETURNING task_id::text`}
 }
 
-// Schema returns the SQL that creates the outbox table and the table
-// [Once] uses, for an application's own migrations.
+// Schema returns the SQL that creates the outbox table, or brings one
+// made by an earlier version up to date, and the table [Once] uses. It is
+// idempotent: it can run at every start.
+//
+// The default table, hakit_outbox, needs none of this: hakit.App applies
+// [Migrations] itself. Schema is for an outbox on another table
+// (NewOutbox("orders_outbox")), to put in the app's own migrations, and
+// for apps that create tables their own way. When a release changes the
+// table, its new migration says so in docs/migrations.md, and Schema
+// includes the change in its idempotent form.
 //
 // Each row has a random task_id (a UUID): its task's ID on the queue is
 // "outbox-<task_id>", unique across tables, databases and a sequence that
@@ -55,11 +63,16 @@ func (o *Outbox) Schema() string {
 	created_at timestamptz NOT NULL DEFAULT now(),
 	sent_to    text
 );
+ALTER TABLE ` + t + `
+	ADD COLUMN IF NOT EXISTS task_id uuid NOT NULL DEFAULT gen_random_uuid(),
+	ADD COLUMN IF NOT EXISTS sent_to text;
 ` + OnceSchema
 }
 
-// CreateTables creates the outbox table and Once's table if they do not
-// exist.
+// CreateTables runs [Outbox.Schema]: it creates the outbox table and
+// Once's table if they do not exist, and upgrades an outbox table made by
+// an earlier version. Under hakit.App there is no need: its migrations
+// create the default tables.
 func (o *Outbox) CreateTables(ctx context.Context, db *dbrouter.Router) error {
 	if _, err := db.Exec(ctx, o.Schema()); err != nil {
 		return fmt.Errorf("jobs: create the outbox tables: %w", err)

@@ -13,13 +13,18 @@ import (
 
 // PostgresOptions configure a PostgresStore.
 type PostgresOptions struct {
-	// Table is the sessions table. Defaults to "hakit_sessions". Create it
-	// with [PostgresStore.CreateTable] or the SQL of [PostgresSchema].
+	// Table is the sessions table. Defaults to "hakit_sessions", which
+	// hakit.App creates with [Migrations]. Another table is the app's to
+	// create: put [PostgresSchema] in its migrations, or call
+	// [PostgresStore.CreateTable].
 	Table string
 }
 
-// PostgresSchema returns the SQL that creates the sessions table, for
-// applications that ship it in their own migrations.
+// PostgresSchema returns the SQL that creates the sessions table named
+// table (and its expiry index) if it does not exist. The default table,
+// hakit_sessions, needs none of this under hakit.App, which applies
+// [Migrations]; PostgresSchema is for a table of another name, in the
+// app's own migrations, and for apps that create tables their own way.
 func PostgresSchema(table string) string {
 	t := pgx.Identifier{table}.Sanitize()
 	idx := pgx.Identifier{table + "_expiry"}.Sanitize()
@@ -64,7 +69,8 @@ func NewPostgresStore(primary func() (*pgxpool.Pool, error), opts PostgresOption
 	return s
 }
 
-// CreateTable creates the sessions table if it does not exist.
+// CreateTable runs [PostgresSchema] for the store's table: it creates it
+// if it does not exist. Under hakit.App the default table needs no call.
 func (s *PostgresStore) CreateTable(ctx context.Context) error {
 	pool, err := s.primary()
 	if err != nil {

@@ -1,0 +1,442 @@
+package hakit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-migrate/migrate/v4"
+	migratepgx "github.com/golang-migrate/migrate/v4/database/pgx/v5"
+	"github.com/golang-migrate/migrate/v4/source/iofs"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"hakit.dev/dbrouter"
+	"hakit.dev/jobs"
+	"hakit.dev/session"
+)
+
+// LibraryMigrationsTable is the table in which [Migrate] records the
+// library's own migrations (those of [jobs.Migrations] and
+// [session.Migrations]): one row per package and version. The app's
+// migrations keep golang-migrate's schema_migrations.
+const LibraryMigrationsTable = "hakit_schema_migrations"
+
+// MigrationLockKey is the PostgreSQL advisory lock (pg_advisory_lock) that
+// [Migrate] holds, on a connection of its own, while it applies the
+// library's migrations and then the app's: instances starting together
+// take turns, and each finds the work done by the first. (golang-migrate
+// also takes its own lock around the app's migrations, inside this one.)
+const MigrationLockKey int64 = 0x68616b69745f6d67 // "hakit_mg"
+
+// libraryMigrations are the migrations of the library's own tables, in the
+// order they are applied: each package's by version.
+func libraryMigrations() []migrationSource {
+	return []migrationSource{
+		{pkg: "jobs", fsys: jobs.Migrations()},
+		{pkg: "session", fsys: session.Migrations()},
+	}
+}
+
+// migrationSource is one package's migrations.
+type migrationSource struct {
+	pkg  string
+	fsys fs.FS
+}
+
+// migrationFile is one up migration of a package.
+type migrationFile struct {
+	pkg     string
+	version uint64
+	name    string // the file name, for logs and errors
+	sql     string
+}
+
+// Migrate brings the database of db up to date, on its primary: first the
+// library's own tables — the outbox and Once's table of package jobs, the
+// PostgreSQL session store's table — from [jobs.Migrations] and
+// [session.Migrations], recorded in [LibraryMigrationsTable]; then the
+// app's golang-migrate migrations in fsys, recorded in schema_migrations.
+// fsys may be nil: the library's migrations alone are applied. hakit.App
+// calls Migrate at start, with Config.Migrations, whenever it has a
+// database.
+//
+// The migrations in fsys are files named NNN_name.up.sql (golang-migrate's
+// format; .down.sql files are allowed and never run). When none sit at the
+// root of fsys, the one directory that holds some is used — an embed.FS
+// made with //go:embed migrations/*.sql holds them under "migrations/" —
+// and several such directories, or none, are an error saying what to do.
+//
+// It all runs under one PostgreSQL advisory lock ([MigrationLockKey]), so
+// instances starting together migrate once. Each library migration runs
+// in a transaction with the row that records it, so it is applied once or
+// not at all. While no primary is known Migrate waits for one, up to ctx;
+// without fsys it first asks any node, and returns at once when every
+// library migration is already recorded there. log may be nil
+// (slog.Default()).
+func Migrate(ctx context.Context, db *dbrouter.Router, fsys fs.FS, log *slog.Logger) error {
+	return migrateDB(ctx, db, libraryMigrations(), fsys, log)
+}
+
+func migrateDB(ctx context.Context, db *dbrouter.Router, lib []migrationSource, fsys fs.FS, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	if fsys != nil {
+		root, dir, err := findMigrations(fsys)
+		if err != nil {
+			return err
+		}
+		if dir != "." {
+			log.Info("hakit: migrations found in a subdirectory", "dir", dir)
+		}
+		fsys = root
+	}
+	if db == nil {
+		return errors.New("hakit: migrations: no database router")
+	}
+	files, err := readLibrary(lib)
+	if err != nil {
+		return err
+	}
+	if fsys == nil {
+		// A replica that has every library migration recorded means the
+		// primary has too: no need to wait for the primary, or to lock.
+		if pool, err := db.Replica(); err == nil {
+			if done, _ := libraryApplied(ctx, pool, files); done {
+				log.Info("hakit: migrations: up to date")
+				return nil
+			}
+		}
+	}
+	pool, err := db.Primary()
+	for err != nil {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("hakit: migrations: %w (%w)", err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+		pool, err = db.Primary()
+	}
+	start := time.Now()
+	// The lock is held by a connection of its own, outside the pool: the
+	// app's migrations below use the pool, however small it is.
+	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig)
+	if err != nil {
+		return fmt.Errorf("hakit: migrations: connect to the primary: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := lockMigrations(ctx, conn, log); err != nil {
+		return err
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		// Closing the connection releases the lock anyway.
+		conn.Exec(uctx, `SELECT pg_advisory_unlock($1)`, MigrationLockKey)
+	}()
+	applied, err := applyLibrary(ctx, conn, files, log)
+	if err != nil {
+		return err
+	}
+	if fsys == nil {
+		if applied == 0 {
+			log.Info("hakit: migrations: up to date")
+		}
+		return nil
+	}
+	return migrateApp(ctx, pool, fsys, applied, start, log)
+}
+
+// lockMigrations takes the migrations' advisory lock on conn, waiting for
+// another instance's migrations to end (up to ctx).
+func lockMigrations(ctx context.Context, conn *pgx.Conn, log *slog.Logger) error {
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, MigrationLockKey).Scan(&got); err != nil {
+		return fmt.Errorf("hakit: migrations: lock: %w", err)
+	}
+	if got {
+		return nil
+	}
+	log.Info("hakit: migrations: waiting for another instance's migrations", "lock", MigrationLockKey)
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, MigrationLockKey); err != nil {
+		return fmt.Errorf("hakit: migrations: wait for another instance's migrations: %w", err)
+	}
+	return nil
+}
+
+// readLibrary reads the library's migrations, in the order to apply them.
+func readLibrary(lib []migrationSource) ([]migrationFile, error) {
+	var files []migrationFile
+	for _, src := range lib {
+		entries, err := fs.ReadDir(src.fsys, ".")
+		if err != nil {
+			return nil, fmt.Errorf("hakit: library migrations of %s: %w", src.pkg, err)
+		}
+		var own []migrationFile
+		for _, e := range entries {
+			v, up, ok := parseMigrationName(e.Name())
+			if !ok || !up || e.IsDir() {
+				continue
+			}
+			b, err := fs.ReadFile(src.fsys, e.Name())
+			if err != nil {
+				return nil, fmt.Errorf("hakit: library migrations of %s: %w", src.pkg, err)
+			}
+			if i := slices.IndexFunc(own, func(f migrationFile) bool { return f.version == v }); i >= 0 {
+				return nil, fmt.Errorf("hakit: library migrations of %s: %s and %s have the same version", src.pkg, own[i].name, e.Name())
+			}
+			own = append(own, migrationFile{pkg: src.pkg, version: v, name: e.Name(), sql: string(b)})
+		}
+		slices.SortFunc(own, func(a, b migrationFile) int { return cmpUint(a.version, b.version) })
+		files = append(files, own...)
+	}
+	return files, nil
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+const createLibraryTable = `CREATE TABLE IF NOT EXISTS ` + LibraryMigrationsTable + ` (
+	package    text NOT NULL,
+	version    bigint NOT NULL,
+	name       text NOT NULL,
+	applied_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (package, version)
+)`
+
+// querier is what recorded needs of a pool or a connection.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// libraryTableExists reports whether LibraryMigrationsTable exists.
+func libraryTableExists(ctx context.Context, q querier) (bool, error) {
+	var exists bool
+	err := q.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, LibraryMigrationsTable).Scan(&exists)
+	return exists, err
+}
+
+// recorded returns the library migrations recorded on q, as "pkg/version";
+// an empty set when the table does not exist yet.
+func recorded(ctx context.Context, q querier) (map[string]bool, error) {
+	done := map[string]bool{}
+	if exists, err := libraryTableExists(ctx, q); err != nil || !exists {
+		return done, err
+	}
+	rows, err := q.Query(ctx, `SELECT package, version FROM `+LibraryMigrationsTable)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var pkg string
+		var v int64
+		if err := rows.Scan(&pkg, &v); err != nil {
+			return nil, err
+		}
+		done[pkg+"/"+strconv.FormatInt(v, 10)] = true
+	}
+	return done, rows.Err()
+}
+
+func key(f migrationFile) string { return f.pkg + "/" + strconv.FormatUint(f.version, 10) }
+
+// libraryApplied reports whether every library migration is recorded on
+// pool (a replica will do).
+func libraryApplied(ctx context.Context, pool *pgxpool.Pool, files []migrationFile) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	done, err := recorded(ctx, pool)
+	if err != nil {
+		return false, err
+	}
+	for _, f := range files {
+		if !done[key(f)] {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// applyLibrary applies the library migrations not recorded yet, each in a
+// transaction with its record, and returns how many it applied.
+func applyLibrary(ctx context.Context, conn *pgx.Conn, files []migrationFile, log *slog.Logger) (int, error) {
+	exists, err := libraryTableExists(ctx, conn)
+	if err != nil {
+		return 0, fmt.Errorf("hakit: library migrations: %w", err)
+	}
+	// Created only when missing: a database user without the right to
+	// create tables can start once the tables exist.
+	if !exists {
+		if _, err := conn.Exec(ctx, createLibraryTable); err != nil {
+			return 0, fmt.Errorf("hakit: library migrations: create %s: %w", LibraryMigrationsTable, err)
+		}
+	}
+	done, err := recorded(ctx, conn)
+	if err != nil {
+		return 0, fmt.Errorf("hakit: library migrations: %w", err)
+	}
+	n := 0
+	for _, f := range files {
+		if done[key(f)] {
+			continue
+		}
+		start := time.Now()
+		ran, err := applyOne(ctx, conn, f)
+		if err != nil {
+			return n, fmt.Errorf("hakit: library migration %s/%s: %w", f.pkg, f.name, err)
+		}
+		if ran {
+			n++
+			log.Info("hakit: library migration applied", "package", f.pkg, "version", f.version, "name", f.name,
+				"took", time.Since(start).Round(time.Millisecond))
+		}
+	}
+	return n, nil
+}
+
+// applyOne runs f in a transaction that first records it: should another
+// instance run it at the same time (its lock lost with its connection),
+// one of the two finds the record and leaves.
+func applyOne(ctx context.Context, conn *pgx.Conn, f migrationFile) (bool, error) {
+	ran := false
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `INSERT INTO `+LibraryMigrationsTable+` (package, version, name) VALUES ($1, $2, $3)
+			ON CONFLICT (package, version) DO NOTHING`, f.pkg, int64(f.version), f.name)
+		if err != nil || tag.RowsAffected() == 0 {
+			return err
+		}
+		if _, err := tx.Exec(ctx, f.sql); err != nil {
+			return err
+		}
+		ran = true
+		return nil
+	})
+	return ran, err
+}
+
+// migrateApp runs the app's golang-migrate migrations in fsys up.
+func migrateApp(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, libApplied int, start time.Time, log *slog.Logger) error {
+	src, err := iofs.New(fsys, ".")
+	if err != nil {
+		return fmt.Errorf("hakit: migrations: %w", err)
+	}
+	sqlDB := stdlib.OpenDBFromPool(pool)
+	defer sqlDB.Close()
+	drv, err := migratepgx.WithInstance(sqlDB, &migratepgx.Config{})
+	if err != nil {
+		return fmt.Errorf("hakit: migrations: %w", err)
+	}
+	m, err := migrate.NewWithInstance("iofs", src, "pgx5", drv)
+	if err != nil {
+		return fmt.Errorf("hakit: migrations: %w", err)
+	}
+	defer m.Close()
+	stop := context.AfterFunc(ctx, func() {
+		select {
+		case m.GracefulStop <- true:
+		default:
+		}
+	})
+	defer stop()
+	err = m.Up()
+	switch {
+	case errors.Is(err, migrate.ErrNoChange):
+		if libApplied == 0 {
+			log.Info("hakit: migrations: up to date")
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("hakit: migrations: %w", err)
+	}
+	v, _, _ := m.Version()
+	log.Info("hakit: migrations applied", "version", v, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// parseMigrationName parses a golang-migrate file name,
+// NNN_name.up.ext or NNN_name.down.ext.
+func parseMigrationName(name string) (version uint64, up, ok bool) {
+	digits, rest, found := strings.Cut(name, "_")
+	if !found || digits == "" {
+		return 0, false, false
+	}
+	v, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil {
+		return 0, false, false
+	}
+	switch {
+	case strings.Contains(rest, ".up."):
+		return v, true, true
+	case strings.Contains(rest, ".down."):
+		return v, false, true
+	}
+	return 0, false, false
+}
+
+// findMigrations returns the directory of fsys holding its migration
+// files, and its path: the root when any sit there, else the one
+// directory that holds some.
+func findMigrations(fsys fs.FS) (fs.FS, string, error) {
+	var dirs []string
+	var stray string // a .sql file not named as a migration
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		dir, name := path.Split(p)
+		dir = strings.TrimSuffix(dir, "/")
+		if dir == "" {
+			dir = "."
+		}
+		if _, _, ok := parseMigrationName(name); ok {
+			if !slices.Contains(dirs, dir) {
+				dirs = append(dirs, dir)
+			}
+		} else if stray == "" && strings.HasSuffix(name, ".sql") {
+			stray = p
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("hakit: migrations: read the migrations FS: %w", err)
+	}
+	switch {
+	case slices.Contains(dirs, "."):
+		return fsys, ".", nil
+	case len(dirs) == 1:
+		sub, err := fs.Sub(fsys, dirs[0])
+		if err != nil {
+			return nil, "", fmt.Errorf("hakit: migrations: %w", err)
+		}
+		return sub, dirs[0], nil
+	case len(dirs) > 1:
+		return nil, "", fmt.Errorf("hakit: migrations: no migration files at the root of the migrations FS (Config.Migrations), "+
+			"and several directories hold some (%q): pass the one to run, as fs.Sub(fsys, %q)", dirs, dirs[0])
+	}
+	msg := "hakit: migrations: the migrations FS (Config.Migrations) holds no migration files: " +
+		"name them NNN_name.up.sql (golang-migrate's format), or leave Config.Migrations nil"
+	if stray != "" {
+		msg += fmt.Sprintf(" (%q is not named so)", stray)
+	}
+	return nil, "", errors.New(msg)
+}

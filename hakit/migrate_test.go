@@ -1,0 +1,262 @@
+package hakit_test
+
+import (
+	"context"
+	"embed"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"hakit.dev/dbrouter"
+	"hakit.dev/hakit"
+	"hakit.dev/hatest"
+	"hakit.dev/jobs"
+)
+
+//go:embed testdata/migrations/*.sql
+var nestedMigrations embed.FS
+
+// queryOn runs a one-value query on dsn.
+func queryOn[T any](t *testing.T, dsn, sql string, args ...any) T {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var v T
+	if err := conn.QueryRow(ctx, sql, args...).Scan(&v); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return v
+}
+
+// libraryRecords lists hakit_schema_migrations as "package/version name".
+func libraryRecords(t *testing.T, dsn string) []string {
+	t.Helper()
+	return queryOn[[]string](t, dsn, `SELECT coalesce(array_agg(package || '/' || version || ' ' || name ORDER BY package, version), '{}')
+		FROM hakit_schema_migrations`)
+}
+
+var wantLibrary = []string{"jobs/1 001_outbox.up.sql", "jobs/2 002_once.up.sql", "session/1 001_sessions.up.sql"}
+
+func newRouter(t *testing.T, nodes []string) *dbrouter.Router {
+	t.Helper()
+	db, err := dbrouter.New(context.Background(), dbrouter.Config{Nodes: nodes, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db
+}
+
+// Two instances start together: the library's migrations and then the
+// app's run once, the app's after the library's.
+func TestLibraryAndAppMigrationsOnceAcrossInstances(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	migrations := fstest.MapFS{
+		// The library's tables exist when the app's first migration runs.
+		"1_runs.up.sql": {Data: []byte(`CREATE TABLE runs (outbox_columns int NOT NULL);
+			INSERT INTO runs SELECT count(*) FROM information_schema.columns WHERE table_name = 'hakit_outbox';
+			SELECT 'hakit_jobs_once'::regclass, 'hakit_sessions'::regclass, pg_sleep(1);`)},
+		"2_more.up.sql": {Data: []byte(`INSERT INTO runs VALUES (0);`)},
+	}
+	cfg := hakit.Config{DatabaseURLs: pg.DSNs(), Migrations: migrations}
+	a := serve(t, cfg, nil, false)
+	b := serve(t, cfg, nil, false)
+	waitStatus(t, a.url+"/readyz", 200)
+	waitStatus(t, b.url+"/readyz", 200)
+
+	dsn := pg.Nodes[0].DSN()
+	if runs := queryOn[[]int32](t, dsn, `SELECT array_agg(outbox_columns ORDER BY outbox_columns DESC) FROM runs`); !slices.Equal(runs, []int32{7, 0}) {
+		t.Errorf("runs = %v, want [7 0]: each app migration once, after the outbox table", runs)
+	}
+	if v := queryOn[int64](t, dsn, `SELECT version FROM schema_migrations`); v != 2 {
+		t.Errorf("schema_migrations at %d, want 2", v)
+	}
+	if got := libraryRecords(t, dsn); !slices.Equal(got, wantLibrary) {
+		t.Errorf("hakit_schema_migrations = %q, want %q", got, wantLibrary)
+	}
+	logs := a.logs.String() + b.logs.String()
+	if n := strings.Count(logs, "library migration applied"); n != len(wantLibrary) {
+		t.Errorf("%d library migrations applied by the two instances, want %d:\n%s", n, len(wantLibrary), logs)
+	}
+	if n := strings.Count(logs, "hakit: migrations applied"); n != 1 {
+		t.Errorf("app migrations applied %d times, want 1:\n%s", n, logs)
+	}
+}
+
+// An embed.FS keeps the directories of its patterns: its migrations sit
+// two directories down, and are found there.
+func TestMigrationsInASubdirectory(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	a := serve(t, hakit.Config{DatabaseURLs: pg.DSNs(), Migrations: nestedMigrations}, nil, true)
+	if !strings.Contains(a.logs.String(), "dir=testdata/migrations") {
+		t.Errorf("no log of the subdirectory used:\n%s", a.logs)
+	}
+	if v := queryOn[int64](t, pg.Nodes[0].DSN(), `SELECT version FROM schema_migrations`); v != 1 {
+		t.Errorf("schema_migrations at %d, want 1", v)
+	}
+	if !queryOn[bool](t, pg.Nodes[0].DSN(), `SELECT to_regclass('notes') IS NOT NULL`) {
+		t.Error("the subdirectory's migration did not run")
+	}
+}
+
+// A migrations FS without migrations, or with them in several places, is
+// an error saying what to do, before any database work.
+func TestMigrationsFSErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		fsys fstest.MapFS
+		want []string
+	}{
+		{"empty", fstest.MapFS{}, []string{"holds no migration files", "NNN_name.up.sql"}},
+		{"misnamed", fstest.MapFS{"sql/001_init.sql": {}}, []string{"holds no migration files", `"sql/001_init.sql" is not named so`}},
+		{"two directories", fstest.MapFS{"a/1_x.up.sql": {}, "b/c/1_y.up.sql": {}},
+			[]string{"several directories", `"a"`, `"b/c"`, `fs.Sub(fsys, "a")`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := hakit.Migrate(context.Background(), nil, tc.fsys, nil)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not say %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// An app without migrations of its own gets the library's tables, and no
+// schema_migrations. Once they are recorded, an instance starts without a
+// primary: it finds them on a replica.
+func TestLibraryMigrationsAlone(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 1})
+	a := serve(t, hakit.Config{DatabaseURLs: pg.DSNs()}, nil, true)
+	dsn := pg.Nodes[0].DSN()
+	if got := libraryRecords(t, dsn); !slices.Equal(got, wantLibrary) {
+		t.Errorf("hakit_schema_migrations = %q, want %q", got, wantLibrary)
+	}
+	for _, table := range []string{"hakit_outbox", "hakit_jobs_once", "hakit_sessions", "-schema_migrations"} {
+		want := !strings.HasPrefix(table, "-")
+		table = strings.TrimPrefix(table, "-")
+		if got := queryOn[bool](t, dsn, `SELECT to_regclass($1) IS NOT NULL`, table); got != want {
+			t.Errorf("table %s exists: %v, want %v", table, got, want)
+		}
+	}
+	a.stop()
+
+	ctx := context.Background()
+	if err := pg.WaitReplicated(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Nodes[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	b := serve(t, hakit.Config{DatabaseURLs: pg.DSNs()}, nil, true)
+	if !strings.Contains(b.logs.String(), "migrations: up to date") {
+		t.Errorf("second start without a primary:\n%s", b.logs)
+	}
+}
+
+// A database whose tables came from the old Schema functions (before
+// task_id and sent_to) is upgraded in place, rows kept, and the library
+// migrations are recorded; a second run finds nothing to do.
+func TestLibraryMigrationsUpgradeExistingTables(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	ctx := context.Background()
+	// Outbox.Schema and PostgresSchema("hakit_sessions") as first released.
+	old := `CREATE TABLE IF NOT EXISTS "hakit_outbox" (
+	id         bigserial PRIMARY KEY,
+	task_type  text NOT NULL,
+	payload    jsonb NOT NULL,
+	opts       jsonb NOT NULL DEFAULT '{}',
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS hakit_jobs_once (
+	key     text PRIMARY KEY,
+	done_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS "hakit_sessions" (
+	token    text PRIMARY KEY,
+	data     jsonb NOT NULL,
+	deadline timestamptz NOT NULL,
+	expiry   timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS "hakit_sessions_expiry" ON "hakit_sessions" (expiry);
+INSERT INTO hakit_outbox (task_type, payload) VALUES ('old', '{}');
+INSERT INTO hakit_jobs_once (key) VALUES ('old');`
+	if err := pg.Nodes[0].Exec(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	db := newRouter(t, pg.DSNs())
+	logs := &logBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	if err := hakit.Migrate(ctx, db, nil, log); err != nil {
+		t.Fatal(err)
+	}
+	dsn := pg.Nodes[0].DSN()
+	if got := libraryRecords(t, dsn); !slices.Equal(got, wantLibrary) {
+		t.Errorf("hakit_schema_migrations = %q, want %q", got, wantLibrary)
+	}
+	if n := queryOn[int64](t, dsn, `SELECT count(*) FROM hakit_outbox WHERE task_type = 'old' AND task_id IS NOT NULL AND sent_to IS NULL`); n != 1 {
+		t.Errorf("the old outbox row after the upgrade: %d rows with a task_id, want 1", n)
+	}
+	// The upgraded tables work with today's code.
+	err := db.Write(ctx, func(tx pgx.Tx) error {
+		if _, err := jobs.NewOutbox("").EnqueueTx(ctx, tx, "new", map[string]int{"n": 1}, jobs.Options{}); err != nil {
+			return err
+		}
+		first, err := jobs.Once(ctx, tx, "old")
+		if err == nil && first {
+			t.Error("Once forgot a key recorded before the upgrade")
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hakit.Migrate(ctx, db, nil, log); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "library migration applied"); n != len(wantLibrary) {
+		t.Errorf("%d library migrations applied over two runs, want %d:\n%s", n, len(wantLibrary), logs)
+	}
+	if !strings.Contains(logs.String(), "migrations: up to date") {
+		t.Errorf("second run:\n%s", logs)
+	}
+}
+
+// Migrate waits for a primary up to its context, and says so.
+func TestMigrateWaitsForAPrimaryUpToItsContext(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 1})
+	db := newRouter(t, pg.DSNs())
+	if err := pg.Nodes[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	hatest.WaitFor(t, 10*time.Second, "the router to lose the primary", func() bool {
+		_, err := db.Primary()
+		return err != nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := hakit.Migrate(ctx, db, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "no primary") || !strings.Contains(err.Error(), "deadline exceeded") {
+		t.Fatalf("Migrate without a primary: %v", err)
+	}
+}
