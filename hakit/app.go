@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 
 	"hakit.dev/dbrouter"
 	"hakit.dev/health"
@@ -67,6 +68,11 @@ type App struct {
 	checker  *health.Checker
 	registry *prometheus.Registry
 	db       *dbrouter.Router
+	rdb      redis.UniversalClient // Config.Redis; closed last (redis.go)
+	wire     wiring                // what the wiring methods made (wire.go)
+
+	// errorPage is the page set by SetErrorPage (errors.go); nil: the default.
+	errorPage atomic.Pointer[ErrorPage]
 
 	mu         sync.Mutex
 	components []namedComponent
@@ -102,12 +108,14 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		Draining:       func() bool { return a.checker.State() == health.Draining },
 		Registerer:     a.registry,
+		ErrorPage:      a.showErrorPage,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("hakit: bad config: %w", err)
 	}
 	mux := chi.NewRouter()
-	mux.NotFound(func(w http.ResponseWriter, r *http.Request) { deny(w, http.StatusNotFound, "not found") })
+	mux.NotFound(a.notFound)                 // errors.go
+	mux.MethodNotAllowed(a.methodNotAllowed) // errors.go
 	a.router = mux
 	a.handler = stack(mux)
 
@@ -120,6 +128,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		a.registry.MustRegister(db)
 		a.Add("database", &dbComponent{db: db, migrations: cfg.Migrations, log: a.log})
 	}
+	a.newRedis() // redis.go
 	return a, nil
 }
 
@@ -218,8 +227,7 @@ func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if a.checker.State() == health.Starting {
-		w.Header()["Retry-After"] = retryAfter1
-		deny(w, http.StatusServiceUnavailable, "starting")
+		a.starting(w, r) // errors.go
 		return
 	}
 	a.handler.ServeHTTP(w, r)
@@ -309,6 +317,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	a.started = true
 	components := a.components // Add refuses once started: no copy needed
 	a.mu.Unlock()
+	defer a.closeRedis() // last: after the components' stop and the checks (redis.go)
 
 	var adminLn net.Listener
 	if a.cfg.AdminAddr != "" {
@@ -508,6 +517,8 @@ func (a *App) drain(srv *http.Server, started []namedComponent, stopSig <-chan o
 		if err != nil {
 			a.log.Error("hakit: stop", "component", nc.name, "err", err)
 			errs = append(errs, fmt.Errorf("hakit: stop %s: %w", nc.name, err))
+		} else {
+			a.log.Debug("hakit: component stopped", "component", nc.name)
 		}
 	}
 	if len(abandoned) > 0 {

@@ -35,6 +35,10 @@ type StackConfig struct {
 	Draining func() bool
 	// Registerer receives the HTTP metrics; nil: no metrics.
 	Registerer prometheus.Registerer
+	// ErrorPage writes the error responses of the stack (the CSRF
+	// protection's 403, a panic's 500) and of [Error] for the requests
+	// that come through it. Defaults to [DefaultErrorPage].
+	ErrorPage ErrorPage
 }
 
 // Stack returns hakit's middleware as one handler wrapper, in this order:
@@ -47,7 +51,7 @@ type StackConfig struct {
 //     (hakit_http_requests_in_flight, hakit_http_request_duration_seconds
 //     by method, chi route pattern and status code);
 //  4. panic recovery: an error log with the stack, and the server lives
-//     on; the client gets a 500, or, when the response had already
+//     on; the client gets a 500 (ErrorPage, [ErrPanic]), or, when the response had already
 //     started, an aborted response (http.ErrAbortHandler: the connection
 //     is closed), never a truncated success;
 //  5. Connection: close while draining;
@@ -55,7 +59,7 @@ type StackConfig struct {
 //     X-Frame-Options: DENY on HTML, HSTS on https (browsers already
 //     default to Referrer-Policy strict-origin-when-cross-origin);
 //  7. CSRF protection (http.CrossOriginProtection): 403 for cross-origin
-//     unsafe requests;
+//     unsafe requests (ErrorPage, [ErrCrossOrigin]);
 //  8. body limit (413) and request timeout on the context (a deadline
 //     only: see Config.RequestTimeout); routes change them with
 //     [BodyLimit] and [Timeout].
@@ -98,6 +102,8 @@ type stack struct {
 // before the handler runs, and only read from then on (handlers may read
 // it from several goroutines).
 type requestInfo struct {
+	s         *stack
+	sw        *statusWriter // for Error: has the response started?
 	id        string
 	w         http.ResponseWriter // the server's, for http.MaxBytesReader
 	remote    string              // http.Request.RemoteAddr
@@ -210,7 +216,7 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	if r.TLS != nil {
 		ri.scheme = "https"
 	}
-	ri.remote, ri.w = r.RemoteAddr, w
+	ri.remote, ri.w, ri.s = r.RemoteAddr, w, s
 	// Without trusted proxies the peer is the client, and its address is
 	// parsed only if someone asks (ClientIP); the log uses RemoteAddr's text.
 	if len(s.cfg.TrustedProxies) > 0 {
@@ -238,6 +244,7 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	}
 
 	sw := getStatusWriter(w, ri)
+	ri.sw = sw
 	h := w.Header()
 	h["X-Content-Type-Options"] = hdrNosniff
 	if ri.scheme == "https" {
@@ -268,7 +275,7 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	defer s.finish(sw, r, ri, rctx, start)
 
 	if err := s.cop.Check(r); err != nil {
-		deny(sw, http.StatusForbidden, "cross-origin request refused")
+		Error(sw, r, ErrCrossOrigin)
 		return
 	}
 	if r.Body != nil && r.Body != http.NoBody && ri.bodyLimit > 0 {
@@ -291,7 +298,7 @@ func (s *stack) finish(sw *statusWriter, r *http.Request, ri *requestInfo, rctx 
 			slog.Any("panic", v), slog.String("request_id", ri.id), slog.String("method", r.Method),
 			slog.String("path", r.URL.Path), slog.Bool("response_started", sw.status != 0), slog.String("stack", string(debug.Stack())))
 		if sw.status == 0 {
-			deny(sw, http.StatusInternalServerError, "internal server error")
+			s.panicPage(sw, r)
 		} else {
 			sw.status, abort = http.StatusInternalServerError, true
 		}
@@ -326,6 +333,24 @@ func (s *stack) account(sw *statusWriter, r *http.Request, ri *requestInfo, rctx
 			slog.Int64("took_us", took.Microseconds()), slog.String("request_id", ri.id), slog.String("client", ri.clientText()))
 		_ = h.Handle(r.Context(), rec)
 	}
+}
+
+// panicPage answers a panic through the error page; if the page panics
+// too, the default page answers, or, once the page's response started,
+// the response is cut.
+func (s *stack) panicPage(sw *statusWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.cfg.Logger.LogAttrs(r.Context(), slog.LevelError, "hakit: the error page panicked", slog.Any("panic", v))
+			if sw.status == 0 {
+				DefaultErrorPage(sw, r, HTTPErrorOf(ErrPanic))
+			} else {
+				sw.status = http.StatusInternalServerError
+				panic(http.ErrAbortHandler)
+			}
+		}
+	}()
+	showError(sw, r, HTTPErrorOf(ErrPanic))
 }
 
 func deny(w http.ResponseWriter, code int, msg string) {
@@ -447,6 +472,7 @@ func getStatusWriter(w http.ResponseWriter, ri *requestInfo) *statusWriter {
 }
 
 func putStatusWriter(sw *statusWriter) {
+	sw.ri.sw = nil
 	sw.ResponseWriter, sw.ri = nil, nil
 	statusWriters.Put(sw)
 }
