@@ -128,6 +128,16 @@ type Config struct {
 	// once. Needs DatabaseURLs.
 	Migrations fs.FS
 
+	// Redis is the Redis the app uses for sessions and jobs
+	// [HAKIT_REDIS_*]. When set, the app makes one client ([App.Redis]),
+	// checks it in /readyz and closes it last at shutdown. Defaults to
+	// none: no Redis.
+	Redis RedisConfig
+
+	// S3 is the bucket [App.Uploads] keeps files in [HAKIT_S3_*].
+	// Defaults to none.
+	S3 S3Config
+
 	// LogLevel is the lowest level logged when Logger is nil
 	// [HAKIT_LOG_LEVEL: debug, info, warn, error]. Defaults to info.
 	LogLevel slog.Level
@@ -209,6 +219,8 @@ func (c Config) validate() error {
 	if c.Migrations != nil && len(c.DatabaseURLs) == 0 {
 		errs = append(errs, errors.New("no DatabaseURLs to run the Migrations on"))
 	}
+	errs = append(errs, c.Redis.problems(func(f string) string { return "Redis." + f })...)
+	errs = append(errs, c.S3.problems(func(f string) string { return "S3." + f })...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("hakit: bad config: %w", err)
 	}
@@ -237,6 +249,22 @@ func EnvVars() []EnvVar {
 		{"HAKIT_IDLE_TIMEOUT", "IdleTimeout", "120s", "http.Server IdleTimeout; 0: none"},
 		{"HAKIT_DATABASE_URL_n", "DatabaseURLs", "", "PostgreSQL connection strings, one per variable: HAKIT_DATABASE_URL_1, _2, … without gaps"},
 		{"HAKIT_LOG_LEVEL", "LogLevel", "info", "debug, info, warn or error"},
+		{"HAKIT_REDIS_URL", "Redis.URL", "", "a single Redis server: redis://[user:password@]host:port[/db], rediss://… (TLS) or unix:///path"},
+		{"HAKIT_REDIS_SENTINELS", "Redis.SentinelAddrs", "", "comma-separated host:port of the Redis Sentinels; needs HAKIT_REDIS_MASTER"},
+		{"HAKIT_REDIS_MASTER", "Redis.MasterName", "", "the name the Sentinels monitor the master under"},
+		{"HAKIT_REDIS_CLUSTER", "Redis.ClusterAddrs", "", "comma-separated host:port of Redis Cluster nodes; needs HAKIT_REDIS_NO_REPLICAS=true"},
+		{"HAKIT_REDIS_USERNAME", "Redis.Username", "", "Redis ACL user (replaces the URL's)"},
+		{"HAKIT_REDIS_PASSWORD", "Redis.Password", "", "Redis password (replaces the URL's)"},
+		{"HAKIT_REDIS_SENTINEL_PASSWORD", "Redis.SentinelPassword", "", "the Sentinels' own password, if they have one"},
+		{"HAKIT_REDIS_TLS", "Redis.TLS", "false", "connect to Redis with TLS (rediss:// does too)"},
+		{"HAKIT_REDIS_NO_REPLICAS", "Redis.NoReplicas", "false", "Redis has no replica to confirm writes (a dev box, a Cluster): sessions and jobs do not wait for one"},
+		{"HAKIT_S3_ENDPOINT", "S3.Endpoint", "", "S3 endpoint URL (http://127.0.0.1:9000 for MinIO); empty: AWS's for the region"},
+		{"HAKIT_S3_REGION", "S3.Region", "us-east-1", "S3 region"},
+		{"HAKIT_S3_BUCKET", "S3.Bucket", "", "the bucket uploads are kept in; enables App.Uploads"},
+		{"HAKIT_S3_ACCESS_KEY_ID", "S3.AccessKeyID", "", "S3 access key id; needs HAKIT_S3_SECRET_ACCESS_KEY"},
+		{"HAKIT_S3_SECRET_ACCESS_KEY", "S3.SecretAccessKey", "", "S3 secret access key"},
+		{"HAKIT_S3_PATH_STYLE", "S3.PathStyle", "false", "address the bucket in the path (MinIO, Ceph, most S3-compatible servers)"},
+		{"HAKIT_S3_PREFIX", "S3.Prefix", "", "put before every key the app's uploads store writes, e.g. uploads/"},
 	}
 }
 
@@ -245,7 +273,18 @@ func EnvVars() []EnvVar {
 const maxDatabaseURLs = 64
 
 // ConfigFromEnv reads the configuration from environment variables (see
-// [EnvVars]) through getenv (os.Getenv when nil). Unset or empty variables
+// [EnvVars]) through getenv (os.Getenv when nil) and returns it with every
+// malformed variable listed in one error. It is [Env.Config] and
+// [Env.Err]: use an [Env] to read the app's own variables into the same
+// report.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	e := NewEnv(getenv)
+	c := e.Config()
+	return c, e.Err()
+}
+
+// Config reads every HAKIT_* variable (see [EnvVars]) into a Config and
+// records what is wrong with them for [Env.Err]. Unset or empty variables
 // leave their field at the zero value, so defaults apply. A set variable
 // means what it says: 0 (or a negative value) is none — no drain delay,
 // no timeout, no body limit — and becomes a negative field;
@@ -253,102 +292,176 @@ const maxDatabaseURLs = 64
 // must be more than 0. Database connection strings come one per
 // variable, HAKIT_DATABASE_URL_1, HAKIT_DATABASE_URL_2, … (no separator
 // can split them safely: multi-host URLs hold commas, key=value strings
-// spaces, quoted values anything). Every malformed variable is reported,
-// all in one error.
-func ConfigFromEnv(getenv func(string) string) (Config, error) {
-	if getenv == nil {
-		getenv = os.Getenv
+// spaces, quoted values anything). Redis and S3 settings that contradict
+// each other (two kinds of Redis, Sentinels without a master name, a
+// key id without its secret) are reported here too, by variable name.
+func (e *Env) Config() Config {
+	docs := make(map[string]EnvVar)
+	for _, v := range EnvVars() {
+		docs[v.Name] = v
+	}
+	get := func(name string) string {
+		if strings.HasPrefix(name, "HAKIT_DATABASE_URL_") {
+			e.note(docs["HAKIT_DATABASE_URL_n"]) // one entry documents them all
+			return strings.TrimSpace(e.getenv(name))
+		}
+		return e.read(docs[name])
+	}
+	boolean := func(name string, dst *bool) {
+		if v := get(name); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				e.bad(name, v, errors.New("want true or false"))
+				return
+			}
+			*dst = b
+		}
 	}
 	var c Config
-	var errs []error
-	bad := func(name, v string, err error) {
-		errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
-	}
+	c.Addr = get("HAKIT_ADDR")
+	c.AdminAddr = get("HAKIT_ADMIN_ADDR")
 	durations := []struct {
 		name    string
 		dst     *time.Duration
 		canNone bool
 	}{
 		{"HAKIT_DRAIN_DELAY", &c.DrainDelay, true}, {"HAKIT_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout, false},
-		{"HAKIT_REQUEST_TIMEOUT", &c.RequestTimeout, true}, {"HAKIT_READ_HEADER_TIMEOUT", &c.ReadHeaderTimeout, true},
-		{"HAKIT_IDLE_TIMEOUT", &c.IdleTimeout, true},
+		{"HAKIT_REQUEST_TIMEOUT", &c.RequestTimeout, true},
 	}
 	for _, d := range durations {
-		v := getenv(d.name)
+		v := get(d.name)
 		if v == "" {
 			continue
 		}
 		x, err := time.ParseDuration(v)
 		switch {
 		case err != nil:
-			bad(d.name, v, errors.New("want a duration such as 5s or 500ms"))
+			e.bad(d.name, v, errors.New("want a duration such as 5s or 500ms"))
 		case x > 0:
 			*d.dst = x
 		case !d.canNone:
-			bad(d.name, v, errors.New("want more than 0: it bounds the exit, and cannot be none"))
+			e.bad(d.name, v, errors.New("want more than 0: it bounds the exit, and cannot be none"))
 		default:
 			*d.dst = -1 // none
 		}
 	}
-	c.Addr = getenv("HAKIT_ADDR")
-	c.AdminAddr = getenv("HAKIT_ADMIN_ADDR")
-	if v := getenv("HAKIT_MAX_BODY_BYTES"); v != "" {
+	if v := get("HAKIT_MAX_BODY_BYTES"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		switch {
 		case err != nil:
-			bad("HAKIT_MAX_BODY_BYTES", v, errors.New("want a number of bytes"))
+			e.bad("HAKIT_MAX_BODY_BYTES", v, errors.New("want a number of bytes"))
 		case n > 0:
 			c.MaxBodyBytes = n
 		default:
 			c.MaxBodyBytes = -1 // none
 		}
 	}
-	if v := getenv("HAKIT_MAX_HEADER_BYTES"); v != "" {
+	if v := get("HAKIT_MAX_HEADER_BYTES"); v != "" {
 		n, err := strconv.Atoi(v)
 		switch {
 		case err != nil:
-			bad("HAKIT_MAX_HEADER_BYTES", v, errors.New("want a number of bytes"))
+			e.bad("HAKIT_MAX_HEADER_BYTES", v, errors.New("want a number of bytes"))
 		case n <= 0:
-			bad("HAKIT_MAX_HEADER_BYTES", v, errors.New("want more than 0: the header cannot be unlimited"))
+			e.bad("HAKIT_MAX_HEADER_BYTES", v, errors.New("want more than 0: the header cannot be unlimited"))
 		default:
 			c.MaxHeaderBytes = n
 		}
 	}
-	for _, p := range splitList(getenv("HAKIT_TRUSTED_PROXIES")) {
+	for _, p := range splitList(get("HAKIT_TRUSTED_PROXIES")) {
 		pfx, err := parsePrefix(p)
 		if err != nil {
-			bad("HAKIT_TRUSTED_PROXIES", p, err)
+			e.bad("HAKIT_TRUSTED_PROXIES", p, err)
 			continue
 		}
 		c.TrustedProxies = append(c.TrustedProxies, pfx)
 	}
-	c.TrustedOrigins = splitList(getenv("HAKIT_TRUSTED_ORIGINS"))
+	c.TrustedOrigins = splitList(get("HAKIT_TRUSTED_ORIGINS"))
+	cop := http.NewCrossOriginProtection() // the check Stack makes
+	for _, o := range c.TrustedOrigins {
+		if err := cop.AddTrustedOrigin(o); err != nil {
+			e.bad("HAKIT_TRUSTED_ORIGINS", o, errors.New("want scheme://host[:port], such as https://admin.example.com"))
+		}
+	}
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{{"HAKIT_READ_HEADER_TIMEOUT", &c.ReadHeaderTimeout}, {"HAKIT_IDLE_TIMEOUT", &c.IdleTimeout}} {
+		v := get(d.name)
+		if v == "" {
+			continue
+		}
+		switch x, err := time.ParseDuration(v); {
+		case err != nil:
+			e.bad(d.name, v, errors.New("want a duration such as 5s or 500ms"))
+		case x > 0:
+			*d.dst = x
+		default:
+			*d.dst = -1 // none
+		}
+	}
 	gap := 0
 	for i := 1; i <= maxDatabaseURLs; i++ {
 		name := "HAKIT_DATABASE_URL_" + strconv.Itoa(i)
-		v := strings.TrimSpace(getenv(name))
+		v := get(name)
 		switch {
 		case v == "" && gap == 0:
 			gap = i
 		case v != "" && gap != 0:
-			errs = append(errs, fmt.Errorf("%s is set but HAKIT_DATABASE_URL_%d is not: number them from 1 without gaps", name, gap))
+			e.problem(fmt.Errorf("%s is set but HAKIT_DATABASE_URL_%d is not: number them from 1 without gaps", name, gap))
 		case v != "":
 			c.DatabaseURLs = append(c.DatabaseURLs, v)
 		}
 	}
-	if v := getenv("HAKIT_DATABASE_URLS"); v != "" {
-		errs = append(errs, errors.New("HAKIT_DATABASE_URLS is no longer read (a separator breaks multi-host URLs and key=value strings): "+
+	if v := e.getenv("HAKIT_DATABASE_URLS"); v != "" {
+		e.problem(errors.New("HAKIT_DATABASE_URLS is no longer read (a separator breaks multi-host URLs and key=value strings): " +
 			"give one connection string per variable, HAKIT_DATABASE_URL_1, HAKIT_DATABASE_URL_2, …"))
 	}
-	if v := getenv("HAKIT_LOG_LEVEL"); v != "" {
+	if v := get("HAKIT_LOG_LEVEL"); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
-			bad("HAKIT_LOG_LEVEL", v, errors.New("want debug, info, warn or error"))
+			e.bad("HAKIT_LOG_LEVEL", v, errors.New("want debug, info, warn or error"))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return c, fmt.Errorf("hakit: bad environment: %w", err)
+
+	r := &c.Redis
+	r.URL = get("HAKIT_REDIS_URL")
+	r.SentinelAddrs = splitList(get("HAKIT_REDIS_SENTINELS"))
+	r.MasterName = get("HAKIT_REDIS_MASTER")
+	r.ClusterAddrs = splitList(get("HAKIT_REDIS_CLUSTER"))
+	r.Username = get("HAKIT_REDIS_USERNAME")
+	r.Password = get("HAKIT_REDIS_PASSWORD")
+	r.SentinelPassword = get("HAKIT_REDIS_SENTINEL_PASSWORD")
+	boolean("HAKIT_REDIS_TLS", &r.TLS)
+	boolean("HAKIT_REDIS_NO_REPLICAS", &r.NoReplicas)
+	for _, err := range r.problems(redisEnvName) {
+		e.problem(err)
 	}
-	return c, nil
+
+	s := &c.S3
+	s.Endpoint = get("HAKIT_S3_ENDPOINT")
+	s.Region = get("HAKIT_S3_REGION")
+	s.Bucket = get("HAKIT_S3_BUCKET")
+	s.AccessKeyID = get("HAKIT_S3_ACCESS_KEY_ID")
+	s.SecretAccessKey = get("HAKIT_S3_SECRET_ACCESS_KEY")
+	boolean("HAKIT_S3_PATH_STYLE", &s.PathStyle)
+	s.Prefix = get("HAKIT_S3_PREFIX")
+	for _, err := range s.problems(s3EnvName) {
+		e.problem(err)
+	}
+	return c
+}
+
+// redisEnvName and s3EnvName name a RedisConfig or S3Config field by its
+// environment variable, for errors found in the environment.
+func redisEnvName(field string) string { return envName("Redis." + field) }
+func s3EnvName(field string) string    { return envName("S3." + field) }
+
+func envName(field string) string {
+	for _, v := range EnvVars() {
+		if v.Field == field {
+			return v.Name
+		}
+	}
+	return field
 }
 
 func splitList(s string) []string {

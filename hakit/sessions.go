@@ -3,6 +3,7 @@ package hakit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,66 @@ import (
 // sessionLSNKey is where the session keeps the user's read-your-writes
 // position.
 const sessionLSNKey = "_hakit_db_lsn"
+
+// Sessions makes the app's session manager from cfg and puts it on every
+// route ([App.UseSessions]: the read-your-writes carrier, the store's
+// readiness check, the metrics). When cfg.Store is nil the store is
+// chosen from what the app has:
+//
+//   - with Config.Redis, a session.RedisStore on [App.Redis]; durable
+//     changes (logins, logouts, renewed tokens) wait for a replica to
+//     confirm them (WAIT), unless Config.Redis.NoReplicas says there is
+//     none;
+//   - else, with a database, a session.PostgresStore on the primary, in
+//     the table hakit_sessions (made by the app's migrations); expired
+//     rows are deleted about every hour, at a random point of the hour on
+//     each instance;
+//   - else a session.MemoryStore, with a warning in the log: sessions are
+//     then lost on restart and not shared between instances, which is
+//     for development only.
+//
+// cfg.Logger defaults to the app's. Call it before adding routes (chi
+// wants middleware first), and once.
+func (a *App) Sessions(cfg session.Config) (*session.Manager, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = a.log
+	}
+	var cleanup *periodic
+	if cfg.Store == nil {
+		switch {
+		case a.rdb != nil:
+			opts := session.RedisOptions{Logger: a.log}
+			if a.cfg.Redis.NoReplicas {
+				opts.WaitReplicas = -1
+			}
+			cfg.Store = session.NewRedisStore(a.rdb, opts)
+		case a.db != nil:
+			st := session.NewPostgresStore(a.db.Primary, session.PostgresOptions{})
+			cfg.Store = st
+			cleanup = &periodic{log: a.log, what: "expired sessions cleanup", name: "sessions", every: a.wire.maintenanceEvery,
+				run: func(ctx context.Context) error {
+					n, err := st.DeleteExpired(ctx)
+					if n > 0 {
+						a.log.Debug("hakit: expired sessions deleted", "count", n)
+					}
+					return err
+				}}
+		default:
+			a.log.Warn("hakit: sessions in memory: lost on restart and not shared between instances; " +
+				"set Config.Redis or Config.DatabaseURLs for anything but development")
+			cfg.Store = session.NewMemoryStore()
+		}
+	}
+	m, err := session.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("hakit: Sessions: %w", err)
+	}
+	a.UseSessions(m)
+	if cleanup != nil {
+		a.Add("sessions:cleanup", cleanup)
+	}
+	return m, nil
+}
 
 // UseSessions puts sessions on every route of the app: m's LoadAndSave
 // and, when the app has a database, the read-your-writes carrier — the

@@ -1,0 +1,192 @@
+package hakit
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"hakit.dev/jobs"
+)
+
+// Jobs returns the app's jobs client, on [App.Redis], made from cfg on
+// the first call: the client the outbox relay ([App.Relay]) and the
+// scheduler ([App.Scheduler]) enqueue with, and the one to call
+// Client.Enqueue (or Client.Archived) on. cfg.NoReplicas is set when
+// Config.Redis.NoReplicas is (the one knob for sessions and jobs) and
+// cfg.Logger defaults to the app's. Its metrics are registered in
+// [App.Registry], and it is closed after every component stopped, just
+// before the Redis client.
+//
+// Relay and Scheduler make the client with a zero cfg when Jobs was not
+// called: call Jobs first to give it another configuration. Once the
+// client exists, Jobs with a zero cfg returns it, and with another cfg
+// is an error. Without Config.Redis, Jobs is an error.
+func (a *App) Jobs(cfg jobs.ClientConfig) (*jobs.Client, error) {
+	if a.wire.jobs != nil {
+		if cfg != (jobs.ClientConfig{}) {
+			how := "by an earlier Jobs"
+			if a.wire.jobsDefault {
+				how = "with defaults by Relay or Scheduler: call Jobs before them"
+			}
+			return nil, fmt.Errorf("hakit: Jobs: the jobs client was made already, %s", how)
+		}
+		return a.wire.jobs, nil
+	}
+	if a.rdb == nil {
+		return nil, errNoRedis("Jobs")
+	}
+	cfg.NoReplicas = cfg.NoReplicas || a.cfg.Redis.NoReplicas
+	if cfg.Logger == nil {
+		cfg.Logger = a.log
+	}
+	c := jobs.NewClient(a.rdb, cfg)
+	if err := a.register(c, "Jobs", "ClientConfig.Name"); err != nil {
+		c.Close()
+		return nil, err
+	}
+	a.wire.jobs = c
+	return c, nil
+}
+
+// jobsClient returns the app's jobs client, made with defaults if Jobs
+// was not called.
+func (a *App) jobsClient(what string) (*jobs.Client, error) {
+	if a.wire.jobs != nil {
+		return a.wire.jobs, nil
+	}
+	if a.rdb == nil {
+		return nil, errNoRedis(what)
+	}
+	c, err := a.Jobs(jobs.ClientConfig{})
+	a.wire.jobsDefault = err == nil
+	return c, err
+}
+
+// Worker returns a jobs worker on [App.Redis], made from cfg, and adds
+// it to the app as a component: it starts processing tasks when the app
+// starts, and stops in the drain, after the HTTP server finished its
+// requests (running tasks get WorkerConfig.ShutdownTimeout, or what is
+// left of the shutdown's, to finish; those still running are put back on
+// their queue). cfg.Logger defaults to the app's; its metrics are
+// registered in [App.Registry]; Redis's readiness is the app's "redis"
+// check. Register its handlers with jobs.Handle before Run.
+//
+// Several workers (other queues, other concurrency) need different
+// WorkerConfig.Name. Without Config.Redis, Worker is an error.
+func (a *App) Worker(cfg jobs.WorkerConfig) (*jobs.Worker, error) {
+	if a.rdb == nil {
+		return nil, errNoRedis("Worker")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = a.log
+	}
+	w := jobs.NewWorker(a.rdb, cfg)
+	if err := a.register(w, "Worker", "WorkerConfig.Name"); err != nil {
+		return nil, err
+	}
+	a.Add(componentName("jobs:worker", cfg.Name), lifeCycle{w}) // its Redis check is the app's
+	return w, nil
+}
+
+// Relay returns an outbox relay and adds it to the app as a component: it
+// moves the rows that Outbox.EnqueueTx wrote in committed transactions to
+// the queue, from when the app starts until the drain (after the HTTP
+// server finished its requests). cfg.DB defaults to [App.DB], cfg.Client
+// to the app's jobs client ([App.Jobs]), cfg.Logger to the app's; the
+// outbox table (hakit_outbox for jobs.NewOutbox("")) is created by the
+// app's migrations. Its metrics are registered in [App.Registry]; the
+// database's and Redis's readiness are the app's checks.
+//
+// Without Config.DatabaseURLs or Config.Redis, Relay is an error.
+func (a *App) Relay(cfg jobs.RelayConfig) (*jobs.Relay, error) {
+	if cfg.DB == nil {
+		if a.db == nil {
+			return nil, errors.New("hakit: Relay: no database for the outbox: set Config.DatabaseURLs (HAKIT_DATABASE_URL_1, …)")
+		}
+		cfg.DB = a.db
+	}
+	if cfg.Client == nil {
+		c, err := a.jobsClient("Relay")
+		if err != nil {
+			return nil, err
+		}
+		cfg.Client = c
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = a.log
+	}
+	r, err := jobs.NewRelay(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("hakit: Relay: %w", err)
+	}
+	if err := a.register(r, "Relay", "RelayConfig.Name"); err != nil {
+		return nil, err
+	}
+	a.Add(componentName("jobs:relay", cfg.Name), r)
+	return r, nil
+}
+
+// Scheduler returns a scheduler of periodic tasks, enqueued with the
+// app's jobs client ([App.Jobs]), and adds it to the app as a component:
+// every instance runs the same schedules, and each tick's task is
+// enqueued once across them (see jobs.Scheduler). Add the schedules
+// (Scheduler.Add) before Run. cfg.Logger defaults to the app's; its
+// metrics are registered in [App.Registry]. Several schedulers need
+// different SchedulerConfig.Name.
+//
+// Without Config.Redis, Scheduler is an error.
+func (a *App) Scheduler(cfg jobs.SchedulerConfig) (*jobs.Scheduler, error) {
+	c, err := a.jobsClient("Scheduler")
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = a.log
+	}
+	s := jobs.NewScheduler(c, cfg)
+	if err := a.register(s, "Scheduler", "SchedulerConfig.Name"); err != nil {
+		return nil, err
+	}
+	a.Add(componentName("jobs:scheduler", cfg.Name), s)
+	return s, nil
+}
+
+// lifeCycle hides every method of a component but Start and Stop (its
+// health checks, its collector), for what the app checks and registers
+// itself.
+type lifeCycle struct{ Component }
+
+// register registers c's metrics, with an error naming the field that
+// tells two of a kind apart.
+func (a *App) register(c prometheus.Collector, what, nameField string) error {
+	err := a.registry.Register(c)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, new(prometheus.AlreadyRegisteredError)):
+		return fmt.Errorf("hakit: %s: one exists already with the same name: give this one another %s", what, nameField)
+	default:
+		return fmt.Errorf("hakit: %s: metrics: %w", what, err)
+	}
+}
+
+func componentName(kind, name string) string {
+	if name == "" {
+		return kind
+	}
+	return kind + ":" + name
+}
+
+func errNoRedis(what string) error {
+	return fmt.Errorf("hakit: %s: no Redis: set Config.Redis (HAKIT_REDIS_SENTINELS and HAKIT_REDIS_MASTER, HAKIT_REDIS_URL or HAKIT_REDIS_CLUSTER)", what)
+}
+
+// closeJobs closes the jobs client, after every component stopped.
+func (a *App) closeJobs() {
+	if a.wire.jobs != nil {
+		if err := a.wire.jobs.Close(); err != nil {
+			a.log.Warn("hakit: closing the jobs client", "err", err)
+		}
+	}
+}

@@ -1,0 +1,211 @@
+package hakit
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"hakit.dev/health"
+)
+
+// RedisConfig says which Redis the app uses, for sessions and jobs. Set
+// one of URL (a single server), SentinelAddrs with MasterName (a master
+// with replicas watched by Sentinels: what production wants), or
+// ClusterAddrs (Redis Cluster). The zero value is no Redis.
+type RedisConfig struct {
+	// URL is a single server [HAKIT_REDIS_URL]:
+	// redis://[user:password@]host:port[/db], rediss://… for TLS, or
+	// unix:///path/to/redis.sock, with go-redis's query options
+	// (?dial_timeout=3s). A single server has no replica: set NoReplicas
+	// unless it is the master of replicas it reaches itself.
+	URL string
+
+	// SentinelAddrs are the Sentinels' host:port addresses
+	// [HAKIT_REDIS_SENTINELS, comma-separated]; MasterName is the name
+	// they monitor the master under [HAKIT_REDIS_MASTER]. The client
+	// asks them for the master and follows a failover.
+	SentinelAddrs []string
+	MasterName    string
+
+	// ClusterAddrs are some nodes of a Redis Cluster
+	// [HAKIT_REDIS_CLUSTER, comma-separated]. Confirming writes on
+	// replicas (WAIT) does not work through a cluster client: it needs
+	// NoReplicas.
+	ClusterAddrs []string
+
+	// Username and Password authenticate to the Redis servers
+	// [HAKIT_REDIS_USERNAME, HAKIT_REDIS_PASSWORD]; with URL, they
+	// replace the URL's own. SentinelPassword authenticates to the
+	// Sentinels, when they have their own requirepass
+	// [HAKIT_REDIS_SENTINEL_PASSWORD]. Default to none.
+	Username, Password string
+	SentinelPassword   string
+
+	// TLS connects with TLS [HAKIT_REDIS_TLS], verifying the servers'
+	// certificates against the system's roots, or with TLSConfig when it
+	// is set (a private CA, client certificates). A rediss:// URL turns
+	// it on. Defaults to false.
+	TLS       bool
+	TLSConfig *tls.Config
+
+	// NoReplicas declares a Redis without a replica to wait for
+	// [HAKIT_REDIS_NO_REPLICAS]: a single server on a developer's
+	// machine, or a Cluster. It is the one knob for both uses of
+	// replicas: durable session changes (logins, logouts) are not
+	// confirmed with WAIT (session.RedisOptions.WaitReplicas -1), and the
+	// jobs outbox relay and scheduler count a task as enqueued once the
+	// master has it (jobs.ClientConfig.NoReplicas). Defaults to false:
+	// a replica must confirm them, which needs one (Sentinel).
+	NoReplicas bool
+}
+
+// Configured reports whether c names a Redis.
+func (c RedisConfig) Configured() bool {
+	return c.URL != "" || len(c.SentinelAddrs) > 0 || len(c.ClusterAddrs) > 0
+}
+
+// problems lists what is wrong with c; name turns a field name into the
+// name the user gave it (the field, or its environment variable).
+func (c RedisConfig) problems(name func(field string) string) []error {
+	var errs []error
+	n := 0
+	for _, set := range []bool{c.URL != "", len(c.SentinelAddrs) > 0, len(c.ClusterAddrs) > 0} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		errs = append(errs, fmt.Errorf("%s, %s and %s are exclusive: set one", name("URL"), name("SentinelAddrs"), name("ClusterAddrs")))
+	}
+	if c.URL != "" {
+		if _, err := redis.ParseURL(c.URL); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w (want redis://[user:password@]host:port[/db], rediss://… or unix:///path)",
+				name("URL"), redactURL(c.URL), unwrapURLError(err)))
+		}
+	}
+	hostPorts := func(field string, addrs []string) {
+		for _, addr := range addrs {
+			if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+				errs = append(errs, fmt.Errorf("%s: %q: want host:port", name(field), addr))
+			}
+		}
+	}
+	hostPorts("SentinelAddrs", c.SentinelAddrs)
+	hostPorts("ClusterAddrs", c.ClusterAddrs)
+	switch {
+	case len(c.SentinelAddrs) > 0 && c.MasterName == "":
+		errs = append(errs, fmt.Errorf("%s needs %s, the name the Sentinels monitor the master under", name("SentinelAddrs"), name("MasterName")))
+	case len(c.SentinelAddrs) == 0 && c.MasterName != "":
+		errs = append(errs, fmt.Errorf("%s is set without %s", name("MasterName"), name("SentinelAddrs")))
+	}
+	if len(c.ClusterAddrs) > 0 && !c.NoReplicas {
+		errs = append(errs, fmt.Errorf("%s needs %s: writes cannot be confirmed on replicas (WAIT) through a cluster client",
+			name("ClusterAddrs"), name("NoReplicas")))
+	}
+	if c.SentinelPassword != "" && len(c.SentinelAddrs) == 0 {
+		errs = append(errs, fmt.Errorf("%s is set without %s", name("SentinelPassword"), name("SentinelAddrs")))
+	}
+	if !c.Configured() {
+		var set []string
+		for _, f := range []struct {
+			field string
+			set   bool
+		}{{"Username", c.Username != ""}, {"Password", c.Password != ""}, {"TLS", c.TLS || c.TLSConfig != nil}, {"NoReplicas", c.NoReplicas}} {
+			if f.set {
+				set = append(set, name(f.field))
+			}
+		}
+		if len(set) > 0 {
+			errs = append(errs, fmt.Errorf("%s set but no Redis: set %s, %s or %s", strings.Join(set, ", "), name("URL"), name("SentinelAddrs"), name("ClusterAddrs")))
+		}
+	}
+	return errs
+}
+
+// client makes the go-redis client c describes; c is valid.
+func (c RedisConfig) client() redis.UniversalClient {
+	tlsConfig := c.TLSConfig
+	if c.TLS && tlsConfig == nil {
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	switch {
+	case len(c.SentinelAddrs) > 0:
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: c.MasterName, SentinelAddrs: c.SentinelAddrs, SentinelPassword: c.SentinelPassword,
+			Username: c.Username, Password: c.Password, TLSConfig: tlsConfig,
+		})
+	case len(c.ClusterAddrs) > 0:
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: c.ClusterAddrs, Username: c.Username, Password: c.Password, TLSConfig: tlsConfig,
+		})
+	}
+	opts, _ := redis.ParseURL(c.URL) // validated
+	if c.Username != "" {
+		opts.Username = c.Username
+	}
+	if c.Password != "" {
+		opts.Password = c.Password
+	}
+	// rediss:// made a TLS config already (with its skip_verify): only
+	// TLSConfig replaces it. An empty ServerName is the address's host
+	// (tls.DialWithDialer).
+	if c.TLSConfig != nil || opts.TLSConfig == nil {
+		opts.TLSConfig = tlsConfig
+	}
+	return redis.NewClient(opts)
+}
+
+// Redis returns the app's Redis client, made by [New] from Config.Redis,
+// or nil without one: a *redis.Client for a URL, a Sentinel failover
+// client (also a *redis.Client) for SentinelAddrs, a *redis.ClusterClient
+// for ClusterAddrs. Sessions ([App.Sessions]) and jobs ([App.Worker],
+// [App.Relay], [App.Scheduler], [App.Jobs]) share it; use it for the
+// app's own keys too. The app closes it last, when Run returns, after
+// every component stopped and its checks ended: do not close it yourself.
+func (a *App) Redis() redis.UniversalClient { return a.rdb }
+
+// newRedis makes the client of cfg.Redis, if any, and its readiness check.
+func (a *App) newRedis() {
+	if !a.cfg.Redis.Configured() {
+		return
+	}
+	a.rdb = a.cfg.Redis.client()
+	a.checker.Add(health.Check{Name: "redis", Func: func(ctx context.Context) error { return a.rdb.Ping(ctx).Err() }})
+}
+
+// closeRedis closes the jobs client and the Redis client, last of all.
+func (a *App) closeRedis() {
+	a.closeJobs()
+	if a.rdb == nil {
+		return
+	}
+	if err := a.rdb.Close(); err != nil && !errors.Is(err, redis.ErrClosed) {
+		a.log.Warn("hakit: closing redis", "err", err)
+	}
+	a.log.Debug("hakit: redis client closed")
+}
+
+// redactURL returns s with its password hidden, or a placeholder when s
+// does not parse (it may still hold one).
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(not shown: it may hold a password)"
+	}
+	return u.Redacted()
+}
+
+// unwrapURLError drops url.Error's quote of the URL (it may hold a
+// password).
+func unwrapURLError(err error) error {
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
