@@ -363,11 +363,31 @@ func migrateApp(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, libApplied 
 		}
 		return nil
 	case err != nil:
+		var dirty migrate.ErrDirty
+		if errors.As(err, &dirty) {
+			return fmt.Errorf("hakit: migrations: %s failed in an earlier run and schema_migrations is marked dirty at version %d: "+
+				"check what it left, fix it, then set schema_migrations to the last good version with dirty = false (migrate force N): %w",
+				upFile(fsys, uint64(dirty.Version)), dirty.Version, err)
+		}
+		if v, d, verr := m.Version(); verr == nil && d {
+			return fmt.Errorf("hakit: migrations: %s: %w", upFile(fsys, uint64(v)), err)
+		}
 		return fmt.Errorf("hakit: migrations: %w", err)
 	}
 	v, _, _ := m.Version()
 	log.Info("hakit: migrations applied", "version", v, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// upFile names the up migration of version v in fsys, for errors.
+func upFile(fsys fs.FS, v uint64) string {
+	entries, _ := fs.ReadDir(fsys, ".")
+	for _, e := range entries {
+		if ev, up, ok := parseMigrationName(e.Name()); ok && up && ev == v {
+			return e.Name()
+		}
+	}
+	return fmt.Sprintf("the migration of version %d", v)
 }
 
 // parseMigrationName parses a golang-migrate file name,

@@ -3,6 +3,8 @@ package hakit_test
 import (
 	"context"
 	"embed"
+	"fmt"
+	"io/fs"
 	"io"
 	"log/slog"
 	"slices"
@@ -258,5 +260,64 @@ func TestMigrateWaitsForAPrimaryUpToItsContext(t *testing.T) {
 	err := hakit.Migrate(ctx, db, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "no primary") || !strings.Contains(err.Error(), "deadline exceeded") {
 		t.Fatalf("Migrate without a primary: %v", err)
+	}
+}
+
+// A database user that cannot create tables starts once the tables exist
+// (it needs only to read the migration records); a migration it cannot
+// run is an error saying so.
+func TestMigrateWithoutTheRightToCreateTables(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	ctx := context.Background()
+	appMigrations := fstest.MapFS{"1_notes.up.sql": {Data: []byte(`CREATE TABLE notes (n int)`)}}
+	readOnly := []string{fmt.Sprintf("host=127.0.0.1 port=%d user=reader dbname=postgres sslmode=disable", pg.Nodes[0].Port)}
+	if err := pg.Nodes[0].Exec(ctx, `CREATE ROLE reader LOGIN`); err != nil {
+		t.Fatal(err)
+	}
+	// On an empty database it cannot even record the library's migrations.
+	err := hakit.Migrate(ctx, newRouter(t, readOnly), nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "create hakit_schema_migrations") || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("read-only user on an empty database: %v", err)
+	}
+	if err := hakit.Migrate(ctx, newRouter(t, pg.DSNs()), appMigrations, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Nodes[0].Exec(ctx, `GRANT SELECT ON hakit_schema_migrations, schema_migrations TO reader`); err != nil {
+		t.Fatal(err)
+	}
+	db := newRouter(t, readOnly)
+	for _, fsys := range []fs.FS{nil, appMigrations} {
+		if err := hakit.Migrate(ctx, db, fsys, nil); err != nil {
+			t.Fatalf("read-only user, everything migrated (app migrations %v): %v", fsys != nil, err)
+		}
+	}
+	appMigrations["2_more.up.sql"] = &fstest.MapFile{Data: []byte(`CREATE TABLE more (n int)`)}
+	if err := hakit.Migrate(ctx, db, appMigrations, nil); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("read-only user, a new migration: %v", err)
+	}
+}
+
+// A failed app migration is named in the error; so is the dirty state it
+// leaves, at the next start, with what to do about it.
+func TestAppMigrationFailureNamesItsFile(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	ctx := context.Background()
+	db := newRouter(t, pg.DSNs())
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	migrations := fstest.MapFS{
+		"1_ok.up.sql":  {Data: []byte(`CREATE TABLE ok (n int)`)},
+		"2_bad.up.sql": {Data: []byte(`CREATE TABLE bad (;`)},
+	}
+	err := hakit.Migrate(ctx, db, migrations, quiet)
+	if err == nil || !strings.Contains(err.Error(), "hakit: migrations: 2_bad.up.sql: ") || !strings.Contains(err.Error(), "syntax error") {
+		t.Fatalf("failed migration: %v", err)
+	}
+	err = hakit.Migrate(ctx, db, migrations, quiet)
+	for _, want := range []string{"2_bad.up.sql failed in an earlier run", "dirty at version 2", "migrate force"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("next start after a failed migration does not say %q: %v", want, err)
+		}
 	}
 }
