@@ -421,11 +421,15 @@ func setAllow(h http.Header, routes chi.Routes, r *http.Request) {
 		path = r.URL.Path
 	}
 	rctx := chi.NewRouteContext()
+	var allow []string
 	for _, m := range allowMethods {
 		rctx.Reset()
 		if routes.Match(rctx, m, path) {
-			h.Add("Allow", m)
+			allow = append(allow, m)
 		}
+	}
+	if len(allow) > 0 {
+		h.Set("Allow", strings.Join(allow, ", "))
 	}
 }
 
