@@ -44,7 +44,7 @@ func Example() {
 	defer rdb.Close()
 
 	outbox := jobs.NewOutbox("")
-	if err := outbox.CreateTables(ctx, db); err != nil { // or ship outbox.Schema() in your migrations
+	if err := outbox.CreateTables(ctx, db); err != nil { // hakit.App needs no call: it applies jobs.Migrations()
 		fmt.Println(err)
 		return
 	}
