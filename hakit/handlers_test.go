@@ -27,7 +27,7 @@ import (
 )
 
 var pagesFS = fstest.MapFS{
-	"layout.html": {Data: []byte(`<!doctype html><html><title>{{block "title" .}}notes{{end}}</title><body>{{block "content" .}}{{end}}</body></html>`)},
+	"layout.html":     {Data: []byte(`<!doctype html><html><title>{{block "title" .}}notes{{end}}</title><body>{{block "content" .}}{{end}}</body></html>`)},
 	"pages/note.html": {Data: []byte(`{{define "title"}}{{.Title}}{{end}}{{define "content"}}<h1>{{.Title}}</h1><p>{{.Body}}</p>{{end}}`)},
 	// Fails half-way: the layout and the heading are written before the
 	// missing field is reached.
