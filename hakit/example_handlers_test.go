@@ -5,16 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing/fstest"
 	"time"
 
+	"github.com/go-chi/chi/v5"
+
 	"hakit.dev/dbrouter"
 	"hakit.dev/hakit"
+	"hakit.dev/session"
 )
 
 func ExampleTemplates_Render() {
@@ -143,4 +149,126 @@ func ExampleApp_SetErrorPage() {
 	// Output:
 	// 403 Allow="" This form must be sent from our own pages.
 	// 405 Allow="POST" method not allowed
+}
+
+// The handler helpers together, as docs/handlers.md shows them: pages
+// with a layout, a form, errors and an error page, login and flash
+// messages. The doc's Go blocks are excerpts of this function
+// (TestHandlersDocIsExampleCode).
+func Example_handlers() {
+	templatesFS := fstest.MapFS{
+		"layout.html": {Data: []byte(`<title>{{block "title" .}}Notes{{end}}</title>` +
+			`{{range .Flashes}}<p class="{{.Kind}}">{{.Text}}</p>{{end}}{{block "content" .}}{{end}}`)},
+		"pages/notes.html": {Data: []byte(`{{define "content"}}{{range .Notes}}<li>{{.}}</li>{{end}}{{end}}`)},
+		"pages/error.html": {Data: []byte(`{{define "title"}}{{.Status}}{{end}}{{define "content"}}<h1>{{.Message}}</h1>{{end}}`)},
+	}
+	pages, err := hakit.ParseTemplates(templatesFS, "layout.html", "pages/*.html")
+	if err != nil {
+		log.Fatal(err) // a syntax error fails the start, not a request
+	}
+
+	app, err := hakit.New(context.Background(), hakit.Config{DrainDelay: -1, NoSignals: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		log.Fatal(err)
+	}
+	sessions, err := session.New(session.Config{Store: session.NewMemoryStore(), Insecure: true, Logger: app.Logger()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	app.UseSessions(sessions)
+	var notes []string
+
+	app.SetErrorPage(func(w http.ResponseWriter, r *http.Request, e *hakit.HTTPError) {
+		if strings.Contains(r.Header.Get("Accept"), "text/html") {
+			// Status and Message only: e.Err is for the log.
+			pages.Render(w, r, e.Status, "error.html", map[string]any{"Status": e.Status, "Message": e.Message})
+			return
+		}
+		hakit.DefaultErrorPage(w, r, e) // JSON or plain text for the others
+	})
+
+	app.Router().Post("/login", func(w http.ResponseWriter, r *http.Request) {
+		if err := hakit.ParseForm(w, r); err != nil {
+			hakit.Error(w, r, err)
+			return
+		}
+		userID := r.PostForm.Get("user") // … once the password is checked
+		if err := sessions.Login(r.Context(), userID); err != nil {
+			hakit.Error(w, r, err) // the session store is down: 503
+			return
+		}
+		http.Redirect(w, r, "/notes", http.StatusSeeOther)
+	})
+	app.Router().Post("/logout", func(w http.ResponseWriter, r *http.Request) {
+		if err := sessions.Logout(r.Context()); err != nil {
+			hakit.Error(w, r, err)
+			return
+		}
+		sessions.Flash(r.Context(), "info", "Signed out.") // in a new, anonymous session
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+	})
+
+	app.Router().Group(func(r chi.Router) {
+		r.Use(sessions.RequireLogin(http.RedirectHandler("/login", http.StatusSeeOther)))
+		r.Get("/notes", func(w http.ResponseWriter, r *http.Request) {
+			pages.Render(w, r, http.StatusOK, "notes.html", map[string]any{
+				"Notes":   notes,
+				"Flashes": sessions.Flashes(r.Context()), // shown once
+			})
+		})
+		r.Post("/notes", func(w http.ResponseWriter, r *http.Request) {
+			if err := hakit.ParseForm(w, r); err != nil {
+				hakit.Error(w, r, err) // 413 over the body limit, 400 malformed
+				return
+			}
+			title := r.PostForm.Get("title")
+			if title == "" {
+				hakit.Error(w, r, &hakit.HTTPError{Status: http.StatusUnprocessableEntity, Message: "A note needs a title."})
+				return
+			}
+			notes = append(notes, title)
+			sessions.Flash(r.Context(), "info", "Note saved.")
+			http.Redirect(w, r, "/notes", http.StatusSeeOther) // Post/Redirect/Get
+		})
+	})
+
+	// Serve it, and be a browser.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Serve(ctx, ln) }()
+	defer func() { stop(); <-done }()
+	for app.Health().State().String() != "ready" {
+		time.Sleep(10 * time.Millisecond)
+	}
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	base := "http://" + ln.Addr().String()
+	show := func(resp *http.Response, err error) {
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Println(resp.StatusCode, resp.Request.URL.Path, string(body))
+	}
+	post := func(path string, form url.Values) {
+		req, _ := http.NewRequest("POST", base+path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Accept", "text/html")
+		show(browser.Do(req))
+	}
+	post("/login", url.Values{"user": {"ann"}})
+	post("/notes", url.Values{"title": {"Milk & eggs"}})
+	post("/notes", url.Values{"title": {""}})
+	show(browser.Get(base + "/notes")) // a reload: the flash is gone
+	// Output:
+	// 200 /notes <title>Notes</title>
+	// 200 /notes <title>Notes</title><p class="info">Note saved.</p><li>Milk &amp; eggs</li>
+	// 422 /notes <title>422</title><h1>A note needs a title.</h1>
+	// 200 /notes <title>Notes</title><li>Milk &amp; eggs</li>
 }

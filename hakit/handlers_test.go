@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -461,5 +463,40 @@ func TestParseFormOversizeIs413(t *testing.T) {
 	echo(rec, req)
 	if rec.Code != 413 {
 		t.Fatalf("outside the stack: %d %q", rec.Code, rec.Body)
+	}
+}
+
+// Every Go block of docs/handlers.md is an excerpt of the package's
+// Examples, which compile and run: the page cannot show code that does
+// not compile.
+func TestHandlersDocIsExampleCode(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../docs/handlers.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile("example_handlers_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Lines compared without their indentation, which an excerpt loses.
+	norm := func(s string) string {
+		var out []string
+		for _, l := range strings.Split(s, "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				out = append(out, l)
+			}
+		}
+		return "\n" + strings.Join(out, "\n") + "\n"
+	}
+	code := norm(string(src))
+	blocks := regexp.MustCompile("(?s)```go\n(.*?)```").FindAllStringSubmatch(string(doc), -1)
+	if len(blocks) < 5 {
+		t.Fatalf("%d Go blocks in docs/handlers.md", len(blocks))
+	}
+	for _, b := range blocks {
+		if !strings.Contains(code, norm(b[1])) {
+			t.Errorf("docs/handlers.md has a Go block that is not in example_handlers_test.go:\n%s", b[1])
+		}
 	}
 }
