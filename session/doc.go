@@ -52,6 +52,13 @@
 // never answers with a stale or expiring cookie that would undo the
 // login in the browser.
 //
+// [Manager.Login] does a login in one call: it renews the token, puts the
+// user's ID ([Manager.UserID]) and makes the change durable; it clears
+// the session first if another user was logged in on it.
+// [Manager.Logout] destroys the session, [Manager.RequireLogin] guards
+// routes, and [Manager.Flash] and [Manager.Flashes] carry messages to the
+// next page, shown once (docs/handlers.md).
+//
 // # Streaming
 //
 // The session is saved just before the response's headers go out: on the
