@@ -69,4 +69,17 @@
 // struct a zero field is its default and a negative one none; in the
 // environment 0 is none. Database connection strings come one per variable
 // (HAKIT_DATABASE_URL_1, _2, …).
+//
+// # Handler helpers
+//
+// Small and optional, for plain net/http handlers (docs/handlers.md):
+// [ParseTemplates] and [Templates.Render] render html/template pages with
+// a layout into a buffer, so a template error is a clean 500; [ParseForm]
+// answers a body over its limit with 413; [Error] answers any error with
+// the status it calls for ([HTTPErrorOf]: the library's errors mapped in
+// one place — dbrouter's no primary is a 503 with Retry-After, a lost
+// COMMIT a 504) and logs the detail; [App.SetErrorPage] replaces the
+// pages of 404, 405, the CSRF 403, the panic 500, the starting 503 and
+// every Error. Login, logout and flash messages are on the session
+// package's Manager.
 package hakit
