@@ -190,10 +190,16 @@ func (p *commitProxy) handle(client net.Conn) {
 		return
 	}
 	defer server.Close()
-	// Once a COMMIT is intercepted, nothing more reaches the client.
+	// Once a COMMIT is intercepted, nothing more reaches the client, and
+	// the client's connection stays open until the hook returns, whatever
+	// happens to the server.
 	var cut atomic.Bool
 	go func() {
-		defer client.Close()
+		defer func() {
+			if !cut.Load() {
+				client.Close()
+			}
+		}()
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := server.Read(buf)

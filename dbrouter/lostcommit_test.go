@@ -3,7 +3,9 @@ package dbrouter_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -155,6 +157,91 @@ func TestLostCommitAfterRecovery(t *testing.T) {
 		}
 		wantResolutions(t, r, "aborted", 1)
 	})
+
+	// The new primary never received the transaction, handed its id to a
+	// transaction of its own, and crash-restarted before the router asked:
+	// its recovery end is now past the position read before COMMIT, and
+	// pg_xact_status would say "committed" for the other transaction. The
+	// router must not report the write done: with the right to read the
+	// timeline history it runs the write again; without, ErrCommitUnknown.
+	for _, superuser := range []bool{true, false} {
+		name := "promoted, id reused, crash-restarted before the question"
+		if !superuser {
+			name += ", history unreadable"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			c := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 1})
+			old, next := c.Nodes[0], c.Nodes[1]
+			if err := old.Exec(ctx, "CREATE TABLE t (id int); CREATE TABLE own (id int); CREATE ROLE app LOGIN; GRANT ALL ON t, own TO app"); err != nil {
+				t.Fatal(err)
+			}
+			waitCaughtUp(t, ctx, old, next)
+			px, dsn := proxied(t, old)
+			nextDSN := next.DSN()
+			if !superuser {
+				dsn = strings.Replace(dsn, "postgres@", "app@", 1)
+				nextDSN = strings.Replace(nextDSN, "postgres@", "app@", 1)
+			}
+			r := newRouter(t, dbrouter.Config{Nodes: []string{dsn, nextDSN}})
+			waitCaughtUp(t, ctx, old, next)
+			hatest.WaitFor(t, 10*time.Second, "the router to see the replica", func() bool {
+				return roleOf(r, next.Addr()) == dbrouter.RoleReplica
+			})
+			// The replica stops receiving: the write below never reaches it.
+			if err := next.SetSetting(ctx, "primary_conninfo", ""); err != nil {
+				t.Fatal(err)
+			}
+			hatest.WaitFor(t, 10*time.Second, "the replica to stop streaming", func() bool {
+				return count(t, ctx, next, "SELECT count(*) FROM pg_stat_wal_receiver") == 0
+			})
+			armed := make(chan error, 1)
+			px.arm(func(client, server net.Conn) {
+				forward(server)
+				armed <- func() error {
+					if !eventually(10*time.Second, func() bool { return countOn(ctx, old, "SELECT count(*) FROM t") == 1 }) {
+						return errors.New("the write did not commit on the old primary")
+					}
+					if err := old.Kill(); err != nil {
+						return err
+					}
+					if err := next.Promote(ctx); err != nil {
+						return err
+					}
+					// Transactions of its own take the ids the lost write had,
+					// and enough WAL goes past its position.
+					for range 20 {
+						if err := next.Exec(ctx, "INSERT INTO own VALUES (1)"); err != nil {
+							return err
+						}
+					}
+					if err := next.Exec(ctx, "INSERT INTO own SELECT generate_series(1, 20000)"); err != nil {
+						return err
+					}
+					if err := next.Kill(); err != nil {
+						return err
+					}
+					return next.Start(ctx)
+				}()
+			})
+			calls, err := insertOne(ctx, r)
+			if err := <-armed; err != nil {
+				t.Fatal(err)
+			}
+			rows := count(t, ctx, next, "SELECT count(*) FROM t")
+			if superuser {
+				if err != nil || rows != 1 || calls != 2 {
+					t.Fatalf("write: %v, %d rows on the new primary after %d runs; want success, 1 row after 2 runs", err, rows, calls)
+				}
+				return
+			}
+			if !errors.Is(err, dbrouter.ErrCommitUnknown) || !strings.Contains(err.Error(), "pg_read_file") || rows != 0 || calls != 1 {
+				t.Fatalf("write: %v, %d rows after %d runs; want ErrCommitUnknown naming pg_read_file, 0 rows, 1 run", err, rows, calls)
+			}
+		})
+	}
 
 	// No proxy: the router itself cuts a COMMIT on a node that hangs (its
 	// probe times out), then asks the same node once it is back. The
@@ -466,5 +553,53 @@ func TestServerOutOfConnections(t *testing.T) {
 	}
 	if err := <-busy; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A replica at max_connections is skipped: reads go to a node that takes
+// them, at once, instead of failing or waiting.
+func TestFullReplicaIsSkipped(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 1, Settings: map[string]string{
+		"max_connections": "8", "superuser_reserved_connections": "0",
+	}})
+	primary, replica := c.Nodes[0], c.Nodes[1]
+	r := newRouter(t, dbrouter.Config{Nodes: c.DSNs()})
+	hatest.WaitFor(t, 10*time.Second, "the router to see the replica", func() bool {
+		return roleOf(r, replica.Addr()) == dbrouter.RoleReplica
+	})
+	// Fill the replica: the router's prober holds one slot, others the rest.
+	var held []*pgx.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close(context.Background())
+		}
+	})
+	for {
+		conn, err := pgx.Connect(ctx, replica.DSN())
+		if err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "53300" {
+				break
+			}
+			t.Fatal(err)
+		}
+		held = append(held, conn)
+	}
+	for i := range 10 {
+		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		err := r.Read(rctx, func(q dbrouter.Querier) error {
+			p, err := port(rctx, q)
+			if err == nil && p != primary.Port {
+				return fmt.Errorf("read on port %d, want the primary's %d", p, primary.Port)
+			}
+			return err
+		})
+		rcancel()
+		if err != nil {
+			t.Fatalf("read %d with the replica full: %v", i, err)
+		}
 	}
 }

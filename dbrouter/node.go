@@ -32,6 +32,7 @@ type probe struct {
 	timeline  int  // primaries only
 	lsn       LSN  // primary: insert position; replica: replay position
 	lag       time.Duration
+	run       int64 // pg_postmaster_start_time in µs: tells one run of the server from the next
 	err       error
 	startedAt time.Time
 	took      time.Duration
@@ -45,7 +46,8 @@ const probeSQL = `SELECT pg_is_in_recovery(),
   CASE WHEN pg_is_in_recovery() THEN 0 ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
   CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() IS NULL
          OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
-       ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, 0) END`
+       ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, 0) END,
+  (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8`
 
 // node is one PostgreSQL server: its pool, what the prober last saw of it,
 // and the bookkeeping for load balancing and fault handling.
@@ -58,6 +60,11 @@ type node struct {
 	last     atomic.Pointer[probe]
 	role     atomic.Value  // Role, as of the last view
 	replayed atomic.Uint64 // highest replay LSN seen while a replica (probes and read checks)
+	// replicaRun is the server run (postmaster start, µs) in which a probe
+	// last found the node in recovery: if the node is a primary in that
+	// same run, it was promoted during it, and the end of its recovery is
+	// where it left its old timeline.
+	replicaRun atomic.Int64
 	inflight atomic.Int64
 	// suspectAt is when work on the node last failed with a connection
 	// error (UnixNano; 0: not suspect). A probe started after it clears
@@ -151,7 +158,7 @@ func (n *node) probeOnce(ctx context.Context, timeout time.Duration) *probe {
 	var inRecovery bool
 	var lsn string
 	var lagSeconds float64
-	err := n.probeConn.QueryRow(ctx, probeSQL).Scan(&inRecovery, &lsn, &p.timeline, &lagSeconds)
+	err := n.probeConn.QueryRow(ctx, probeSQL).Scan(&inRecovery, &lsn, &p.timeline, &lagSeconds, &p.run)
 	p.took = time.Since(p.startedAt)
 	if err == nil {
 		var l LSN

@@ -166,6 +166,10 @@ func (hr *handleRows) Close() {
 func (r *Router) acquireRead(ctx context.Context, exclude uint64) (*readHandle, error) {
 	minLSN := MinLSN(ctx)
 	var deadline time.Time
+	// Nodes at max_connections are skipped while others can serve; only
+	// when none can does the read wait on one of them for a connection.
+	var full uint64
+	waitFull := false
 	for {
 		if r.closed.Load() {
 			return nil, ErrClosed
@@ -186,8 +190,13 @@ func (r *Router) acquireRead(ctx context.Context, exclude uint64) (*readHandle, 
 			r.metrics.reads[readReplica].Inc()
 		}
 		if n != nil {
-			h, err := r.acquireOn(ctx, n)
+			h, err := r.acquireOn(ctx, n, waitFull)
 			if err != nil {
+				if isServerFull(err) && !waitFull && ctx.Err() == nil {
+					full |= 1 << n.idx
+					exclude |= 1 << n.idx
+					continue
+				}
 				if !r.retryRead(ctx, n, err) {
 					return nil, nodeErr(n, err)
 				}
@@ -211,11 +220,16 @@ func (r *Router) acquireRead(ctx context.Context, exclude uint64) (*readHandle, 
 			if err != nil {
 				return nil, err
 			}
-			h, err = r.acquireOn(ctx, p)
+			h, err = r.acquireOn(ctx, p, true)
 			if err != nil {
 				return nil, nodeErr(p, err)
 			}
 			return h, nil
+		}
+		if full != 0 && !waitFull {
+			exclude &^= full
+			waitFull = true
+			continue
 		}
 		// Nothing to read from: wait for the view to change.
 		if deadline.IsZero() {
@@ -243,11 +257,19 @@ func (r *Router) acquireRead(ctx context.Context, exclude uint64) (*readHandle, 
 }
 
 // acquireOn acquires a pooled connection on n, tracked so that it is cut
-// if n is found down while in use.
-func (r *Router) acquireOn(ctx context.Context, n *node) (*readHandle, error) {
+// if n is found down while in use. With waitFull, a server at
+// max_connections is waited on (see acquire); without, it is an error at
+// once.
+func (r *Router) acquireOn(ctx context.Context, n *node, waitFull bool) (*readHandle, error) {
 	n.inflight.Add(1)
 	downs := n.downs.Load()
-	conn, err := r.acquire(ctx, n, time.Now().Add(r.cfg.FailoverTimeout))
+	var conn *pgxpool.Conn
+	var err error
+	if waitFull {
+		conn, err = r.acquire(ctx, n, time.Now().Add(r.cfg.FailoverTimeout))
+	} else {
+		conn, err = n.pool.Acquire(ctx)
+	}
 	if err != nil {
 		n.inflight.Add(-1)
 		return nil, n.downSince(downs, err)

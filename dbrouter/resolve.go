@@ -46,6 +46,10 @@ type serverFacts struct {
 	started     int64
 	recovered   bool // its current run began with a recovery (crash recovery or a standby's promotion)
 	recoveryEnd LSN  // where that recovery ended (pg_last_wal_replay_lsn)
+	// promotedInRun: the router saw the node in recovery earlier in its
+	// current run, so that recovery ended with a promotion (not a crash
+	// recovery after one).
+	promotedInRun bool
 }
 
 // askSQL reads serverFacts (timeline 0 on a standby).
@@ -102,16 +106,18 @@ func decide(t txnFacts, s serverFacts, hist []tlSwitch, histRead bool) (verdict,
 		for _, h := range hist {
 			if h.tli == t.timeline {
 				if h.switchpoint <= t.before {
-					return rerun, "the primary's history left the transaction's timeline before the commit record"
+					return rerun, "the primary's timeline history left the transaction's timeline before the commit record"
 				}
 				return askStatus, "the primary's history follows the transaction's timeline past the commit record's position"
 			}
 		}
 		return rerun, "the transaction's timeline is not in the primary's history"
 	}
-	if s.timeline == t.timeline+1 && s.recovered {
-		// Promoted from the transaction's timeline during its current run:
-		// the end of the recovery is the switch point.
+	if s.timeline == t.timeline+1 && s.recovered && s.promotedInRun {
+		// Promoted from the transaction's timeline during the run the
+		// router saw it in recovery: the end of that recovery is the
+		// switch point. (A crash restart since would show the end of
+		// the crash recovery instead, past the switch point.)
 		return askStatus, "the primary was promoted past the commit record's position"
 	}
 	return needHistory, ""
@@ -225,6 +231,7 @@ func (r *Router) askCommit(ctx context.Context, n *node, t txnFacts) (writeResul
 		}
 		s.recovered = true
 	}
+	s.promotedInRun = s.started != 0 && n.replicaRun.Load() == s.started
 	v, why := decide(t, s, nil, false)
 	if v == needHistory {
 		// Timeline history files are readable by superusers and members
@@ -234,8 +241,8 @@ func (r *Router) askCommit(ctx context.Context, n *node, t txnFacts) (writeResul
 		if err != nil {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) {
-				return writeResult{}, "", fmt.Errorf("%w: the primary is %d timelines past the transaction's and its timeline history cannot be read (%s: grant pg_read_server_files to the router's user)",
-					ErrCommitUnknown, s.timeline-t.timeline, pgErr.Message)
+				return writeResult{}, "", fmt.Errorf("%w: the primary is on a later timeline than the transaction's, was not seen promoted in its current run, and its timeline history cannot be read (%s: GRANT EXECUTE ON FUNCTION pg_read_file(text) TO the router's user)",
+					ErrCommitUnknown, pgErr.Message)
 			}
 			return writeResult{}, "", err
 		}

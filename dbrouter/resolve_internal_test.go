@@ -22,7 +22,10 @@ func TestDecide(t *testing.T) {
 		{"clean restart", serverFacts{timeline: 2, started: 222}, nil, false, askStatus},
 		{"earlier timeline", serverFacts{timeline: 1, started: 333}, nil, false, rerun},
 		{"promoted before the commit record", serverFacts{timeline: 3, started: 333, recovered: true, recoveryEnd: 4500}, nil, false, rerun},
-		{"promoted after the commit record", serverFacts{timeline: 3, started: 333, recovered: true, recoveryEnd: 7000}, nil, false, askStatus},
+		{"promoted after the commit record", serverFacts{timeline: 3, started: 333, recovered: true, recoveryEnd: 7000, promotedInRun: true}, nil, false, askStatus},
+		// Promoted, then crash-restarted: the recovery end is the crash
+		// recovery's, past the switch point; only the history tells.
+		{"crash-restarted since its promotion", serverFacts{timeline: 3, started: 444, recovered: true, recoveryEnd: 7000}, nil, false, needHistory},
 		{"promoted, restarted cleanly since: history needed", serverFacts{timeline: 3, started: 333}, nil, false, needHistory},
 		{"two timelines on: history needed", serverFacts{timeline: 4, started: 333, recovered: true, recoveryEnd: 9000}, nil, false, needHistory},
 		{"two timelines on, left ours before", serverFacts{timeline: 4, started: 333, recovered: true, recoveryEnd: 9000},

@@ -203,6 +203,7 @@ func (r *Router) record(n *node, p *probe) {
 	}
 	if p.ok && !p.primary {
 		n.raiseReplayed(p.lsn)
+		n.replicaRun.Store(p.run)
 	}
 	if !p.ok && (prev == nil || prev.ok) {
 		// Down: cancel what runs there, drop its pooled connections.
@@ -367,8 +368,10 @@ func (r *Router) waitPrimary(ctx context.Context, deadline time.Time) (*node, er
 
 // acquire takes a pooled connection on n. A server at max_connections
 // refuses new ones (SQLSTATE 53300) while the pool may hold connections
-// that are about to come free: then it waits for one, with backoff, until
-// ctx ends or deadline passes, and the refusal stays in the error.
+// that are about to come free: then, as long as the pool has connections
+// (in use, idle, or being made), it waits for one, with backoff, until ctx ends or deadline
+// passes, and the refusal stays in the error. A pool with none in use has
+// nothing to wait for: the refusal is returned at once.
 func (r *Router) acquire(ctx context.Context, n *node, deadline time.Time) (*pgxpool.Conn, error) {
 	var full error
 	for try := 0; ; try++ {
@@ -381,6 +384,9 @@ func (r *Router) acquire(ctx context.Context, n *node, deadline time.Time) (*pgx
 				err = errors.Join(err, full)
 			}
 			return nil, err
+		}
+		if n.pool.Stat().TotalConns() == 0 {
+			return nil, err // no connection of the pool's own to wait for
 		}
 		if full == nil {
 			r.metrics.fullWaits.Inc()
