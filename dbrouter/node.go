@@ -65,7 +65,7 @@ type node struct {
 	// same run, it was promoted during it, and the end of its recovery is
 	// where it left its old timeline.
 	replicaRun atomic.Int64
-	inflight atomic.Int64
+	inflight   atomic.Int64
 	// suspectAt is when work on the node last failed with a connection
 	// error (UnixNano; 0: not suspect). A probe started after it clears
 	// it; until then nothing new is sent to the node.
