@@ -15,8 +15,8 @@ import (
 // Client.Enqueue (or Client.Archived) on. cfg.NoReplicas is set when
 // Config.Redis.NoReplicas is (the one knob for sessions and jobs) and
 // cfg.Logger defaults to the app's. Its metrics are registered in
-// [App.Registry], and it is closed after every component stopped, just
-// before the Redis client.
+// [App.Registry]. It holds nothing of its own to close: its connections
+// are the Redis client's, closed last.
 //
 // Relay and Scheduler make the client with a zero cfg when Jobs was not
 // called: call Jobs first to give it another configuration. Once the
@@ -123,7 +123,7 @@ func (a *App) Relay(cfg jobs.RelayConfig) (*jobs.Relay, error) {
 	if err := a.register(r, "Relay", "RelayConfig.Name"); err != nil {
 		return nil, err
 	}
-	a.Add(componentName("jobs:relay", cfg.Name), r)
+	a.Add(componentName("jobs:relay", cfg.Name), lifeCycle{r})
 	return r, nil
 }
 
@@ -148,13 +148,14 @@ func (a *App) Scheduler(cfg jobs.SchedulerConfig) (*jobs.Scheduler, error) {
 	if err := a.register(s, "Scheduler", "SchedulerConfig.Name"); err != nil {
 		return nil, err
 	}
-	a.Add(componentName("jobs:scheduler", cfg.Name), s)
+	a.Add(componentName("jobs:scheduler", cfg.Name), lifeCycle{s})
 	return s, nil
 }
 
 // lifeCycle hides every method of a component but Start and Stop (its
 // health checks, its collector), for what the app checks and registers
-// itself.
+// itself (App.Add would panic on a second collector of the same name; the
+// wiring methods say which Name to change instead).
 type lifeCycle struct{ Component }
 
 // register registers c's metrics, with an error naming the field that
@@ -180,13 +181,4 @@ func componentName(kind, name string) string {
 
 func errNoRedis(what string) error {
 	return fmt.Errorf("hakit: %s: no Redis: set Config.Redis (HAKIT_REDIS_SENTINELS and HAKIT_REDIS_MASTER, HAKIT_REDIS_URL or HAKIT_REDIS_CLUSTER)", what)
-}
-
-// closeJobs closes the jobs client, after every component stopped.
-func (a *App) closeJobs() {
-	if a.wire.jobs != nil {
-		if err := a.wire.jobs.Close(); err != nil {
-			a.log.Warn("hakit: closing the jobs client", "err", err)
-		}
-	}
 }

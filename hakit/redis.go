@@ -179,9 +179,8 @@ func (a *App) newRedis() {
 	a.checker.Add(health.Check{Name: "redis", Func: func(ctx context.Context) error { return a.rdb.Ping(ctx).Err() }})
 }
 
-// closeRedis closes the jobs client and the Redis client, last of all.
+// closeRedis closes the Redis client, last of all.
 func (a *App) closeRedis() {
-	a.closeJobs()
 	if a.rdb == nil {
 		return
 	}
