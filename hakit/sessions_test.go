@@ -137,3 +137,76 @@ func TestSessionCarriesReadYourWrites(t *testing.T) {
 		}
 	}
 }
+
+// stackCtxKey carries the request's context as the stack made it, with the
+// app's RequestTimeout, past hakit.Timeout.
+type stackCtxKey struct{}
+
+// TestLongRequestKeepsItsSession: a route without a timeout
+// (hakit.Timeout(-1), as uploads use) runs past the app's RequestTimeout;
+// its handler writes to the database (so the read-your-writes position
+// goes into the session) and puts a key. The response is the handler's
+// 200, not a 503 for a save attempted on the expired request context, and
+// the session keeps both.
+func TestLongRequestKeepsItsSession(t *testing.T) {
+	t.Parallel()
+	hatestSkip(t)
+	ctx := context.Background()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	rd := hatest.NewRedis(t, hatest.RedisOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr()})
+	defer rdb.Close()
+	if err := pg.Nodes[0].Exec(ctx, "CREATE TABLE images (id bigint PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	const requestTimeout = 200 * time.Millisecond
+	r := serve(t, hakit.Config{DatabaseURLs: pg.DSNs(), RequestTimeout: requestTimeout}, func(a *hakit.App) {
+		m, err := session.New(session.Config{Store: session.NewRedisStore(rdb, session.RedisOptions{WaitReplicas: -1}),
+			Insecure: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.UseSessions(m)
+		keepStackCtx := func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stackCtxKey{}, r.Context())))
+			})
+		}
+		a.Router().With(keepStackCtx, hakit.Timeout(-1)).Post("/admin/images/{id}", func(w http.ResponseWriter, r *http.Request) {
+			// The upload lasts until the app's RequestTimeout has passed.
+			stackCtx := r.Context().Value(stackCtxKey{}).(context.Context)
+			<-stackCtx.Done()
+			if _, err := a.DB().Exec(r.Context(), "INSERT INTO images VALUES ($1)", r.PathValue("id")); err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+			m.Put(r.Context(), "last_image", r.PathValue("id"))
+			io.WriteString(w, "stored")
+		})
+		a.Router().Get("/session", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s|%t", m.GetString(r.Context(), "last_image"), m.GetString(r.Context(), "_hakit_db_lsn") != "")
+		})
+	}, true)
+
+	jar, _ := cookiejar.New(nil)
+	admin := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	call := func(method, url string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, nil)
+		resp, err := admin.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for i, id := range []string{"1", "2"} { // a new session, then an existing one
+		if code, body := call("POST", r.url+"/admin/images/"+id); code != 200 || body != "stored" {
+			t.Fatalf("upload %d, longer than RequestTimeout (%s) on a Timeout(-1) route: %d %q, want 200 \"stored\"", i+1, requestTimeout, code, body)
+		}
+		if code, body := call("GET", r.url+"/session"); code != 200 || body != id+"|true" {
+			t.Fatalf("after upload %d the session reads %d %q, want %q (the image and a read-your-writes position)", i+1, code, body, id+"|true")
+		}
+	}
+}

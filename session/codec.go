@@ -114,9 +114,11 @@ func decodeValue(b []byte) (any, error) {
 }
 
 // sameValue reports whether two encoded values hold the same value. The
-// compact encodings are canonical; gob's is not (it writes a map's entries
-// in random order), so gob values that differ byte for byte are decoded
-// and compared as values.
+// compact encodings are canonical (a float64 NaN put back unchanged keeps
+// its bits); gob's is not (it writes a map's entries in random order), so
+// gob values that differ byte for byte are decoded and compared as values,
+// with NaN equal to NaN: a map holding a NaN that a request only read is
+// unchanged.
 func sameValue(a, b []byte) bool {
 	if bytes.Equal(a, b) {
 		return true
@@ -129,7 +131,131 @@ func sameValue(a, b []byte) bool {
 		return false
 	}
 	y, err := decodeValue(b)
-	return err == nil && reflect.DeepEqual(x, y)
+	return err == nil && deepEqual(reflect.ValueOf(x), reflect.ValueOf(y))
+}
+
+// deepEqual reports whether x and y are deeply equal as reflect.DeepEqual
+// has it, except that a floating-point NaN equals any NaN (DeepEqual,
+// following ==, has NaN unequal to itself, so a value holding one never
+// equals its own copy), also as a map key, and that two pointers are
+// compared by what they point to.
+func deepEqual(x, y reflect.Value) bool { return equal(x, y, map[visit]bool{}) }
+
+// visit is a pair of references being compared, to stop at a cycle (a
+// gob value has none, but one made by a type's own GobDecode might).
+type visit struct {
+	x, y uintptr
+	t    reflect.Type
+}
+
+func equal(x, y reflect.Value, path map[visit]bool) bool {
+	if !x.IsValid() || !y.IsValid() {
+		return x.IsValid() == y.IsValid()
+	}
+	if x.Type() != y.Type() {
+		return false
+	}
+	switch x.Kind() {
+	case reflect.Map, reflect.Slice, reflect.Pointer:
+		if x.IsNil() || y.IsNil() {
+			return x.IsNil() == y.IsNil()
+		}
+		if x.Pointer() == y.Pointer() && (x.Kind() != reflect.Slice || x.Len() == y.Len()) {
+			return true
+		}
+		// Back at a pair this comparison is inside of: a cycle, equal
+		// so far (as DeepEqual has it).
+		v := visit{x.Pointer(), y.Pointer(), x.Type()}
+		if path[v] {
+			return true
+		}
+		path[v] = true
+		defer delete(path, v)
+	}
+	switch x.Kind() {
+	case reflect.Bool:
+		return x.Bool() == y.Bool()
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return x.Int() == y.Int()
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return x.Uint() == y.Uint()
+	case reflect.Float32, reflect.Float64:
+		return sameFloat(x.Float(), y.Float())
+	case reflect.Complex64, reflect.Complex128:
+		a, b := x.Complex(), y.Complex()
+		return sameFloat(real(a), real(b)) && sameFloat(imag(a), imag(b))
+	case reflect.String:
+		return x.String() == y.String()
+	case reflect.Array, reflect.Slice:
+		if x.Len() != y.Len() {
+			return false
+		}
+		for i := range x.Len() {
+			if !equal(x.Index(i), y.Index(i), path) {
+				return false
+			}
+		}
+		return true
+	case reflect.Interface:
+		if x.IsNil() || y.IsNil() {
+			return x.IsNil() == y.IsNil()
+		}
+		return equal(x.Elem(), y.Elem(), path)
+	case reflect.Pointer:
+		return equal(x.Elem(), y.Elem(), path)
+	case reflect.Struct:
+		for i := range x.NumField() {
+			if !equal(x.Field(i), y.Field(i), path) {
+				return false
+			}
+		}
+		return true
+	case reflect.Map:
+		if x.Len() != y.Len() {
+			return false
+		}
+		for it := x.MapRange(); it.Next(); {
+			v := y.MapIndex(it.Key())
+			if !v.IsValid() {
+				// No key == this one in y: a key holding a NaN (or a
+				// pointer) can still have its equal there.
+				return sameEntries(x, y, path)
+			}
+			if !equal(it.Value(), v, path) {
+				return false
+			}
+		}
+		return true
+	}
+	// Funcs, channels and unsafe pointers, which gob does not carry:
+	// equal only when both are nil, as DeepEqual has funcs.
+	return x.IsNil() && y.IsNil()
+}
+
+// sameFloat reports whether a and b are equal, or both NaN.
+func sameFloat(a, b float64) bool { return a == b || a != a && b != b }
+
+// sameEntries reports whether maps x and y, of one type and length, pair
+// off entry by entry under equal: for keys that == cannot find, such as
+// NaN. Quadratic, for those rare maps only.
+func sameEntries(x, y reflect.Value, path map[visit]bool) bool {
+	type entry struct{ k, v reflect.Value }
+	var rest []entry
+	for it := y.MapRange(); it.Next(); {
+		rest = append(rest, entry{it.Key(), it.Value()})
+	}
+next:
+	for it := x.MapRange(); it.Next(); {
+		for i, e := range rest {
+			if equal(it.Key(), e.k, path) && equal(it.Value(), e.v, path) {
+				rest[i] = rest[len(rest)-1]
+				rest = rest[:len(rest)-1]
+				continue next
+			}
+		}
+		return false
+	}
+	return true
 }
 
 // The whole session for scs's Codec: a format byte, the deadline, then

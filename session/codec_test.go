@@ -3,7 +3,9 @@ package session
 import (
 	"encoding/gob"
 	"errors"
+	"math"
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -115,6 +117,102 @@ func TestSameValueComparesValues(t *testing.T) {
 	} {
 		if sameValue(enc(pair[0]), enc(pair[1])) {
 			t.Errorf("%s: a change compares as the same value", name)
+		}
+	}
+}
+
+// TestSameValueNaN: NaN is not equal to itself, but a value holding one is
+// the same value as its copy, wherever the NaN is (a map value or key, a
+// struct field, a slice, a complex number); real changes next to a NaN
+// still count.
+func TestSameValueNaN(t *testing.T) {
+	type scored struct {
+		Name   string
+		Scores []float64
+		Z      complex128
+	}
+	gob.Register(map[string]float64{})
+	gob.Register(map[float64]string{})
+	gob.Register(scored{})
+	gob.Register(map[string]scored{})
+	nan := math.NaN()
+	enc := func(v any) []byte {
+		b, err := encodeValue(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	big := map[string]float64{"pending": nan}
+	for i := range 40 {
+		big[strconv.Itoa(i)] = float64(i) / 3
+	}
+	for name, v := range map[string]any{
+		"float":        nan,
+		"map value":    big,
+		"map key":      map[float64]string{nan: "a", 1: "b", 2: "c"},
+		"two NaN keys": map[float64]string{nan: "a", math.Float64frombits(math.Float64bits(nan) ^ 1): "a", 1: "b"},
+		"struct":       map[string]scored{"x": {"x", []float64{1, nan}, complex(nan, 1)}, "y": {"y", nil, 0}},
+	} {
+		a := enc(v)
+		for range 20 { // gob's order differs from run to run
+			if !sameValue(a, enc(v)) {
+				t.Fatalf("%s: the same value compares as changed", name)
+			}
+		}
+	}
+	changed := map[string]float64{}
+	for k, v := range big {
+		changed[k] = v
+	}
+	changed["7"]++
+	for name, pair := range map[string][2]any{
+		"map value":          {big, changed},
+		"NaN to number":      {map[string]float64{"a": nan}, map[string]float64{"a": 0}},
+		"map key":            {map[float64]string{nan: "a", 1: "b"}, map[float64]string{nan: "b", 1: "b"}},
+		"NaN key to number":  {map[float64]string{nan: "a", 1: "b"}, map[float64]string{0: "a", 1: "b"}},
+		"one NaN key of two": {map[float64]string{nan: "a", math.Float64frombits(math.Float64bits(nan) ^ 1): "a"}, map[float64]string{nan: "a", 3: "a"}},
+		"slice":              {scored{"x", []float64{1, nan}, 0}, scored{"x", []float64{2, nan}, 0}},
+		"complex":            {scored{"x", nil, complex(nan, 1)}, scored{"x", nil, complex(nan, 2)}},
+	} {
+		if sameValue(enc(pair[0]), enc(pair[1])) {
+			t.Errorf("%s: a change compares as the same value", name)
+		}
+	}
+}
+
+// TestDeepEqualAgreesWithReflect: without NaN, deepEqual answers as
+// reflect.DeepEqual, also for unexported fields, nil against empty, and a
+// cycle.
+func TestDeepEqualAgreesWithReflect(t *testing.T) {
+	type node struct {
+		V    int
+		Next *node
+	}
+	type hidden struct {
+		m map[string]int
+		s []string
+	}
+	ring := func(v int) *node {
+		n := &node{V: v}
+		n.Next = &node{V: 2, Next: n}
+		return n
+	}
+	cases := [][2]any{
+		{1, 1}, {1, 2}, {1, int64(1)}, {"a", "a"}, {"a", "b"}, {nil, nil}, {nil, 0},
+		{[]int(nil), []int{}}, {map[string]int(nil), map[string]int{}}, {[]int{1}, []int{1}},
+		{map[string]any{"a": []any{1, "x"}}, map[string]any{"a": []any{1, "x"}}},
+		{map[string]any{"a": []any{1, "x"}}, map[string]any{"a": []any{1, "y"}}},
+		{hidden{map[string]int{"a": 1}, []string{"x"}}, hidden{map[string]int{"a": 1}, []string{"x"}}},
+		{hidden{map[string]int{"a": 1}, nil}, hidden{map[string]int{"a": 2}, nil}},
+		{ring(1), ring(1)}, {ring(1), ring(3)},
+		{[2]float64{1, 2}, [2]float64{1, 2}}, {[2]float64{1, 2}, [2]float64{1, 3}},
+		{time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+	}
+	for i, c := range cases {
+		want := reflect.DeepEqual(c[0], c[1])
+		if got := deepEqual(reflect.ValueOf(c[0]), reflect.ValueOf(c[1])); got != want {
+			t.Errorf("case %d (%#v vs %#v): deepEqual %t, reflect.DeepEqual %t", i, c[0], c[1], got, want)
 		}
 	}
 }

@@ -52,6 +52,17 @@ type Config struct {
 	// Logger receives store failures and dropped corrupt sessions.
 	// Defaults to slog.Default().
 	Logger *slog.Logger
+
+	// SaveTimeout bounds each save of a request's session. A save does
+	// not run on the request's context: it is kept when the client goes
+	// away or the request's deadline (hakit's RequestTimeout) passes
+	// after the handler changed the session; SaveTimeout bounds it
+	// instead, as far as the store honours its context (pgx does; a
+	// go-redis client only with ContextTimeoutEnabled, else its
+	// ReadTimeout and WriteTimeout bound each command). Loading the
+	// session uses the request's context. Defaults to 5s; negative is an
+	// error.
+	SaveTimeout time.Duration
 }
 
 // Manager manages sessions in a shared store: its LoadAndSave middleware
@@ -72,6 +83,7 @@ type Manager struct {
 	idle        time.Duration // 0: no idle timeout
 	log         *slog.Logger
 	unavailable http.Handler
+	saveTimeout time.Duration
 	metrics     *metrics
 }
 
@@ -89,13 +101,19 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 2 * time.Hour
 	}
+	if cfg.SaveTimeout == 0 {
+		cfg.SaveTimeout = 5 * time.Second
+	}
+	if cfg.SaveTimeout < 0 {
+		return nil, fmt.Errorf("session: negative Config.SaveTimeout (%s)", cfg.SaveTimeout)
+	}
 	if cfg.RetryAfter <= 0 {
 		cfg.RetryAfter = time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Manager{store: cfg.Store, log: cfg.Logger, unavailable: cfg.Unavailable, metrics: newMetrics()}
+	m := &Manager{store: cfg.Store, log: cfg.Logger, unavailable: cfg.Unavailable, saveTimeout: cfg.SaveTimeout, metrics: newMetrics()}
 	if cfg.IdleTimeout > 0 {
 		m.idle = cfg.IdleTimeout
 	}
@@ -428,7 +446,7 @@ func (m *Manager) save(st *request, h http.Header, late bool) error {
 		m.log.Warn("session: changed after the response started, too late to send its new cookie; the change is not saved")
 		return nil
 	}
-	token, _, err := m.sm.Commit(ctx)
+	token, err := m.commit(ctx)
 	if err != nil || late {
 		return err
 	}
@@ -442,6 +460,18 @@ func (m *Manager) save(st *request, h http.Header, late bool) error {
 		m.writeCookie(ctx, h, token, m.sm.Deadline(ctx))
 	}
 	return nil
+}
+
+// commit writes the request's session (held in sctx) to the store. Not on
+// the request's context: what the handler did must be kept also when the
+// client went away or the request's deadline passed after the handler's
+// change (a route that lifted hakit's RequestTimeout for its handler still
+// has it on the context LoadAndSave got). Bounded by SaveTimeout instead.
+func (m *Manager) commit(sctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(sctx), m.saveTimeout)
+	defer cancel()
+	token, _, err := m.sm.Commit(ctx)
+	return token, err
 }
 
 // writeCookie sets the session cookie in h: token until expiry, or, with
@@ -503,10 +533,23 @@ func (w *saveWriter) finish() {
 }
 
 func (w *saveWriter) WriteHeader(code int) {
+	if !w.started && informational(code) {
+		// 103 Early Hints and the like: the final response, and with it
+		// the session's cookie, comes later, so the session may still
+		// change.
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
 	w.start()
 	if !w.failed {
 		w.ResponseWriter.WriteHeader(code)
 	}
+}
+
+// informational reports whether code is a 1xx status that net/http sends
+// as an interim response (101 Switching Protocols is a final one).
+func informational(code int) bool {
+	return code >= 100 && code < 200 && code != http.StatusSwitchingProtocols
 }
 
 func (w *saveWriter) Write(b []byte) (int, error) {
