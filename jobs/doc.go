@@ -28,9 +28,12 @@
 // replicas of the very master that took its tasks have them: the relay
 // compares the master's run_id and replication ID before the enqueues and
 // after WAIT, and counts the replicas whose acknowledged offset covers the
-// tasks. Until then the rows stay, marked with that master; if it is lost
-// (failover, restart without data), the next pass enqueues them again on
-// the new one. [ClientConfig].NoReplicas turns this off for a Redis
+// tasks. Until then the rows stay, marked with that master; a later pass
+// on the same master deletes those it locked before its confirmation read
+// the master's replication offset (so never rows another relay marked
+// after that, whose tasks the offset may not cover); if the master is
+// lost (failover, restart without data), the next pass enqueues them
+// again on the new one. [ClientConfig].NoReplicas turns this off for a Redis
 // without replicas. The task carries the commit's database position: its
 // reads through dbrouter see what the enqueuing transaction wrote.
 //

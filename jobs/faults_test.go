@@ -49,14 +49,15 @@ func nodeInfo(n *hatest.RedisNode, section, field string) string {
 	return ""
 }
 
-// queued counts the tasks of the default queue in Redis, in any state.
+// queued counts the tasks of the default queue in Redis, in any state
+// (asynq's Size includes the completed ones).
 func queued(rdb redis.UniversalClient) int {
 	ins := asynq.NewInspectorFromRedisClient(rdb)
 	q, err := ins.GetQueueInfo("default")
 	if err != nil {
 		return 0
 	}
-	return q.Size + q.Completed
+	return q.Size
 }
 
 // outboxRows counts the rows left in the default outbox table.
@@ -192,6 +193,180 @@ func TestOutboxConfirmRetriedOnRestartedMaster(t *testing.T) {
 		t.Fatalf("lost %d of %d acknowledged enqueues (%d in Redis, %d rows in the outbox)", n-ran, n, queued(rdb), outboxRows(t, e.db))
 	}
 	t.Logf("all %d ran", n)
+}
+
+// Two relays on one outbox. Relay A's confirmation succeeds; before A
+// deletes its rows, the replica drops out, and relay B enqueues new rows'
+// tasks on the master, gets no confirmation and marks the rows as held by
+// that master. A's confirmation does not cover B's tasks: A must not delete
+// B's rows. Then the master dies and the replica, which never got B's
+// tasks, is promoted: every task must still run, and the outbox empty once
+// the old master is back as a replica and confirms.
+func TestOutboxRelayDeletesOnlyRowsItsConfirmationCovers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rd := hatest.NewRedis(t, hatest.RedisOptions{Replicas: 1, Sentinels: 3})
+	rdb := failoverClient(t, rd, 0)
+	e := newEnv(t, hatest.PostgresOptions{}, rdb, false)
+	relayA := e.relay
+	clientB := jobs.NewClient(rdb, jobs.ClientConfig{Logger: quiet()})
+	t.Cleanup(func() { clientB.Close() })
+	relayB, err := jobs.NewRelay(jobs.RelayConfig{DB: e.db, Client: clientB, Outbox: e.outbox, Logger: quiet(), BatchSize: 50, Name: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	master, replica := rd.Nodes[0], rd.Nodes[1]
+	const n = 10
+	for i := range n {
+		if err := enqueue(ctx, e, i, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A: enqueue, confirm, then wait before deleting.
+	confirmed, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	releaseA := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseA)
+	jobs.SetAfterConfirm(relayA, func() {
+		close(confirmed)
+		<-release
+	})
+	type result struct {
+		n   int
+		err error
+	}
+	passA := make(chan result, 1)
+	go func() {
+		n, err := relayA.Pass(ctx)
+		passA <- result{n, err}
+	}()
+	select {
+	case <-confirmed:
+	case r := <-passA:
+		t.Fatalf("relay A's pass ended without a confirmation: %d, %v", r.n, r.err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("relay A did not confirm its batch")
+	}
+
+	// The replica hangs and the master drops it: what the master takes
+	// from now on reaches no replica.
+	if err := replica.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { replica.Resume() })
+	mc := master.Client()
+	defer mc.Close()
+	if err := mc.ClientKillByFilter(ctx, "TYPE", "replica").Err(); err != nil {
+		t.Fatal(err)
+	}
+	hatest.WaitFor(t, 20*time.Second, "the master to see no replica", func() bool { return nodeInfo(master, "replication", "connected_slaves") == "0" })
+
+	// B: new rows, their tasks on the master, unconfirmed, marked.
+	for i := range n {
+		if err := enqueue(ctx, e, 100+i, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := relayB.Pass(ctx); got != n || !errors.Is(err, jobs.ErrNotConfirmed) {
+		t.Fatalf("relay B's pass without a replica: %d, %v; want %d and ErrNotConfirmed", got, err, n)
+	}
+	if got := queued(rdb); got != 2*n {
+		t.Fatalf("%d of %d tasks on the master", got, 2*n)
+	}
+
+	releaseA()
+	r := <-passA
+	jobs.SetAfterConfirm(relayA, nil)
+	left := outboxRows(t, e.db)
+	t.Logf("relay A's pass: %d, %v; %d rows left (relay B's %d unconfirmed ones must stay)", r.n, r.err, left, n)
+	if r.n != n || r.err != nil {
+		t.Fatalf("relay A's pass: %d, %v; want %d, nil", r.n, r.err, n)
+	}
+	if left != n {
+		t.Errorf("relay A deleted %d of relay B's %d rows, which its confirmation did not cover", n-left, n)
+	}
+
+	// The master dies before any replica has B's tasks.
+	if err := master.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	m, err := rd.WaitFailover(fctx, master)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m != replica {
+		t.Fatalf("the Sentinels promoted %s; want %s", m.Name, replica.Name)
+	}
+	e.start(t)
+	ran := ranWithin(e, 2*n, 60*time.Second)
+	if ran != 2*n {
+		t.Fatalf("lost %d of %d acknowledged enqueues (%d in Redis, %d rows in the outbox)", 2*n-ran, 2*n, queued(rdb), outboxRows(t, e.db))
+	}
+	if err := master.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hatest.WaitFor(t, 60*time.Second, "the outbox to empty once the old master confirms as a replica", func() bool { return outboxRows(t, e.db) == 0 })
+	if got := metricValue(t, relayA, "hakit_jobs_relay_reenqueued_total"); got != n {
+		t.Errorf("relay_reenqueued_total is %v; want %d (relay B's tasks, lost with the master)", got, n)
+	}
+	t.Logf("all %d ran", 2*n)
+}
+
+// A pass confirms at most BatchSize held rows; the relay goes on at once
+// while it confirms full batches, so a backlog left by a replica outage
+// drains without waiting for PollInterval.
+func TestOutboxRelayDrainsHeldRowsBeyondBatchSize(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rd := hatest.NewRedis(t, hatest.RedisOptions{Replicas: 1})
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	e := newEnv(t, hatest.PostgresOptions{}, rdb, false)
+	const n = 120
+	for i := range n {
+		if err := enqueue(ctx, e, i, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A relay that wants two replicas of a master that has one leaves
+	// every row held by that master.
+	strict := jobs.NewClient(rdb, jobs.ClientConfig{WaitReplicas: 2, Logger: quiet()})
+	t.Cleanup(func() { strict.Close() })
+	holder, err := jobs.NewRelay(jobs.RelayConfig{DB: e.db, Client: strict, Outbox: e.outbox, Logger: quiet(), BatchSize: 50, Name: "holder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		got, err := holder.Pass(ctx)
+		if !errors.Is(err, jobs.ErrNotConfirmed) {
+			t.Fatalf("a pass wanting two replicas: %d, %v; want ErrNotConfirmed", got, err)
+		}
+		if got == 0 || i > n {
+			break
+		}
+	}
+	if got := queued(rdb); got != n || outboxRows(t, e.db) != n {
+		t.Fatalf("%d tasks queued, %d rows held; want %d and %d", got, outboxRows(t, e.db), n, n)
+	}
+	relay, err := jobs.NewRelay(jobs.RelayConfig{DB: e.db, Client: e.client, Outbox: e.outbox, Logger: quiet(),
+		BatchSize: 10, PollInterval: time.Hour, Name: "drain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopWithin(relay.Stop, 5*time.Second) })
+	hatest.WaitFor(t, 30*time.Second, "the held rows to be confirmed and deleted, 10 a pass", func() bool { return outboxRows(t, e.db) == 0 })
+	if got := queued(rdb); got != n {
+		t.Errorf("%d tasks queued; want %d (none enqueued twice)", got, n)
+	}
 }
 
 // Two outbox tables (two apps, two databases, …) on one Redis queue: their

@@ -133,7 +133,9 @@ type RelayConfig struct {
 	Client *Client
 	// Outbox defaults to NewOutbox("").
 	Outbox *Outbox
-	// BatchSize is how many rows one pass moves. Defaults to 500.
+	// BatchSize is how many rows one pass moves, and how many rows left
+	// held by the current Redis master one pass confirms besides.
+	// Defaults to 500.
 	BatchSize int
 	// PollInterval is how often the relay looks even without a
 	// notification (one can be missed while the relay reconnects), and
@@ -160,7 +162,10 @@ type RelayConfig struct {
 // holds its task: a later pass that finds the same master confirms it
 // with its own WAIT; one that finds another master (the old one was lost,
 // restarted empty, or replaced by a replica that may lack the task)
-// enqueues it again there.
+// enqueues it again there. A pass deletes only the rows its confirmation
+// covers: its own batch, and the marked rows it locked before it read the
+// master's replication offset. Rows another relay marks meanwhile wait
+// for a later pass.
 //
 // A Relay is a prometheus.Collector of its metrics.
 type Relay struct {
@@ -168,7 +173,7 @@ type Relay struct {
 	client *Client
 	log    *slog.Logger
 	// SQL on the outbox table.
-	selectSQL, markSQL, deleteSQL, deleteHeldSQL, heldSQL, countSQL string
+	selectSQL, heldSQL, markSQL, deleteSQL, countSQL string
 	// staleAfter is the age past which a row's task ID may have been
 	// forgotten by the queue: the Client's Retention, less a margin for
 	// clock skew.
@@ -190,6 +195,9 @@ type Relay struct {
 	// afterEnqueue, when set (tests), runs after each row is enqueued; an
 	// error aborts the pass as a crash would.
 	afterEnqueue func(n int) error
+	// afterConfirm, when set (tests), runs after a pass's confirmation
+	// succeeded and before it deletes rows.
+	afterConfirm func()
 }
 
 // NewRelay returns a Relay. Start it (hakit.App does, when it is added as
@@ -228,12 +236,11 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		selectSQL: `SELECT id, task_id::text, task_type, payload, opts, created_at, sent_to,
 	created_at < clock_timestamp() - make_interval(secs => $3)
 FROM ` + t + ` WHERE sent_to IS DISTINCT FROM $2 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
-		markSQL:       `UPDATE ` + t + ` SET sent_to = $2 WHERE id = ANY($1)`,
-		deleteSQL:     `DELETE FROM ` + t + ` WHERE id = ANY($1)`,
-		deleteHeldSQL: `DELETE FROM ` + t + ` WHERE id IN (SELECT id FROM ` + t + ` WHERE sent_to = $1 FOR UPDATE SKIP LOCKED)`,
-		heldSQL:       `SELECT EXISTS (SELECT 1 FROM ` + t + ` WHERE sent_to = $1)`,
-		countSQL:      `SELECT count(*) FROM ` + t,
-		staleAfter:    cfg.Client.retention - min(cfg.Client.retention/10, time.Minute),
+		heldSQL:    `SELECT id FROM ` + t + ` WHERE sent_to = $2 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`,
+		markSQL:    `UPDATE ` + t + ` SET sent_to = $2 WHERE id = ANY($1)`,
+		deleteSQL:  `DELETE FROM ` + t + ` WHERE id = ANY($1)`,
+		countSQL:   `SELECT count(*) FROM ` + t,
+		staleAfter: cfg.Client.retention - min(cfg.Client.retention/10, time.Minute),
 		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "hakit", Subsystem: "jobs", Name: "outbox_backlog",
 			Help: "Outbox rows not deleted yet: waiting for the relay, or for a Redis replica's confirmation (sampled).", ConstLabels: labels}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "hakit", Subsystem: "jobs", Name: "relay_lag_seconds",
@@ -299,7 +306,7 @@ func (r *Relay) loop(ctx context.Context, wake <-chan struct{}) {
 	for {
 		// Drain the outbox, a batch at a time.
 		for ctx.Err() == nil {
-			n, err := r.Pass(ctx)
+			res, err := r.pass(ctx)
 			switch {
 			case err == nil:
 				failures = 0
@@ -325,7 +332,7 @@ func (r *Relay) loop(ctx context.Context, wake <-chan struct{}) {
 				}
 				continue
 			}
-			if n < r.cfg.BatchSize {
+			if res.enqueued < r.cfg.BatchSize && !res.moreHeld {
 				break
 			}
 		}
@@ -407,6 +414,7 @@ type passResult struct {
 	unconfirmed error       // why the rows were kept, if they were
 	reenqueued  []string    // task IDs enqueued again after their master was lost
 	stale       []string    // task IDs of rows past the Retention enqueued anew
+	moreHeld    bool        // a full batch of held rows deleted: there may be more
 }
 
 // Pass moves one batch of outbox rows to the queue. It returns how many
@@ -415,14 +423,28 @@ type passResult struct {
 // rows (marked with the master that holds their tasks) and returns an
 // error wrapping [ErrNotConfirmed]. Relays call it themselves; it is
 // exported for tests and tools.
+//
+// Besides its batch, a pass confirms up to BatchSize rows that earlier
+// passes left held by the current master, and deletes them with its
+// batch: those it locked before its confirmation read the master's
+// replication offset, which covers their tasks (a relay marks rows only
+// after the master took their tasks, and they are visible only once it
+// committed). A row marked after that lock, by another relay, may hold a
+// task the offset does not cover: it stays for a later pass.
 func (r *Relay) Pass(ctx context.Context) (int, error) {
+	res, err := r.pass(ctx)
+	return res.enqueued, err
+}
+
+// pass is Pass, with what it did.
+func (r *Relay) pass(ctx context.Context) (passResult, error) {
 	c := r.client
 	var m masterID
 	var held string // the current master, as rows record it ("" with NoReplicas)
 	if !c.noReplicas {
 		var err error
 		if m, err = c.master(ctx); err != nil {
-			return 0, err
+			return passResult{}, err
 		}
 		held = m.String()
 	}
@@ -433,16 +455,17 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 		if err != nil {
 			return err
 		}
-		if len(batch) == 0 {
-			// Nothing new; but rows this master holds may wait for its
-			// confirmation.
-			if c.noReplicas {
-				return nil
-			}
-			var waiting bool
-			if err := tx.QueryRow(ctx, r.heldSQL, held).Scan(&waiting); err != nil || !waiting {
+		// The rows this master holds that wait for its confirmation: only
+		// those locked here, before confirm reads the master's offset,
+		// are covered by it.
+		var heldIDs []int64
+		if !c.noReplicas {
+			if heldIDs, err = r.lockHeld(ctx, tx, held); err != nil {
 				return err
 			}
+		}
+		if len(batch) == 0 && len(heldIDs) == 0 {
+			return nil
 		}
 		if err := r.enqueue(ctx, tx, batch, &res); err != nil {
 			return err
@@ -464,13 +487,13 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 			case err != nil:
 				return err
 			}
-			// Confirmed: with this batch, every row marked as held by this
-			// master (WAIT covers every write it took before).
-			tag, err := tx.Exec(ctx, r.deleteHeldSQL, held)
-			if err != nil {
-				return err
+			if r.afterConfirm != nil {
+				r.afterConfirm()
 			}
-			res.deleted += int(tag.RowsAffected())
+			// Confirmed: the batch, and the held rows locked before the
+			// confirmation read the offset (not those marked since).
+			ids = append(ids, heldIDs...)
+			res.moreHeld = len(heldIDs) == r.cfg.BatchSize
 		}
 		if len(ids) > 0 {
 			if _, err := tx.Exec(ctx, r.deleteSQL, ids); err != nil {
@@ -481,7 +504,7 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return passResult{}, err
 	}
 	now := time.Now()
 	for _, t := range res.first {
@@ -500,9 +523,9 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 	}
 	if res.unconfirmed != nil {
 		r.unconfirmed.Inc()
-		return res.enqueued, res.unconfirmed
+		return res, res.unconfirmed
 	}
-	return res.enqueued, nil
+	return res, nil
 }
 
 // lock selects and locks a batch: rows whose task no master holds, or
@@ -522,6 +545,16 @@ func (r *Relay) lock(ctx context.Context, tx pgx.Tx, held string) ([]outboxRow, 
 		batch = append(batch, x)
 	}
 	return batch, rows.Err()
+}
+
+// lockHeld locks up to BatchSize rows whose task the master held holds,
+// waiting for its confirmation, and returns their ids.
+func (r *Relay) lockHeld(ctx context.Context, tx pgx.Tx, held string) ([]int64, error) {
+	rows, err := tx.Query(ctx, r.heldSQL, r.cfg.BatchSize, held)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
 }
 
 // enqueue puts the batch's tasks on the queue.
