@@ -270,17 +270,18 @@ func TestMigrateWithoutTheRightToCreateTables(t *testing.T) {
 	t.Parallel()
 	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
 	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	appMigrations := fstest.MapFS{"1_notes.up.sql": {Data: []byte(`CREATE TABLE notes (n int)`)}}
 	readOnly := []string{fmt.Sprintf("host=127.0.0.1 port=%d user=reader dbname=postgres sslmode=disable", pg.Nodes[0].Port)}
 	if err := pg.Nodes[0].Exec(ctx, `CREATE ROLE reader LOGIN`); err != nil {
 		t.Fatal(err)
 	}
 	// On an empty database it cannot even record the library's migrations.
-	err := hakit.Migrate(ctx, newRouter(t, readOnly), nil, nil)
+	err := hakit.Migrate(ctx, newRouter(t, readOnly), nil, quiet)
 	if err == nil || !strings.Contains(err.Error(), "create hakit_schema_migrations") || !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("read-only user on an empty database: %v", err)
 	}
-	if err := hakit.Migrate(ctx, newRouter(t, pg.DSNs()), appMigrations, nil); err != nil {
+	if err := hakit.Migrate(ctx, newRouter(t, pg.DSNs()), appMigrations, quiet); err != nil {
 		t.Fatal(err)
 	}
 	if err := pg.Nodes[0].Exec(ctx, `GRANT SELECT ON hakit_schema_migrations, schema_migrations TO reader`); err != nil {
@@ -288,12 +289,12 @@ func TestMigrateWithoutTheRightToCreateTables(t *testing.T) {
 	}
 	db := newRouter(t, readOnly)
 	for _, fsys := range []fs.FS{nil, appMigrations} {
-		if err := hakit.Migrate(ctx, db, fsys, nil); err != nil {
+		if err := hakit.Migrate(ctx, db, fsys, quiet); err != nil {
 			t.Fatalf("read-only user, everything migrated (app migrations %v): %v", fsys != nil, err)
 		}
 	}
 	appMigrations["2_more.up.sql"] = &fstest.MapFile{Data: []byte(`CREATE TABLE more (n int)`)}
-	if err := hakit.Migrate(ctx, db, appMigrations, nil); err == nil || !strings.Contains(err.Error(), "permission denied") {
+	if err := hakit.Migrate(ctx, db, appMigrations, quiet); err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("read-only user, a new migration: %v", err)
 	}
 }
