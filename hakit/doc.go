@@ -4,15 +4,35 @@
 //
 // # An app
 //
-//	cfg, err := hakit.ConfigFromEnv(nil) // HAKIT_ADDR, HAKIT_DATABASE_URL_1, …
-//	if err != nil { log.Fatal(err) }     // every bad variable listed at once
-//	cfg.Migrations = migrationsFS        // embed.FS with NNN_name.up.sql
+//	env := hakit.NewEnv(nil)
+//	cfg := env.Config()                                 // HAKIT_*: database, Redis, S3, drain, …
+//	perPage := env.Int("SHOP_PER_PAGE", 20, "per page") // the app's own variables
+//	if err := env.Err(); err != nil {
+//		log.Fatal(err) // every bad variable, HAKIT_* and SHOP_*, listed at once
+//	}
+//	cfg.Migrations = migrations // embed.FS with NNN_name.up.sql
 //	app, err := hakit.New(ctx, cfg)
-//	if err != nil { log.Fatal(err) }
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	sessions, err1 := app.Sessions(session.Config{}) // Redis, else PostgreSQL, else memory
+//	worker, err2 := app.Worker(jobs.WorkerConfig{})  // and app.Relay, app.Scheduler, app.Jobs
+//	files, err3 := app.Uploads(uploads.Config{})     // the bucket of HAKIT_S3_*
+//	if err := errors.Join(err1, err2, err3); err != nil {
+//		log.Fatal(err)
+//	}
 //	app.Router().Get("/orders/{id}", showOrder) // chi: plain net/http handlers
 //	if err := app.Run(ctx); err != nil {        // serves, drains on SIGTERM
 //		os.Exit(1)
 //	}
+//
+// The complete main of an app on every package — dbrouter, sessions on
+// Redis, jobs with the outbox, uploads on S3, health — is in the
+// repository's docs/getting-started.md (it is hakit/internal/fullapp,
+// which the tests build and run against real servers); every variable is
+// in docs/configuration.md. See [NewEnv], [App.Redis], [App.Sessions],
+// [App.Jobs], [App.Worker], [App.Relay], [App.Scheduler] and
+// [App.Uploads].
 //
 // An App is an ordinary net/http application: [App.Router] is a chi
 // router, handlers are http.Handlers, and [App] itself is an http.Handler.
@@ -64,10 +84,11 @@
 //
 // # Configuration
 //
-// [Config] documents every field and its default; [ConfigFromEnv] reads the
-// variables listed by [EnvVars]; docs/configuration.md has the table. In the
-// struct a zero field is its default and a negative one none; in the
-// environment 0 is none. Database connection strings come one per variable
+// [Config] documents every field and its default; [Env.Config] (or
+// [ConfigFromEnv]) reads the variables listed by [EnvVars], and an [Env]
+// reads the app's own into the same report; docs/configuration.md has the
+// table. In the struct a zero field is its default and a negative one
+// none; in the environment 0 is none. Database connection strings come one per variable
 // (HAKIT_DATABASE_URL_1, _2, …).
 //
 // # Handler helpers

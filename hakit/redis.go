@@ -84,7 +84,16 @@ func (c RedisConfig) problems(name func(field string) string) []error {
 		errs = append(errs, fmt.Errorf("%s, %s and %s are exclusive: set one", name("URL"), name("SentinelAddrs"), name("ClusterAddrs")))
 	}
 	if c.URL != "" {
-		if _, err := redis.ParseURL(c.URL); err != nil {
+		u, err := url.Parse(c.URL)
+		if err == nil {
+			_, err = redis.ParseURL(c.URL)
+		}
+		if err == nil && u.Scheme != "unix" {
+			if h := u.Hostname(); h == "" || strings.Contains(h, ":") && !strings.HasPrefix(u.Host, "[") {
+				err = errors.New("bad host")
+			}
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s=%q: %w (want redis://[user:password@]host:port[/db], rediss://… or unix:///path)",
 				name("URL"), redactURL(c.URL), unwrapURLError(err)))
 		}

@@ -142,6 +142,10 @@ func (a *App) Uploads(cfg uploads.Config) (*uploads.Store, error) {
 		longest := time.Duration(orDefault(cfg.MaxSize, 100<<20)/rate)*time.Second + time.Hour
 		incompleteAge = max(24*time.Hour, longest)
 	}
+	pendingAge := 24 * time.Hour
+	if a.wire.maintenanceAge > 0 {
+		incompleteAge, pendingAge = a.wire.maintenanceAge, a.wire.maintenanceAge
+	}
 	p := &periodic{log: a.log, every: a.wire.maintenanceEvery, what: "uploads maintenance", name: name}
 	p.run = func(ctx context.Context) error {
 		var errs []error
@@ -152,7 +156,7 @@ func (a *App) Uploads(cfg uploads.Config) (*uploads.Store, error) {
 			}
 			errs = append(errs, err)
 		}
-		n, err := store.SweepPending(ctx, 24*time.Hour)
+		n, err := store.SweepPending(ctx, pendingAge)
 		if n > 0 {
 			a.log.Info("hakit: deleted direct uploads never confirmed", "store", name, "count", n)
 		}

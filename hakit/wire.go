@@ -22,6 +22,9 @@ type wiring struct {
 	// (uploads cleanup, expired sessions); zero means an hour. Tests set
 	// it shorter.
 	maintenanceEvery time.Duration
+	// maintenanceAge, when set, replaces the ages after which the
+	// maintenance tasks take an upload as abandoned. Tests set it.
+	maintenanceAge time.Duration
 }
 
 // periodic is a component that runs a maintenance task about every
