@@ -30,7 +30,8 @@
 // Redis hash; a jsonb merge under the row lock in PostgreSQL). A key's
 // value counts as changed when it differs, as a value, from the one
 // loaded: a map or struct read and left alone (or put back unchanged) is
-// not written, whatever order gob encodes its entries in. So:
+// not written, whatever order gob encodes its entries in, and a NaN in it
+// counts as equal to a NaN. So:
 //
 //   - a request that only reads a key never overwrites it;
 //   - requests that change different keys all keep their change;
@@ -63,7 +64,10 @@
 //
 // The session is saved just before the response's headers go out: on the
 // first Write, WriteHeader or Flush (http.Flusher or
-// http.ResponseController), or when the handler returns. Changes made
+// http.ResponseController), or when the handler returns. An interim
+// response (WriteHeader(103) Early Hints, any 1xx but 101) passes through
+// without saving: the session can still change, and its cookie goes out
+// with the final response. Changes made
 // after that are saved when the handler returns, if the browser already
 // has the session's cookie; if that save fails, the failure is logged and
 // the response is aborted. [Manager.BeforeSave] runs code just before
@@ -77,6 +81,11 @@
 // requests get that until go-redis finds the new master, then recover by
 // themselves. A session that cannot be decoded is dropped and logged, and
 // the user gets a fresh one; so does a forged or unknown cookie.
+//
+// The session is loaded on the request's context, but saved on a context
+// of its own, bounded by [Config.SaveTimeout]: a change the handler made
+// is kept when the client goes away or the request's deadline passes
+// meanwhile (a long upload on a route without hakit's request timeout).
 //
 // Redis replicates asynchronously: a write the master acknowledged can be
 // lost if it dies before a replica has it. Logins, logouts and renewed

@@ -151,8 +151,11 @@ func TestLoginRenewsDurablyAndLogoutDestroys(t *testing.T) {
 	defer master.Close()
 	replica := redis.NewClient(&redis.Options{Addr: rd.Nodes[1].Addr()})
 	defer replica.Close()
-	// The store's defaults: durable changes WAIT for 1 replica.
-	m := newManager(t, session.NewRedisStore(master, session.RedisOptions{Logger: quiet()}), nil)
+	// The store's defaults: durable changes WAIT for 1 replica. Its
+	// WaitTimeout (100ms) is raised: past it the change stands unconfirmed
+	// (as documented), and on a busy machine the replica can take longer
+	// than that, which is not what this test is about.
+	m := newManager(t, session.NewRedisStore(master, session.RedisOptions{Logger: quiet(), WaitTimeout: 10 * time.Second}), nil)
 	in := helperApp(t, m, nil)
 	u := newUser(t)
 

@@ -326,10 +326,10 @@ func (m *Manager) Durable(ctx context.Context) {
 // BeforeSave registers fn to run just before the request's session is
 // saved, so fn can put what the request did (hakit keeps the commit
 // position of the request's database writes this way). The session is
-// saved before the response's headers go out (on the first Write,
-// WriteHeader or Flush, or when the handler returns), and, if the response
-// started before the handler returned, once more then: fn runs each time.
-// fn runs on the goroutine that writes the response.
+// saved before the response's headers go out (on the first Write, Flush
+// or WriteHeader of a final status, or when the handler returns), and, if
+// the response started before the handler returned, once more then: fn
+// runs each time. fn runs on the goroutine that writes the response.
 func (m *Manager) BeforeSave(ctx context.Context, fn func()) {
 	st := m.state(ctx)
 	st.mu.Lock()
@@ -369,6 +369,13 @@ func validToken(t string) bool {
 //     session, RenewToken) or the request destroys its session: a request
 //     in flight while another renews or destroys the session never sends
 //     the browser a stale or expiring cookie;
+//   - the session is saved on a context detached from the request's,
+//     bounded by Config.SaveTimeout, so a change is kept when the client
+//     goes away or the request's deadline passes after the handler made
+//     it (the load uses the request's context);
+//   - an interim response (WriteHeader with a 1xx status but 101, such
+//     as 103 Early Hints) goes out without saving the session, which can
+//     still change; its cookie goes with the final response;
 //   - a flush (http.Flusher or http.ResponseController) saves the session
 //     first, as a Write does; changes made after the response started are
 //     saved when the handler returns (of a session whose cookie the

@@ -156,20 +156,16 @@ func TestSaveTimeoutBoundsTheSave(t *testing.T) {
 	u := newUser(t)
 	u.must("POST", in, "/put")
 
-	type result struct {
-		code int
-		took time.Duration
-	}
-	res := make(chan result, 1)
+	res := make(chan int, 1)
 	go func() {
 		req, _ := http.NewRequest("POST", in.srv.URL+"/slow", nil)
 		resp, err := u.client.Do(req)
 		if err != nil {
-			res <- result{code: -1}
+			res <- -1
 			return
 		}
 		resp.Body.Close()
-		res <- result{code: resp.StatusCode}
+		res <- resp.StatusCode
 	}()
 	<-entered
 	if err := rd.Nodes[0].Pause(); err != nil {
@@ -182,11 +178,11 @@ func TestSaveTimeoutBoundsTheSave(t *testing.T) {
 	}()
 	t0 := time.Now()
 	close(release)
-	r := <-res
+	code := <-res
 	took := time.Since(t0)
-	t.Logf("the save on a hung store ended after %s with %d (SaveTimeout %s)", took, r.code, saveTimeout)
-	if r.code != http.StatusServiceUnavailable {
-		t.Errorf("save on a hung store: status %d, want 503", r.code)
+	t.Logf("the save on a hung store ended after %s with %d (SaveTimeout %s)", took, code, saveTimeout)
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("save on a hung store: status %d, want 503", code)
 	}
 	// Never early; late by at most a busy machine's scheduling.
 	if took < saveTimeout || took > saveTimeout+5*time.Second {
@@ -345,5 +341,16 @@ func TestNaNValuesNotLostToReaders(t *testing.T) {
 				t.Fatalf("requests that only read a map holding a NaN lost %d of %d updates (NaN entries: %d)", lost, updates, nans)
 			}
 		})
+	}
+}
+
+// TestSaveTimeoutConfig: a negative SaveTimeout is refused.
+func TestSaveTimeoutConfig(t *testing.T) {
+	t.Parallel()
+	if _, err := session.New(session.Config{Store: session.NewMemoryStore(), SaveTimeout: -time.Second}); err == nil {
+		t.Error("a negative SaveTimeout was accepted")
+	}
+	if _, err := session.New(session.Config{Store: session.NewMemoryStore()}); err != nil {
+		t.Errorf("the zero SaveTimeout (the default): %v", err)
 	}
 }
