@@ -292,7 +292,9 @@ func (a *App) Run(ctx context.Context) error {
 //     of those still running), then components stop in reverse order, the
 //     database router last, with a context that ends at the same
 //     deadline. A component still stopping ShutdownMargin after it is
-//     abandoned, as are the components after it, and logged. A start-up
+//     abandoned, as are the components after it, and logged. The Redis
+//     client ([App.Redis]) closes when Serve returns, after all of them
+//     and after the readiness checks stopped. A start-up
 //     cut short by the same signals skips the delay; a start-up step
 //     still running ShutdownTimeout later is abandoned, and the components
 //     started before it get ShutdownMargin to stop.
