@@ -26,8 +26,9 @@ import (
 // A getter never fails: it returns the default for a variable that is
 // unset or empty, and for one it cannot parse it records the problem (see
 // [Env.Err]) and returns the default too. Values are trimmed of the
-// spaces around them. An Env is not safe for concurrent use; read the
-// configuration once, at start.
+// spaces around them. Read each variable once (a second read records its
+// problem again). An Env is not safe for concurrent use; read the
+// configuration at start.
 type Env struct {
 	getenv func(string) string
 	vars   []EnvVar
