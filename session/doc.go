@@ -67,11 +67,11 @@
 // http.ResponseController), or when the handler returns. An interim
 // response (WriteHeader(103) Early Hints, any 1xx but 101) passes through
 // without saving: the session can still change, and its cookie goes out
-// with the final response. Changes made
-// after that are saved when the handler returns, if the browser already
-// has the session's cookie; if that save fails, the failure is logged and
-// the response is aborted. [Manager.BeforeSave] runs code just before
-// each save.
+// with the final response. Changes made after the response started are
+// saved when the handler returns, if the browser already has the
+// session's cookie; if that save fails, the failure is logged and the
+// response is aborted. [Manager.BeforeSave] runs code just before each
+// save.
 //
 // # Outages
 //
