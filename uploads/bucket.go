@@ -52,4 +52,34 @@ var (
 	// ErrTooSlow is a transfer cut because the client moved fewer than
 	// Config.MinRate × Config.Window bytes in a Window of waiting.
 	ErrTooSlow = errors.New("uploads: transfer too slow")
+	// ErrBusy is an upload refused for want of memory for its parts: an
+	// S3Bucket's part memory (S3Config.MaxBuffers) stayed taken by other
+	// uploads for S3Config.BufferWait, or too many uploads were already
+	// waiting for it. Nothing of the upload is left in the bucket. [Status]
+	// maps it to 503, and [RetryAfter] says when to try again.
+	ErrBusy = errors.New("uploads: busy")
 )
+
+// busyError is an ErrBusy with its reason and when to try again.
+type busyError struct {
+	retryAfter time.Duration
+	why        string
+}
+
+func (e *busyError) Error() string        { return "uploads: busy: " + e.why }
+func (e *busyError) Is(target error) bool { return target == ErrBusy }
+
+// RetryAfter returns how long the client of an upload refused with
+// [ErrBusy] should wait before trying again (S3Config.BufferWait, at
+// least a second), or 0 if err is not ErrBusy. [Store.Receive] sends it
+// as Retry-After itself.
+func RetryAfter(err error) time.Duration {
+	var b *busyError
+	if errors.As(err, &b) {
+		return b.retryAfter
+	}
+	if errors.Is(err, ErrBusy) {
+		return time.Second
+	}
+	return 0
+}

@@ -14,16 +14,26 @@
 // as a multipart upload from a pool of part memory — S3Config.MaxBuffers
 // parts' worth for all uploads together, handed out 256 KiB at a time as
 // bytes arrive, so a slow client holds only what it has sent — and aborts
-// it on any failure (client gone, too large, too slow, S3 error), retrying
-// the abort in the background if S3 itself failed, so no object and no
-// orphan parts remain. [Status] maps errors to HTTP statuses (413, 415,
-// 408, 400, 503, 502).
+// it on any failure (client gone, too large, too slow, S3 error, no
+// memory), retrying the abort in the background if S3 itself failed, so no
+// object and no orphan parts remain. [Status] maps errors to HTTP statuses
+// (413, 415, 408, 400, 503, 502).
+//
+// # Part memory under load
+//
+// An eighth of the pool is kept for the first 256 KiB of uploads, so a
+// small file gets memory however slow clients hold the rest. An upload
+// that needs more waits at most S3Config.BufferWait (10s) for it, then is
+// refused with [ErrBusy]: 503, with Retry-After set by [Store.Receive]
+// ([RetryAfter]), counted as hakit_uploads_total{outcome="busy"}. A slow
+// client holds memory only for what it has actually sent, and must send
+// Config.MinRate (16 KiB/s) to keep it.
 //
 // # Bounded by progress, not by time
 //
 // Uploads and downloads may take as long as they need while they keep
 // moving: in every Config.Window of time the server waits on the client,
-// at least Config.MinRate × Window bytes must pass (1 KiB/s over 30s by
+// at least Config.MinRate × Window bytes must pass (16 KiB/s over 30s by
 // default), or the transfer is cut with [ErrTooSlow]. This works through
 // the connection's read and write deadlines (http.ResponseController),
 // which is why [Store.Receive] takes the ResponseWriter; they also end a

@@ -3,8 +3,10 @@ package uploads
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
+	"time"
 )
 
 // chunkSize is the unit in which part buffers are handed out.
@@ -24,17 +26,42 @@ const chunkSize = 256 << 10
 // invariant survives every other change (a part finished or given up adds
 // its chunks to those), so some upload can always go on.
 //
+// That alone lets slow clients hold the pool: parts that have each taken
+// a little, none near completion, leave too few chunks for any other part
+// to be sure to complete, and a new upload would wait for the slowest of
+// them. So:
+//
+//   - A reserve of the budget is kept for the first chunks of uploads
+//     (not of their later parts) that the rest cannot take: an upload
+//     that ends within its first chunk never needs more, and always finds
+//     one unless reserve−maxHeld other uploads are taking their first at
+//     that very moment. A part on a reserved chunk that grows moves into
+//     the rest, which must then grant it two chunks (the reserved one is
+//     handed back).
+//   - At most maxHeld parts may wait for memory while holding a reserved
+//     chunk; more are refused at once, so waiting cannot take the reserve.
+//   - Every wait for memory ends after wait with ErrBusy: a part that
+//     cannot grow (its client having sent more) is given up, its chunks
+//     back in the pool, instead of holding them for as long as the others
+//     take to finish theirs.
+//
 // Chunks are made on first need, a part's worth at a time, and kept on a
 // free list (a sync.Pool would drop them at each GC and make the heap
 // churn, which shows in RSS).
 type pool struct {
-	perPart int // chunks in a full part
-	budget  int // chunks in all
+	perPart int           // chunks in a full part
+	budget  int           // chunks in all, reserve included
+	reserve int           // chunks kept for first chunks of uploads
+	maxHeld int           // parts that may wait holding a reserved chunk
+	wait    time.Duration // longest wait for a chunk; ErrBusy after
 
 	mu      sync.Mutex
-	free    int // chunks that may still be handed out
+	free    int // chunks outside the reserve that may still be handed out
 	sending int // chunks of complete parts, back once sent
 	filling map[*part]struct{}
+	rfree   int      // reserved chunks that may still be handed out
+	held    int      // parts waiting for memory while holding a reserved chunk
+	waiting int      // parts waiting for memory
 	spare   [][]byte // made and not in use
 	made    int
 	changed chan struct{} // closed, and replaced, when chunks may be had
@@ -42,44 +69,150 @@ type pool struct {
 
 // part is one part of an upload: its bytes in chunks from the pool.
 type part struct {
-	chunks [][]byte
-	size   int
-	held   int  // chunks counted by the pool (under its lock)
-	sealed bool // complete: on its way to S3
+	chunks   [][]byte
+	size     int
+	held     int  // chunks counted outside the reserve (under the pool's lock)
+	reserved bool // its only chunk is a reserved one
+	sealed   bool // complete: on its way to S3
 }
 
-func newPool(parts int, partSize int64) *pool {
+// newPool returns a pool of parts parts of partSize bytes whose waits
+// for memory last at most wait; an eighth of it is the reserve.
+func newPool(parts int, partSize int64, wait time.Duration) *pool {
 	perPart := int((partSize + chunkSize - 1) / chunkSize)
-	return &pool{perPart: perPart, budget: parts * perPart, free: parts * perPart, filling: map[*part]struct{}{}, changed: make(chan struct{})}
+	budget := parts * perPart
+	reserve := max(1, budget/8)
+	return &pool{perPart: perPart, budget: budget, reserve: reserve, maxHeld: max(1, reserve/2), wait: wait,
+		free: budget - reserve, rfree: reserve, filling: map[*part]struct{}{}, changed: make(chan struct{})}
 }
 
 // grow adds a chunk to pt, which is being filled, waiting as long as the
-// pool cannot give one without the risk described on pool.
-func (p *pool) grow(ctx context.Context, pt *part) error {
+// pool cannot give one without the risk described on pool, and at most
+// p.wait. A part that is not the first of its upload (later) never gets
+// a reserved chunk.
+func (p *pool) grow(ctx context.Context, pt *part, later bool) error {
+	p.mu.Lock()
+	var (
+		timer   *time.Timer
+		expired bool
+		holding bool // counted in p.held
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
-		p.mu.Lock()
-		if p.grantable(pt) {
-			p.free--
-			pt.held++
-			p.filling[pt] = struct{}{}
-			if len(p.spare) == 0 {
-				p.makeChunks()
+		granted := p.grantMain(pt)
+		if !granted && len(pt.chunks) == 0 && !later && p.rfree > 0 {
+			p.rfree--
+			pt.reserved, granted = true, true
+		}
+		var err error
+		switch {
+		case granted:
+		case expired:
+			err = p.busy(fmt.Sprintf("no part memory became free within %s", p.wait))
+		case pt.reserved && !holding && p.held >= p.maxHeld:
+			err = p.busy(fmt.Sprintf("%d uploads already wait for part memory", p.held))
+		}
+		if granted || err != nil {
+			if holding {
+				p.held--
 			}
-			n := len(p.spare)
-			c := p.spare[n-1]
-			p.spare = p.spare[:n-1]
+			if timer != nil {
+				p.waiting--
+			}
+			if err != nil {
+				p.mu.Unlock()
+				return err
+			}
+			c := p.take()
 			p.mu.Unlock()
 			pt.chunks = append(pt.chunks, c)
 			return nil
+		}
+		if pt.reserved && !holding {
+			p.held++
+			holding = true
+		}
+		if timer == nil {
+			timer = time.NewTimer(p.wait)
+			p.waiting++
 		}
 		changed := p.changed
 		p.mu.Unlock()
 		select {
 		case <-changed:
+		case <-timer.C:
+			expired = true // one more look, then give up
 		case <-ctx.Done():
+			p.mu.Lock()
+			if holding {
+				p.held--
+			}
+			p.waiting--
+			p.mu.Unlock()
 			return context.Cause(ctx)
 		}
+		p.mu.Lock()
 	}
+}
+
+// busy is the error of a part refused memory.
+func (p *pool) busy(why string) error {
+	return &busyError{retryAfter: max(time.Second, p.wait.Round(time.Second)), why: why}
+}
+
+// grantMain counts one more chunk for pt outside the reserve, if
+// grantable: two for a part on a reserved chunk, which it hands back.
+func (p *pool) grantMain(pt *part) bool {
+	need := 1
+	if pt.reserved {
+		need = 2
+	}
+	if !p.grantable(pt, need) {
+		return false
+	}
+	p.free -= need
+	pt.held += need
+	p.filling[pt] = struct{}{}
+	if pt.reserved {
+		pt.reserved = false
+		p.rfree++
+		p.wake() // a reserved chunk is free again
+	}
+	return true
+}
+
+// grantable reports whether pt may have n more chunks outside the
+// reserve: whether, after that, some part being filled (pt included)
+// needs no more chunks than are free or on their way back.
+func (p *pool) grantable(pt *part, n int) bool {
+	if p.free < n {
+		return false
+	}
+	avail := p.free - n + p.sending
+	if p.perPart-(pt.held+n) <= avail {
+		return true
+	}
+	for q := range p.filling {
+		if q != pt && p.perPart-q.held <= avail {
+			return true
+		}
+	}
+	return false
+}
+
+// take returns a chunk that has been counted for a part.
+func (p *pool) take() []byte {
+	if len(p.spare) == 0 {
+		p.makeChunks()
+	}
+	n := len(p.spare)
+	c := p.spare[n-1]
+	p.spare = p.spare[:n-1]
+	return c
 }
 
 // makeChunks adds a part's worth of chunks to the spare ones (as many as
@@ -94,25 +227,6 @@ func (p *pool) makeChunks() {
 	p.made += k
 }
 
-// grantable reports whether pt may have one more chunk: whether, after
-// that, some part being filled (pt included) needs no more chunks than are
-// free or on their way back.
-func (p *pool) grantable(pt *part) bool {
-	if p.free == 0 {
-		return false
-	}
-	avail := p.free - 1 + p.sending
-	if p.perPart-(pt.held+1) <= avail {
-		return true
-	}
-	for q := range p.filling {
-		if q != pt && p.perPart-q.held <= avail {
-			return true
-		}
-	}
-	return false
-}
-
 // seal marks pt complete: its chunks come back without needing more.
 func (p *pool) seal(pt *part) {
 	p.mu.Lock()
@@ -121,8 +235,10 @@ func (p *pool) seal(pt *part) {
 		return
 	}
 	pt.sealed = true
-	delete(p.filling, pt)
-	p.sending += pt.held
+	if !pt.reserved {
+		delete(p.filling, pt)
+		p.sending += pt.held
+	}
 	p.wake()
 }
 
@@ -130,14 +246,17 @@ func (p *pool) seal(pt *part) {
 func (p *pool) release(pt *part) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if pt.sealed {
+	switch {
+	case pt.reserved:
+		p.rfree++
+	case pt.sealed:
 		p.sending -= pt.held
-	} else {
+	default:
 		delete(p.filling, pt)
 	}
 	p.free += pt.held
 	p.spare = append(p.spare, pt.chunks...)
-	pt.chunks, pt.held, pt.size = nil, 0, 0
+	pt.chunks, pt.held, pt.size, pt.reserved = nil, 0, 0, false
 	p.wake()
 }
 
@@ -146,15 +265,26 @@ func (p *pool) wake() {
 	p.changed = make(chan struct{})
 }
 
-// fill reads r into pt until pt holds limit bytes or r ends (eof).
-func (p *pool) fill(ctx context.Context, pt *part, r io.Reader, limit int) (eof bool, err error) {
+// fill reads r into pt until pt holds limit bytes or r ends (eof). It
+// asks the pool for a chunk only once a byte for it has arrived, so an
+// upload that ends on a chunk's boundary never waits for memory it does
+// not need. later is grow's.
+func (p *pool) fill(ctx context.Context, pt *part, r io.Reader, limit int, later bool) (eof bool, err error) {
 	for pt.size < limit {
 		off := pt.size - (len(pt.chunks)-1)*chunkSize
 		if len(pt.chunks) == 0 || off == chunkSize {
-			if err := p.grow(ctx, pt); err != nil {
+			var b [1]byte
+			if _, err := io.ReadFull(r, b[:]); err == io.EOF {
+				return true, nil
+			} else if err != nil {
 				return false, err
 			}
-			off = 0
+			if err := p.grow(ctx, pt, later); err != nil {
+				return false, err
+			}
+			pt.chunks[len(pt.chunks)-1][0] = b[0]
+			pt.size++
+			continue
 		}
 		c := pt.chunks[len(pt.chunks)-1]
 		n, err := r.Read(c[off:min(chunkSize, off+limit-pt.size)])

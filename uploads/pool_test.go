@@ -3,6 +3,7 @@ package uploads
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"runtime"
@@ -33,7 +34,8 @@ func (d *dribble) Read(p []byte) (int, error) {
 // than its budget.
 func TestPoolNeverDeadlocks(t *testing.T) {
 	const partSize = 4 * chunkSize
-	p := newPool(2, partSize) // 8 chunks for 12 uploads of up to 5 parts
+	p := newPool(2, partSize, time.Minute) // 8 chunks for 12 uploads of up to 5 parts
+	p.maxHeld = 12                         // all may wait: none refused
 	budget := p.free
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -45,9 +47,9 @@ func TestPoolNeverDeadlocks(t *testing.T) {
 			r := &dribble{n: partSize + rnd.IntN(4*partSize), rnd: rnd}
 			<-start
 			var sending sync.WaitGroup
-			for {
+			for later := false; ; later = true {
 				pt := &part{}
-				eof, err := p.fill(ctx, pt, r, partSize)
+				eof, err := p.fill(ctx, pt, r, partSize, later)
 				if err != nil {
 					t.Errorf("upload %d: %v", i, err)
 					p.release(pt)
@@ -68,17 +70,18 @@ func TestPoolNeverDeadlocks(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	if p.free != budget || p.sending != 0 || len(p.filling) != 0 || p.made > budget {
-		t.Fatalf("after all uploads: free %d of %d, sending %d, filling %d, %d chunks made", p.free, budget, p.sending, len(p.filling), p.made)
+	if p.free != budget || p.rfree != p.reserve || p.sending != 0 || len(p.filling) != 0 || p.made > p.budget || p.held != 0 || p.waiting != 0 {
+		t.Fatalf("after all uploads: free %d of %d, reserve %d of %d, sending %d, filling %d, %d chunks made of %d, %d held, %d waiting",
+			p.free, budget, p.rfree, p.reserve, p.sending, len(p.filling), p.made, p.budget, p.held, p.waiting)
 	}
 }
 
 func TestPartReaderSeeks(t *testing.T) {
-	p := newPool(2, 5<<20)
+	p := newPool(2, 5<<20, time.Second)
 	want := make([]byte, 2*chunkSize+1000)
 	rand.NewChaCha8([32]byte{1}).Read(want)
 	pt := &part{}
-	if eof, err := p.fill(context.Background(), pt, bytes.NewReader(want), 5<<20); !eof || err != nil || pt.size != len(want) {
+	if eof, err := p.fill(context.Background(), pt, bytes.NewReader(want), 5<<20, false); !eof || err != nil || pt.size != len(want) {
 		t.Fatalf("fill: eof %v, %v, %d bytes", eof, err, pt.size)
 	}
 	r := pt.reader()
@@ -95,4 +98,160 @@ func TestPartReaderSeeks(t *testing.T) {
 		t.Fatalf("seek from the end: %d", n)
 	}
 	p.release(pt)
+}
+
+// slowHolders fills p as the review's reproduction did: n parts of
+// uploads each take k chunks, in turn, as far as the pool lets them
+// (parts it refuses are given up, as the Store does). It returns the parts
+// that hold chunks.
+func slowHolders(t *testing.T, p *pool, n, k int) []*part {
+	t.Helper()
+	wait := p.wait
+	p.wait = time.Millisecond // refuse at once what cannot be had now
+	defer func() { p.wait = wait }()
+	var held []*part
+	for range n {
+		pt := &part{}
+		for range k {
+			if err := p.grow(context.Background(), pt, false); err != nil {
+				if !errors.Is(err, ErrBusy) {
+					t.Fatal(err)
+				}
+				break
+			}
+		}
+		if len(pt.chunks) < k {
+			p.release(pt)
+			continue
+		}
+		held = append(held, pt)
+	}
+	t.Logf("%d of %d uploads hold %d chunks each: %d free, %d reserved free", len(held), n, k, p.free, p.rfree)
+	return held
+}
+
+// The default pool (8 parts of 5 MiB) with 30 uploads holding 1.25 MB
+// each: a new upload's first chunk comes from the reserve at once, its
+// second (which would need the rest of the pool) is refused after the
+// bounded wait; the pool's books balance once all is given back.
+func TestPoolReserveAndBoundedWait(t *testing.T) {
+	const wait = 300 * time.Millisecond
+	p := newPool(8, 5<<20, wait)
+	held := slowHolders(t, p, 30, 5)
+	if !p.full() {
+		t.Fatalf("30 uploads of 5 chunks did not fill the pool: free %d, reserve %d", p.free, p.rfree)
+	}
+	small := &part{}
+	start := time.Now()
+	eof, err := p.fill(context.Background(), small, io.LimitReader(&dribble{n: 100 << 10, rnd: rand.New(rand.NewPCG(1, 1))}, 100<<10), 5<<20, false)
+	if err != nil || !eof || small.size != 100<<10 || !small.reserved {
+		t.Fatalf("small upload at a full pool: eof %v, %v, %d bytes, reserved %v", eof, err, small.size, small.reserved)
+	}
+	if took := time.Since(start); took >= wait {
+		t.Fatalf("the small upload waited %s", took)
+	}
+	p.seal(small)
+	p.release(small)
+
+	large := &part{}
+	if err := p.grow(context.Background(), large, false); err != nil || !large.reserved {
+		t.Fatalf("large upload's first chunk: %v, reserved %v", err, large.reserved)
+	}
+	start = time.Now()
+	err = p.grow(context.Background(), large, false)
+	if took := time.Since(start); !errors.Is(err, ErrBusy) || took < wait || RetryAfter(err) < time.Second {
+		t.Fatalf("large upload's second chunk at a full pool: %v after %s (retry after %s)", err, took, RetryAfter(err))
+	}
+	if p.waiting != 0 || p.held != 0 {
+		t.Fatalf("after the refusal: %d waiting, %d held", p.waiting, p.held)
+	}
+	p.release(large)
+	for _, pt := range held {
+		p.release(pt)
+	}
+	if p.free != p.budget-p.reserve || p.rfree != p.reserve || len(p.filling) != 0 || p.sending != 0 {
+		t.Fatalf("after all is given back: free %d, reserve %d, filling %d, sending %d", p.free, p.rfree, len(p.filling), p.sending)
+	}
+}
+
+// full reports whether a new part could get a chunk only from the reserve.
+func (p *pool) full() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.grantable(&part{}, 1)
+}
+
+// At most maxHeld parts wait for memory on a reserved chunk; the next is
+// refused at once, and the reserve still serves a small upload.
+func TestPoolCapsWaitersOnTheReserve(t *testing.T) {
+	const wait = 10 * time.Second
+	p := newPool(8, 5<<20, wait)
+	slowHolders(t, p, 30, 5)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, p.maxHeld)
+	for range p.maxHeld {
+		pt := &part{}
+		if err := p.grow(ctx, pt, false); err != nil || !pt.reserved {
+			t.Fatalf("first chunk: %v, reserved %v", err, pt.reserved)
+		}
+		wg.Go(func() { errs <- p.grow(ctx, pt, false) })
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		p.mu.Lock()
+		n := p.held
+		p.mu.Unlock()
+		if n == p.maxHeld {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d parts waiting on reserved chunks", n, p.maxHeld)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	one := &part{}
+	if err := p.grow(context.Background(), one, false); err != nil || !one.reserved {
+		t.Fatalf("first chunk with %d waiting: %v, reserved %v", p.maxHeld, err, one.reserved)
+	}
+	start := time.Now()
+	if err := p.grow(context.Background(), one, false); !errors.Is(err, ErrBusy) || time.Since(start) > wait/2 {
+		t.Fatalf("one more waiter: %v after %s; want ErrBusy at once", err, time.Since(start))
+	}
+	small := &part{}
+	if err := p.grow(context.Background(), small, false); err != nil || !small.reserved {
+		t.Fatalf("a small upload with the waiters full: %v, reserved %v", err, small.reserved)
+	}
+	cancel()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("a waiter ended with %v", err)
+		}
+	}
+	if p.held != 0 || p.waiting != 0 {
+		t.Fatalf("after the waiters left: %d held, %d waiting", p.held, p.waiting)
+	}
+}
+
+// An upload of exactly one chunk never asks for a second: at a full pool
+// with the reserve in use, it ends without waiting.
+func TestPoolNoChunkPastTheEnd(t *testing.T) {
+	const wait = 10 * time.Second
+	p := newPool(8, 5<<20, wait)
+	slowHolders(t, p, 30, 5)
+	body := make([]byte, chunkSize)
+	pt := &part{}
+	start := time.Now()
+	eof, err := p.fill(context.Background(), pt, bytes.NewReader(body), 5<<20, false)
+	if err != nil || !eof || len(pt.chunks) != 1 || pt.size != chunkSize || time.Since(start) > wait/2 {
+		t.Fatalf("a one-chunk upload: eof %v, %v, %d chunks, %d bytes, after %s", eof, err, len(pt.chunks), pt.size, time.Since(start))
+	}
+	// Nor does a later part that turns out empty.
+	empty := &part{}
+	if eof, err := p.fill(context.Background(), empty, bytes.NewReader(nil), 5<<20, true); err != nil || !eof || len(empty.chunks) != 0 {
+		t.Fatalf("an empty last part: eof %v, %v, %d chunks", eof, err, len(empty.chunks))
+	}
 }

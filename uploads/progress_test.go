@@ -40,9 +40,10 @@ type rawUpload struct {
 }
 
 type rawResponse struct {
-	code int
-	body string
-	err  error
+	code   int
+	header http.Header
+	body   string
+	err    error
 }
 
 // startRawUpload sends the request head for a file of size bytes (what
@@ -67,7 +68,7 @@ func startRawUpload(t *testing.T, srvURL, path string, size int64, seed byte) *r
 		if err == nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			resp.Body.Close()
-			r.code, r.body = resp.StatusCode, string(b)
+			r.code, r.header, r.body = resp.StatusCode, resp.Header, string(b)
 		}
 		ru.resp <- r
 	}()

@@ -44,12 +44,27 @@ type S3Config struct {
 	Concurrency int
 	// MaxBuffers bounds the part buffers of all uploads together, and so
 	// the memory uploads can take: MaxBuffers × PartSize (each part rounded
-	// up to 256 KiB). The memory is handed out 256 KiB at a time as bytes
-	// arrive, so an upload holds only what its client has sent of the part
-	// it is filling, plus its parts on their way to S3; uploads wait for
-	// memory only when that much has arrived and not yet been sent.
-	// Defaults to 8 (40 MiB with 5 MiB parts); at least 2.
+	// up to 256 KiB). Defaults to 8 (40 MiB with 5 MiB parts); at least 2.
+	//
+	// The memory is handed out 256 KiB at a time as bytes arrive: an upload
+	// holds what its client has sent of the part it is filling and its
+	// parts on their way to S3. An eighth of it is kept for the first
+	// 256 KiB of uploads, which the rest cannot take, so an upload that
+	// fits in 256 KiB gets memory whatever the others hold (unless an
+	// eighth's worth of others are starting at that very moment); at most
+	// a sixteenth's worth of uploads may wait on such first chunks, more
+	// are refused at once. A part that has sent less than it holds may
+	// grow only while some part being filled can still complete, so when
+	// slow clients hold most of the memory with parts far from complete,
+	// other uploads beyond their first 256 KiB wait for memory: see
+	// BufferWait.
 	MaxBuffers int
+	// BufferWait is how long an upload waits at most, each time it needs
+	// part memory, before it is refused with ErrBusy (503 with
+	// Retry-After; its multipart upload aborted). The wait does not count
+	// against the upload's progress bound (uploads.Config.MinRate).
+	// Defaults to 10s.
+	BufferWait time.Duration
 	// AbortTimeout is how long a failed upload keeps trying to abort its
 	// multipart upload (S3 may be the thing that failed). Defaults to 1m.
 	// What still fails is left to [S3Bucket.AbortIncomplete].
@@ -111,6 +126,9 @@ func NewS3Bucket(cfg S3Config) (*S3Bucket, error) {
 		cfg.MaxBuffers = 8
 	}
 	cfg.MaxBuffers = max(cfg.MaxBuffers, 2)
+	if cfg.BufferWait <= 0 {
+		cfg.BufferWait = 10 * time.Second
+	}
 	if cfg.AbortTimeout <= 0 {
 		cfg.AbortTimeout = time.Minute
 	}
@@ -138,7 +156,7 @@ func NewS3Bucket(cfg S3Config) (*S3Bucket, error) {
 		opts.HTTPClient = cfg.HTTPClient
 	}
 	b := &S3Bucket{cfg: cfg, client: s3.New(opts), log: cfg.Logger, bodyOpts: bodyOptions(cfg.SignPayload),
-		pool: newPool(cfg.MaxBuffers, cfg.PartSize)}
+		pool: newPool(cfg.MaxBuffers, cfg.PartSize, cfg.BufferWait)}
 	b.presign = s3.NewPresignClient(b.client)
 	return b, nil
 }
@@ -158,11 +176,12 @@ func (b *S3Bucket) Client() *s3.Client { return b.client }
 // multipart upload otherwise, with at most Concurrency parts in flight.
 // Parts are held in memory from the bucket's pool, taken as the bytes
 // arrive, so memory does not grow with the size of the file and a slow
-// client holds only what it has sent. On any failure the multipart upload
-// is aborted.
+// client holds only what it has sent. Waiting for that memory longer than
+// BufferWait fails with ErrBusy. On any failure the multipart upload is
+// aborted.
 func (b *S3Bucket) Upload(ctx context.Context, key string, r io.Reader, contentType string, meta map[string]string) error {
 	first := &part{}
-	eof, err := b.pool.fill(ctx, first, r, int(b.cfg.PartSize))
+	eof, err := b.pool.fill(ctx, first, r, int(b.cfg.PartSize), false)
 	if err != nil {
 		b.pool.release(first)
 		return err
@@ -231,7 +250,7 @@ func (b *S3Bucket) Upload(ctx context.Context, key string, r io.Reader, contentT
 			break
 		}
 		pt = &part{}
-		eof, err = b.pool.fill(pctx, pt, r, int(b.cfg.PartSize))
+		eof, err = b.pool.fill(pctx, pt, r, int(b.cfg.PartSize), true)
 		if err != nil || pt.size == 0 { // failed, or nothing more: no empty last part
 			b.pool.release(pt)
 			if err != nil {

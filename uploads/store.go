@@ -30,6 +30,9 @@ import (
 	"hakit.dev/internal/metricset"
 )
 
+// DefaultMinRate is Config.MinRate's default, in bytes per second.
+const DefaultMinRate = 16 << 10
+
 // Config configures a Store. Bucket is required.
 type Config struct {
 	// Bucket keeps the files: an *S3Bucket, or a DiskBucket in development.
@@ -59,9 +62,13 @@ type Config struct {
 	// transfer is cut with ErrTooSlow (408 for an upload; the upload
 	// aborted). A transfer that keeps that pace may take as long as it
 	// needs; one that stops is cut within one Window. Time the server
-	// spends elsewhere (sending to S3, waiting for a part buffer) does
-	// not count. MinRate defaults to 1 KiB/s and Window to 30s; a
-	// negative MinRate turns the bound off.
+	// spends elsewhere (sending to S3, waiting for a part buffer, which
+	// S3Config.BufferWait bounds) does not count. MinRate defaults to
+	// 16 KiB/s (128 kbit/s, which a poor mobile uplink still gives) and
+	// Window to 30s; a negative MinRate turns the bound off. The minimum
+	// rate also bounds how long a slow client holds part memory: at
+	// 16 KiB/s it fills a 256 KiB chunk, and so asks for the next (which
+	// the pool may refuse), within a Window.
 	MinRate int64
 	Window  time.Duration
 	// Logger defaults to slog.Default().
@@ -99,7 +106,7 @@ func New(cfg Config) (*Store, error) {
 		cfg.Field = "file"
 	}
 	if cfg.MinRate == 0 {
-		cfg.MinRate = 1 << 10
+		cfg.MinRate = DefaultMinRate
 	}
 	if cfg.Window <= 0 {
 		cfg.Window = 30 * time.Second
@@ -118,7 +125,7 @@ func New(cfg Config) (*Store, error) {
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "uploads", Name: "bytes_total",
 			Help: "Bytes of accepted uploads.", ConstLabels: labels}),
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "uploads", Name: "total",
-			Help:        "Uploads by outcome: stored, too_large, unsupported_type, too_slow, aborted (client gone, bad request, deadline, store failed).",
+			Help:        "Uploads by outcome: stored, too_large, unsupported_type, too_slow, busy (no part memory: 503), aborted (client gone, bad request, deadline, store failed).",
 			ConstLabels: labels}, []string{"outcome"}),
 		took: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "hakit", Subsystem: "uploads", Name: "duration_seconds",
 			Help: "Time to receive and store an upload.", ConstLabels: labels, Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 300}}),
@@ -157,13 +164,15 @@ type Stored struct {
 // computed on the way. Form fields may come before or after the file (up
 // to Config.MaxFormSize together); other files in the request are read
 // past and dropped. On any failure — too large, wrong type, too slow,
-// client gone, bucket error, a bad field after the file — nothing is left
-// in the bucket. [Status] maps the error to an HTTP status.
+// client gone, bucket error, a bad field after the file, no part memory
+// (ErrBusy) — nothing is left in the bucket. [Status] maps the error to
+// an HTTP status.
 //
-// w is used only to set the connection's read deadline, which bounds the
+// w is used to set the connection's read deadline, which bounds the
 // upload by progress (Config.MinRate) and by the request context's
-// deadline, replacing the server's ReadTimeout for this request; nothing
-// is written to it. With a nil w, or one that cannot set deadlines (see
+// deadline, replacing the server's ReadTimeout for this request, and, on
+// ErrBusy, its Retry-After header ([RetryAfter]), for the 503 the caller
+// answers; nothing is written to it. With a nil w, or one that cannot set deadlines (see
 // http.ResponseController), the upload is not bounded while the server
 // waits on the client.
 //
@@ -173,7 +182,12 @@ func (s *Store) Receive(w http.ResponseWriter, r *http.Request) (st *Stored, err
 	start := time.Now()
 	ctx := r.Context()
 	bound := s.bound(ctx, w, false)
-	defer func() { bound.finish(err != nil) }()
+	defer func() {
+		bound.finish(err != nil)
+		if d := RetryAfter(err); d > 0 && w != nil {
+			w.Header().Set("Retry-After", strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10))
+		}
+	}()
 	body := io.Reader(r.Body)
 	if bound != nil {
 		body = &progressReader{r: r.Body, p: bound}
@@ -293,6 +307,8 @@ func (s *Store) store(ctx context.Context, part *multipart.Part, bound *progress
 		switch {
 		case errors.Is(err, ErrTooLarge):
 			return nil, s.outcome(err, "too_large")
+		case errors.Is(err, ErrBusy):
+			return nil, s.outcome(fmt.Errorf("%w (after %d bytes of the file)", err, body.n), "busy")
 		case bound.cause() != nil, body.readErr != nil:
 			return nil, s.readFailure(bound, body.readErr)
 		case ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded):
@@ -409,8 +425,9 @@ func isASCII(s string) bool {
 
 // Status maps an error from Receive, Confirm or Serve to the HTTP status to
 // answer with: 413 too large, 415 type not allowed, 400 bad request or no
-// file, 404, 416, 408 too slow, 503 the request's deadline or
-// cancellation, 502 the bucket failed.
+// file, 404, 416, 408 too slow, 503 no part memory (ErrBusy; see
+// [RetryAfter]) or the request's deadline or cancellation, 502 the bucket
+// failed.
 func Status(err error) int {
 	switch {
 	case err == nil:
@@ -427,6 +444,8 @@ func Status(err error) int {
 		return http.StatusRequestedRangeNotSatisfiable
 	case errors.Is(err, ErrTooSlow):
 		return http.StatusRequestTimeout
+	case errors.Is(err, ErrBusy):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
 	}

@@ -71,9 +71,20 @@ func newHarness(t *testing.T, maxSize int64) *harness { return newHarnessWith(t,
 // adjusting the Store's config and the http.Server (either may be nil).
 func newHarnessWith(t *testing.T, maxSize int64, cfg func(*uploads.Config), srv func(*http.Server)) *harness {
 	t.Helper()
+	return newHarnessS3(t, maxSize, nil, cfg, srv)
+}
+
+// newHarnessS3 is newHarnessWith, s3cfg (if not nil) adjusting the bucket's
+// config too.
+func newHarnessS3(t *testing.T, maxSize int64, s3cfg func(*uploads.S3Config), cfg func(*uploads.Config), srv func(*http.Server)) *harness {
+	t.Helper()
 	m := hatest.NewMinIO(t, hatest.MinIOOptions{})
-	b, err := uploads.NewS3Bucket(uploads.S3Config{Endpoint: m.Endpoint, Region: m.Region, Bucket: m.Bucket,
-		AccessKey: m.AccessKey, SecretKey: m.SecretKey, PathStyle: true, Logger: quiet(), AbortTimeout: 30 * time.Second})
+	bc := uploads.S3Config{Endpoint: m.Endpoint, Region: m.Region, Bucket: m.Bucket,
+		AccessKey: m.AccessKey, SecretKey: m.SecretKey, PathStyle: true, Logger: quiet(), AbortTimeout: 30 * time.Second}
+	if s3cfg != nil {
+		s3cfg(&bc)
+	}
+	b, err := uploads.NewS3Bucket(bc)
 	if err != nil {
 		t.Fatal(err)
 	}
