@@ -17,7 +17,6 @@ import (
 type wiring struct {
 	jobs        *jobs.Client // made by Jobs, or by Relay or Scheduler with defaults
 	jobsDefault bool         // jobs was made with defaults, not by Jobs
-	workers     int          // how many workers App.Worker made
 	// maintenanceEvery is the mean period of the maintenance tasks
 	// (uploads cleanup, expired sessions); zero means an hour. Tests set
 	// it shorter.
