@@ -66,7 +66,8 @@ var excerptRE = regexp.MustCompile(`^<!--\s*excerpt:\s*(\S+)\s*-->$`)
 
 // Blocks returns the fenced code blocks of a Markdown file (CommonMark
 // fences: three or more backticks or tildes, indented by any amount, as
-// inside a list item). An unclosed fence is an error.
+// inside a list item). A fence never closed is an *UnclosedError, returned
+// with the blocks before it.
 func Blocks(file string, md []byte) ([]Block, error) {
 	lines := strings.Split(string(md), "\n")
 	var blocks []Block
@@ -100,7 +101,7 @@ func Blocks(file string, md []byte) ([]Block, error) {
 			code = append(code, dedent(lines[i], indent))
 		}
 		if !closed {
-			return blocks, fmt.Errorf("%s:%d: the code block is never closed (%s)", file, b.Line, fence)
+			return blocks, &UnclosedError{File: file, Line: b.Line, Fence: fence}
 		}
 		b.Code = strings.Join(code, "\n")
 		if len(code) > 0 {
@@ -109,6 +110,17 @@ func Blocks(file string, md []byte) ([]Block, error) {
 		blocks = append(blocks, b)
 	}
 	return blocks, nil
+}
+
+// UnclosedError is Blocks' error for a fence that is never closed.
+type UnclosedError struct {
+	File  string
+	Line  int    // of the opening fence
+	Fence string // "```", "~~~~", …
+}
+
+func (e *UnclosedError) Error() string {
+	return fmt.Sprintf("%s:%d: the code block is never closed (%s)", e.File, e.Line, e.Fence)
 }
 
 // openFence reports whether line opens a fenced block, with the fence's
@@ -153,10 +165,10 @@ type goBlock struct {
 
 // Check checks the code blocks of the Markdown files (paths relative to
 // root, or absolute) against the Go module whose root directory is root
-// (excerpt paths are relative to root too), and returns
-// every problem found, sorted by file and line. The error is for a
-// failure to run the check itself (a missing go command, an unreadable
-// file), not for problems in the docs.
+// (excerpt paths are relative to root too), and returns every problem
+// found, sorted by file and line. The error is for a failure to run the
+// check itself (a missing go command, an unreadable file), not for
+// problems in the docs.
 //
 // Complete-file Go blocks are written out under tmpParent, which must be
 // a directory inside the module, and removed before Check returns.
@@ -173,12 +185,10 @@ func Check(ctx context.Context, root, tmpParent string, files []string) ([]Probl
 			return nil, err
 		}
 		blocks, err := Blocks(f, md)
-		if err != nil {
-			var line int
-			if _, after, ok := strings.Cut(err.Error(), f+":"); ok {
-				line, _ = strconv.Atoi(strings.SplitN(after, ":", 2)[0])
-			}
-			problems = append(problems, Problem{f, line, "a code block is never closed: everything after it is taken as code"})
+		if u := (*UnclosedError)(nil); errors.As(err, &u) {
+			problems = append(problems, Problem{f, u.Line, "a code block is never closed: everything after it is taken as code"})
+		} else if err != nil {
+			return nil, err
 		}
 		for _, b := range blocks {
 			switch {
