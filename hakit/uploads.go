@@ -138,8 +138,8 @@ func (a *App) Uploads(cfg uploads.Config) (*uploads.Store, error) {
 	}
 	s3b, _ := cfg.Bucket.(*uploads.S3Bucket)
 	incompleteAge := 7 * 24 * time.Hour
-	if rate := orDefault(cfg.MinRate, 1<<10); rate > 0 {
-		longest := time.Duration(orDefault(cfg.MaxSize, 100<<20)/rate)*time.Second + time.Hour
+	if rate := orDefault(cfg.MinRate, uploads.DefaultMinRate); rate > 0 {
+		longest := time.Duration(orDefault(cfg.MaxSize, 100<<20 /* uploads.Config.MaxSize default */)/rate)*time.Second + time.Hour
 		incompleteAge = max(24*time.Hour, longest)
 	}
 	pendingAge := 24 * time.Hour
