@@ -199,8 +199,10 @@ func (c *Client) Describe(ch chan<- *prometheus.Desc) { c.metrics.Describe(ch) }
 // Collect implements prometheus.Collector.
 func (c *Client) Collect(ch chan<- prometheus.Metric) { c.metrics.Collect(ch) }
 
-// Close releases the Client.
-func (c *Client) Close() error { return c.asynq.Close() }
+// Close releases the Client. It holds nothing of its own: the Redis client
+// given to NewClient stays open (it is the caller's to close), so Close
+// always returns nil and may be called more than once.
+func (c *Client) Close() error { return nil }
 
 // Enqueue puts a task on its queue now. The payload is encoded as JSON. If
 // ctx carries a read-your-writes position (dbrouter.WithMinLSN), the task

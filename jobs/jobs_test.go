@@ -450,3 +450,21 @@ func TestBadTasksAreArchivedReadably(t *testing.T) {
 		}
 	}
 }
+
+// Close leaves the app's Redis client open: it is shared with the rest of
+// the app, which closes it (hakit.App does, last).
+func TestClientCloseLeavesTheRedisClientOpen(t *testing.T) {
+	t.Parallel()
+	rd := hatest.NewRedis(t, hatest.RedisOptions{})
+	rdb := rd.Nodes[0].Client()
+	t.Cleanup(func() { rdb.Close() })
+	client := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true})
+	for range 2 {
+		if err := client.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+	if err := rdb.Ping(t.Context()).Err(); err != nil {
+		t.Fatalf("the shared Redis client after Client.Close: %v", err)
+	}
+}
