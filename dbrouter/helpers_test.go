@@ -150,6 +150,8 @@ type commitProxy struct {
 
 	mu       sync.Mutex
 	onCommit func(client, server net.Conn) // set to arm; runs once
+	down     bool                          // refuse connections (see setDown)
+	conns    map[net.Conn]struct{}         // open client connections
 }
 
 func newCommitProxy(t *testing.T, upstream string) *commitProxy {
@@ -157,7 +159,7 @@ func newCommitProxy(t *testing.T, upstream string) *commitProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &commitProxy{ln: ln, upstream: upstream}
+	p := &commitProxy{ln: ln, upstream: upstream, conns: map[net.Conn]struct{}{}}
 	t.Cleanup(func() { ln.Close() })
 	go p.serve()
 	return p
@@ -183,8 +185,33 @@ func (p *commitProxy) serve() {
 	}
 }
 
+// setDown makes the proxy look like a dead server (true: open connections
+// cut, new ones closed at once) or a live one again (false).
+func (p *commitProxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			c.Close()
+		}
+	}
+}
+
 func (p *commitProxy) handle(client net.Conn) {
 	defer client.Close()
+	p.mu.Lock()
+	if p.down {
+		p.mu.Unlock()
+		return
+	}
+	p.conns[client] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.conns, client)
+		p.mu.Unlock()
+	}()
 	server, err := net.Dial("tcp", p.upstream)
 	if err != nil {
 		return
