@@ -23,7 +23,7 @@
 //
 // An eighth of the pool is kept for the first 256 KiB of uploads, so a
 // small file gets memory however slow clients hold the rest. An upload
-// that needs more waits at most S3Config.BufferWait (10s) for it, then is
+// that needs more waits at most S3Config.BufferWait (30s) for it, then is
 // refused with [ErrBusy]: 503, with Retry-After set by [Store.Receive]
 // ([RetryAfter]), counted as hakit_uploads_total{outcome="busy"}. A slow
 // client holds memory only for what it has actually sent, and must send

@@ -4,7 +4,6 @@ package uploads
 type PartMemoryState struct {
 	InUse   int  // chunks handed out
 	Waiting int  // parts waiting for memory
-	Held    int  // of those, parts holding a reserved chunk
 	Full    bool // a new upload's first chunk would come from the reserve
 }
 
@@ -13,5 +12,5 @@ func PartMemoryOf(b *S3Bucket) PartMemoryState {
 	p := b.pool
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return PartMemoryState{InUse: p.made - len(p.spare), Waiting: p.waiting, Held: p.held, Full: !p.grantable(&part{}, 1)}
+	return PartMemoryState{InUse: p.made - len(p.spare), Waiting: p.waiting, Full: !p.grantable(&part{}, 1)}
 }

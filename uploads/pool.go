@@ -33,17 +33,19 @@ const chunkSize = 256 << 10
 //
 //   - A reserve of the budget is kept for the first chunks of uploads
 //     (not of their later parts) that the rest cannot take: an upload
-//     that ends within its first chunk never needs more, and always finds
-//     one unless reserve−maxHeld other uploads are taking their first at
-//     that very moment. A part on a reserved chunk that grows moves into
-//     the rest, which must then grant it two chunks (the reserved one is
-//     handed back).
-//   - At most maxHeld parts may wait for memory while holding a reserved
-//     chunk; more are refused at once, so waiting cannot take the reserve.
+//     that ends within its first chunk never needs more, and finds one
+//     at once unless the whole reserve is on other uploads' first chunks
+//     at that moment. A part on a reserved chunk that grows first moves
+//     that chunk out of the reserve, as a new part's first chunk would be
+//     had, and grows as any part from there.
 //   - Every wait for memory ends after wait with ErrBusy: a part that
 //     cannot grow (its client having sent more) is given up, its chunks
 //     back in the pool, instead of holding them for as long as the others
-//     take to finish theirs.
+//     take to finish theirs; a part that waits on a reserved chunk gives
+//     it back at the latest then.
+//
+// Waiters are woken together and not served in order: under a load the
+// pool cannot serve within wait, some are refused while others go on.
 //
 // Chunks are made on first need, a part's worth at a time, and kept on a
 // free list (a sync.Pool would drop them at each GC and make the heap
@@ -52,7 +54,6 @@ type pool struct {
 	perPart int           // chunks in a full part
 	budget  int           // chunks in all, reserve included
 	reserve int           // chunks kept for first chunks of uploads
-	maxHeld int           // parts that may wait holding a reserved chunk
 	wait    time.Duration // longest wait for a chunk; ErrBusy after
 
 	mu      sync.Mutex
@@ -60,7 +61,6 @@ type pool struct {
 	sending int // chunks of complete parts, back once sent
 	filling map[*part]struct{}
 	rfree   int      // reserved chunks that may still be handed out
-	held    int      // parts waiting for memory while holding a reserved chunk
 	waiting int      // parts waiting for memory
 	spare   [][]byte // made and not in use
 	made    int
@@ -82,7 +82,7 @@ func newPool(parts int, partSize int64, wait time.Duration) *pool {
 	perPart := int((partSize + chunkSize - 1) / chunkSize)
 	budget := parts * perPart
 	reserve := max(1, budget/8)
-	return &pool{perPart: perPart, budget: budget, reserve: reserve, maxHeld: max(1, reserve/2), wait: wait,
+	return &pool{perPart: perPart, budget: budget, reserve: reserve, wait: wait,
 		free: budget - reserve, rfree: reserve, filling: map[*part]struct{}{}, changed: make(chan struct{})}
 }
 
@@ -95,7 +95,6 @@ func (p *pool) grow(ctx context.Context, pt *part, later bool) error {
 	var (
 		timer   *time.Timer
 		expired bool
-		holding bool // counted in p.held
 	)
 	defer func() {
 		if timer != nil {
@@ -108,33 +107,19 @@ func (p *pool) grow(ctx context.Context, pt *part, later bool) error {
 			p.rfree--
 			pt.reserved, granted = true, true
 		}
-		var err error
-		switch {
-		case granted:
-		case expired:
-			err = p.busy(fmt.Sprintf("no part memory became free within %s", p.wait))
-		case pt.reserved && !holding && p.held >= p.maxHeld:
-			err = p.busy(fmt.Sprintf("%d uploads already wait for part memory", p.held))
-		}
-		if granted || err != nil {
-			if holding {
-				p.held--
-			}
+		if granted || expired {
 			if timer != nil {
 				p.waiting--
 			}
-			if err != nil {
+			if !granted {
 				p.mu.Unlock()
-				return err
+				return &busyError{retryAfter: max(time.Second, p.wait.Round(time.Second)),
+					why: fmt.Sprintf("no part memory became free within %s", p.wait)}
 			}
 			c := p.take()
 			p.mu.Unlock()
 			pt.chunks = append(pt.chunks, c)
 			return nil
-		}
-		if pt.reserved && !holding {
-			p.held++
-			holding = true
 		}
 		if timer == nil {
 			timer = time.NewTimer(p.wait)
@@ -148,9 +133,6 @@ func (p *pool) grow(ctx context.Context, pt *part, later bool) error {
 			expired = true // one more look, then give up
 		case <-ctx.Done():
 			p.mu.Lock()
-			if holding {
-				p.held--
-			}
 			p.waiting--
 			p.mu.Unlock()
 			return context.Cause(ctx)
@@ -159,29 +141,26 @@ func (p *pool) grow(ctx context.Context, pt *part, later bool) error {
 	}
 }
 
-// busy is the error of a part refused memory.
-func (p *pool) busy(why string) error {
-	return &busyError{retryAfter: max(time.Second, p.wait.Round(time.Second)), why: why}
-}
-
 // grantMain counts one more chunk for pt outside the reserve, if
-// grantable: two for a part on a reserved chunk, which it hands back.
+// grantable. A part on a reserved chunk first moves that chunk out of the
+// reserve, as a new part's first chunk would be had, then grows as any.
 func (p *pool) grantMain(pt *part) bool {
-	need := 1
 	if pt.reserved {
-		need = 2
-	}
-	if !p.grantable(pt, need) {
-		return false
-	}
-	p.free -= need
-	pt.held += need
-	p.filling[pt] = struct{}{}
-	if pt.reserved {
-		pt.reserved = false
+		if !p.grantable(pt, 1) {
+			return false
+		}
+		p.free--
+		pt.held, pt.reserved = 1, false
+		p.filling[pt] = struct{}{}
 		p.rfree++
 		p.wake() // a reserved chunk is free again
 	}
+	if !p.grantable(pt, 1) {
+		return false
+	}
+	p.free--
+	pt.held++
+	p.filling[pt] = struct{}{}
 	return true
 }
 

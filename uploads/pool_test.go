@@ -35,7 +35,6 @@ func (d *dribble) Read(p []byte) (int, error) {
 func TestPoolNeverDeadlocks(t *testing.T) {
 	const partSize = 4 * chunkSize
 	p := newPool(2, partSize, time.Minute) // 8 chunks for 12 uploads of up to 5 parts
-	p.maxHeld = 12                         // all may wait: none refused
 	budget := p.free
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -70,9 +69,9 @@ func TestPoolNeverDeadlocks(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	if p.free != budget || p.rfree != p.reserve || p.sending != 0 || len(p.filling) != 0 || p.made > p.budget || p.held != 0 || p.waiting != 0 {
-		t.Fatalf("after all uploads: free %d of %d, reserve %d of %d, sending %d, filling %d, %d chunks made of %d, %d held, %d waiting",
-			p.free, budget, p.rfree, p.reserve, p.sending, len(p.filling), p.made, p.budget, p.held, p.waiting)
+	if p.free != budget || p.rfree != p.reserve || p.sending != 0 || len(p.filling) != 0 || p.made > p.budget || p.waiting != 0 {
+		t.Fatalf("after all uploads: free %d of %d, reserve %d of %d, sending %d, filling %d, %d chunks made of %d, %d waiting",
+			p.free, budget, p.rfree, p.reserve, p.sending, len(p.filling), p.made, p.budget, p.waiting)
 	}
 }
 
@@ -162,8 +161,8 @@ func TestPoolReserveAndBoundedWait(t *testing.T) {
 	if took := time.Since(start); !errors.Is(err, ErrBusy) || took < wait || RetryAfter(err) < time.Second {
 		t.Fatalf("large upload's second chunk at a full pool: %v after %s (retry after %s)", err, took, RetryAfter(err))
 	}
-	if p.waiting != 0 || p.held != 0 {
-		t.Fatalf("after the refusal: %d waiting, %d held", p.waiting, p.held)
+	if p.waiting != 0 {
+		t.Fatalf("after the refusal: %d waiting", p.waiting)
 	}
 	p.release(large)
 	for _, pt := range held {
@@ -181,58 +180,44 @@ func (p *pool) full() bool {
 	return !p.grantable(&part{}, 1)
 }
 
-// At most maxHeld parts wait for memory on a reserved chunk; the next is
-// refused at once, and the reserve still serves a small upload.
-func TestPoolCapsWaitersOnTheReserve(t *testing.T) {
-	const wait = 10 * time.Second
+// The reserve serves as many first chunks as it holds while the rest of
+// the pool is full; one more waits, at most the pool's wait. A part on a
+// reserved chunk that grows, once the rest has room, moves out of the
+// reserve and so frees its chunk for the next upload.
+func TestPoolReserveWhenTheRestIsFull(t *testing.T) {
+	const wait = 300 * time.Millisecond
 	p := newPool(8, 5<<20, wait)
-	slowHolders(t, p, 30, 5)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, p.maxHeld)
-	for range p.maxHeld {
+	held := slowHolders(t, p, 30, 5)
+	var firsts []*part
+	for range p.reserve {
 		pt := &part{}
-		if err := p.grow(ctx, pt, false); err != nil || !pt.reserved {
-			t.Fatalf("first chunk: %v, reserved %v", err, pt.reserved)
+		if err := p.grow(context.Background(), pt, false); err != nil || !pt.reserved {
+			t.Fatalf("first chunk %d: %v, reserved %v", len(firsts), err, pt.reserved)
 		}
-		wg.Go(func() { errs <- p.grow(ctx, pt, false) })
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		p.mu.Lock()
-		n := p.held
-		p.mu.Unlock()
-		if n == p.maxHeld {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d parts waiting on reserved chunks", n, p.maxHeld)
-		}
-		time.Sleep(10 * time.Millisecond)
+		firsts = append(firsts, pt)
 	}
 	one := &part{}
-	if err := p.grow(context.Background(), one, false); err != nil || !one.reserved {
-		t.Fatalf("first chunk with %d waiting: %v, reserved %v", p.maxHeld, err, one.reserved)
-	}
 	start := time.Now()
-	if err := p.grow(context.Background(), one, false); !errors.Is(err, ErrBusy) || time.Since(start) > wait/2 {
-		t.Fatalf("one more waiter: %v after %s; want ErrBusy at once", err, time.Since(start))
+	if err := p.grow(context.Background(), one, false); !errors.Is(err, ErrBusy) || time.Since(start) < wait {
+		t.Fatalf("a first chunk with the reserve taken: %v after %s", err, time.Since(start))
 	}
-	small := &part{}
-	if err := p.grow(context.Background(), small, false); err != nil || !small.reserved {
-		t.Fatalf("a small upload with the waiters full: %v, reserved %v", err, small.reserved)
+	// A slow upload gives up; the first of the others grows into the rest.
+	p.release(held[0])
+	if err := p.grow(context.Background(), firsts[0], false); err != nil || firsts[0].reserved || firsts[0].held != 2 {
+		t.Fatalf("growing out of the reserve: %v, reserved %v, held %d", err, firsts[0].reserved, firsts[0].held)
 	}
-	cancel()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("a waiter ended with %v", err)
-		}
+	if p.rfree != 1 {
+		t.Fatalf("%d reserved chunks free after one part grew out of the reserve", p.rfree)
 	}
-	if p.held != 0 || p.waiting != 0 {
-		t.Fatalf("after the waiters left: %d held, %d waiting", p.held, p.waiting)
+	start = time.Now()
+	if err := p.grow(context.Background(), one, false); err != nil || time.Since(start) >= wait {
+		t.Fatalf("a first chunk once the slow upload gave up: %v after %s", err, time.Since(start))
+	}
+	for _, pt := range append(append(held[1:], firsts...), one) {
+		p.release(pt)
+	}
+	if p.free != p.budget-p.reserve || p.rfree != p.reserve || len(p.filling) != 0 || p.waiting != 0 {
+		t.Fatalf("after all is given back: free %d, reserve %d, filling %d, waiting %d", p.free, p.rfree, len(p.filling), p.waiting)
 	}
 }
 

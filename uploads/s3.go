@@ -49,21 +49,19 @@ type S3Config struct {
 	// The memory is handed out 256 KiB at a time as bytes arrive: an upload
 	// holds what its client has sent of the part it is filling and its
 	// parts on their way to S3. An eighth of it is kept for the first
-	// 256 KiB of uploads, which the rest cannot take, so an upload that
-	// fits in 256 KiB gets memory whatever the others hold (unless an
-	// eighth's worth of others are starting at that very moment); at most
-	// a sixteenth's worth of uploads may wait on such first chunks, more
-	// are refused at once. A part that has sent less than it holds may
-	// grow only while some part being filled can still complete, so when
-	// slow clients hold most of the memory with parts far from complete,
-	// other uploads beyond their first 256 KiB wait for memory: see
-	// BufferWait.
+	// 256 KiB of uploads, which the rest cannot take: an upload that fits
+	// in 256 KiB gets memory at once whatever the others hold, unless that
+	// eighth (20 chunks by default) is all on other uploads' first chunks
+	// at that moment. A part grows only while some part being filled can
+	// still complete (S3 takes only whole parts), so when clients hold
+	// most of the memory with parts far from complete, other uploads wait
+	// for memory beyond their first 256 KiB: see BufferWait.
 	MaxBuffers int
 	// BufferWait is how long an upload waits at most, each time it needs
 	// part memory, before it is refused with ErrBusy (503 with
 	// Retry-After; its multipart upload aborted). The wait does not count
 	// against the upload's progress bound (uploads.Config.MinRate).
-	// Defaults to 10s.
+	// Defaults to 30s.
 	BufferWait time.Duration
 	// AbortTimeout is how long a failed upload keeps trying to abort its
 	// multipart upload (S3 may be the thing that failed). Defaults to 1m.
@@ -127,7 +125,7 @@ func NewS3Bucket(cfg S3Config) (*S3Bucket, error) {
 	}
 	cfg.MaxBuffers = max(cfg.MaxBuffers, 2)
 	if cfg.BufferWait <= 0 {
-		cfg.BufferWait = 10 * time.Second
+		cfg.BufferWait = 30 * time.Second
 	}
 	if cfg.AbortTimeout <= 0 {
 		cfg.AbortTimeout = time.Minute
