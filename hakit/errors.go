@@ -107,7 +107,8 @@ const (
 //	session.ErrStoreUnavailable       503, Retry-After 1
 //	uploads' errors                   uploads.Status: ErrTooLarge 413,
 //	  ErrUnsupportedType 415, ErrNoFile and ErrBadRequest 400, ErrNotFound
-//	  404, ErrRangeNotSatisfiable 416, ErrTooSlow 408
+//	  404, ErrRangeNotSatisfiable 416, ErrTooSlow 408; ErrBusy 503 with
+//	  Retry-After uploads.RetryAfter (no part memory came free in time)
 //	*http.MaxBytesError               413 (a body over its limit; ParseForm's)
 //	pgx.ErrNoRows                     404 (as Rails answers RecordNotFound)
 //	*pgconn.PgError of a server that cannot serve now: classes 08
@@ -163,6 +164,8 @@ func HTTPErrorOf(err error) *HTTPError {
 		return set(http.StatusServiceUnavailable, msgUnavailable, 2*time.Second)
 	case errors.Is(err, dbrouter.ErrClosed), errors.Is(err, session.ErrStoreUnavailable):
 		return set(http.StatusServiceUnavailable, msgUnavailable, time.Second)
+	case errors.Is(err, uploads.ErrBusy):
+		return set(http.StatusServiceUnavailable, "too many uploads under way; try again shortly", max(uploads.RetryAfter(err), time.Second))
 	}
 	if status, msg := uploadsStatus(err); status != 0 {
 		return set(status, msg, 0)

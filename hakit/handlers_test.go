@@ -318,6 +318,7 @@ func TestErrorMapping(t *testing.T) {
 		{"upload missing", uploads.ErrNotFound, 404, ""},
 		{"upload range", uploads.ErrRangeNotSatisfiable, 416, ""},
 		{"upload slow", uploads.ErrTooSlow, 408, ""},
+		{"upload busy", fmt.Errorf("part 2: %w", uploads.ErrBusy), 503, "1"},
 		{"S3 down", s3Down, 503, "1"},
 		{"S3 failing", s3Failing, 502, ""},
 		{"body too large", &http.MaxBytesError{Limit: 10}, 413, ""},
