@@ -362,33 +362,31 @@ func TestReadyzStaysFastWithAHangingCheck(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	r := serve(t, hakit.Config{}, func(a *hakit.App) {
+		// One check never ends (its timeout is an hour): a probe that
+		// waited for it would never be answered. Another times out.
+		a.Health().Add(health.Check{Name: "never", Timeout: time.Hour, Interval: 100 * time.Millisecond,
+			Func: func(context.Context) error { <-release; return nil }})
 		a.Health().Add(health.Check{Name: "hangs", Timeout: 100 * time.Millisecond, Interval: 100 * time.Millisecond,
 			Func: func(context.Context) error { <-release; return nil }})
 	}, true)
-	client := &http.Client{}
-	var worst time.Duration
+	// No timing threshold (the machine may be busy): every probe must be
+	// answered, and none can be if one waits for the check that never ends.
+	client := &http.Client{Timeout: 20 * time.Second}
 	for range 200 {
-		t0 := time.Now()
 		resp, err := client.Get(r.url + "/readyz")
 		if err != nil {
 			t.Fatal(err)
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		worst = max(worst, time.Since(t0))
 		if resp.StatusCode != 200 {
-			t.Fatalf("/readyz = %d with a hanging non-critical check", resp.StatusCode)
+			t.Fatalf("/readyz = %d with hanging non-critical checks", resp.StatusCode)
 		}
 	}
-	// Generous for a busy 2-core machine: the point is that nothing waits
-	// for the check (it hangs forever).
-	if worst > 100*time.Millisecond {
-		t.Fatalf("slowest /readyz took %s", worst)
-	}
-	_, body := do(t, newReq(t, "GET", r.url+"/readyz?verbose", nil))
-	if !strings.Contains(body, `"hangs:responseTime"`) || !strings.Contains(body, `"status": "warn"`) {
-		t.Fatalf("verbose readyz: %s", body)
-	}
+	hatest.WaitFor(t, 10*time.Second, "the timed-out check in the verbose view", func() bool {
+		_, body := do(t, newReq(t, "GET", r.url+"/readyz?verbose", nil))
+		return strings.Contains(body, `"hangs:responseTime"`) && strings.Contains(body, `"status": "warn"`)
+	})
 }
 
 func TestStartupFailure(t *testing.T) {
