@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5"
 
 	"hakit.dev/hatest"
 )
@@ -135,6 +136,14 @@ func TestFullApp(t *testing.T) {
 		t.Errorf("words = %d, want 4", *nt.Words)
 	}
 
+	// A body over the limit (HAKIT_MAX_BODY_BYTES, 1 MiB) is a 413, not an
+	// empty note; an empty note is refused.
+	call("POST", "/notes", formType, form("body", strings.Repeat("x", 1<<20)), 413, nil)
+	call("POST", "/notes", formType, form("body", " "), 422, nil)
+	if n := countNotes(t, pg.DSNs()[0]); n != 1 {
+		t.Errorf("%d notes in the database, want 1", n)
+	}
+
 	// uploads (MinIO): a PNG streamed in, recorded, served back.
 	png := append([]byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), bytes.Repeat([]byte{7}, 300<<10)...)
 	var mp bytes.Buffer
@@ -149,6 +158,23 @@ func TestFullApp(t *testing.T) {
 		t.Errorf("downloaded %d bytes, not the %d uploaded", len(got), len(png))
 	}
 	call("GET", "/attachments/999999", "", nil, 404, nil)
+
+	// Only the author sees a note and its files; no file is streamed for
+	// a note that is missing or someone else's, nor without a login.
+	uploadsBefore := uploadsTotal(t, call)
+	call("POST", "/notes/999999/attachments", mw.FormDataContentType(), bytes.NewReader(mp.Bytes()), 404, nil)
+	bobJar, _ := cookiejar.New(nil)
+	alice := c.Jar
+	c.Jar = bobJar
+	call("POST", fmt.Sprint("/notes/", created.ID, "/attachments"), mw.FormDataContentType(), bytes.NewReader(mp.Bytes()), 401, nil)
+	call("POST", "/login", formType, form("user", "bob"), 200, nil)
+	call("GET", fmt.Sprint("/notes/", created.ID), "", nil, 404, nil)
+	call("GET", fmt.Sprint("/attachments/", att.ID), "", nil, 404, nil)
+	call("POST", fmt.Sprint("/notes/", created.ID, "/attachments"), mw.FormDataContentType(), bytes.NewReader(mp.Bytes()), 404, nil)
+	c.Jar = alice
+	if after := uploadsTotal(t, call); after != uploadsBefore {
+		t.Errorf("hakit_uploads_total went from %v to %v: a file was received for a note it was refused for", uploadsBefore, after)
+	}
 	if n, err := countObjects(mio, "attachments/"); err != nil || n != 1 {
 		t.Errorf("objects under attachments/: %d, %v; want 1", n, err)
 	}
@@ -214,6 +240,38 @@ func TestFullApp(t *testing.T) {
 	if closedAt < 0 || closedAt < stoppedLast {
 		t.Errorf("the Redis client closed at log line %d, the last component stopped at %d: want it after", closedAt, stoppedLast)
 	}
+}
+
+// countNotes counts the rows of the notes table on the primary at dsn.
+func countNotes(t *testing.T, dsn string) int {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM notes").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// uploadsTotal sums the app's hakit_uploads_total, every outcome.
+func uploadsTotal(t *testing.T, call func(method, path, contentType string, body io.Reader, want int, into any) []byte) float64 {
+	t.Helper()
+	var sum float64
+	for _, line := range strings.Split(string(call("GET", "/metrics", "", nil, 200, nil)), "\n") {
+		if strings.HasPrefix(line, "hakit_uploads_total{") {
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			sum += v
+		}
+	}
+	return sum
 }
 
 // countObjects counts the objects under prefix in the MinIO bucket.

@@ -91,7 +91,16 @@ type attachment struct {
 
 // login puts the user on the session: new token, durable write.
 func (n *notes) login(w http.ResponseWriter, r *http.Request) {
-	if err := n.sessions.Login(r.Context(), r.FormValue("user")); err != nil {
+	if err := hakit.ParseForm(w, r); err != nil {
+		hakit.Error(w, r, err) // 413 over the body limit, 400 malformed
+		return
+	}
+	user := r.PostForm.Get("user")
+	if user == "" {
+		hakit.Error(w, r, &hakit.HTTPError{Status: http.StatusBadRequest, Message: "user is required"})
+		return
+	}
+	if err := n.sessions.Login(r.Context(), user); err != nil {
 		hakit.Error(w, r, err)
 		return
 	}
@@ -104,18 +113,35 @@ func (n *notes) me(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"user": n.sessions.UserID(ctx), "last_note": n.sessions.GetInt64(ctx, "last_note")})
 }
 
+// user returns the logged-in user, or answers 401 and returns "".
+func (n *notes) user(w http.ResponseWriter, r *http.Request) string {
+	user := n.sessions.UserID(r.Context())
+	if user == "" {
+		hakit.Error(w, r, &hakit.HTTPError{Status: http.StatusUnauthorized, Message: "log in first"})
+	}
+	return user
+}
+
 // create saves a note and, in the same transaction, the job that counts
 // its words: the job exists if and only if the note does.
 func (n *notes) create(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	user := n.sessions.UserID(ctx)
+	user := n.user(w, r)
 	if user == "" {
-		http.Error(w, "log in first", http.StatusUnauthorized)
+		return
+	}
+	if err := hakit.ParseForm(w, r); err != nil {
+		hakit.Error(w, r, err) // a body over the limit is a 413, not an empty note
+		return
+	}
+	body := r.PostForm.Get("body")
+	if strings.TrimSpace(body) == "" {
+		hakit.Error(w, r, &hakit.HTTPError{Status: http.StatusUnprocessableEntity, Message: "the note is empty"})
 		return
 	}
 	var id int64
 	err := n.db.Write(ctx, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, "INSERT INTO notes (author, body) VALUES ($1, $2) RETURNING id", user, r.FormValue("body")).Scan(&id)
+		err := tx.QueryRow(ctx, "INSERT INTO notes (author, body) VALUES ($1, $2) RETURNING id", user, body).Scan(&id)
 		if err != nil {
 			return err
 		}
@@ -131,12 +157,17 @@ func (n *notes) create(w http.ResponseWriter, r *http.Request) {
 }
 
 // show reads from a replica that has the user's own writes: the session
-// carries their position.
+// carries their position. Only the author sees a note: anyone else gets
+// the 404 of a note that does not exist.
 func (n *notes) show(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	user := n.user(w, r)
+	if user == "" {
+		return
+	}
 	nt := note{Attachments: []attachment{}}
 	err := n.db.Read(ctx, func(q dbrouter.Querier) error {
-		err := q.QueryRow(ctx, "SELECT id, author, body, words FROM notes WHERE id = $1", r.PathValue("id")).
+		err := q.QueryRow(ctx, "SELECT id, author, body, words FROM notes WHERE id = $1 AND author = $2", r.PathValue("id"), user).
 			Scan(&nt.ID, &nt.Author, &nt.Body, &nt.Words)
 		if err != nil {
 			return err
@@ -154,9 +185,20 @@ func (n *notes) show(w http.ResponseWriter, r *http.Request) {
 }
 
 // attach streams a file to S3 (memory stays flat whatever its size) and
-// records it.
+// records it. The login and the note are checked first, so that no file
+// is streamed for nothing.
 func (n *notes) attach(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	user := n.user(w, r)
+	if user == "" {
+		return
+	}
+	const mine = "SELECT id FROM notes WHERE id = $1 AND author = $2"
+	var noteID int64
+	if err := n.db.QueryRow(ctx, mine, r.PathValue("id"), user).Scan(&noteID); err != nil {
+		hakit.Error(w, r, err) // pgx.ErrNoRows: 404
+		return
+	}
 	st, err := n.files.Receive(w, r)
 	if err != nil {
 		hakit.Error(w, r, err) // 413, 415, 408, 400, …
@@ -164,22 +206,34 @@ func (n *notes) attach(w http.ResponseWriter, r *http.Request) {
 	}
 	var id int64
 	err = n.db.Write(ctx, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, "INSERT INTO attachments (note_id, key, name, content_type, size) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-			r.PathValue("id"), st.Key, st.Name, st.ContentType, st.Size).Scan(&id)
+		// The note may have gone meanwhile: then no row, a 404.
+		return tx.QueryRow(ctx, "INSERT INTO attachments (note_id, key, name, content_type, size) "+
+			"SELECT id, $3, $4, $5, $6 FROM ("+mine+") n RETURNING id",
+			noteID, user, st.Key, st.Name, st.ContentType, st.Size).Scan(&id)
 	})
 	if err != nil {
-		_ = n.files.Bucket().Delete(context.WithoutCancel(ctx), st.Key)
+		// ErrCommitUnknown: the row may have committed, and would point at
+		// nothing if the file went; an orphan file costs only storage.
+		if !errors.Is(err, dbrouter.ErrCommitUnknown) {
+			_ = n.files.Bucket().Delete(context.WithoutCancel(ctx), st.Key)
+		}
 		hakit.Error(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, attachment{ID: id, Name: st.Name})
 }
 
-// download streams an attachment back, with headers that keep an
-// uploaded page or script from running on the app's origin.
+// download streams an attachment of the user's own notes back, with
+// headers that keep an uploaded page or script from running on the app's
+// origin.
 func (n *notes) download(w http.ResponseWriter, r *http.Request) {
+	user := n.user(w, r)
+	if user == "" {
+		return
+	}
 	var key, name string
-	err := n.db.QueryRow(r.Context(), "SELECT key, name FROM attachments WHERE id = $1", r.PathValue("id")).Scan(&key, &name)
+	err := n.db.QueryRow(r.Context(), "SELECT a.key, a.name FROM attachments a JOIN notes n ON n.id = a.note_id "+
+		"WHERE a.id = $1 AND n.author = $2", r.PathValue("id"), user).Scan(&key, &name)
 	if err == nil {
 		err = n.files.Serve(w, r, key, name) // answers errors itself
 	}
