@@ -73,8 +73,12 @@ func (a *App) jobsClient(what string) (*jobs.Client, error) {
 // check. Register its handlers with jobs.Handle before Run.
 //
 // Several workers (other queues, other concurrency) need different
-// WorkerConfig.Name. Without Config.Redis, Worker is an error.
+// WorkerConfig.Name. Without Config.Redis, or after Run started, Worker
+// is an error.
 func (a *App) Worker(cfg jobs.WorkerConfig) (*jobs.Worker, error) {
+	if err := a.beforeRun("Worker"); err != nil {
+		return nil, err
+	}
 	if a.rdb == nil {
 		return nil, errNoRedis("Worker")
 	}
@@ -98,8 +102,12 @@ func (a *App) Worker(cfg jobs.WorkerConfig) (*jobs.Worker, error) {
 // app's migrations. Its metrics are registered in [App.Registry]; the
 // database's and Redis's readiness are the app's checks.
 //
-// Without Config.DatabaseURLs or Config.Redis, Relay is an error.
+// Without Config.DatabaseURLs or Config.Redis, or after Run started,
+// Relay is an error.
 func (a *App) Relay(cfg jobs.RelayConfig) (*jobs.Relay, error) {
+	if err := a.beforeRun("Relay"); err != nil {
+		return nil, err
+	}
 	if cfg.DB == nil {
 		if a.db == nil {
 			return nil, errors.New("hakit: Relay: no database for the outbox: set Config.DatabaseURLs (HAKIT_DATABASE_URL_1, …)")
@@ -135,8 +143,11 @@ func (a *App) Relay(cfg jobs.RelayConfig) (*jobs.Relay, error) {
 // metrics are registered in [App.Registry]. Several schedulers need
 // different SchedulerConfig.Name.
 //
-// Without Config.Redis, Scheduler is an error.
+// Without Config.Redis, or after Run started, Scheduler is an error.
 func (a *App) Scheduler(cfg jobs.SchedulerConfig) (*jobs.Scheduler, error) {
+	if err := a.beforeRun("Scheduler"); err != nil {
+		return nil, err
+	}
 	c, err := a.jobsClient("Scheduler")
 	if err != nil {
 		return nil, err

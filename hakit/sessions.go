@@ -35,8 +35,11 @@ const sessionLSNKey = "_hakit_db_lsn"
 //     for development only.
 //
 // cfg.Logger defaults to the app's. Call it before adding routes (chi
-// wants middleware first), and once.
+// wants middleware first), before Run (after, it is an error), and once.
 func (a *App) Sessions(cfg session.Config) (*session.Manager, error) {
+	if err := a.beforeRun("Sessions"); err != nil {
+		return nil, err
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = a.log
 	}

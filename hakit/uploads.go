@@ -97,9 +97,12 @@ func (c S3Config) problems(name func(field string) string) []error {
 //   - at shutdown, the bucket made from Config.S3 waits for its
 //     background aborts (S3Bucket.Close), within the shutdown's deadline.
 //
-// Call it before Run. Several stores (two prefixes) need different
-// uploads.Config.Name (or prefixes).
+// Call it before Run: after, it is an error. Several stores (two
+// prefixes) need different uploads.Config.Name (or prefixes).
 func (a *App) Uploads(cfg uploads.Config) (*uploads.Store, error) {
+	if err := a.beforeRun("Uploads"); err != nil {
+		return nil, err
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = a.log
 	}

@@ -2,6 +2,7 @@ package hakit
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -24,6 +25,18 @@ type wiring struct {
 	// maintenanceAge, when set, replaces the ages after which the
 	// maintenance tasks take an upload as abandoned. Tests set it.
 	maintenanceAge time.Duration
+}
+
+// beforeRun returns an error when Run has started: what a wiring method
+// would add then is never started (App.Add only logs a warning, having
+// no error to return).
+func (a *App) beforeRun(what string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.started {
+		return fmt.Errorf("hakit: %s: called after Run started, so it would never start: call it before Run", what)
+	}
+	return nil
 }
 
 // periodic is a component that runs a maintenance task about every

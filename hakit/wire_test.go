@@ -292,3 +292,25 @@ func TestUploadsMaintenance(t *testing.T) {
 		return false
 	})
 }
+
+// A wiring method called after Run started returns an error: what it
+// would add would never start.
+func TestWiringAfterRun(t *testing.T) {
+	t.Parallel()
+	r := serve(t, hakit.Config{}, nil, true)
+	disk, err := uploads.NewDiskBucket(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, err := range map[string]error{
+		"Sessions":  second(r.app.Sessions(session.Config{Store: session.NewMemoryStore()})),
+		"Worker":    second(r.app.Worker(jobs.WorkerConfig{})),
+		"Relay":     second(r.app.Relay(jobs.RelayConfig{})),
+		"Scheduler": second(r.app.Scheduler(jobs.SchedulerConfig{})),
+		"Uploads":   second(r.app.Uploads(uploads.Config{Bucket: disk})),
+	} {
+		if err == nil || !strings.Contains(err.Error(), "hakit: "+what+": called after Run started") {
+			t.Errorf("%s after Run started: %v; want an error saying so", what, err)
+		}
+	}
+}
