@@ -179,20 +179,33 @@ func TestConfigRedisAndS3Problems(t *testing.T) {
 		{hakit.Config{Redis: hakit.RedisConfig{MasterName: "m", Password: "p"}},
 			[]string{"Redis.MasterName is set without Redis.SentinelAddrs", "Redis.Password set but no Redis"}},
 		{hakit.Config{Redis: hakit.RedisConfig{ClusterAddrs: []string{"h:1", "h"}}},
-			[]string{`Redis.ClusterAddrs: "h": want host:port`, "Redis.ClusterAddrs needs Redis.NoReplicas"}},
+			[]string{`Redis.ClusterAddrs: entry 2 of 2: want host:port (value hidden)`, "Redis.ClusterAddrs needs Redis.NoReplicas"}},
 		{hakit.Config{Redis: hakit.RedisConfig{URL: "http://h:1"}}, []string{"Redis.URL", "invalid URL scheme"}},
-		{hakit.Config{Redis: hakit.RedisConfig{URL: "redis://u:pw@cache:port"}}, []string{`Redis.URL="(not shown: it may hold a password)": invalid port`}},
+		{hakit.Config{Redis: hakit.RedisConfig{URL: "redis://u:pw@cache:port"}}, []string{`Redis.URL=(value hidden): invalid port`}},
 		{hakit.Config{S3: hakit.S3Config{Bucket: "b"}}, []string{"S3.Bucket needs S3.AccessKeyID and S3.SecretAccessKey"}},
 		{hakit.Config{S3: hakit.S3Config{Prefix: "p/", SecretAccessKey: "s"}},
 			[]string{"S3.AccessKeyID and S3.SecretAccessKey go together", "S3 settings without S3.Bucket"}},
 		{hakit.Config{S3: hakit.S3Config{Bucket: "b", AccessKeyID: "i", SecretAccessKey: "s", Endpoint: "minio:9000"}},
-			[]string{`S3.Endpoint="minio:9000": want an http:// or https:// URL`}},
+			[]string{`S3.Endpoint=(value hidden): want an http:// or https:// URL`}},
+		// A secret is shown only as part of a well-formed URL, and then
+		// with the user information and query values removed.
+		{hakit.Config{Redis: hakit.RedisConfig{URL: "s3cretpassword"}}, []string{`Redis.URL=(value hidden): `}},
+		{hakit.Config{Redis: hakit.RedisConfig{URL: "redis:s3cretpassword"}}, []string{`Redis.URL=(value hidden): `}},
+		{hakit.Config{Redis: hakit.RedisConfig{URL: "redis://u:s3cretpassword@cache:6379/x?password=s3cretpassword"}},
+			[]string{`Redis.URL="redis://xxxxx@cache:6379/x?password=xxxxx": redis: invalid database number`}},
+		{hakit.Config{Redis: hakit.RedisConfig{SentinelAddrs: []string{"s1:26379", "u:s3cretpassword@s2:26379"}, MasterName: "m"}},
+			[]string{`Redis.SentinelAddrs: entry 2 of 2: want host:port (value hidden)`}},
+		{hakit.Config{S3: hakit.S3Config{Bucket: "b", AccessKeyID: "i", SecretAccessKey: "s", Endpoint: "ftp://AKIA:s3cretpassword@minio:9000"}},
+			[]string{`S3.Endpoint="ftp://xxxxx@minio:9000": want an http:// or https:// URL`}},
 	} {
 		_, err := hakit.New(context.Background(), tc.cfg)
 		for _, w := range tc.want {
 			if err == nil || !strings.Contains(err.Error(), w) {
 				t.Errorf("%+v: %v; want %q", tc.cfg, err, w)
 			}
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cretpassword") {
+			t.Errorf("the error shows the secret: %v", err)
 		}
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 
@@ -94,14 +96,15 @@ func (c RedisConfig) problems(name func(field string) string) []error {
 			}
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %w (want redis://[user:password@]host:port[/db], rediss://… or unix:///path)",
+			errs = append(errs, fmt.Errorf("%s=%s: %w (want redis://[user:password@]host:port[/db], rediss://… or unix:///path)",
 				name("URL"), redactURL(c.URL), unwrapURLError(err)))
 		}
 	}
 	hostPorts := func(field string, addrs []string) {
-		for _, addr := range addrs {
+		for i, addr := range addrs {
 			if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
-				errs = append(errs, fmt.Errorf("%s: %q: want host:port", name(field), addr))
+				// Not shown: it may be a password, or hold one (user:pw@host:port).
+				errs = append(errs, fmt.Errorf("%s: entry %d of %d: want host:port %s", name(field), i+1, len(addrs), valueHidden))
 			}
 		}
 	}
@@ -185,7 +188,41 @@ func (a *App) newRedis() {
 		return
 	}
 	a.rdb = a.cfg.Redis.client()
-	a.checker.Add(health.Check{Name: "redis", Func: func(ctx context.Context) error { return a.rdb.Ping(ctx).Err() }})
+	var replicasSeen atomic.Bool // the replicas were counted once
+	a.checker.Add(health.Check{Name: "redis", Func: func(ctx context.Context) error {
+		if err := a.rdb.Ping(ctx).Err(); err != nil {
+			return err
+		}
+		if !a.cfg.Redis.NoReplicas && len(a.cfg.Redis.ClusterAddrs) == 0 && replicasSeen.CompareAndSwap(false, true) {
+			if !a.warnNoReplicas(ctx) {
+				replicasSeen.Store(false) // not counted: next check
+			}
+		}
+		return nil
+	}})
+}
+
+// warnNoReplicas logs a warning when the Redis master has no replica
+// while Config.Redis.NoReplicas is off: then every durable session change
+// waits for a confirmation that times out, and the jobs outbox relay never
+// deletes a row. It reports whether it could count the replicas.
+func (a *App) warnNoReplicas(ctx context.Context) bool {
+	info, err := a.rdb.Info(ctx, "replication").Result()
+	if err != nil {
+		a.log.Debug("hakit: redis: INFO replication", "err", err)
+		return false
+	}
+	for line := range strings.Lines(info) {
+		if n, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_slaves:"); ok {
+			if n == "0" {
+				a.log.Warn("hakit: the Redis master has no replica, and HAKIT_REDIS_NO_REPLICAS (Config.Redis.NoReplicas) is off: " +
+					"durable session changes wait for a replica's confirmation until it times out, and the jobs outbox relay keeps every row; " +
+					"set HAKIT_REDIS_NO_REPLICAS=true for a Redis without replicas, or add a replica")
+			}
+			return true
+		}
+	}
+	return false
 }
 
 // closeRedis closes the Redis client, last of all.
@@ -199,14 +236,32 @@ func (a *App) closeRedis() {
 	a.log.Debug("hakit: redis client closed")
 }
 
-// redactURL returns s with its password hidden, or a placeholder when s
-// does not parse (it may still hold one).
+// valueHidden stands for a value an error message does not show: it may
+// hold a secret (a password put in the wrong variable, a URL whose
+// password could not be found to remove).
+const valueHidden = "(value hidden)"
+
+// redactURL returns s for an error message: quoted, with its user
+// information and query values replaced by xxxxx, when s is a
+// well-formed URL: a scheme, then a host (or a unix:// path); else
+// [valueHidden].
 func redactURL(s string) string {
 	u, err := url.Parse(s)
-	if err != nil {
-		return "(not shown: it may hold a password)"
+	if err != nil || u.Scheme == "" || u.Opaque != "" || u.Host == "" && (u.Scheme != "unix" || u.Path == "") {
+		return valueHidden
 	}
-	return u.Redacted()
+	if u.User != nil {
+		u.User = url.User("xxxxx")
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q[k] = []string{"xxxxx"}
+		}
+		u.RawQuery = q.Encode()
+	}
+	u.Fragment, u.RawFragment = "", ""
+	return strconv.Quote(u.String())
 }
 
 // unwrapURLError drops url.Error's quote of the URL (it may hold a

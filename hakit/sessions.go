@@ -47,7 +47,7 @@ func (a *App) Sessions(cfg session.Config) (*session.Manager, error) {
 	if cfg.Store == nil {
 		switch {
 		case a.rdb != nil:
-			opts := session.RedisOptions{Logger: a.log}
+			opts := session.RedisOptions{Logger: cfg.Logger}
 			if a.cfg.Redis.NoReplicas {
 				opts.WaitReplicas = -1
 			}

@@ -59,7 +59,7 @@ func (c S3Config) problems(name func(field string) string) []error {
 	if c.Endpoint != "" {
 		u, err := url.Parse(c.Endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("%s=%q: want an http:// or https:// URL", name("Endpoint"), c.Endpoint))
+			errs = append(errs, fmt.Errorf("%s=%s: want an http:// or https:// URL", name("Endpoint"), redactURL(c.Endpoint)))
 		}
 	}
 	if (c.AccessKeyID == "") != (c.SecretAccessKey == "") {

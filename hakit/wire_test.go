@@ -176,7 +176,7 @@ func TestNoReplicasFeedsSessionsAndJobs(t *testing.T) {
 			t.Parallel()
 			pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
 			rd := hatest.NewRedis(t, hatest.RedisOptions{})
-			logs := &logBuffer{}
+			logs, sessionLogs := &logBuffer{}, &logBuffer{}
 			var ran atomic.Int32
 			outbox := jobs.NewOutbox("")
 			r := serve(t, hakit.Config{
@@ -184,7 +184,7 @@ func TestNoReplicasFeedsSessionsAndJobs(t *testing.T) {
 				Redis:        hakit.RedisConfig{URL: "redis://" + rd.Addr(), NoReplicas: noReplicas},
 				Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 			}, func(a *hakit.App) {
-				m, err1 := a.Sessions(session.Config{Insecure: true})
+				m, err1 := a.Sessions(session.Config{Insecure: true, Logger: slog.New(slog.NewTextHandler(sessionLogs, nil))})
 				w, err2 := a.Worker(jobs.WorkerConfig{})
 				_, err3 := a.Relay(jobs.RelayConfig{Outbox: outbox, PollInterval: 100 * time.Millisecond})
 				for _, err := range []error{err1, err2, err3} {
@@ -223,13 +223,27 @@ func TestNoReplicasFeedsSessionsAndJobs(t *testing.T) {
 				}
 				return n
 			}
-			unconfirmed := strings.Contains(logs.String(), "session: a durable change was not confirmed by the Redis replicas")
+			// The session store logs to session.Config.Logger, not the app's.
+			const notConfirmed = "session: a durable change was not confirmed by the Redis replicas"
+			unconfirmed := strings.Contains(sessionLogs.String(), notConfirmed)
+			if strings.Contains(logs.String(), notConfirmed) {
+				t.Errorf("the session store logged to the app's logger, not session.Config.Logger: %s", logs)
+			}
+			// A Redis without replica and NoReplicas off: one warning,
+			// naming the variable.
+			const noReplica = "hakit: the Redis master has no replica, and HAKIT_REDIS_NO_REPLICAS"
 			if noReplicas {
 				hatest.WaitFor(t, 10*time.Second, "the outbox row deleted", func() bool { return rows() == 0 })
 				if unconfirmed {
-					t.Errorf("NoReplicas, and the login waited for a replica: %s", logs)
+					t.Errorf("NoReplicas, and the login waited for a replica: %s", sessionLogs)
+				}
+				if strings.Contains(logs.String(), noReplica) {
+					t.Errorf("NoReplicas, and a warning about the missing replica: %s", logs)
 				}
 				return
+			}
+			if n := strings.Count(logs.String(), noReplica); n != 1 {
+				t.Errorf("%d warnings about a Redis without replica, want 1: %s", n, logs)
 			}
 			// Without NoReplicas the row stays (the relay waits for a
 			// replica that does not exist), and the login's WAIT timed out.
@@ -240,7 +254,7 @@ func TestNoReplicasFeedsSessionsAndJobs(t *testing.T) {
 				t.Errorf("without NoReplicas, %d outbox rows; want the row kept", n)
 			}
 			if !unconfirmed {
-				t.Errorf("without NoReplicas, the login's confirmation did not time out: %s", logs)
+				t.Errorf("without NoReplicas, the login's confirmation did not time out: %s", sessionLogs)
 			}
 		})
 	}
