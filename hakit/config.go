@@ -128,6 +128,15 @@ type Config struct {
 	// once. Needs DatabaseURLs.
 	Migrations fs.FS
 
+	// SkipLibraryMigrations, if true, leaves the library's own tables
+	// (jobs.Migrations, session.Migrations) alone at start
+	// [HAKIT_SKIP_LIBRARY_MIGRATIONS]: the database's administrator
+	// applies them, with a role that owns the tables (hakit.Migrate, or
+	// the SQL files in psql), before deploying a version that needs them.
+	// For an app role that may not create or alter tables. Migrations
+	// still run. Defaults to false: the library's migrations run first.
+	SkipLibraryMigrations bool
+
 	// Redis is the Redis the app uses for sessions and jobs
 	// [HAKIT_REDIS_*]. When set, the app makes one client ([App.Redis]),
 	// checks it in /readyz and closes it last at shutdown. Defaults to
@@ -248,6 +257,7 @@ func EnvVars() []EnvVar {
 		{"HAKIT_READ_HEADER_TIMEOUT", "ReadHeaderTimeout", "10s", "http.Server ReadHeaderTimeout; 0: none"},
 		{"HAKIT_IDLE_TIMEOUT", "IdleTimeout", "120s", "http.Server IdleTimeout; 0: none"},
 		{"HAKIT_DATABASE_URL_n", "DatabaseURLs", "", "PostgreSQL connection strings, one per variable: HAKIT_DATABASE_URL_1, _2, … without gaps"},
+		{"HAKIT_SKIP_LIBRARY_MIGRATIONS", "SkipLibraryMigrations", "false", "do not run the library's own migrations at start (the DBA applies them)"},
 		{"HAKIT_LOG_LEVEL", "LogLevel", "info", "debug, info, warn or error"},
 		{"HAKIT_REDIS_URL", "Redis.URL", "", "a single Redis server: redis://[user:password@]host:port[/db], rediss://… (TLS) or unix:///path"},
 		{"HAKIT_REDIS_SENTINELS", "Redis.SentinelAddrs", "", "comma-separated host:port of the Redis Sentinels; needs HAKIT_REDIS_MASTER"},
@@ -412,6 +422,7 @@ func (e *Env) Config() Config {
 			c.DatabaseURLs = append(c.DatabaseURLs, v)
 		}
 	}
+	boolean("HAKIT_SKIP_LIBRARY_MIGRATIONS", &c.SkipLibraryMigrations)
 	if v := e.getenv("HAKIT_DATABASE_URLS"); v != "" {
 		e.problem(errors.New("HAKIT_DATABASE_URLS is no longer read (a separator breaks multi-host URLs and key=value strings): " +
 			"give one connection string per variable, HAKIT_DATABASE_URL_1, HAKIT_DATABASE_URL_2, …"))

@@ -14,14 +14,22 @@ import (
 // dbComponent runs migrations at start (the library's, then the app's),
 // reports the primary in /readyz and closes the router at shutdown.
 type dbComponent struct {
-	db         *dbrouter.Router
-	migrations fs.FS
-	log        *slog.Logger
+	db          *dbrouter.Router
+	migrations  fs.FS
+	skipLibrary bool // Config.SkipLibraryMigrations
+	log         *slog.Logger
 }
 
 func (d *dbComponent) Start(ctx context.Context) error {
-	// The library's tables always; the app's migrations when set.
-	return Migrate(ctx, d.db, d.migrations, d.log)
+	// The library's tables unless skipped; the app's migrations when set.
+	if !d.skipLibrary {
+		return Migrate(ctx, d.db, d.migrations, d.log)
+	}
+	d.log.Info("hakit: library migrations skipped (SkipLibraryMigrations): the database's administrator applies them")
+	if d.migrations == nil {
+		return nil
+	}
+	return migrateDB(ctx, d.db, nil, d.migrations, d.log)
 }
 
 // Stop closes the router. Its Close waits for every borrowed connection to

@@ -16,6 +16,7 @@ import (
 	migratepgx "github.com/golang-migrate/migrate/v4/database/pgx/v5"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -143,9 +144,12 @@ func migrateDB(ctx context.Context, db *dbrouter.Router, lib []migrationSource, 
 		// Closing the connection releases the lock anyway.
 		conn.Exec(uctx, `SELECT pg_advisory_unlock($1)`, MigrationLockKey)
 	}()
-	applied, err := applyLibrary(ctx, conn, files, log)
-	if err != nil {
-		return err
+	applied := 0
+	if len(files) > 0 {
+		applied, err = applyLibrary(ctx, conn, files, log)
+		if err != nil {
+			return err
+		}
 	}
 	if fsys == nil {
 		if applied == 0 {
@@ -274,8 +278,21 @@ func libraryApplied(ctx context.Context, pool *pgxpool.Pool, files []migrationFi
 	return true, nil
 }
 
+// libraryLockTimeout bounds each lock a library migration waits for
+// (SET LOCAL lock_timeout): a long transaction on a table it must change
+// fails the start with an error saying so, instead of stalling it, and
+// every query queued behind the migration's lock, for as long as that
+// transaction lasts.
+const libraryLockTimeout = 5 * time.Second
+
 // applyLibrary applies the library migrations not recorded yet, each in a
 // transaction with its record, and returns how many it applied.
+//
+// When LibraryMigrationsTable is missing and cannot be created (a role
+// without CREATE on the schema, an app role the DBA set up the tables
+// for), the migrations are run without records: each checks the catalog
+// and does nothing when its tables and columns are there, so a role that
+// neither owns nor may create them starts on an up-to-date database.
 func applyLibrary(ctx context.Context, conn *pgx.Conn, files []migrationFile, log *slog.Logger) (int, error) {
 	exists, err := libraryTableExists(ctx, conn)
 	if err != nil {
@@ -283,14 +300,23 @@ func applyLibrary(ctx context.Context, conn *pgx.Conn, files []migrationFile, lo
 	}
 	// Created only when missing: a database user without the right to
 	// create tables can start once the tables exist.
+	var unrecorded error // why the migrations cannot be recorded
 	if !exists {
 		if _, err := conn.Exec(ctx, createLibraryTable); err != nil {
-			return 0, fmt.Errorf("hakit: library migrations: create %s: %w", LibraryMigrationsTable, err)
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "42501" { // insufficient_privilege
+				return 0, fmt.Errorf("hakit: library migrations: create %s: %w", LibraryMigrationsTable, err)
+			}
+			unrecorded = fmt.Errorf("create %s: %w", LibraryMigrationsTable, err)
+			log.Warn("hakit: library migrations: cannot record them, running them unrecorded (each does nothing when its tables are there)",
+				"err", err)
 		}
 	}
-	done, err := recorded(ctx, conn)
-	if err != nil {
-		return 0, fmt.Errorf("hakit: library migrations: %w", err)
+	done := map[string]bool{}
+	if unrecorded == nil {
+		if done, err = recorded(ctx, conn); err != nil {
+			return 0, fmt.Errorf("hakit: library migrations: %w", err)
+		}
 	}
 	n := 0
 	for _, f := range files {
@@ -298,9 +324,16 @@ func applyLibrary(ctx context.Context, conn *pgx.Conn, files []migrationFile, lo
 			continue
 		}
 		start := time.Now()
-		ran, err := applyOne(ctx, conn, f)
+		ran, err := applyOne(ctx, conn, f, unrecorded == nil)
 		if err != nil {
+			err = explainLockTimeout(err)
+			if unrecorded != nil {
+				return n, fmt.Errorf("hakit: library migration %s/%s (run unrecorded, as it could not %v): %w", f.pkg, f.name, unrecorded, err)
+			}
 			return n, fmt.Errorf("hakit: library migration %s/%s: %w", f.pkg, f.name, err)
+		}
+		if ran && unrecorded != nil {
+			continue // it may well have done nothing: not logged as applied
 		}
 		if ran {
 			n++
@@ -311,16 +344,22 @@ func applyLibrary(ctx context.Context, conn *pgx.Conn, files []migrationFile, lo
 	return n, nil
 }
 
-// applyOne runs f in a transaction that first records it: should another
-// instance run it at the same time (its lock lost with its connection),
-// one of the two finds the record and leaves.
-func applyOne(ctx context.Context, conn *pgx.Conn, f migrationFile) (bool, error) {
+// applyOne runs f in a transaction that first records it (when record):
+// should another instance run it at the same time (its lock lost with its
+// connection), one of the two finds the record and leaves. Every lock the
+// transaction waits for is bounded by libraryLockTimeout.
+func applyOne(ctx context.Context, conn *pgx.Conn, f migrationFile, record bool) (bool, error) {
 	ran := false
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO `+LibraryMigrationsTable+` (package, version, name) VALUES ($1, $2, $3)
-			ON CONFLICT (package, version) DO NOTHING`, f.pkg, int64(f.version), f.name)
-		if err != nil || tag.RowsAffected() == 0 {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, libraryLockTimeout.Milliseconds())); err != nil {
 			return err
+		}
+		if record {
+			tag, err := tx.Exec(ctx, `INSERT INTO `+LibraryMigrationsTable+` (package, version, name) VALUES ($1, $2, $3)
+				ON CONFLICT (package, version) DO NOTHING`, f.pkg, int64(f.version), f.name)
+			if err != nil || tag.RowsAffected() == 0 {
+				return err
+			}
 		}
 		if _, err := tx.Exec(ctx, f.sql); err != nil {
 			return err
@@ -329,6 +368,23 @@ func applyOne(ctx context.Context, conn *pgx.Conn, f migrationFile) (bool, error
 		return nil
 	})
 	return ran, err
+}
+
+// explainLockTimeout turns PostgreSQL's "canceling statement due to lock
+// timeout" into an error saying which statement waited, and what to do.
+func explainLockTimeout(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
+		return err
+	}
+	stmt, _, _ := strings.Cut(pgErr.Where, "\n")
+	if stmt == "" {
+		stmt = "a statement"
+	}
+	return fmt.Errorf("waited lock_timeout (%s) for a table lock another transaction holds, at %s: "+
+		"end the long transactions on that table (pg_stat_activity) and start again, "+
+		"or apply the library migrations yourself and set Config.SkipLibraryMigrations: %w",
+		libraryLockTimeout, stmt, err)
 }
 
 // migrateApp runs the app's golang-migrate migrations in fsys up.

@@ -90,7 +90,7 @@ func TestLibraryMigrationRecordGuardsWithoutTheLock(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close(ctx)
-		wg.Go(func() { ran[i], errs[i] = applyOne(ctx, conn, f) })
+		wg.Go(func() { ran[i], errs[i] = applyOne(ctx, conn, f, true) })
 	}
 	wg.Wait()
 	n := 0

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -319,6 +320,179 @@ func TestAppMigrationFailureNamesItsFile(t *testing.T) {
 	for _, want := range []string{"2_bad.up.sql failed in an earlier run", "dirty at version 2", "migrate force"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("next start after a failed migration does not say %q: %v", want, err)
+		}
+	}
+}
+
+// upToDateTables are the library's tables as today's migrations make them,
+// made by their owner without hakit_schema_migrations: a database upgraded
+// before the library recorded its migrations, or set up by its DBA.
+const upToDateTables = `CREATE TABLE hakit_outbox (
+	id         bigserial PRIMARY KEY,
+	task_id    uuid NOT NULL DEFAULT gen_random_uuid(),
+	task_type  text NOT NULL,
+	payload    jsonb NOT NULL,
+	opts       jsonb NOT NULL DEFAULT '{}',
+	created_at timestamptz NOT NULL DEFAULT now(),
+	sent_to    text
+);
+CREATE TABLE hakit_jobs_once (key text PRIMARY KEY, done_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE hakit_sessions (token text PRIMARY KEY, data jsonb NOT NULL, deadline timestamptz NOT NULL, expiry timestamptz NOT NULL);
+CREATE INDEX hakit_sessions_expiry ON hakit_sessions (expiry);`
+
+// holdOutbox opens a transaction that writes to hakit_outbox and keeps it
+// open (as a long request or a stuck relay would) until the test ends or
+// release is called.
+func holdOutbox(t *testing.T, dsn string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO hakit_outbox (task_type, payload) VALUES ('held', '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	release = sync.OnceFunc(func() {
+		tx.Rollback(ctx)
+		conn.Close(ctx)
+	})
+	t.Cleanup(release)
+	return release
+}
+
+// An app role that neither owns the library's tables nor may create
+// tables starts on a database whose tables are up to date, though
+// hakit_schema_migrations is missing: the migrations, run unrecorded,
+// find every table and column there and change nothing. (It failed
+// creating hakit_schema_migrations, then would have failed on the ALTER
+// TABLE, which needs the table's owner.)
+func TestLibraryMigrationsAsANonOwnerOfUpToDateTables(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	ctx := context.Background()
+	if err := pg.Nodes[0].Exec(ctx, upToDateTables+`
+		CREATE ROLE app LOGIN;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON hakit_outbox, hakit_jobs_once, hakit_sessions TO app;
+		GRANT USAGE ON SEQUENCE hakit_outbox_id_seq TO app;`); err != nil {
+		t.Fatal(err)
+	}
+	appDSN := fmt.Sprintf("host=127.0.0.1 port=%d user=app dbname=postgres sslmode=disable", pg.Nodes[0].Port)
+	logs := &logBuffer{}
+	a := serve(t, hakit.Config{DatabaseURLs: []string{appDSN}, Logger: slog.New(slog.NewTextHandler(logs, nil))}, nil, true)
+	waitStatus(t, a.url+"/readyz", 200)
+	if !strings.Contains(logs.String(), "running them unrecorded") {
+		t.Errorf("no warning that the library migrations run unrecorded:\n%s", logs)
+	}
+	if got := queryOn[bool](t, pg.Nodes[0].DSN(), `SELECT to_regclass('hakit_schema_migrations') IS NOT NULL`); got {
+		t.Error("hakit_schema_migrations created by a role without the right to")
+	}
+	// The app role uses the tables.
+	err := a.app.DB().Write(ctx, func(tx pgx.Tx) error {
+		_, err := jobs.NewOutbox("").EnqueueTx(ctx, tx, "t", map[string]int{"n": 1}, jobs.Options{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A long transaction holding hakit_outbox does not stall the start when
+// the table is up to date: no ALTER TABLE is issued, so no lock waited
+// for. (ALTER TABLE … ADD COLUMN IF NOT EXISTS waited for its ACCESS
+// EXCLUSIVE lock for as long as the transaction lasted.)
+func TestLibraryMigrationsTakeNoLockOnUpToDateTables(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	ctx := context.Background()
+	if err := pg.Nodes[0].Exec(ctx, upToDateTables); err != nil {
+		t.Fatal(err)
+	}
+	dsn := pg.Nodes[0].DSN()
+	holdOutbox(t, dsn)
+	// Well under the migrations' lock timeout (5s): no lock was waited for.
+	mctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := hakit.Migrate(mctx, newRouter(t, pg.DSNs()), nil, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatalf("Migrate with a transaction holding hakit_outbox, after %v: %v", time.Since(start), err)
+	}
+	if got := libraryRecords(t, dsn); !slices.Equal(got, wantLibrary) {
+		t.Errorf("hakit_schema_migrations = %q, want %q", got, wantLibrary)
+	}
+}
+
+// When a column is missing, the ALTER TABLE that adds it waits for a long
+// transaction holding hakit_outbox only up to the lock timeout, then fails
+// with an error naming the statement and what to do; nothing is recorded,
+// and the next start, the transaction over, applies it.
+func TestLibraryMigrationLockTimeout(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	ctx := context.Background()
+	// Outbox.Schema as first released, without task_id and sent_to.
+	if err := pg.Nodes[0].Exec(ctx, `CREATE TABLE hakit_outbox (
+		id bigserial PRIMARY KEY, task_type text NOT NULL, payload jsonb NOT NULL,
+		opts jsonb NOT NULL DEFAULT '{}', created_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		t.Fatal(err)
+	}
+	dsn := pg.Nodes[0].DSN()
+	release := holdOutbox(t, dsn)
+	db := newRouter(t, pg.DSNs())
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err := hakit.Migrate(mctx, db, nil, quiet)
+	for _, want := range []string{"jobs/001_outbox.up.sql", "lock_timeout (5s)", "ALTER TABLE hakit_outbox", "SkipLibraryMigrations", "lock timeout"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Migrate behind a transaction holding hakit_outbox: error without %q: %v", want, err)
+		}
+	}
+	if mctx.Err() != nil {
+		t.Fatalf("Migrate waited for its context: %v", err)
+	}
+	if n := queryOn[int64](t, dsn, `SELECT count(*) FROM hakit_schema_migrations`); n != 0 {
+		t.Errorf("%d library migrations recorded after the failure, want 0", n)
+	}
+	release()
+	if err := hakit.Migrate(ctx, db, nil, quiet); err != nil {
+		t.Fatal(err)
+	}
+	if got := libraryRecords(t, dsn); !slices.Equal(got, wantLibrary) {
+		t.Errorf("hakit_schema_migrations = %q, want %q", got, wantLibrary)
+	}
+}
+
+// SkipLibraryMigrations (HAKIT_SKIP_LIBRARY_MIGRATIONS=true) leaves the
+// library's tables to the DBA: none is made, nothing recorded; the app's
+// migrations still run.
+func TestSkipLibraryMigrations(t *testing.T) {
+	t.Parallel()
+	cfg, err := hakit.ConfigFromEnv(func(name string) string {
+		return map[string]string{"HAKIT_SKIP_LIBRARY_MIGRATIONS": "true"}[name]
+	})
+	if err != nil || !cfg.SkipLibraryMigrations {
+		t.Fatalf("HAKIT_SKIP_LIBRARY_MIGRATIONS=true: SkipLibraryMigrations %v, %v", cfg.SkipLibraryMigrations, err)
+	}
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	dsn := pg.Nodes[0].DSN()
+	for _, migrations := range []fs.FS{nil, fstest.MapFS{"1_notes.up.sql": {Data: []byte(`CREATE TABLE notes (n int)`)}}} {
+		a := serve(t, hakit.Config{DatabaseURLs: pg.DSNs(), Migrations: migrations, SkipLibraryMigrations: true}, nil, true)
+		waitStatus(t, a.url+"/readyz", 200)
+		a.stop()
+		if !strings.Contains(a.logs.String(), "library migrations skipped") {
+			t.Errorf("start does not say the library migrations are skipped:\n%s", a.logs)
+		}
+	}
+	for _, table := range []string{"hakit_schema_migrations", "hakit_outbox", "hakit_jobs_once", "hakit_sessions", "+notes", "+schema_migrations"} {
+		want := strings.HasPrefix(table, "+")
+		table = strings.TrimPrefix(table, "+")
+		if got := queryOn[bool](t, dsn, `SELECT to_regclass($1) IS NOT NULL`, table); got != want {
+			t.Errorf("table %s exists: %v, want %v", table, got, want)
 		}
 	}
 }
