@@ -30,7 +30,7 @@ func ExampleEnv() {
 	// Output:
 	// redis://127.0.0.1:6379 24h0m0s
 	// hakit: bad environment: HAKIT_REDIS_TLS="maybe": want true or false
-	// HAKIT_S3_ENDPOINT="minio:9000": want an http:// or https:// URL
+	// HAKIT_S3_ENDPOINT=(value hidden): want an http:// or https:// URL
 	// S3 settings without HAKIT_S3_BUCKET: set it too
 	// SHOP_CART_TTL="1 day": want a duration such as 5s or 500ms
 	// SHOP_PER_PAGE="0": want at least 1
