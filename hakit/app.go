@@ -149,7 +149,9 @@ func (a *App) Registry() *prometheus.Registry { return a.registry }
 func (a *App) Logger() *slog.Logger { return a.log }
 
 // Add adds a component. Components added after Run started are not
-// started. It panics on a nil component.
+// started: Add logs a warning and drops them (the wiring methods, such as
+// [App.Worker] and [App.Uploads], return an error instead). It panics on
+// a nil component.
 func (a *App) Add(name string, c Component) {
 	if c == nil {
 		panic("hakit: Add of a nil component")
