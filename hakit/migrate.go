@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/golang-migrate/migrate/v4"
@@ -81,7 +84,9 @@ type migrationFile struct {
 // in a transaction with the row that records it, so it is applied once or
 // not at all. While no primary is known Migrate waits for one, up to ctx;
 // without fsys it first asks any node, and returns at once when every
-// library migration is already recorded there. log may be nil
+// library migration is already recorded there. A failover meanwhile (a
+// connection error, or 25006: the node is now a replica) is logged and
+// retried on the new primary, with backoff, up to ctx. log may be nil
 // (slog.Default()).
 func Migrate(ctx context.Context, db *dbrouter.Router, fsys fs.FS, log *slog.Logger) error {
 	return migrateDB(ctx, db, libraryMigrations(), fsys, log)
@@ -108,6 +113,55 @@ func migrateDB(ctx context.Context, db *dbrouter.Router, lib []migrationSource, 
 	if err != nil {
 		return err
 	}
+	// A failover during the migrations (the primary killed or demoted
+	// between finding it and running the DDL) is retried on the new
+	// primary: nothing half-applied is recorded.
+	delay := 100 * time.Millisecond
+	for {
+		err := migrateOnce(ctx, db, files, fsys, log)
+		if err == nil || ctx.Err() != nil || !migrationRetryable(err) {
+			return err
+		}
+		log.Warn("hakit: migrations: the primary was lost or demoted, retrying", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (then %w while retrying)", err, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// migrationRetryable reports whether err says the primary went away or
+// is no longer the primary (a failover), as opposed to a migration that
+// fails on its own: a connection error, a node shutting down, or 25006
+// (read_only_sql_transaction: the node is now a replica).
+func migrationRetryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "25006", "57P01", "57P02", "57P03":
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, "08") // connection_exception
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	if pgconn.SafeToRetry(err) || errors.As(err, &connectErr) || errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	// pgx (and golang-migrate, which wraps its errors in words) report
+	// some broken connections only in words.
+	msg := err.Error()
+	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "connection reset") ||
+		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "unexpected EOF") ||
+		strings.Contains(msg, "read-only transaction")
+}
+
+// migrateOnce is one attempt of migrateDB, on the primary known now.
+func migrateOnce(ctx context.Context, db *dbrouter.Router, files []migrationFile, fsys fs.FS, log *slog.Logger) error {
 	if fsys == nil {
 		// A replica that has every library migration recorded means the
 		// primary has too: no need to wait for the primary, or to lock.

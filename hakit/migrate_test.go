@@ -496,3 +496,46 @@ func TestSkipLibraryMigrations(t *testing.T) {
 		}
 	}
 }
+
+// A failover while Migrate waits for the migrations' lock (held here by
+// another connection, as by another instance) is retried on the new
+// primary, and said in the log. (Start-up failed with the lock
+// connection's error.)
+func TestMigrateRetriesThroughAFailover(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 1})
+	ctx := context.Background()
+	primary, replica := pg.Nodes[0], pg.Nodes[1]
+	holder, err := pgx.Connect(ctx, primary.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close(ctx)
+	if _, err := holder.Exec(ctx, `SELECT pg_advisory_lock($1)`, hakit.MigrationLockKey); err != nil {
+		t.Fatal(err)
+	}
+	db := newRouter(t, pg.DSNs())
+	logs := &logBuffer{}
+	mctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- hakit.Migrate(mctx, db, nil, slog.New(slog.NewTextHandler(logs, nil))) }()
+	hatest.WaitFor(t, 20*time.Second, "Migrate to wait for the lock", func() bool {
+		return queryOn[int64](t, primary.DSN(), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`) > 0
+	})
+	if err := primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Migrate through a failover: %v\n%s", err, logs)
+	}
+	if !strings.Contains(logs.String(), "retrying") {
+		t.Errorf("no retry logged:\n%s", logs)
+	}
+	if got := libraryRecords(t, replica.DSN()); !slices.Equal(got, wantLibrary) {
+		t.Errorf("hakit_schema_migrations on the new primary = %q, want %q", got, wantLibrary)
+	}
+}
