@@ -104,6 +104,9 @@ const (
 //	dbrouter.ErrCommitUnknown         504 Gateway Timeout, no Retry-After (see below)
 //	dbrouter.ErrNoPrimary, ErrNoNode  503, Retry-After 2 (a failover under way)
 //	dbrouter.ErrClosed                503, Retry-After 1 (shutting down)
+//	session.ErrNoSession              500 (session code outside LoadAndSave: a bug;
+//	                                  checked before ErrStoreUnavailable, which
+//	                                  Login and Logout also wrap it in)
 //	session.ErrStoreUnavailable       503, Retry-After 1
 //	uploads' errors                   uploads.Status: ErrTooLarge 413,
 //	  ErrUnsupportedType 415, ErrNoFile and ErrBadRequest 400, ErrNotFound
@@ -162,6 +165,8 @@ func HTTPErrorOf(err error) *HTTPError {
 		return set(http.StatusGatewayTimeout, msgCommitUnknown, 0)
 	case errors.Is(err, dbrouter.ErrNoPrimary), errors.Is(err, dbrouter.ErrNoNode):
 		return set(http.StatusServiceUnavailable, msgUnavailable, 2*time.Second)
+	case errors.Is(err, session.ErrNoSession):
+		return set(http.StatusInternalServerError, "internal server error", 0)
 	case errors.Is(err, dbrouter.ErrClosed), errors.Is(err, session.ErrStoreUnavailable):
 		return set(http.StatusServiceUnavailable, msgUnavailable, time.Second)
 	case errors.Is(err, uploads.ErrBusy):
@@ -256,8 +261,11 @@ func networkFailure(err error) bool {
 // whatever else the app wants on the page (a layout, a link home,
 // e.g. with [Templates.Render]). It must not show e.Err, which is for the
 // log. Headers the answer needs (Retry-After, Allow) are set before it is
-// called. A page that wants to replace only some answers calls
-// [DefaultErrorPage] for the others:
+// called, and the headers the handler set for the response it meant to
+// send that would let a cache keep the error or a browser save it as a
+// file (Cache-Control, Expires, ETag, Last-Modified, Content-Disposition)
+// are removed; a 5xx gets Cache-Control: no-store. A page that wants to
+// replace only some answers calls [DefaultErrorPage] for the others:
 //
 //	app.SetErrorPage(func(w http.ResponseWriter, r *http.Request, e *hakit.HTTPError) {
 //		if e.Status == http.StatusNotFound {
@@ -271,17 +279,31 @@ func networkFailure(err error) bool {
 // an error answered by the same page, or it loops: Render answers its own
 // failures with [DefaultErrorPage] when the page it failed on is an error
 // page (its status is 400 or more).
+//
+// Some answers are made outside the app's middleware, so the request has
+// no session (nor anything else the app's middleware puts in the
+// context): the CSRF protection's 403 (it runs before the router), the
+// 500 of a panic (recovered once the handler and its middleware are gone)
+// and the 503 while starting (the router is not serving yet). There a
+// session.Manager's getters (UserID, Flashes, GetString, …) return zero
+// values, as for a visitor who is not signed in, and its changes are
+// dropped, so a layout that shows "Signed in as …" renders "not signed
+// in". The 404, the 405 and every [Error] of a handler run inside, with
+// the session.
 type ErrorPage func(w http.ResponseWriter, r *http.Request, e *HTTPError)
 
 // DefaultErrorPage is the ErrorPage used unless one is set. It answers
 // e.Status with e.Message in the form the client asks for: a small HTML
 // page for browsers (Accept: text/html), RFC 9457 problem details
 // (application/problem+json, with the request ID as "request_id") for
-// clients that accept JSON, and a line of plain text otherwise.
+// clients that accept JSON, and a line of plain text otherwise. Like
+// every error answer, it drops the handler's caching and download headers
+// and marks a 5xx Cache-Control: no-store (see [ErrorPage]).
 func DefaultErrorPage(w http.ResponseWriter, r *http.Request, e *HTTPError) {
 	status, msg := e.status(), e.message()
 	h := w.Header()
 	h.Del("Content-Length")
+	errorHeaders(h, status)
 	id := RequestID(r.Context())
 	accept := r.Header.Get("Accept")
 	switch {
@@ -391,8 +413,26 @@ func logAt(r *http.Request, level slog.Level, msg string, e *HTTPError, more ...
 	log.LogAttrs(ctx, level, msg, attrs...)
 }
 
+// errorHeaders removes from h what the handler set for the response it
+// meant to send and an error answer must not keep: a 500 sent with the
+// page's Cache-Control: public and ETag would be kept by a CDN, and a
+// Content-Disposition would make the browser save the error as a file. A
+// 5xx is marked no-store.
+func errorHeaders(h http.Header, status int) {
+	for _, k := range [...]string{"Cache-Control", "Expires", "Etag", "Last-Modified", "Content-Disposition"} {
+		h.Del(k)
+	}
+	delete(h, "ETag") // as set by h["ETag"] = …
+	if status >= 500 {
+		h["Cache-Control"] = hdrNoStore
+	}
+}
+
+var hdrNoStore = []string{"no-store"}
+
 // showError writes e through the request's error page, without logging.
 func showError(w http.ResponseWriter, r *http.Request, e *HTTPError) {
+	errorHeaders(w.Header(), e.status())
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10))
 	}
@@ -471,6 +511,7 @@ func (a *App) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 // starting answers a request that came before the app was ready (it has
 // not been through the Stack).
 func (a *App) starting(w http.ResponseWriter, r *http.Request) {
+	errorHeaders(w.Header(), http.StatusServiceUnavailable)
 	w.Header()["Retry-After"] = retryAfter1
 	a.showErrorPage(w, r, &HTTPError{Status: http.StatusServiceUnavailable, Message: "starting", RetryAfter: time.Second, Err: ErrStarting})
 }

@@ -288,6 +288,13 @@ func TestErrorMapping(t *testing.T) {
 	deadline, cancel := context.WithTimeout(ctx, time.Nanosecond)
 	defer cancel()
 	<-deadline.Done()
+	// Login where there is no session (outside LoadAndSave): a bug, not
+	// an outage, though Login wraps it in ErrStoreUnavailable too.
+	sm, err := session.New(session.Config{Store: session.NewMemoryStore()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noSession := sm.Login(ctx, "ann")
 	pgErr := func(code string) error {
 		return &dbrouter.NodeError{Node: "db1:5432", Err: &pgconn.PgError{Severity: "FATAL", Code: code, Message: "secret detail"}}
 	}
@@ -311,6 +318,7 @@ func TestErrorMapping(t *testing.T) {
 		{"no node", dbrouter.ErrNoNode, 503, "2"},
 		{"router closed", dbrouter.ErrClosed, 503, "1"},
 		{"session store", fmt.Errorf("session: login: %w: %w", session.ErrStoreUnavailable, refused), 503, "1"},
+		{"no session", noSession, 500, ""},
 		{"upload too large", fmt.Errorf("%w: more than 10 bytes", uploads.ErrTooLarge), 413, ""},
 		{"upload type", uploads.ErrUnsupportedType, 415, ""},
 		{"upload no file", uploads.ErrNoFile, 400, ""},
@@ -498,6 +506,174 @@ func TestHandlersDocIsExampleCode(t *testing.T) {
 	for _, b := range blocks {
 		if !strings.Contains(code, norm(b[1])) {
 			t.Errorf("docs/handlers.md has a Go block that is not in example_handlers_test.go:\n%s", b[1])
+		}
+	}
+}
+
+// An error page that reads the session (a layout's "Signed in as …")
+// works for the answers made outside the session's middleware — the CSRF
+// 403, a panic's 500, the 503 while starting — where there is no session
+// (it shows nobody signed in), and with the session for those made inside
+// (a 404, a handler's Error).
+func TestErrorPageReadsTheSession(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var sessions *session.Manager
+	r := serve(t, hakit.Config{DrainDelay: -1}, func(a *hakit.App) {
+		var err error
+		if sessions, err = a.Sessions(session.Config{Insecure: true}); err != nil {
+			t.Fatal(err)
+		}
+		a.SetErrorPage(func(w http.ResponseWriter, r *http.Request, e *hakit.HTTPError) {
+			user := sessions.UserID(r.Context())
+			flashes := len(sessions.Flashes(r.Context()))
+			w.WriteHeader(e.Status)
+			fmt.Fprintf(w, "custom %d %s; user %q, %d flashes", e.Status, e.Message, user, flashes)
+		})
+		a.Router().Post("/login", func(w http.ResponseWriter, r *http.Request) {
+			if err := sessions.Login(r.Context(), "ann"); err != nil {
+				hakit.Error(w, r, err)
+				return
+			}
+			io.WriteString(w, "signed in")
+		})
+		a.Router().Post("/items", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "added") })
+		a.Router().Get("/panic", func(w http.ResponseWriter, r *http.Request) { panic("handler bug") })
+		a.OnStart(func(ctx context.Context) error {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		})
+	}, false)
+
+	hatest.WaitFor(t, 30*time.Second, "the listener", func() bool {
+		resp, err := http.Get(r.url + "/livez")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	resp, body := do(t, newReq(t, "GET", r.url+"/items", nil))
+	if resp.StatusCode != 503 || body != `custom 503 starting; user "", 0 flashes` {
+		t.Fatalf("while starting: %d %q", resp.StatusCode, body)
+	}
+	close(release)
+	waitStatus(t, r.url+"/readyz", 200)
+
+	login := newReq(t, "POST", r.url+"/login", nil)
+	login.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, body = do(t, login)
+	if resp.StatusCode != 200 || len(resp.Cookies()) != 1 {
+		t.Fatalf("login: %d %q %v", resp.StatusCode, body, resp.Cookies())
+	}
+	cookie := resp.Cookies()[0]
+
+	for _, c := range []struct {
+		method, path, site string
+		status             int
+		body               string
+	}{
+		{"POST", "/items", "cross-site", 403, `custom 403 cross-origin request refused; user "", 0 flashes`},
+		{"GET", "/panic", "", 500, `custom 500 internal server error; user "", 0 flashes`},
+		{"GET", "/nowhere", "", 404, `custom 404 not found; user "ann", 0 flashes`},
+		{"POST", "/items", "same-origin", 200, "added"},
+	} {
+		req := newReq(t, c.method, r.url+c.path, nil)
+		req.AddCookie(cookie)
+		if c.site != "" {
+			req.Header.Set("Sec-Fetch-Site", c.site)
+		}
+		resp, body := do(t, req)
+		if resp.StatusCode != c.status || body != c.body {
+			t.Errorf("%s %s: %d %q, want %d %q", c.method, c.path, resp.StatusCode, body, c.status, c.body)
+		}
+	}
+	if logs := r.logs.String(); strings.Contains(logs, "the error page panicked") {
+		t.Errorf("the error page panicked:\n%s", logs)
+	}
+}
+
+// An error answer keeps none of the headers the handler set for the page
+// it meant to send that would let a cache keep the error or the browser
+// save it; a 5xx is no-store.
+func TestErrorDropsTheHandlersCachingHeaders(t *testing.T) {
+	t.Parallel()
+	pages, err := hakit.ParseTemplates(pagesFS, "layout.html", "pages/*.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cacheable := func(w http.ResponseWriter) {
+		h := w.Header()
+		h.Set("Cache-Control", "public, max-age=86400")
+		h.Set("Expires", "Thu, 01 Dec 2099 16:00:00 GMT")
+		h.Set("ETag", `"v1"`)
+		h["ETag"] = []string{`"v1"`} // not canonical, as some handlers write it
+		h.Set("Last-Modified", "Mon, 30 Nov 2026 10:00:00 GMT")
+		h.Set("Content-Disposition", `attachment; filename="report.csv"`)
+		h.Set("X-Kept", "yes")
+	}
+	r := serve(t, hakit.Config{DrainDelay: -1}, func(a *hakit.App) {
+		a.Router().Get("/error", func(w http.ResponseWriter, r *http.Request) {
+			cacheable(w)
+			hakit.Error(w, r, errors.New("boom"))
+		})
+		a.Router().Get("/unavailable", func(w http.ResponseWriter, r *http.Request) {
+			cacheable(w)
+			hakit.Error(w, r, dbrouter.ErrNoPrimary)
+		})
+		a.Router().Get("/missing", func(w http.ResponseWriter, r *http.Request) {
+			cacheable(w)
+			hakit.Error(w, r, pgx.ErrNoRows)
+		})
+		a.Router().Get("/render", func(w http.ResponseWriter, r *http.Request) {
+			cacheable(w)
+			pages.Render(w, r, 200, "broken.html", note{})
+		})
+		a.Router().Get("/render-error-page", func(w http.ResponseWriter, r *http.Request) {
+			cacheable(w)
+			pages.Render(w, r, 404, "broken.html", note{}) // an error page that fails: DefaultErrorPage
+		})
+		a.Router().Get("/default", func(w http.ResponseWriter, r *http.Request) {
+			cacheable(w)
+			hakit.DefaultErrorPage(w, r, &hakit.HTTPError{Status: 502})
+		})
+		a.Router().Get("/panic", func(w http.ResponseWriter, r *http.Request) {
+			cacheable(w)
+			panic("handler bug")
+		})
+	}, true)
+	for _, c := range []struct {
+		path   string
+		status int
+		cache  string
+	}{
+		{"/error", 500, "no-store"},
+		{"/unavailable", 503, "no-store"},
+		{"/missing", 404, ""},
+		{"/render", 500, "no-store"},
+		{"/render-error-page", 500, "no-store"},
+		{"/default", 502, "no-store"},
+		{"/panic", 500, "no-store"},
+	} {
+		for _, accept := range []string{"text/html", "application/json", ""} {
+			req := newReq(t, "GET", r.url+c.path, nil)
+			req.Header.Set("Accept", accept)
+			resp, body := do(t, req)
+			h := resp.Header
+			if resp.StatusCode != c.status || h.Get("Cache-Control") != c.cache {
+				t.Errorf("%s (Accept %q): %d, Cache-Control %q; want %d, %q (%q)", c.path, accept, resp.StatusCode,
+					h.Get("Cache-Control"), c.status, c.cache, body)
+			}
+			for _, k := range []string{"Expires", "Etag", "Last-Modified", "Content-Disposition"} {
+				if v := h.Values(k); len(v) > 0 {
+					t.Errorf("%s (Accept %q): the error answer kept %s: %q", c.path, accept, k, v)
+				}
+			}
+			if h.Get("X-Kept") != "yes" && c.path != "/panic" {
+				t.Errorf("%s: other headers were dropped too", c.path)
+			}
 		}
 	}
 }

@@ -148,7 +148,9 @@ const maxPooledBuffer = 256 << 10
 // means 200): the page is rendered into a buffer first, so a template
 // error (a missing field, a failing function, an unknown page) answers a
 // clean 500 through [Error] (the error page; the error logged) and
-// nothing of the page is sent. The response gets Content-Type
+// nothing of the page is sent, nor the caching and download headers the
+// handler set for it (Cache-Control, ETag, …; the 500 is no-store, see
+// [ErrorPage]). The response gets Content-Type
 // text/html; charset=utf-8 and a Content-Length. html/template escapes
 // data for its context (HTML, attributes, URLs, JavaScript).
 //

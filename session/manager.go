@@ -75,6 +75,12 @@ type Config struct {
 // both keep their change, and a request that only read a key never writes
 // it back. For the same key, the request that saves last wins.
 //
+// Where a context has no session of the Manager's (code outside its
+// LoadAndSave, such as an error page answering a request that never
+// reached it), the getters return zero values, Put, Flash and BeforeSave
+// do nothing and log a warning, and Clear, RenewToken, Destroy, Login and
+// Logout return [ErrNoSession]; nothing panics.
+//
 // A Manager is a prometheus.Collector of its metrics (saves by result,
 // store errors); register it to export them (hakit.App.UseSessions does).
 type Manager struct {
@@ -183,71 +189,160 @@ func (m *Manager) stateIn(ctx context.Context) (*request, bool) {
 	return st, ok
 }
 
-func (m *Manager) state(ctx context.Context) *request {
-	st, ok := m.stateIn(ctx)
-	if !ok || st.sctx == nil {
-		panic("session: no session in the context: is the handler behind this Manager's LoadAndSave?")
+// ErrNoSession is what the Manager's methods that must change the store
+// (Clear, RenewToken, Destroy, and so Login and Logout) return when the
+// context has no session: the code runs outside the Manager's LoadAndSave
+// (an error page answering the CSRF 403, a panic's 500 or the 503 while
+// starting, which run before or after it), or behind another Manager's.
+// It is a programmer's error: hakit.Error answers it with 500.
+var ErrNoSession = errors.New("session: no session in the context: is the code behind this Manager's LoadAndSave?")
+
+// sctx returns the context holding scs's data of the request's session,
+// or nil when ctx has none (outside LoadAndSave, or while it loads).
+func (m *Manager) sctx(ctx context.Context) context.Context {
+	if st, ok := m.stateIn(ctx); ok && st.sctx != nil {
+		return st.sctx
 	}
-	return st
+	return nil
 }
 
 // changed counts a call that changes the session, for saving changes made
-// after the response started.
+// after the response started, and returns the context holding scs's data
+// of the session, or nil when ctx has none.
 func (m *Manager) changed(ctx context.Context) context.Context {
-	st := m.state(ctx)
+	st, ok := m.stateIn(ctx)
+	if !ok || st.sctx == nil {
+		return nil
+	}
 	st.mu.Lock()
 	st.writes++
 	st.mu.Unlock()
 	return st.sctx
 }
 
+// dropped logs a change made where there is no session.
+func (m *Manager) dropped(ctx context.Context, what string) {
+	m.log.WarnContext(ctx, "session: "+what+" outside LoadAndSave; ignored (the context has no session)")
+}
+
 // Get returns the value of key, or nil. Values come out as they were put
 // (a value of a gob-encoded type after the session was stored: the type
 // registered with gob.Register). Changing a map or slice got from the
 // session changes the session, as with Put, until the response starts.
-func (m *Manager) Get(ctx context.Context, key string) any { return m.sm.Get(m.state(ctx).sctx, key) }
+//
+// Outside LoadAndSave (an error page answering a request that never
+// reached it, such as hakit's CSRF 403, a panic's 500 or the 503 while
+// starting) there is no session: Get and the other getters (GetString,
+// Exists, Keys, Token, Deadline, UserID, Flashes, …) return zero values,
+// as for an empty session, and never panic.
+func (m *Manager) Get(ctx context.Context, key string) any {
+	sctx := m.sctx(ctx)
+	if sctx == nil {
+		return nil
+	}
+	return m.sm.Get(sctx, key)
+}
 
 // Put sets key to val. val must be a string, []byte, bool, int, int64,
-// float64, time.Time or a type registered with gob.Register.
-func (m *Manager) Put(ctx context.Context, key string, val any) { m.sm.Put(m.changed(ctx), key, val) }
+// float64, time.Time or a type registered with gob.Register. Outside
+// LoadAndSave it does nothing and logs a warning (as does Flash).
+func (m *Manager) Put(ctx context.Context, key string, val any) {
+	sctx := m.changed(ctx)
+	if sctx == nil {
+		m.dropped(ctx, "Put of "+strconv.Quote(key))
+		return
+	}
+	m.sm.Put(sctx, key, val)
+}
 
-// Pop returns the value of key and removes it, or returns nil.
-func (m *Manager) Pop(ctx context.Context, key string) any { return m.sm.Pop(m.changed(ctx), key) }
+// Pop returns the value of key and removes it, or returns nil (always
+// outside LoadAndSave).
+func (m *Manager) Pop(ctx context.Context, key string) any {
+	sctx := m.changed(ctx)
+	if sctx == nil {
+		return nil
+	}
+	return m.sm.Pop(sctx, key)
+}
 
-// Remove removes key; a missing key is not an error.
-func (m *Manager) Remove(ctx context.Context, key string) { m.sm.Remove(m.changed(ctx), key) }
+// Remove removes key; a missing key is not an error. Outside LoadAndSave
+// it does nothing.
+func (m *Manager) Remove(ctx context.Context, key string) {
+	if sctx := m.changed(ctx); sctx != nil {
+		m.sm.Remove(sctx, key)
+	}
+}
 
-// Clear removes every key; the token and deadline stay.
-func (m *Manager) Clear(ctx context.Context) error { return m.sm.Clear(m.changed(ctx)) }
+// Clear removes every key; the token and deadline stay. It returns
+// [ErrNoSession] outside LoadAndSave.
+func (m *Manager) Clear(ctx context.Context) error {
+	sctx := m.changed(ctx)
+	if sctx == nil {
+		return ErrNoSession
+	}
+	return m.sm.Clear(sctx)
+}
 
 // Exists reports whether key is set.
 func (m *Manager) Exists(ctx context.Context, key string) bool {
-	return m.sm.Exists(m.state(ctx).sctx, key)
+	sctx := m.sctx(ctx)
+	return sctx != nil && m.sm.Exists(sctx, key)
 }
 
 // Keys returns the session's keys, sorted.
-func (m *Manager) Keys(ctx context.Context) []string { return m.sm.Keys(m.state(ctx).sctx) }
+func (m *Manager) Keys(ctx context.Context) []string {
+	sctx := m.sctx(ctx)
+	if sctx == nil {
+		return []string{}
+	}
+	return m.sm.Keys(sctx)
+}
 
 // RenewToken gives the session a new token, keeping its values, and
 // deletes the old one from the store (confirmed on a replica where the
 // store can). Call it on every privilege change (login, logout, role
 // change) against session fixation. The new session gets a new Lifetime.
 // It returns the store's error when the old token cannot be deleted:
-// answer 503 then.
-func (m *Manager) RenewToken(ctx context.Context) error { return m.sm.RenewToken(m.changed(ctx)) }
+// answer 503 then; and [ErrNoSession] outside LoadAndSave.
+func (m *Manager) RenewToken(ctx context.Context) error {
+	sctx := m.changed(ctx)
+	if sctx == nil {
+		return ErrNoSession
+	}
+	return m.sm.RenewToken(sctx)
+}
 
 // Destroy deletes the session from the store and expires the cookie; a
 // later Put in the same request starts a new session. It returns the
-// store's error when the session cannot be deleted.
-func (m *Manager) Destroy(ctx context.Context) error { return m.sm.Destroy(m.changed(ctx)) }
+// store's error when the session cannot be deleted, and [ErrNoSession]
+// outside LoadAndSave.
+func (m *Manager) Destroy(ctx context.Context) error {
+	sctx := m.changed(ctx)
+	if sctx == nil {
+		return ErrNoSession
+	}
+	return m.sm.Destroy(sctx)
+}
 
 // Token returns the session's token: "" for a session that has not been
-// stored yet.
-func (m *Manager) Token(ctx context.Context) string { return m.sm.Token(m.state(ctx).sctx) }
+// stored yet (and outside LoadAndSave).
+func (m *Manager) Token(ctx context.Context) string {
+	sctx := m.sctx(ctx)
+	if sctx == nil {
+		return ""
+	}
+	return m.sm.Token(sctx)
+}
 
 // Deadline returns the session's absolute deadline (Config.Lifetime after
-// it was made or its token renewed).
-func (m *Manager) Deadline(ctx context.Context) time.Time { return m.sm.Deadline(m.state(ctx).sctx) }
+// it was made or its token renewed); the zero time outside LoadAndSave.
+func (m *Manager) Deadline(ctx context.Context) time.Time {
+	sctx := m.sctx(ctx)
+	if sctx == nil {
+		return time.Time{}
+	}
+	return m.sm.Deadline(sctx)
+}
 
 func as[T any](v any) T {
 	t, _ := v.(T)
@@ -315,9 +410,12 @@ func (m *Manager) PopTime(ctx context.Context, key string) time.Time {
 
 // Durable marks the request's session change as one that must survive a
 // store failover (see RedisOptions.WaitReplicas). RenewToken and Destroy
-// are durable anyway.
+// are durable anyway. Outside LoadAndSave it does nothing.
 func (m *Manager) Durable(ctx context.Context) {
-	st := m.state(ctx)
+	st, ok := m.stateIn(ctx)
+	if !ok || st.sctx == nil {
+		return
+	}
 	st.mu.Lock()
 	st.durable = true
 	st.mu.Unlock()
@@ -330,8 +428,14 @@ func (m *Manager) Durable(ctx context.Context) {
 // or WriteHeader of a final status, or when the handler returns), and, if
 // the response started before the handler returned, once more then: fn
 // runs each time. fn runs on the goroutine that writes the response.
+// Outside LoadAndSave nothing is saved: fn never runs, and a warning is
+// logged.
 func (m *Manager) BeforeSave(ctx context.Context, fn func()) {
-	st := m.state(ctx)
+	st, ok := m.stateIn(ctx)
+	if !ok || st.sctx == nil {
+		m.dropped(ctx, "BeforeSave")
+		return
+	}
 	st.mu.Lock()
 	st.hooks = append(st.hooks, fn)
 	st.mu.Unlock()
