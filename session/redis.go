@@ -29,12 +29,35 @@ type RedisOptions struct {
 	// WaitTimeout bounds that confirmation. Defaults to 100ms. When it
 	// passes with fewer replicas confirmed, the change stands and a warning
 	// is logged (at most once a minute): the user is not turned away
-	// because a replica is slow.
+	// because a replica is slow. The change is then on the master only: if
+	// it dies before a replica has it and Sentinel promotes that replica,
+	// the change is lost (a login's new session is gone, so the user is
+	// signed out; a logout's deletion is undone, so the session is back
+	// for whoever holds its cookie). RequireConfirm turns that into an
+	// error instead.
 	WaitTimeout time.Duration
+
+	// RequireConfirm makes a durable change that fewer than WaitReplicas
+	// replicas confirmed within WaitTimeout an error wrapping
+	// [ErrNotConfirmed], as if the store were unavailable: a login or a
+	// logout answers 503 (Login and Logout return an error wrapping
+	// [ErrStoreUnavailable]; a durable save fails with the Manager's
+	// Unavailable answer), so the user retries rather than trusting a
+	// change a failover could undo. The master has applied the change all
+	// the same (Redis cannot take it back): after a refused login the old
+	// token is gone too, so the user is anonymous, not logged in; after a
+	// refused logout the session is gone from the master. Defaults to
+	// false (the change stands, with a warning). No effect when WaitReplicas
+	// is negative or on Redis Cluster.
+	RequireConfirm bool
 
 	// Logger receives those warnings. Defaults to slog.Default().
 	Logger *slog.Logger
 }
+
+// ErrNotConfirmed is wrapped by the error of a durable change that the
+// Redis replicas did not confirm in time, with RedisOptions.RequireConfirm.
+var ErrNotConfirmed = errors.New("session: redis: the replicas did not confirm the change in time")
 
 // RedisStore keeps each session as a Redis hash: one field per session key
 // (so concurrent requests merge key by key in one atomic script) plus the
@@ -191,7 +214,14 @@ func (s *RedisStore) durably(ctx context.Context, durable bool, queue func(redis
 		return fmt.Errorf("session: redis: %w", err)
 	}
 	if waitCmd != nil {
-		if n, err := waitCmd.Int64(); err == nil && n < int64(s.opts.WaitReplicas) {
+		n, err := waitCmd.Int64()
+		if s.opts.RequireConfirm && (err != nil || n < int64(s.opts.WaitReplicas)) {
+			if err != nil {
+				return fmt.Errorf("%w: WAIT: %w", ErrNotConfirmed, err)
+			}
+			return fmt.Errorf("%w: %d of %d replicas within %s", ErrNotConfirmed, n, s.opts.WaitReplicas, s.opts.WaitTimeout)
+		}
+		if err == nil && n < int64(s.opts.WaitReplicas) {
 			now := time.Now().UnixNano()
 			if last := s.lastWarn.Load(); now-last > int64(time.Minute) && s.lastWarn.CompareAndSwap(last, now) {
 				s.opts.Logger.Warn("session: a durable change was not confirmed by the Redis replicas in time; it may be lost if the master fails now",
