@@ -89,9 +89,12 @@
 //
 // Redis replicates asynchronously: a write the master acknowledged can be
 // lost if it dies before a replica has it. Logins, logouts and renewed
-// tokens (and changes marked with [Manager.Durable]) wait for a replica to
-// confirm (WAIT; see [RedisOptions]). Other changes can be lost in that
-// window, as with any Redis setup.
+// tokens (and changes marked with [Manager.Durable]) wait up to
+// RedisOptions.WaitTimeout for a replica to confirm (WAIT). One not
+// confirmed in time stands, logged: a failover in that window can sign the
+// user out again, or bring a logged-out session back. With
+// RedisOptions.RequireConfirm it is an error instead (503). Other changes
+// can be lost in that window, as with any Redis setup.
 //
 // # Stores
 //
