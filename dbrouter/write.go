@@ -35,9 +35,13 @@ type WriteOptions struct {
 // transaction. Only the last run's transaction commits, and a transaction
 // that may have committed is never run again: when the connection is lost
 // during COMMIT, the router asks the primary (the new one after a failover)
-// whether the transaction committed (pg_xact_status) and returns success,
-// runs it again if it did not, or returns [ErrCommitUnknown] if nobody can
-// tell.
+// whether the transaction committed (pg_xact_status, asked only where the
+// node's history provably holds the transaction's records: see
+// docs/dbrouter.md) and returns success, runs it again if it did not, or
+// returns [ErrCommitUnknown] if nobody can tell. When ctx ends during
+// COMMIT, it asks on a short context of its own (2 × ProbeTimeout) and
+// returns nil if the transaction committed, ctx's error if it did not
+// (without running it again), or ErrCommitUnknown.
 //
 // fn must not commit or roll back tx itself; returning an error rolls it
 // back, and the error is returned as it is (wrapped in a [NodeError]).
