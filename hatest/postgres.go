@@ -559,6 +559,30 @@ func (n *PostgresNode) Exec(ctx context.Context, sql string, args ...any) error 
 	return pgExec(ctx, n.DSN(), sql, args...)
 }
 
+// Describe lists the columns and indexes of the public schema of database
+// on the node, one line each, sorted: two databases built from different
+// DDL (migrations and a Schema function, say) can be compared.
+func (n *PostgresNode) Describe(ctx context.Context, database string) ([]string, error) {
+	var out []string
+	err := pgConn(ctx, n.DSNFor(database), func(conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, `
+SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '')
+	FROM information_schema.columns WHERE table_schema = 'public'
+UNION ALL
+SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'
+ORDER BY 1`)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hatest: describe %s on %s: %w", database, n.Name, err)
+	}
+	return out, nil
+}
+
 func (n *PostgresNode) conn(ctx context.Context, fn func(*pgx.Conn) error) error {
 	return pgConn(ctx, n.DSN(), fn)
 }

@@ -38,31 +38,6 @@ func applyFiles(t *testing.T, dsn string, fsys fs.FS) {
 	}
 }
 
-// describe lists the columns and indexes of the public schema on dsn.
-func describe(t *testing.T, dsn string) []string {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `
-SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '')
-	FROM information_schema.columns WHERE table_schema = 'public'
-UNION ALL
-SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'
-ORDER BY 1`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // The migrations hakit applies and Outbox.Schema make the same tables, so
 // an outbox on a table of its own is the default one under another name.
 func TestMigrationsMatchSchema(t *testing.T) {
@@ -85,7 +60,7 @@ func TestMigrationsMatchSchema(t *testing.T) {
 	if err := jobs.NewOutbox("").CreateTables(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	migrated, schema := describe(t, pg.Nodes[0].DSNFor("migrated")), describe(t, pg.Nodes[0].DSNFor("schema"))
+	migrated, schema := describe(t, pg.Nodes[0], "migrated"), describe(t, pg.Nodes[0], "schema")
 	if !slices.Equal(migrated, schema) {
 		t.Errorf("migrations and Schema differ:\nmigrations:\n%q\nSchema:\n%q", migrated, schema)
 	}
@@ -142,4 +117,14 @@ func ExampleMigrations() {
 	// Output:
 	// 001_outbox.up.sql
 	// 002_once.up.sql
+}
+
+// describe lists the columns and indexes of database on n.
+func describe(t *testing.T, n *hatest.PostgresNode, database string) []string {
+	t.Helper()
+	out, err := n.Describe(context.Background(), database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

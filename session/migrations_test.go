@@ -14,31 +14,6 @@ import (
 	"hakit.dev/session"
 )
 
-// schemaOf lists the columns and indexes of the public schema on dsn.
-func schemaOf(t *testing.T, dsn string) []string {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `
-SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '')
-	FROM information_schema.columns WHERE table_schema = 'public'
-UNION ALL
-SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'
-ORDER BY 1`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // The migrations hakit applies and PostgresSchema make the same table.
 func TestMigrationsMatchPostgresSchema(t *testing.T) {
 	t.Parallel()
@@ -78,7 +53,7 @@ func TestMigrationsMatchPostgresSchema(t *testing.T) {
 	if err := store.CreateTable(ctx); err != nil {
 		t.Fatal(err)
 	}
-	migrated, schema := schemaOf(t, pg.Nodes[0].DSNFor("migrated")), schemaOf(t, pg.Nodes[0].DSNFor("schema"))
+	migrated, schema := describe(t, pg.Nodes[0], "migrated"), describe(t, pg.Nodes[0], "schema")
 	if !slices.Equal(migrated, schema) || len(migrated) != 6 { // 4 columns, 2 indexes
 		t.Errorf("migrations and PostgresSchema differ:\nmigrations:\n%q\nPostgresSchema:\n%q", migrated, schema)
 	}
@@ -93,4 +68,14 @@ func ExampleMigrations() {
 	}
 	// Output:
 	// 001_sessions.up.sql
+}
+
+// describe lists the columns and indexes of database on n.
+func describe(t *testing.T, n *hatest.PostgresNode, database string) []string {
+	t.Helper()
+	out, err := n.Describe(context.Background(), database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
