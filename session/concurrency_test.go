@@ -129,30 +129,15 @@ func TestMapValuesNotLostToReaders(t *testing.T) {
 			in := cartServer(t, m)
 			u := newUser(t)
 			u.must("POST", in, "/add?i=first")
-			const updates, readers = 200, 8
-			var done atomic.Bool
-			var reads atomic.Int64
-			var wg sync.WaitGroup
-			for range readers {
-				wg.Go(func() {
-					for !done.Load() {
-						u.must("GET", in, "/cart")
-						reads.Add(1)
-					}
-				})
-			}
-			for i := range updates {
-				u.must("POST", in, fmt.Sprintf("/add?i=%d", i))
-			}
-			done.Store(true)
-			wg.Wait()
+			const updates = 200
+			reads := updateWhileReading(u, in, "/cart", "/add", updates)
 			var cart, tags, nested int
 			if _, err := fmt.Sscanf(u.must("GET", in, "/cart"), "%d %d %d", &cart, &tags, &nested); err != nil {
 				t.Fatal(err)
 			}
 			lostCart, lostTags, lostNested := updates+1-cart, updates+1-tags, updates+1-nested
 			t.Logf("%s: lost %d/%d cart updates, %d/%d profile tags, %d/%d nested entries (%d concurrent reads)",
-				kind.name, lostCart, updates, lostTags, updates, lostNested, updates, reads.Load())
+				kind.name, lostCart, updates, lostTags, updates, lostNested, updates, reads)
 			if lostCart != 0 || lostTags != 0 || lostNested != 0 {
 				t.Fatalf("requests that only read the session lost updates: cart %d, profile %d, nested %d of %d",
 					lostCart, lostTags, lostNested, updates)
@@ -486,4 +471,27 @@ func TestNestedManagersKeepTheirOwnSessions(t *testing.T) {
 	if got := u.must("GET", in, "/get"); got != "app user|admin user" {
 		t.Fatalf("nested managers read %q", got)
 	}
+}
+
+// updateWhileReading makes updates POSTs to addPath?i=N for u while 8
+// requests of the same session GET readPath over and over, as a page's
+// other requests do; it returns how many reads ran meanwhile.
+func updateWhileReading(u *user, in *instance, readPath, addPath string, updates int) int64 {
+	var done atomic.Bool
+	var reads atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for !done.Load() {
+				u.must("GET", in, readPath)
+				reads.Add(1)
+			}
+		})
+	}
+	for i := range updates {
+		u.must("POST", in, fmt.Sprintf("%s?i=%d", addPath, i))
+	}
+	done.Store(true)
+	wg.Wait()
+	return reads.Load()
 }

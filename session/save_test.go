@@ -11,8 +11,6 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -314,29 +312,14 @@ func TestNaNValuesNotLostToReaders(t *testing.T) {
 			t.Cleanup(in.srv.Close)
 			u := newUser(t)
 			u.must("POST", in, "/score?i=-1")
-			const updates, readers = 200, 8
-			var done atomic.Bool
-			var reads atomic.Int64
-			var wg sync.WaitGroup
-			for range readers {
-				wg.Go(func() {
-					for !done.Load() {
-						u.must("GET", in, "/scores")
-						reads.Add(1)
-					}
-				})
-			}
-			for i := range updates {
-				u.must("POST", in, fmt.Sprintf("/score?i=%d", i))
-			}
-			done.Store(true)
-			wg.Wait()
+			const updates = 200
+			reads := updateWhileReading(u, in, "/scores", "/score", updates)
 			var scores, nans int
 			if _, err := fmt.Sscanf(u.must("GET", in, "/scores"), "%d %d", &scores, &nans); err != nil {
 				t.Fatal(err)
 			}
 			lost := updates + 1 - scores
-			t.Logf("%s: lost %d/%d score updates (%d concurrent reads)", kind.name, lost, updates, reads.Load())
+			t.Logf("%s: lost %d/%d score updates (%d concurrent reads)", kind.name, lost, updates, reads)
 			if lost != 0 || nans != 1 {
 				t.Fatalf("requests that only read a map holding a NaN lost %d of %d updates (NaN entries: %d)", lost, updates, nans)
 			}
