@@ -3,7 +3,6 @@ package uploads_test
 import (
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,34 +11,6 @@ import (
 	"hakit.dev/hatest"
 	"hakit.dev/uploads"
 )
-
-// sendThenTrickle sends the file's next n bytes, then chunk bytes every
-// interval, in the background, until stop is called (which closes the
-// connection: a send the server stopped reading may block) or a send
-// fails.
-func (u *rawUpload) sendThenTrickle(n, chunk int64, every time.Duration) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if u.send(n) != nil {
-			return
-		}
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				if u.send(chunk) != nil {
-					return
-				}
-			}
-		}
-	})
-	var once sync.Once
-	return func() { once.Do(func() { close(done); u.conn.Close(); wg.Wait() }) }
-}
 
 // busyCount is the Store's count of uploads refused as busy.
 func busyCount(t *testing.T, st *uploads.Store) float64 {
@@ -77,7 +48,7 @@ func TestSlowUploadsDoNotBlockSmallOnes(t *testing.T) {
 	var slow []*rawUpload
 	for i := range 32 {
 		u := startRawUpload(t, h.srv.URL, "/upload", 100<<20, byte(40+i))
-		stop := u.sendThenTrickle(1250000, 2<<10, 100*time.Millisecond) // then 20 KB/s
+		stop := u.trickle(1250000, 2<<10, 100*time.Millisecond) // then 20 KB/s
 		defer stop()
 		slow = append(slow, u)
 	}

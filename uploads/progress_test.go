@@ -90,12 +90,17 @@ func (u *rawUpload) finish() error {
 	return err
 }
 
-// trickle sends chunk bytes every interval until stop is called (which
-// waits for it to end) or the connection fails.
-func (u *rawUpload) trickle(chunk int64, every time.Duration) (stop func()) {
+// trickle sends the file's next head bytes, then chunk bytes every
+// interval, in the background, until stop is called (which closes the
+// connection, since a send the server stopped reading may block, and
+// waits for the sender to end) or a send fails.
+func (u *rawUpload) trickle(head, chunk int64, every time.Duration) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
+		if head > 0 && u.send(head) != nil {
+			return
+		}
 		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
@@ -110,7 +115,7 @@ func (u *rawUpload) trickle(chunk int64, every time.Duration) (stop func()) {
 		}
 	})
 	var once sync.Once
-	return func() { once.Do(func() { close(done); wg.Wait() }) }
+	return func() { once.Do(func() { close(done); u.conn.Close(); wg.Wait() }) }
 }
 
 // answer waits up to timeout for the server's answer.
@@ -312,7 +317,7 @@ func TestRequestDeadlineEndsUploadAtOnce(t *testing.T) {
 	t.Parallel()
 	h := newDiskHarness(t, nil, nil)
 	u := startRawUpload(t, h.srv.URL, "/upload?timeout=500ms", 1<<30, 14)
-	stop := u.trickle(16<<10, 20*time.Millisecond) // 800 KB/s, for as long as it takes
+	stop := u.trickle(0, 16<<10, 20*time.Millisecond) // 800 KB/s, for as long as it takes
 	defer stop()
 	r := u.answer(t, 30*time.Second)
 	if r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "deadline") {
@@ -340,7 +345,7 @@ func TestTricklingUploadsDoNotStarveOthers(t *testing.T) {
 		if err := u.send(4 << 10); err != nil {
 			t.Fatal(err)
 		}
-		stop := u.trickle(2<<10, 100*time.Millisecond) // 20 KB/s
+		stop := u.trickle(0, 2<<10, 100*time.Millisecond) // 20 KB/s
 		defer stop()
 		trickles = append(trickles, u)
 	}
