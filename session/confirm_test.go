@@ -22,7 +22,7 @@ func TestRequireConfirmRefusesAnUnconfirmedLogin(t *testing.T) {
 	rd := hatest.NewRedis(t, hatest.RedisOptions{Replicas: 1})
 	master := redis.NewClient(&redis.Options{Addr: rd.Nodes[0].Addr()})
 	defer master.Close()
-	logs := &syncBuffer{}
+	logs := &logBuffer{}
 	// WaitTimeout: long enough for a running replica on a busy machine;
 	// a paused one makes each durable change wait it out.
 	opts := session.RedisOptions{Logger: slog.New(slog.NewTextHandler(logs, nil)), WaitTimeout: 2 * time.Second}

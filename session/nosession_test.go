@@ -7,37 +7,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"hakit.dev/session"
 )
 
-// syncBuffer collects log output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Code outside LoadAndSave (an error page answering a request that never
 // reached it) sees no session: getters return zero values, changes are
 // dropped (logged) or return ErrNoSession; nothing panics.
 func TestOutsideLoadAndSaveNothingPanics(t *testing.T) {
 	t.Parallel()
-	logs := &syncBuffer{}
+	logs := &logBuffer{}
 	m, err := session.New(session.Config{Store: session.NewMemoryStore(), Insecure: true,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
