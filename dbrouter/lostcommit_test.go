@@ -116,12 +116,7 @@ func TestLostCommitAfterRecovery(t *testing.T) {
 		t.Parallel()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		first, second := secondFailoverCluster(t, ctx)
-		px, dsn := proxied(t, first)
-		r := newRouter(t, dbrouter.Config{Nodes: []string{dsn, second.DSN()}})
-		if _, err := r.Exec(ctx, "CREATE TABLE t (id int)"); err != nil {
-			t.Fatal(err)
-		}
+		first, second, px, r := secondFailoverCluster(t, ctx)
 		if err := first.SetSetting(ctx, "synchronous_standby_names", "*"); err != nil {
 			t.Fatal(err)
 		}
@@ -137,13 +132,7 @@ func TestLostCommitAfterRecovery(t *testing.T) {
 		t.Parallel()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		first, second := secondFailoverCluster(t, ctx)
-		px, dsn := proxied(t, first)
-		r := newRouter(t, dbrouter.Config{Nodes: []string{dsn, second.DSN()}})
-		if _, err := r.Exec(ctx, "CREATE TABLE t (id int)"); err != nil {
-			t.Fatal(err)
-		}
-		waitCaughtUp(t, ctx, first, second)
+		first, second, px, r := secondFailoverCluster(t, ctx)
 		px.arm(func(client, server net.Conn) {
 			_ = first.Kill()
 			_ = second.Promote(ctx)
@@ -435,9 +424,11 @@ func slowInsert(ctx context.Context, r *dbrouter.Router, calls *atomic.Int32) er
 }
 
 // secondFailoverCluster starts pg0 with replicas pg1 and pg2, fails over
-// to pg1 (pg0 killed, pg2 following pg1) and returns pg1, the primary now
-// on timeline 2, and pg2, its replica.
-func secondFailoverCluster(t *testing.T, ctx context.Context) (first, second *hatest.PostgresNode) {
+// to pg1 (pg0 killed, pg2 following pg1), and returns pg1, the primary now
+// on timeline 2; pg2, its replica; a commitProxy in front of pg1; and a
+// router on both (pg1 through the proxy) with table t made and replayed
+// on pg2.
+func secondFailoverCluster(t *testing.T, ctx context.Context) (first, second *hatest.PostgresNode, px *commitProxy, r *dbrouter.Router) {
 	t.Helper()
 	c := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 2})
 	first, second = c.Nodes[1], c.Nodes[2]
@@ -453,7 +444,13 @@ func secondFailoverCluster(t *testing.T, ctx context.Context) (first, second *ha
 	if tl, err := first.Timeline(ctx); err != nil || tl != 2 {
 		t.Fatalf("timeline after the first failover: %d (%v), want 2", tl, err)
 	}
-	return first, second
+	px, dsn := proxied(t, first)
+	r = newRouter(t, dbrouter.Config{Nodes: []string{dsn, second.DSN()}})
+	if _, err := r.Exec(ctx, "CREATE TABLE t (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, ctx, first, second)
+	return first, second, px, r
 }
 
 // waitCaughtUp waits until replica has replayed all that primary wrote.
