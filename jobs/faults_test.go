@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -576,7 +577,7 @@ func TestSchedulerAcrossTwoFailovers(t *testing.T) {
 	for range 2 {
 		c := jobs.NewClient(rdb, jobs.ClientConfig{Logger: quiet()})
 		t.Cleanup(func() { c.Close() })
-		s := jobs.NewScheduler(c, jobs.SchedulerConfig{Logger: quiet()})
+		s := jobs.NewScheduler(c, jobs.SchedulerConfig{Logger: testLog(t)})
 		if err := s.Add("beat", "@every 1s", "tick", struct{}{}, jobs.Options{}); err != nil {
 			t.Fatal(err)
 		}
@@ -587,9 +588,22 @@ func TestSchedulerAcrossTwoFailovers(t *testing.T) {
 	}
 	first := time.Now().Unix() + 1
 	ins := asynq.NewInspectorFromRedisClient(rdb)
+	// has tells whether the tick's task is in the queue; a failing read
+	// is asked again rather than taken for a missing tick.
 	has := func(tick int64) bool {
-		_, err := ins.GetTaskInfo("default", "beat-"+strconv.FormatInt(tick, 10))
-		return err == nil
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+			_, err = ins.GetTaskInfo("default", "beat-"+strconv.FormatInt(tick, 10))
+			if err == nil {
+				return true
+			}
+			if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+				return false
+			}
+			time.Sleep(50 * time.Millisecond) // a poll interval, not a synchronisation
+		}
+		t.Fatalf("reading tick %d: %v", tick, err)
+		return false
 	}
 	waitTick := func(what string) {
 		tick := time.Now().Unix() + 2
@@ -804,5 +818,87 @@ func TestParseMasterID(t *testing.T) {
 	}
 	if _, err := jobs.ParseMasterID("run_id:abc\r\nrole:slave\r\nmaster_replid:def\r\n"); err == nil {
 		t.Error("a replica was taken for a master")
+	}
+}
+
+// testLog returns a logger that writes to t.Log until the test ends.
+func testLog(t *testing.T) *slog.Logger {
+	var mu sync.Mutex
+	done := false
+	t.Cleanup(func() { mu.Lock(); done = true; mu.Unlock() })
+	return slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			t.Log(strings.TrimSpace(string(p)))
+		}
+		return len(p), nil
+	}), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A tick that a master took without a replica to confirm it is tried
+// again until MaxDelay: when that master restarts empty (no persistence),
+// the tick is enqueued again on it and confirmed once its replica is back.
+func TestSchedulerRetriesUnconfirmedTickAfterMasterLoss(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rd := hatest.NewRedis(t, hatest.RedisOptions{Replicas: 1})
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr(), DialTimeout: 500 * time.Millisecond,
+		ReadTimeout: 3 * time.Second, WriteTimeout: time.Second})
+	t.Cleanup(func() { rdb.Close() })
+	if err := rd.Nodes[1].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	hatest.WaitFor(t, 10*time.Second, "the master to see no replica", func() bool {
+		return nodeInfo(rd.Nodes[0], "replication", "connected_slaves") == "0"
+	})
+	c := jobs.NewClient(rdb, jobs.ClientConfig{WaitReplicas: 1, WaitTimeout: 200 * time.Millisecond, Logger: testLog(t)})
+	t.Cleanup(func() { c.Close() })
+	s := jobs.NewScheduler(c, jobs.SchedulerConfig{MaxDelay: 40 * time.Second, Logger: testLog(t)})
+	if err := s.Add("beat", "@every 1s", "tick", struct{}{}, jobs.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopWithin(s.Stop, 5*time.Second) })
+	has := func(n *hatest.RedisNode, tick int64) bool {
+		cl := n.Client()
+		defer cl.Close()
+		k, err := cl.Exists(ctx, "asynq:{default}:t:beat-"+strconv.FormatInt(tick, 10)).Result()
+		return err == nil && k == 1
+	}
+	var tick int64
+	hatest.WaitFor(t, 10*time.Second, "an unconfirmed tick on the master", func() bool {
+		now := time.Now().Unix()
+		if has(rd.Nodes[0], now) {
+			tick = now
+		}
+		return tick != 0
+	})
+	// Two ticks later the first is no longer the one being enqueued.
+	hatest.WaitFor(t, 10*time.Second, "two more ticks", func() bool { return has(rd.Nodes[0], tick+2) })
+	// The master restarts empty; its replica comes back and copies it.
+	if err := rd.Nodes[0].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rd.Nodes[0].Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if has(rd.Nodes[0], tick) {
+		t.Fatal("the restarted master still has the tick: it was not lost")
+	}
+	if err := rd.Nodes[1].Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hatest.WaitFor(t, 30*time.Second, "the lost tick enqueued again and on the replica", func() bool {
+		return has(rd.Nodes[0], tick) && has(rd.Nodes[1], tick)
+	})
+	if got := metricValue(t, s, "hakit_jobs_ticks_unconfirmed_total"); got != 0 {
+		t.Errorf("ticks_unconfirmed_total = %v; every tick was confirmed within MaxDelay", got)
 	}
 }

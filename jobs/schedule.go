@@ -36,7 +36,10 @@ import (
 // takes 2–3 s), the tick is retried, and the ticks that come due
 // meanwhile follow in order, until the tick is SchedulerConfig.MaxDelay
 // late; a tick that is on the master but not confirmed is retried until
-// the next tick is due. The queue remembers a tick's ID for the
+// MaxDelay, alongside the ticks that come due meanwhile: a master that
+// took a tick without replicas may be an old master that restarted empty,
+// which the Sentinels turn into a replica of the real one, wiping what it
+// took. The queue remembers a tick's ID for the
 // Client's Retention after its task completed, and Start refuses a
 // MaxDelay that is not at least a minute shorter: so no instance can
 // enqueue a tick again after the queue forgot it, whatever the period.
@@ -211,16 +214,35 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 
 func (s *Scheduler) run(ctx context.Context, e *entry) {
 	next := e.sched.Next(time.Now())
+	// Ticks on a master that no replica confirmed yet. They are tried
+	// again (same ID, so harmlessly) every pendingRetry until a replica
+	// confirms them or they are MaxDelay late: a master that took a tick
+	// without replicas may be one that restarted empty, and a Sentinel
+	// turns it into a replica of the real master a few seconds later,
+	// wiping what it took.
+	var pending []time.Time
 	for {
-		t := time.NewTimer(time.Until(next))
+		wake := next
+		if len(pending) > 0 {
+			if r := time.Now().Add(pendingRetry); r.Before(wake) {
+				wake = r
+			}
+		}
+		t := time.NewTimer(time.Until(wake))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
 		}
+		pending = s.retryPending(ctx, e, pending)
+		if time.Now().Before(next) {
+			continue
+		}
 		after := e.sched.Next(next)
-		s.tick(ctx, e, next, after)
+		if !s.tick(ctx, e, next, after) {
+			pending = append(pending, next)
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -238,17 +260,56 @@ func (s *Scheduler) run(ctx context.Context, e *entry) {
 	}
 }
 
+// pendingRetry is how often a tick that is on the master but not
+// confirmed by a replica is tried again.
+const pendingRetry = time.Second
+
+// retryPending tries each unconfirmed tick once more and returns those
+// still unconfirmed; a tick MaxDelay late is given up, logged and counted.
+func (s *Scheduler) retryPending(ctx context.Context, e *entry, pending []time.Time) []time.Time {
+	kept := pending[:0]
+	down := false // Redis failed: try the rest next time, give up only the late
+	for _, at := range pending {
+		if ctx.Err() != nil {
+			return nil
+		}
+		var err error
+		if !down {
+			err = s.client.enqueueConfirmed(ctx, tickID(e, at), e.taskType, e.sealed, e.opts)
+			down = err != nil && !errors.Is(err, ErrNotConfirmed)
+		}
+		switch {
+		case err == nil && !down:
+			continue
+		case time.Since(at) < s.maxDelay:
+			kept = append(kept, at)
+			continue
+		}
+		s.unconfirmed.WithLabelValues(e.name).Inc()
+		now := time.Now().UnixNano()
+		if last := s.lastWarn.Load(); now-last > int64(10*time.Second) && s.lastWarn.CompareAndSwap(last, now) {
+			s.log.Warn("jobs: tick enqueued but not confirmed by a Redis replica within MaxDelay; a loss of the Redis master would lose it",
+				"schedule", e.name, "tick", at, "max_delay", s.maxDelay, "err", err)
+		}
+	}
+	return kept
+}
+
+// tickID is the task ID of the tick at: the same on every instance.
+func tickID(e *entry, at time.Time) string { return e.name + "-" + strconv.FormatInt(at.Unix(), 10) }
+
 // tick enqueues the tick at, retrying until it is confirmed or MaxDelay
-// late. A tick that is on the master but not confirmed by a replica is
-// retried only until the next tick (after) is due: the task is there and
-// runs, and waiting longer would hold up the ticks behind it.
-func (s *Scheduler) tick(ctx context.Context, e *entry, at, after time.Time) {
-	id := e.name + "-" + strconv.FormatInt(at.Unix(), 10)
+// late, and reports whether it is done with it. A tick that is on the
+// master but not confirmed by a replica is retried here only until the
+// next tick (after) is due, so as not to hold up the ticks behind it;
+// then tick returns false and run keeps trying it alongside.
+func (s *Scheduler) tick(ctx context.Context, e *entry, at, after time.Time) bool {
+	id := tickID(e, at)
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := s.client.enqueueConfirmed(ctx, id, e.taskType, e.sealed, e.opts)
 		if err == nil || ctx.Err() != nil {
-			return
+			return true
 		}
 		// The tick's ID makes retries, and other instances' attempts,
 		// harmless.
@@ -260,16 +321,11 @@ func (s *Scheduler) tick(ctx context.Context, e *entry, at, after time.Time) {
 		wait := min(backoff, time.Until(giveUp))
 		switch {
 		case wait <= 0 && unconfirmed:
-			s.unconfirmed.WithLabelValues(e.name).Inc()
-			now := time.Now().UnixNano()
-			if last := s.lastWarn.Load(); now-last > int64(10*time.Second) && s.lastWarn.CompareAndSwap(last, now) {
-				s.log.Warn("jobs: tick enqueued but not confirmed by a Redis replica; a loss of the Redis master would lose it", "schedule", e.name, "tick", at, "err", err)
-			}
-			return
+			return false
 		case wait <= 0:
 			s.skipped.WithLabelValues(e.name).Inc()
 			s.log.Error("jobs: tick skipped: not enqueued within MaxDelay", "schedule", e.name, "tick", at, "max_delay", s.maxDelay, "err", err)
-			return
+			return true
 		case attempt == 1 && !unconfirmed:
 			s.log.Warn("jobs: scheduled enqueue failed; retrying", "schedule", e.name, "tick", at, "err", err)
 		default:
@@ -277,7 +333,7 @@ func (s *Scheduler) tick(ctx context.Context, e *entry, at, after time.Time) {
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return true
 		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, time.Second)
