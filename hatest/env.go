@@ -66,8 +66,12 @@ type MissingBinaryError struct {
 }
 
 func (e *MissingBinaryError) Error() string {
-	if strings.Contains(e.Package, "/") { // a Go module path
-		return fmt.Sprintf("hatest: %s not found on PATH or in $(go env GOPATH)/bin; install it with: go install %s@latest (or run make deps)", e.Name, e.Package)
+	if strings.Contains(e.Package, "/") { // a Go module path, with or without its version
+		pkg := e.Package
+		if !strings.Contains(pkg, "@") {
+			pkg += "@latest"
+		}
+		return fmt.Sprintf("hatest: %s not found on PATH or in $(go env GOPATH)/bin; install it with: go install %s (or run make deps)", e.Name, pkg)
 	}
 	return fmt.Sprintf("hatest: %s not found; install the Debian package %s: apt-get install -y %s (or run make deps)", e.Name, e.Package, e.Package)
 }
