@@ -1,0 +1,171 @@
+package main
+
+import (
+	"hash/fnv"
+	"image"
+	"image/color"
+	"math"
+	"strings"
+	"unicode"
+
+	"golang.org/x/image/font"
+	"golang.org/x/image/font/gofont/gobold"
+	"golang.org/x/image/font/opentype"
+	"golang.org/x/image/math/fixed"
+	"golang.org/x/image/vector"
+)
+
+// artSize is the side of a generated product picture.
+const artSize = 1200
+
+// productArt draws the picture of a seeded product: a soft two-colour
+// gradient, a shape and a floor shadow, and the product's initials, all
+// chosen from its slug, so each product has its own and the same on
+// every run.
+func productArt(slug, name string) (*image.RGBA, error) {
+	h := fnv.New64a()
+	h.Write([]byte(slug))
+	seed := h.Sum64()
+	hue := float64(seed%360) / 360
+	img := image.NewRGBA(image.Rect(0, 0, artSize, artSize))
+
+	// Background: a diagonal gradient between two pastels.
+	from, to := hsl(hue, 0.45, 0.93), hsl(hue+0.08, 0.50, 0.82)
+	for y := range artSize {
+		for x := range artSize {
+			img.SetRGBA(x, y, mix(from, to, float64(x+y)/float64(2*artSize-2)))
+		}
+	}
+
+	// A shadow on the floor, then the shape standing on it.
+	const c = artSize / 2
+	fill(img, ellipse(c, 1010, 330, 46), color.RGBA{0, 0, 0, 28})
+	shape := hsl(hue+0.5*float64(seed>>9%2), 0.42, 0.62)
+	switch seed >> 12 % 4 {
+	case 0:
+		fill(img, ellipse(c, 560, 400, 400), shape)
+	case 1:
+		fill(img, roundedRect(200, 160, 1000, 960, 120), shape)
+	case 2:
+		fill(img, polygon(c, 130, 1010, 950, 190, 950), shape)
+	default:
+		fill(img, polygon(c, 120, 1030, 560, c, 1000, 170, 560), shape)
+	}
+
+	// The initials, white with a soft shadow.
+	f, err := opentype.Parse(gobold.TTF)
+	if err != nil {
+		return nil, err
+	}
+	face, err := opentype.NewFace(f, &opentype.FaceOptions{Size: 300, DPI: 72, Hinting: font.HintingNone})
+	if err != nil {
+		return nil, err
+	}
+	defer face.Close()
+	text := initials(name)
+	d := &font.Drawer{Dst: img, Face: face}
+	bounds, _ := d.BoundString(text)
+	x := fixed.I(c) - (bounds.Min.X+bounds.Max.X)/2
+	y := fixed.I(560) - (bounds.Min.Y+bounds.Max.Y)/2
+	d.Src, d.Dot = image.NewUniform(color.RGBA{0, 0, 0, 40}), fixed.Point26_6{X: x + fixed.I(6), Y: y + fixed.I(10)}
+	d.DrawString(text)
+	d.Src, d.Dot = image.NewUniform(color.White), fixed.Point26_6{X: x, Y: y}
+	d.DrawString(text)
+	return img, nil
+}
+
+// initials returns the first letters of a name's first two words,
+// upper-cased: "Linen apron" → "LA".
+func initials(name string) string {
+	var b strings.Builder
+	for _, w := range strings.Fields(name) {
+		for _, r := range w {
+			if unicode.IsLetter(r) || unicode.IsDigit(r) {
+				b.WriteRune(unicode.ToUpper(r))
+				break
+			}
+		}
+		if b.Len() >= 2 {
+			break
+		}
+	}
+	if b.Len() == 0 {
+		return "?"
+	}
+	return b.String()
+}
+
+// fill paints the path in z with an anti-aliased edge.
+func fill(dst *image.RGBA, z *vector.Rasterizer, c color.Color) {
+	z.Draw(dst, dst.Bounds(), image.NewUniform(c), image.Point{})
+}
+
+func ellipse(cx, cy, rx, ry float32) *vector.Rasterizer {
+	const k = 0.5523 // a circle's quarter as a cubic Bézier
+	z := vector.NewRasterizer(artSize, artSize)
+	z.MoveTo(cx+rx, cy)
+	z.CubeTo(cx+rx, cy+k*ry, cx+k*rx, cy+ry, cx, cy+ry)
+	z.CubeTo(cx-k*rx, cy+ry, cx-rx, cy+k*ry, cx-rx, cy)
+	z.CubeTo(cx-rx, cy-k*ry, cx-k*rx, cy-ry, cx, cy-ry)
+	z.CubeTo(cx+k*rx, cy-ry, cx+rx, cy-k*ry, cx+rx, cy)
+	z.ClosePath()
+	return z
+}
+
+func roundedRect(x0, y0, x1, y1, r float32) *vector.Rasterizer {
+	z := vector.NewRasterizer(artSize, artSize)
+	z.MoveTo(x0+r, y0)
+	z.LineTo(x1-r, y0)
+	z.QuadTo(x1, y0, x1, y0+r)
+	z.LineTo(x1, y1-r)
+	z.QuadTo(x1, y1, x1-r, y1)
+	z.LineTo(x0+r, y1)
+	z.QuadTo(x0, y1, x0, y1-r)
+	z.LineTo(x0, y0+r)
+	z.QuadTo(x0, y0, x0+r, y0)
+	z.ClosePath()
+	return z
+}
+
+// polygon takes the points' coordinates as x0, y0, x1, y1, …
+func polygon(xy ...float32) *vector.Rasterizer {
+	z := vector.NewRasterizer(artSize, artSize)
+	z.MoveTo(xy[0], xy[1])
+	for i := 2; i+1 < len(xy); i += 2 {
+		z.LineTo(xy[i], xy[i+1])
+	}
+	z.ClosePath()
+	return z
+}
+
+func mix(a, b color.RGBA, t float64) color.RGBA {
+	m := func(x, y uint8) uint8 { return uint8(float64(x) + (float64(y)-float64(x))*t + 0.5) }
+	return color.RGBA{m(a.R, b.R), m(a.G, b.G), m(a.B, b.B), 255}
+}
+
+// hsl converts a hue (turns, any value), saturation and lightness (0-1)
+// to an opaque colour.
+func hsl(h, s, l float64) color.RGBA {
+	h -= math.Floor(h)
+	q := l + s - l*s
+	if l < 0.5 {
+		q = l * (1 + s)
+	}
+	p := 2*l - q
+	ch := func(t float64) uint8 {
+		t -= math.Floor(t)
+		var v float64
+		switch {
+		case t < 1.0/6:
+			v = p + (q-p)*6*t
+		case t < 0.5:
+			v = q
+		case t < 2.0/3:
+			v = p + (q-p)*(2.0/3-t)*6
+		default:
+			v = p
+		}
+		return uint8(v*255 + 0.5)
+	}
+	return color.RGBA{ch(h + 1.0/3), ch(h), ch(h - 1.0/3), 255}
+}
