@@ -172,7 +172,6 @@ type Load struct {
 	orders    []Order
 	submitted map[string]int // key -> place requests sent with it
 	carts     map[int]Cart   // customer -> the cart it holds
-	sent      int            // requests started, for MaxRequests
 }
 
 // Start validates cfg and starts the customers. The load stops by itself
