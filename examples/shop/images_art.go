@@ -5,8 +5,6 @@ import (
 	"image"
 	"image/color"
 	"math"
-	"strings"
-	"unicode"
 
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/gofont/gobold"
@@ -63,6 +61,9 @@ func productArt(slug, name string) (*image.RGBA, error) {
 	}
 	defer face.Close()
 	text := initials(name)
+	if text == "" {
+		text = "?"
+	}
 	d := &font.Drawer{Dst: img, Face: face}
 	bounds, _ := d.BoundString(text)
 	x := fixed.I(c) - (bounds.Min.X+bounds.Max.X)/2
@@ -72,27 +73,6 @@ func productArt(slug, name string) (*image.RGBA, error) {
 	d.Src, d.Dot = image.NewUniform(color.White), fixed.Point26_6{X: x, Y: y}
 	d.DrawString(text)
 	return img, nil
-}
-
-// initials returns the first letters of a name's first two words,
-// upper-cased: "Linen apron" → "LA".
-func initials(name string) string {
-	var b strings.Builder
-	for _, w := range strings.Fields(name) {
-		for _, r := range w {
-			if unicode.IsLetter(r) || unicode.IsDigit(r) {
-				b.WriteRune(unicode.ToUpper(r))
-				break
-			}
-		}
-		if b.Len() >= 2 {
-			break
-		}
-	}
-	if b.Len() == 0 {
-		return "?"
-	}
-	return b.String()
 }
 
 // fill paints the path in z with an anti-aliased edge.
