@@ -1,0 +1,58 @@
+// Command hakit is hakit's command-line tool.
+//
+//	hakit lint [-contract] [-rules] PATH...
+//
+// lints migrations (see hakit.dev/lint): each PATH is a .sql file or a
+// directory, whose NNN_name.up.sql files are linted (in any subdirectory;
+// those under a directory named "contract" as contract migrations). It
+// prints one line per finding, FILE:LINE: RULE: message — what to do
+// instead, and exits 1 if it found any, 2 if a file does not parse (with
+// its line and column) or cannot be read, 0 otherwise. -rules lists the
+// rules and what each prevents.
+//
+//	hakit migrate contract [-dir DIR]
+//
+// applies the contract migrations in DIR (default migrations/contract) to
+// the database of HAKIT_DATABASE_URLS, after every instance runs the
+// release that stopped using what they drop (see docs/migrations.md).
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `usage:
+  hakit lint [-contract] [-rules] PATH...   lint migrations (files or directories)
+  hakit migrate contract [-dir DIR]         apply the contract migrations (HAKIT_DATABASE_URLS)
+`
+
+// run runs the command of args and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "lint":
+		return runLint(args[1:], stdout, stderr)
+	case "migrate":
+		return runMigrate(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "hakit: unknown command %q\n%s", args[0], usage)
+	return 2
+}
