@@ -1,0 +1,1 @@
+DROP TABLE signing_keys, consents, tokens, auth_requests, subjects, clients, users, sso_settings;
