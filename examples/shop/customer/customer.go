@@ -342,11 +342,29 @@ func (s *session) once(ctx context.Context) error {
 			return err
 		}
 		qty := 1 + s.rng.IntN(s.l.cfg.MaxQty)
-		if _, err := s.post(ctx, "cart_add", "/cart/add", url.Values{"product_id": {strconv.FormatInt(id, 10)}, "qty": {strconv.Itoa(qty)}}, "cart"); err != nil {
+		page, err := s.post(ctx, "cart_add", "/cart/add", url.Values{"product_id": {strconv.FormatInt(id, 10)}, "qty": {strconv.Itoa(qty)}}, "cart")
+		if err != nil {
 			return err // the cart is uncertain: start over
 		}
-		s.cart[id] += qty
+		// The shop may hold fewer of the product than asked for (its
+		// stock), or none (sold out); every other line must be as it was.
+		got := cartLines(page)
+		for pid, q := range s.cart {
+			if pid != id && got[pid] != q {
+				return s.cartLost(got)
+			}
+		}
+		if got[id] > s.cart[id]+qty {
+			return s.cartLost(got)
+		}
+		if got[id] < s.cart[id]+qty {
+			s.l.rec.event(func(st *Stats) { st.Clamped++ })
+		}
+		s.cart = got
 		s.l.believe(s.n, s.cart)
+	}
+	if len(s.cart) == 0 {
+		return nil // all sold out: shop again
 	}
 
 	body, err := s.retry(ctx, "checkout", func() (string, error) {
@@ -356,7 +374,7 @@ func (s *session) once(ctx context.Context) error {
 		return err
 	}
 	if pageName(body) == "cart" {
-		return s.cartLost()
+		return s.backToCart(body)
 	}
 	if pageName(body) == "address" {
 		f, _ := findForm(body, "/checkout/address")
@@ -382,7 +400,7 @@ func (s *session) once(ctx context.Context) error {
 		return err
 	}
 	if pageName(review) != "review" {
-		return s.cartLost()
+		return s.backToCart(review)
 	}
 	f, ok := findForm(review, "/checkout/place")
 	if !ok || f.Fields["key"] == "" {
@@ -438,12 +456,23 @@ func (s *session) place(ctx context.Context, f form) error {
 	return fmt.Errorf("place: gave up after %d attempts: %w", s.l.cfg.PlaceAttempts, last)
 }
 
-// cartLost records that the shop sent the customer back to its cart at
-// checkout: the cart it held, after every change it made succeeded, is
-// gone.
-func (s *session) cartLost() error {
+// backToCart handles the shop sending the customer back to its cart
+// during checkout: right when a product no longer has the stock the cart
+// asks for (the page still shows the lines), a lost cart otherwise.
+func (s *session) backToCart(page string) error {
+	got := cartLines(page)
+	if len(got) > 0 && len(got) == len(s.cart) {
+		s.l.rec.event(func(st *Stats) { st.StockShort++ })
+		return errors.New("not enough stock for the cart: start over")
+	}
+	return s.cartLost(got)
+}
+
+// cartLost records that the cart the customer held, after every change it
+// made succeeded, is gone or changed.
+func (s *session) cartLost(got map[int64]int) error {
 	s.l.rec.event(func(st *Stats) { st.CartLost++ })
-	s.l.cfg.Logger.Warn("cart lost", "customer", s.n, "believed", lines(s.cart))
+	s.l.cfg.Logger.Warn("cart lost", "customer", s.n, "believed", lines(s.cart), "shop", lines(got))
 	return errors.New("cart lost")
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -163,7 +164,9 @@ type fakeShop struct {
 	next    int64
 	keys    int
 	failed  map[string]bool
-	carts   map[string][]string // cookie -> product ids
+	carts   map[string]map[string]int // cookie -> product id -> qty
+	adds    int
+	lose    bool // every other cart/add forgets the cart
 	soldOut bool
 }
 
@@ -194,12 +197,29 @@ func (f *fakeShop) handler() http.Handler {
 	mux.HandleFunc("GET /products/{id}", func(w http.ResponseWriter, r *http.Request) { page(w, 200, "product", "") })
 	mux.HandleFunc("POST /cart/add", func(w http.ResponseWriter, r *http.Request) {
 		c := cookie(w, r)
+		qty, _ := strconv.Atoi(r.FormValue("qty"))
 		f.mu.Lock()
-		f.carts[c] = append(f.carts[c], r.FormValue("product_id"))
+		f.adds++
+		if f.carts[c] == nil || (f.lose && f.adds%2 == 0) {
+			f.carts[c] = map[string]int{}
+		}
+		f.carts[c][r.FormValue("product_id")] += qty
 		f.mu.Unlock()
 		http.Redirect(w, r, "/cart", http.StatusSeeOther)
 	})
-	mux.HandleFunc("GET /cart", func(w http.ResponseWriter, r *http.Request) { page(w, 200, "cart", "") })
+	mux.HandleFunc("GET /cart", func(w http.ResponseWriter, r *http.Request) {
+		c := cookie(w, r)
+		f.mu.Lock()
+		var b strings.Builder
+		n := 0
+		for id, q := range f.carts[c] {
+			n += q
+			fmt.Fprintf(&b, `<form class="qty-form" action="/cart/update" method="post"><input type="hidden" name="product_id" value="%s"><input type="number" name="qty" value="%d"></form>`, id, q)
+			fmt.Fprintf(&b, `<form action="/cart/update" method="post"><input type="hidden" name="product_id" value="%s"><input type="hidden" name="qty" value="0"></form>`, id)
+		}
+		f.mu.Unlock()
+		page(w, 200, "cart", fmt.Sprintf(`<span data-cart-count="%d"></span>%s`, n, b.String()))
+	})
 	mux.HandleFunc("GET /checkout", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/checkout/address", http.StatusSeeOther)
 	})
@@ -247,6 +267,9 @@ func (f *fakeShop) handler() http.Handler {
 			http.Error(w, "bad gateway", http.StatusBadGateway)
 			return
 		}
+		if c, err := r.Cookie("s"); err == nil {
+			delete(f.carts, c.Value)
+		}
 		http.Redirect(w, r, fmt.Sprint("/orders/", id), http.StatusSeeOther)
 	})
 	mux.HandleFunc("GET /orders/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -256,7 +279,7 @@ func (f *fakeShop) handler() http.Handler {
 }
 
 func TestLoadRetriesPlaceWithTheSameKey(t *testing.T) {
-	fs := &fakeShop{orders: map[string]int64{}, failed: map[string]bool{}, carts: map[string][]string{}}
+	fs := &fakeShop{orders: map[string]int64{}, failed: map[string]bool{}, carts: map[string]map[string]int{}}
 	srv := httptest.NewServer(fs.handler())
 	defer srv.Close()
 	l, err := Start(context.Background(), Config{BaseURL: srv.URL, Customers: 4, Rate: 400, MaxRequests: 400, Duration: 20 * time.Second})
@@ -304,7 +327,7 @@ func TestLoadRetriesPlaceWithTheSameKey(t *testing.T) {
 }
 
 func TestLoadStopsAtDurationAndCountsSoldOut(t *testing.T) {
-	fs := &fakeShop{orders: map[string]int64{}, failed: map[string]bool{}, carts: map[string][]string{}, soldOut: true}
+	fs := &fakeShop{orders: map[string]int64{}, failed: map[string]bool{}, carts: map[string]map[string]int{}, soldOut: true}
 	srv := httptest.NewServer(fs.handler())
 	defer srv.Close()
 	t0 := time.Now()
@@ -319,5 +342,43 @@ func TestLoadStopsAtDurationAndCountsSoldOut(t *testing.T) {
 	st := l.Stats()
 	if st.SoldOut == 0 || st.Orders != 0 || len(l.Orders()) != 0 || st.Failed != 0 {
 		t.Errorf("sold-out shop: %s", st)
+	}
+}
+
+func TestCartLines(t *testing.T) {
+	page := `<body data-page="cart"><span class="badge" data-cart-count="5">5</span>
+<form class="qty-form" action="/cart/update" method="post"><input type="hidden" name="product_id" value="3"><input type="number" name="qty" value="2" min="0"></form>
+<form class="remove-form" action="/cart/update" method="post"><input type="hidden" name="product_id" value="3"><input type="hidden" name="qty" value="0"></form>
+<form class="qty-form" action="/cart/update" method="post"><input type="hidden" name="product_id" value="9"><input type="number" name="qty" value="3"></form>
+<form action="/cart/update" method="post"><input type="hidden" name="product_id" value="x"><input name="qty" value="1"></form></body>`
+	got := cartLines(page)
+	if len(got) != 2 || got[3] != 2 || got[9] != 3 {
+		t.Errorf("cartLines = %v", got)
+	}
+	if n := cartCount(page); n != 5 {
+		t.Errorf("cartCount = %d", n)
+	}
+	if n := cartCount("<body>"); n != -1 {
+		t.Errorf("cartCount without the hook = %d", n)
+	}
+}
+
+func TestLoadCountsLostCarts(t *testing.T) {
+	fs := &fakeShop{orders: map[string]int64{}, failed: map[string]bool{}, carts: map[string]map[string]int{}, lose: true}
+	srv := httptest.NewServer(fs.handler())
+	defer srv.Close()
+	l, err := Start(context.Background(), Config{BaseURL: srv.URL, Customers: 4, Rate: 400, MaxRequests: 400, Duration: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-l.Done()
+	st := l.Stats()
+	if st.CartLost == 0 {
+		t.Errorf("a shop that forgets carts: no lost cart counted: %s", st)
+	}
+	for _, o := range l.Orders() {
+		if len(o.Lines) == 0 {
+			t.Errorf("order %d without lines", o.ID)
+		}
 	}
 }

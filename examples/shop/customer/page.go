@@ -18,6 +18,7 @@ var (
 	selectRe   = regexp.MustCompile(`(?is)<select\b([^>]*)>(.*?)</select>`)
 	optionRe   = regexp.MustCompile(`(?is)<option\b([^>]*)>`)
 	textareaRe = regexp.MustCompile(`(?is)<textarea\b([^>]*)>(.*?)</textarea>`)
+	cartCntRe  = regexp.MustCompile(`data-cart-count="(\d+)"`)
 	attrRe     = regexp.MustCompile(`(?is)([a-z_:-]+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))`)
 )
 
@@ -37,6 +38,40 @@ func orderID(body string) int64 {
 	}
 	id, _ := strconv.ParseInt(m[1], 10, 64)
 	return id
+}
+
+// cartCount returns the layout's data-cart-count (units in the cart), -1
+// when the page has none.
+func cartCount(body string) int {
+	m := cartCntRe.FindStringSubmatch(body)
+	if m == nil {
+		return -1
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// cartLines returns the cart page's lines as the shop holds them: the
+// product_id and qty of each quantity form (POST /cart/update with a qty
+// other than 0).
+func cartLines(body string) map[int64]int {
+	out := map[int64]int{}
+	for _, m := range formRe.FindAllStringSubmatch(body, -1) {
+		a := attrs(m[1])
+		if !strings.EqualFold(a["method"], "post") || !strings.HasSuffix(a["action"], "/cart/update") {
+			continue
+		}
+		f := parseFields(a["action"], m[2])
+		id, err1 := strconv.ParseInt(f.Fields["product_id"], 10, 64)
+		qty, err2 := strconv.Atoi(f.Fields["qty"])
+		if err1 == nil && err2 == nil && qty > 0 {
+			out[id] = qty
+		}
+	}
+	return out
 }
 
 // categories returns the category slugs linked from a page, each once, in

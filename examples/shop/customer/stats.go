@@ -19,16 +19,18 @@ type Count struct {
 // Stats are the load's counters: cumulative since the start, except the
 // latencies, which cover the last Config.Window.
 type Stats struct {
-	Requests int
-	Failed   int
-	Kinds    map[string]Count // by step: home, category, product, cart_add, checkout, address, payment, review, place, order
-	Errors   map[string]int   // failures by kind and cause, e.g. "place: status 502"
-	Orders   int              // orders acknowledged to a customer
-	SoldOut  int              // sold-out pages at place (a correct answer, not a failure)
-	CartLost int              // carts gone while the customer held them without having seen an error
-	Retries  int              // place requests repeated with the same key after an error
-	P50, P99 time.Duration    // over the sliding window
-	Window   int              // requests in the sliding window
+	Requests   int
+	Failed     int
+	Kinds      map[string]Count // by step: home, category, product, cart_add, checkout, address, payment, review, place, order
+	Errors     map[string]int   // failures by kind and cause, e.g. "place: status 502"
+	Orders     int              // orders acknowledged to a customer
+	SoldOut    int              // sold-out pages at place (a correct answer, not a failure)
+	CartLost   int              // carts gone or changed while the customer held them without having seen an error
+	Clamped    int              // cart adds the shop capped at its stock (a correct answer)
+	StockShort int              // checkouts sent back to the cart for want of stock (a correct answer)
+	Retries    int              // place requests repeated with the same key after an error
+	P50, P99   time.Duration    // over the sliding window
+	Window     int              // requests in the sliding window
 }
 
 // SuccessPct is the share of requests that succeeded, in percent (100
@@ -49,6 +51,8 @@ func (s Stats) Sub(earlier Stats) Stats {
 	d.Orders -= earlier.Orders
 	d.SoldOut -= earlier.SoldOut
 	d.CartLost -= earlier.CartLost
+	d.Clamped -= earlier.Clamped
+	d.StockShort -= earlier.StockShort
 	d.Retries -= earlier.Retries
 	d.Kinds = map[string]Count{}
 	for k, c := range s.Kinds {

@@ -57,6 +57,10 @@ type ChaosOptions struct {
 	Settle time.Duration
 	// MailWait bounds each check's wait for the outbox. Defaults to 60s.
 	MailWait time.Duration
+	// Restock adds this many units to every product with at least 10 in
+	// stock before the load, so the run keeps selling; the few scarce
+	// products still sell out. Defaults to 300; negative: none.
+	Restock int
 }
 
 // StepResult is what one step did and what was checked after it.
@@ -115,6 +119,14 @@ func (l *Lab) Chaos(ctx context.Context, opts ChaosOptions) (res ChaosResult, er
 			return res, fmt.Errorf("lab: unknown chaos step %q", s)
 		}
 	}
+	if opts.Restock == 0 {
+		opts.Restock = 300
+	}
+	if opts.Restock > 0 {
+		if err := l.restock(ctx, opts.Restock); err != nil {
+			return res, err
+		}
+	}
 	stock, err := l.Stock(ctx)
 	if err != nil {
 		return res, err
@@ -164,6 +176,19 @@ func (l *Lab) Chaos(ctx context.Context, opts ChaosOptions) (res ChaosResult, er
 		l.opts.Logf("lab: after %s (%s): load %s; check: %s", s, sr.Took.Round(100*time.Millisecond), sr.Load, sr.Report)
 	}
 	return res, nil
+}
+
+// restock adds n units to every product with at least 10 in stock.
+func (l *Lab) restock(ctx context.Context, n int) error {
+	conn, err := l.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `UPDATE products SET stock = stock + $1 WHERE stock >= 10`, n); err != nil {
+		return fmt.Errorf("lab: restock: %w", err)
+	}
+	return nil
 }
 
 func validStep(s Step) bool {
