@@ -70,6 +70,12 @@ type node struct {
 	// error (UnixNano; 0: not suspect). A probe started after it clears
 	// it; until then nothing new is sent to the node.
 	suspectAt atomic.Int64
+	// cachedParams: a connection reported in_hot_standby on while
+	// pg_is_in_recovery() on it said otherwise, as through a pooler that
+	// replays the parameters of its first server connection (PgBouncer
+	// before 1.20): prepareConn no longer trusts the parameter on this
+	// node and leaves role changes to the probes.
+	cachedParams atomic.Bool
 
 	kick chan struct{} // probe now
 

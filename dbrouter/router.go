@@ -489,16 +489,33 @@ func healthy(nodes []*node, exclude uint64) []*node {
 // promoted; a connection that says otherwise than the router's view (as of
 // its last use) means the view is stale: probe now, and never hand a
 // standby's connection to a write on a node the router takes for the
-// primary. (Not AfterRelease: pgxpool runs that hook in a goroutine per
-// release, which costs more than the rest of a read.)
+// primary. A node behind a pooler that replays stale parameters
+// (PgBouncer) is found out by asking pg_is_in_recovery() on a mismatch,
+// and then left to the probes. (Not AfterRelease: pgxpool runs that hook in a
+// goroutine per release, which costs more than the rest of a read.)
 func (r *Router) prepareConn(n *node) func(context.Context, *pgx.Conn) (bool, error) {
 	return func(ctx context.Context, c *pgx.Conn) (bool, error) {
+		if n.cachedParams.Load() {
+			return true, nil
+		}
 		hs := c.PgConn().ParameterStatus("in_hot_standby")
 		switch role := n.currentRole(); {
 		case hs == "on" && role == RolePrimary:
+			// Ask the server itself: a pooler may replay a standby's
+			// parameters after the promotion.
+			var inRecovery bool
+			if err := c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err == nil && !inRecovery {
+				n.cachedParams.Store(true)
+				return true, nil
+			}
 			r.kickAll()
 			return false, nil
 		case hs == "off" && role == RoleReplica:
+			var inRecovery bool
+			if err := c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err == nil && inRecovery {
+				n.cachedParams.Store(true)
+				return true, nil
+			}
 			r.kickAll()
 		}
 		return true, nil

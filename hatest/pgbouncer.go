@@ -158,7 +158,7 @@ func StartPgBouncer(ctx context.Context, opts PgBouncerOptions) (_ *PgBouncer, e
 // waitReady waits until a query through PgBouncer reaches the server.
 func (b *PgBouncer) waitReady(ctx context.Context) error {
 	return b.d.waitReady(ctx, b.timeout, func(ctx context.Context) error {
-		conn, err := pgx.Connect(ctx, b.DSN("postgres")+"?default_query_exec_mode=simple_protocol")
+		conn, err := pgx.Connect(ctx, b.DSN("postgres")+"&default_query_exec_mode=simple_protocol")
 		if err != nil {
 			return err
 		}
@@ -170,20 +170,20 @@ func (b *PgBouncer) waitReady(ctx context.Context) error {
 // Addr returns PgBouncer's host:port.
 func (b *PgBouncer) Addr() string { return hostPort(b.Port) }
 
-// DSN returns a connection string for database through PgBouncer, as the
-// postgres user. It sets no query execution mode: in transaction pooling
+// DSN returns a connection string (a URL, without TLS) for database
+// through PgBouncer, as the postgres user. It sets no query execution mode: in transaction pooling
 // mode pgx's default (a named prepared statement per query, cached per
 // connection) fails, since consecutive transactions may run on different
 // server connections; add default_query_exec_mode=exec (or
 // cache_describe, or simple_protocol) for that.
 func (b *PgBouncer) DSN(database string) string {
-	return fmt.Sprintf("postgres://postgres@%s/%s", b.Addr(), database)
+	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", b.Addr(), database)
 }
 
 // Show runs SHOW what (POOLS, SERVERS, CLIENTS, STATS, DATABASES, …) on
 // PgBouncer's admin console and returns its rows as column → value.
 func (b *PgBouncer) Show(ctx context.Context, what string) ([]map[string]string, error) {
-	conn, err := pgx.Connect(ctx, b.DSN("pgbouncer")+"?default_query_exec_mode=simple_protocol")
+	conn, err := pgx.Connect(ctx, b.DSN("pgbouncer")+"&default_query_exec_mode=simple_protocol")
 	if err != nil {
 		return nil, fmt.Errorf("hatest: pgbouncer admin console: %w", err)
 	}

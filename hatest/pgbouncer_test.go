@@ -21,7 +21,7 @@ func TestPgBouncer(t *testing.T) {
 	b := hatest.NewPgBouncer(t, hatest.PgBouncerOptions{Server: pg.Nodes[0].Addr(), PoolSize: 3})
 
 	// 30 clients, each in its own transaction, share 3 server connections.
-	pool, err := pgxpool.New(ctx, b.DSN("postgres")+"?default_query_exec_mode=exec&pool_max_conns=30")
+	pool, err := pgxpool.New(ctx, b.DSN("postgres")+"&default_query_exec_mode=exec&pool_max_conns=30")
 	if err != nil {
 		t.Fatal(err)
 	}
