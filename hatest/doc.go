@@ -1,8 +1,8 @@
 // Package hatest starts real servers for tests: PostgreSQL primaries with
 // streaming replicas, PostgreSQL under Patroni with etcd, Redis with
-// Sentinels, MinIO (S3) and HAProxy, each on 127.0.0.1 on a random port,
-// and lets a test break them the way production breaks: kill a primary,
-// hang a node, promote a replica, lose the Redis master.
+// Sentinels, MinIO (S3), Mailpit (SMTP) and HAProxy, each on 127.0.0.1 on a
+// random port, and lets a test break them the way production breaks: kill
+// a primary, hang a node, promote a replica, lose the Redis master.
 //
 // It is to hakit what [net/http/httptest] is to net/http: the project's
 // own tests, benchmarks and local lab use it, and so can the tests of any
@@ -19,6 +19,7 @@
 //	pg := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 1})
 //	rd := hatest.NewRedis(t, hatest.RedisOptions{Replicas: 1, Sentinels: 3})
 //	s3 := hatest.NewMinIO(t, hatest.MinIOOptions{Bucket: "media"})
+//	mail := hatest.NewMailpit(t, hatest.MailpitOptions{})
 //	lb := hatest.NewHAProxy(t, hatest.HAProxyOptions{Backends: backends})
 //
 // Every option struct has a useful zero value; each field documents its
@@ -35,7 +36,8 @@
 // [RedisCluster.KillMaster] and [RedisCluster.WaitFailover] exercise
 // Sentinel; [MinIO] has Kill and Restart with its data kept; [HAProxy]
 // reports which backends are up and counts 5xx responses and connection
-// errors through its runtime API.
+// errors through its runtime API. [Mailpit] keeps every mail sent to its
+// SMTP address and lists them ([Mailpit.Messages], [Mailpit.Message]).
 //
 // [Process] runs the application's own binaries (built with [Build]) with
 // their output in the test log, and signals them as a deployment does.
@@ -43,8 +45,9 @@
 // # Requirements
 //
 // The servers are the Debian 12 packages postgresql-15, redis-server,
-// redis-sentinel, haproxy, patroni and etcd-server, and MinIO built with go
-// install github.com/minio/minio@latest; the project's make deps installs
+// redis-sentinel, haproxy, patroni and etcd-server, MinIO built with go
+// install github.com/minio/minio@latest and Mailpit with go install
+// github.com/axllent/mailpit@v1.33.1; the project's make deps installs
 // them all. A missing program fails the test with a [MissingBinaryError]
 // naming the package to install. Tests skip instead only when
 // HAKIT_SKIP_SERVICES=1 is set.
