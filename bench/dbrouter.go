@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,14 @@ func dbrouterSuite(ctx context.Context, r *report) error {
 	}
 	r.row("point select on a replica, 8 clients (queries/s)", fmt.Sprintf("%.0f", routerQPS), fmt.Sprintf("%.0f", rawQPS), "raw pgxpool")
 
+	wo, err := writeOverhead(ctx, quiet)
+	if err != nil {
+		return fmt.Errorf("write overhead: %w", err)
+	}
+	r.row("one-row insert, 4 clients (µs per write)", us(wo.router), us(wo.bare), "bare pgxpool transaction")
+	r.row("  the same with read-your-writes tracking (µs)", us(wo.routerRYW), us(wo.bare), "")
+	r.row("  round trips per write", fmt.Sprintf("%.1f", wo.routerTrips), fmt.Sprintf("%.1f", wo.bareTrips), "")
+
 	fo, err := failover(ctx, quiet, true)
 	if err != nil {
 		return fmt.Errorf("failover (dbrouter): %w", err)
@@ -53,6 +62,8 @@ func dbrouterSuite(ctx context.Context, r *report) error {
 	r.row("  reads served by the replica", fmt.Sprintf("%.0f%%", 100*ryw.replicaShare), "", "")
 
 	r.metric("dbrouter_read_overhead", fmt.Sprintf("%.3f", overhead))
+	r.metric("dbrouter_write_overhead", fmt.Sprintf("%.3f", wo.ratio))
+	r.metric("dbrouter_write_overhead_ryw", fmt.Sprintf("%.3f", wo.ratioRYW))
 	r.metric("dbrouter_failover_write_gap_ms", ms(fo.gap))
 	r.metric("pgx_multihost_failover_write_gap_ms", ms(base.gap))
 	r.metric("dbrouter_failover_caller_errors", fo.callerErrors)
@@ -67,6 +78,161 @@ func dbrouterSuite(ctx context.Context, r *report) error {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d)/float64(time.Microsecond)) }
+
+type writeOverheadResult struct {
+	ratio, ratioRYW         float64 // median of the rounds' latency ratios
+	router, routerRYW, bare time.Duration
+	routerTrips, bareTrips  float64 // client writes to the socket per transaction
+}
+
+// writeOverhead compares a one-row insert through Write with the same
+// insert in a bare pgxpool transaction (pgx.BeginFunc) on the same
+// primary: mean latency at 4 clients each, in paired rounds whose order
+// alternates, three ways per round (bare, Write, Write with a
+// read-your-writes context); the ratios are the medians of the rounds'.
+func writeOverhead(ctx context.Context, log *slog.Logger) (writeOverheadResult, error) {
+	var res writeOverheadResult
+	c, err := hatest.StartPostgres(ctx, hatest.PostgresOptions{})
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
+	const clients = 4
+	var routerWrites, bareWrites atomic.Int64
+	r, err := dbrouter.New(ctx, dbrouter.Config{Nodes: c.DSNs(), Logger: log,
+		ConfigurePool: func(_ string, pc *pgxpool.Config) {
+			pc.MaxConns = clients
+			countWrites(pc, &routerWrites)
+		}})
+	if err != nil {
+		return res, err
+	}
+	defer r.Close()
+	if _, err := r.Exec(ctx, "CREATE TABLE w (id bigserial PRIMARY KEY, v text NOT NULL)"); err != nil {
+		return res, err
+	}
+	pc, err := pgxpool.ParseConfig(c.Nodes[0].DSN())
+	if err != nil {
+		return res, err
+	}
+	pc.MaxConns = clients
+	countWrites(pc, &bareWrites)
+	bare, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return res, err
+	}
+	defer bare.Close()
+
+	const q = "INSERT INTO w (v) VALUES ($1)"
+	viaBare := func(ctx context.Context) error {
+		return pgx.BeginFunc(ctx, bare, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, q, "x")
+			return err
+		})
+	}
+	viaRouter := func(ctx context.Context) error {
+		return r.Write(ctx, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, q, "x")
+			return err
+		})
+	}
+	viaRouterRYW := func(ctx context.Context) error {
+		return viaRouter(dbrouter.WithMinLSN(ctx, 0))
+	}
+	ways := []func(context.Context) error{viaBare, viaRouter, viaRouterRYW}
+	for _, f := range ways {
+		if _, err := latency(ctx, f, clients, 300*time.Millisecond); err != nil {
+			return res, err
+		}
+	}
+	// Round trips: the client's writes to the socket per transaction,
+	// one client at a time.
+	routerWrites.Store(0)
+	bareWrites.Store(0)
+	const probe = 200
+	for range probe {
+		if err := errors.Join(viaBare(ctx), viaRouter(ctx)); err != nil {
+			return res, err
+		}
+	}
+	res.routerTrips = float64(routerWrites.Load()) / probe
+	res.bareTrips = float64(bareWrites.Load()) / probe
+
+	var lat [3][]float64
+	var rr, rrRYW []float64
+	for i := range 15 {
+		var got [3]time.Duration
+		for j := range 3 {
+			k := (i + j) % 3 // rotate the order
+			d, err := latency(ctx, ways[k], clients, 700*time.Millisecond)
+			if err != nil {
+				return res, err
+			}
+			got[k] = d
+			lat[k] = append(lat[k], float64(d))
+		}
+		rr = append(rr, float64(got[1])/float64(got[0]))
+		rrRYW = append(rrRYW, float64(got[2])/float64(got[0]))
+	}
+	res.ratio, res.ratioRYW = median(rr), median(rrRYW)
+	res.bare = time.Duration(median(lat[0]))
+	res.router = time.Duration(median(lat[1]))
+	res.routerRYW = time.Duration(median(lat[2]))
+	return res, nil
+}
+
+// latency runs f from clients goroutines for d and returns the mean time
+// per call.
+func latency(ctx context.Context, f func(context.Context) error, clients int, d time.Duration) (time.Duration, error) {
+	var n, total atomic.Int64
+	var firstErr atomic.Value
+	stop := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				t0 := time.Now()
+				if err := f(ctx); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				total.Add(int64(time.Since(t0)))
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, err
+	}
+	return time.Duration(total.Load() / max(n.Load(), 1)), nil
+}
+
+// countingConn counts the writes to a connection: with a protocol whose
+// client writes once per request, its round trips.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(b)
+}
+
+// countWrites makes pc's connections count their writes in n.
+func countWrites(pc *pgxpool.Config, n *atomic.Int64) {
+	var d net.Dialer
+	pc.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{Conn: c, n: n}, nil
+	}
+}
 
 // readOverhead compares Read of a point select with the same query on a
 // raw pgxpool.Pool on the same replica, 8 clients each, in alternating

@@ -1,0 +1,200 @@
+package dbrouter_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"hakit.dev/dbrouter"
+	"hakit.dev/hatest"
+)
+
+// Write sends BEGIN with fn's first statement and reads what a lost COMMIT
+// needs in the batch of fn's last one: every shape of fn must still run
+// in one transaction that commits exactly when it should.
+func TestWriteTransactionShapes(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	pg := c.Nodes[0]
+	r := newRouter(t, dbrouter.Config{Nodes: c.DSNs()})
+	if _, err := r.Exec(ctx, "CREATE TABLE s (k text PRIMARY KEY, v int NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	rows := func(k string) int {
+		return count(t, ctx, pg, "SELECT count(*) FROM s WHERE k = $1", k)
+	}
+	errFn := errors.New("fn failed")
+
+	for _, tc := range []struct {
+		name    string
+		fn      func(pgx.Tx) error
+		wantErr string // "" for success
+		rows    map[string]int
+	}{
+		{name: "exec with arguments", fn: func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "a")
+			return err
+		}, rows: map[string]int{"a": 1}},
+		{name: "two statements with arguments", fn: func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "b1"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "b2")
+			return err
+		}, rows: map[string]int{"b1": 1, "b2": 1}},
+		{name: "query row returning", fn: func(tx pgx.Tx) error {
+			var v int
+			if err := tx.QueryRow(ctx, "INSERT INTO s VALUES ($1, 7) RETURNING v", "c").Scan(&v); err != nil {
+				return err
+			}
+			if v != 7 {
+				return errors.New("RETURNING gave the wrong value")
+			}
+			return nil
+		}, rows: map[string]int{"c": 1}},
+		{name: "no rows, then a write", fn: func(tx pgx.Tx) error {
+			var v int
+			if err := tx.QueryRow(ctx, "SELECT v FROM s WHERE k = $1", "nobody").Scan(&v); err != pgx.ErrNoRows {
+				return errors.Join(errors.New("want pgx.ErrNoRows as it is"), err)
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "d")
+			return err
+		}, rows: map[string]int{"d": 1}},
+		{name: "several statements without arguments", fn: func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "INSERT INTO s VALUES ('e1', 1); INSERT INTO s VALUES ('e2', 1)")
+			return err
+		}, rows: map[string]int{"e1": 1, "e2": 1}},
+		{name: "write, then a query last", fn: func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "f1"); err != nil {
+				return err
+			}
+			rs, err := tx.Query(ctx, "INSERT INTO s VALUES ($1, 1) RETURNING k", "f2")
+			if err != nil {
+				return err
+			}
+			_, err = pgx.CollectRows(rs, pgx.RowTo[string])
+			return err
+		}, rows: map[string]int{"f1": 1, "f2": 1}},
+		{name: "savepoint rolled back", fn: func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "g1"); err != nil {
+				return err
+			}
+			sp, err := tx.Begin(ctx)
+			if err != nil {
+				return err
+			}
+			if _, err := sp.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "g2"); err != nil {
+				return err
+			}
+			return sp.Rollback(ctx)
+		}, rows: map[string]int{"g1": 1, "g2": 0}},
+		{name: "the connection used directly", fn: func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "h1"); err != nil {
+				return err
+			}
+			_, err := tx.Conn().Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "h2")
+			return err
+		}, rows: map[string]int{"h1": 1, "h2": 1}},
+		{name: "the connection used first", fn: func(tx pgx.Tx) error {
+			_, err := tx.Conn().Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "i")
+			if err != nil {
+				return err
+			}
+			return errFn // the insert must roll back: it ran in the transaction
+		}, wantErr: errFn.Error(), rows: map[string]int{"i": 0}},
+		{name: "fn fails after a write", fn: func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "j"); err != nil {
+				return err
+			}
+			return errFn
+		}, wantErr: errFn.Error(), rows: map[string]int{"j": 0}},
+		{name: "failed statement swallowed", fn: func(tx pgx.Tx) error {
+			_, _ = tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "k")
+			_, _ = tx.Exec(ctx, "INSERT INTO s VALUES ($1, 'not a number')", "k2")
+			return nil
+		}, wantErr: "the transaction failed", rows: map[string]int{"k": 0}},
+		{name: "fn commits itself", fn: func(tx pgx.Tx) error {
+			return tx.Commit(ctx)
+		}, wantErr: "leave COMMIT"},
+		{name: "nothing", fn: func(tx pgx.Tx) error { return nil }},
+	} {
+		err := r.Write(ctx, tc.fn)
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s: %v; want an error with %q", tc.name, err, tc.wantErr)
+		}
+		for k, want := range tc.rows {
+			if n := rows(k); n != want {
+				t.Errorf("%s: %d rows %q, want %d", tc.name, n, k, want)
+			}
+		}
+	}
+
+	// A read-your-writes context gets the commit LSN: a read with it
+	// sees the write.
+	before, err := pg.LSN(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx := dbrouter.WithMinLSN(ctx, 0)
+	if err := r.Write(rctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "l")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := dbrouter.MinLSN(rctx); uint64(got) <= uint64(before) {
+		t.Fatalf("MinLSN after a write = %v, want the commit's position (past %v)", got, before)
+	}
+}
+
+// A lost COMMIT after facts read in the batch of fn's last statement is
+// resolved as one read on their own: answer lost, one run and one row;
+// COMMIT lost, two runs and one row.
+func TestLostCommitAfterBatchedFacts(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	pg := c.Nodes[0]
+	px, dsn := proxied(t, pg)
+	r := newRouter(t, dbrouter.Config{Nodes: []string{dsn}})
+	if _, err := r.Exec(ctx, "CREATE TABLE t (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	insert := func(id int) (int, error) {
+		calls := 0
+		err := r.Write(ctx, func(tx pgx.Tx) error {
+			calls++
+			var got int
+			return tx.QueryRow(ctx, "INSERT INTO t VALUES ($1) RETURNING id", id).Scan(&got)
+		})
+		return calls, err
+	}
+
+	px.arm(func(client, server net.Conn) {
+		forward(server)
+		eventually(10*time.Second, func() bool { return countOn(ctx, pg, "SELECT count(*) FROM t WHERE id = 1") == 1 })
+	})
+	calls, err := insert(1)
+	if n := count(t, ctx, pg, "SELECT count(*) FROM t WHERE id = 1"); err != nil || n != 1 || calls != 1 {
+		t.Fatalf("COMMIT answer lost: %v, %d rows after %d runs; want 1 row, 1 run", err, n, calls)
+	}
+	wantResolutions(t, r, "committed", 1)
+
+	px.arm(func(client, server net.Conn) {})
+	calls, err = insert(2)
+	if n := count(t, ctx, pg, "SELECT count(*) FROM t WHERE id = 2"); err != nil || n != 1 || calls != 2 {
+		t.Fatalf("COMMIT lost: %v, %d rows after %d runs; want 1 row, 2 runs", err, n, calls)
+	}
+	wantResolutions(t, r, "aborted", 1)
+}
