@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -453,10 +454,10 @@ func (r *rp) exchange(t *testing.T, f *flow, code string) (*tokens, error) {
 	raw, _ := tok.Extra("id_token").(string)
 	idt, err := r.verifier.Verify(ctx, raw)
 	if err != nil {
-		t.Fatalf("ID token does not verify: %v", err)
+		return nil, fmt.Errorf("ID token does not verify: %w", err)
 	}
 	if idt.Nonce != f.nonce {
-		t.Fatalf("nonce %q, want %q", idt.Nonce, f.nonce)
+		return nil, fmt.Errorf("nonce %q, want %q", idt.Nonce, f.nonce)
 	}
 	return &tokens{tok: tok, idToken: idt, raw: raw}, nil
 }
@@ -513,6 +514,18 @@ func (r *rp) tokenRequest(t *testing.T, base string, form url.Values) (int, map[
 	var out map[string]any
 	_ = json.NewDecoder(resp.Body).Decode(&out)
 	return resp.StatusCode, out
+}
+
+// decodeSegment decodes one base64url JSON segment of a JWT into v.
+func decodeSegment(t *testing.T, seg string, v any) {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err == nil {
+		err = json.Unmarshal(b, v)
+	}
+	if err != nil {
+		t.Fatalf("JWT segment %q: %v", seg, err)
+	}
 }
 
 func codeForm(code, verifier, redirect string) url.Values {

@@ -87,7 +87,9 @@ func (kr *keyring) published(ctx context.Context) ([]*signingKey, error) {
 		return kr.keys, nil
 	}
 	var keys []*signingKey
-	err := kr.db.Read(ctx, func(q dbrouter.Querier) error {
+	// On the primary: the keys are cached, and a replica may not have the
+	// very first key yet.
+	err := kr.db.Write(ctx, func(q pgx.Tx) error {
 		rows, err := q.Query(ctx, `SELECT id, private_enc, active_from FROM signing_keys
 			WHERE expires_at IS NULL OR expires_at > now() ORDER BY active_from, id`)
 		if err != nil {

@@ -59,12 +59,13 @@ func (errNotFound) IsNotFound()     {}
 
 func hashToken(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }
 
-// read runs fn on a fresh-enough replica and, when it finds no row there,
-// once more on the primary (a row written by another user's request, which
-// the replica may not have yet).
+// read runs fn on a fresh-enough replica and, when it finds no row there
+// or fails there, once more on the primary: a row written by another
+// user's request, or a table made by a migration, that the replica may not
+// have replayed yet.
 func (s *storage) read(ctx context.Context, fn func(dbrouter.Querier) error) error {
 	err := s.db.Read(ctx, fn)
-	if errors.Is(err, pgx.ErrNoRows) {
+	if err != nil && ctx.Err() == nil {
 		err = s.primary(ctx, fn)
 	}
 	return err
@@ -681,7 +682,7 @@ func (s *storage) completeAuthRequest(ctx context.Context, a *authRequest, c *cl
 // hasConsent tells whether the user has consented to every scope asked.
 func (s *storage) hasConsent(ctx context.Context, userID, clientID string, scopes []string) (bool, error) {
 	var granted []string
-	err := s.db.Read(ctx, func(q dbrouter.Querier) error {
+	err := s.read(ctx, func(q dbrouter.Querier) error {
 		return q.QueryRow(ctx, "SELECT scopes FROM consents WHERE user_id = $1 AND client_id = $2", userID, clientID).Scan(&granted)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
