@@ -38,7 +38,7 @@ type Expect struct {
 type Report struct {
 	Orders       int // orders in the database
 	Acknowledged int // orders acknowledged to customers
-	Mails        int // order mails in Mailpit
+	Mails        int // order mails in Mailpit for the orders in the database
 
 	Lost            int // acknowledged orders missing from the database, or held under another key
 	Duplicates      int // orders beyond one per idempotency key, or without a key
@@ -247,8 +247,10 @@ func (l *Lab) Verify(ctx context.Context, want Expect) (Report, error) {
 	if err != nil {
 		return r, err
 	}
-	for _, n := range mails {
-		r.Mails += n
+	for oid, n := range mails {
+		if orders[oid] != nil {
+			r.Mails += n
+		}
 	}
 	for oid := range orders {
 		switch n := mails[oid]; {
