@@ -90,6 +90,7 @@ func newShop(ctx context.Context, hcfg hakit.Config, cfg config) (*hakit.App, *s
 		return nil, nil, err
 	}
 	s := &shop{cfg: cfg, db: app.DB(), outbox: jobs.NewOutbox(""), log: app.Logger()}
+	s.writeOrder = s.db.Write
 	if s.pages, err = s.parseTemplates(); err != nil {
 		return nil, nil, fmt.Errorf("templates: %w", err)
 	}

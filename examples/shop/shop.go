@@ -11,8 +11,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5"
 
 	"hakit.dev/dbrouter"
 	"hakit.dev/hakit"
@@ -81,6 +83,10 @@ type shop struct {
 	files    *uploads.Store // nil without S3 (HAKIT_S3_BUCKET)
 	pages    *hakit.Templates
 	log      *slog.Logger
+
+	// writeOrder runs the order's transaction: db.Write, and in tests a
+	// Write whose COMMIT answer is lost (dbrouter.ErrCommitUnknown).
+	writeOrder func(ctx context.Context, fn func(pgx.Tx) error) error
 }
 
 // routes mounts every page of the shop.
@@ -145,9 +151,35 @@ func (s *shop) funcs() template.FuncMap {
 	return template.FuncMap{
 		"money":    money,
 		"imageURL": s.imageURL,
-		"add":      func(a, b int) int { return a + b },
-		"mul":      func(a int64, b int) int64 { return a * int64(b) },
+		"picture":  func(p product, size string) picture { return picture{Product: p, Size: size} },
+		"tone":     func(id int64) int64 { return id % 6 },
+		"initials": initials,
 	}
+}
+
+// picture is the argument of the "pic" template: a product's image in a
+// size.
+type picture struct {
+	Product product
+	Size    string // "small" or "large"
+}
+
+// initials are the first letters of a name's first two words, for an
+// image's placeholder: "Cast-Iron Skillet" → "CS".
+func initials(name string) string {
+	var out []rune
+	for _, w := range strings.Fields(name) {
+		for _, r := range w {
+			if unicode.IsLetter(r) {
+				out = append(out, unicode.ToUpper(r))
+				break
+			}
+		}
+		if len(out) == 2 {
+			break
+		}
+	}
+	return string(out)
 }
 
 // money formats minor units as dollars: 123456 → "$1,234.56".
@@ -169,7 +201,7 @@ func money(cents int64) string {
 
 // render renders a page with the layout's data added to data: Page (the
 // body's data-page, the file name without .html unless data has one),
-// User, CartCount, Flashes, SSO and the search query Q.
+// User, CartCount, Flashes, SSO, the search query Q and form Errors.
 func (s *shop) render(w http.ResponseWriter, r *http.Request, status int, page string, data map[string]any) {
 	if data == nil {
 		data = map[string]any{}
@@ -182,8 +214,10 @@ func (s *shop) render(w http.ResponseWriter, r *http.Request, status int, page s
 	data["CartCount"] = s.cartCount(ctx)
 	data["Flashes"] = s.sessions.Flashes(ctx)
 	data["SSO"] = s.cfg.SSO.enabled()
-	if _, ok := data["Q"]; !ok {
-		data["Q"] = ""
+	for k, v := range map[string]any{"Q": "", "Errors": map[string]string{}} {
+		if _, ok := data[k]; !ok {
+			data[k] = v
+		}
 	}
 	w.Header().Set("Cache-Control", "no-store") // pages show the cart and the user
 	s.pages.Render(w, r, status, page, data)
@@ -205,6 +239,16 @@ func (s *shop) errorPage(w http.ResponseWriter, r *http.Request, e *hakit.HTTPEr
 // fail answers with a status and a message through the error page.
 func fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	hakit.Error(w, r, &hakit.HTTPError{Status: status, Message: msg})
+}
+
+// parseForm parses the request's form, answering the request when it
+// cannot (413 over the body limit, 400 malformed).
+func parseForm(w http.ResponseWriter, r *http.Request) error {
+	err := hakit.ParseForm(w, r)
+	if err != nil {
+		hakit.Error(w, r, err)
+	}
+	return err
 }
 
 // start runs once the migrations ran: the admin account, then the seed.

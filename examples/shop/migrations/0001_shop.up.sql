@@ -30,6 +30,8 @@ CREATE TABLE products (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX products_category_idx ON products (category_id) WHERE active;
+-- Full-text search of the catalog (GET /search).
+CREATE INDEX products_search_idx ON products USING gin (to_tsvector('english', name || ' ' || description));
 
 CREATE TABLE users (
     id            bigserial PRIMARY KEY,

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/mail"
+	"net/smtp"
+	"strings"
+	"time"
+
+	"hakit.dev/dbrouter"
+	"hakit.dev/jobs"
+)
+
+// pruneKeysTask deletes idempotency keys too old to be replayed.
+const pruneKeysTask = "shop:prune-checkout-keys"
+
+// keyLifetime is how long a checkout key answers a replay with its order.
+const keyLifetime = 7 * 24 * time.Hour
+
+// registerJobs registers the shop's task handlers on the worker.
+func (s *shop) registerJobs(w *jobs.Worker) {
+	jobs.Handle(w, orderMailTask, s.sendOrderMail)
+	jobs.Handle(w, pruneKeysTask, s.pruneKeys)
+}
+
+// schedule adds the shop's periodic tasks (run once per period across all
+// instances).
+func (s *shop) schedule(sc *jobs.Scheduler) error {
+	return sc.Add("shop-prune-checkout-keys", "@every 1h", pruneKeysTask, nil, jobs.Options{MaxRetry: 1})
+}
+
+// pruneKeys deletes the checkout keys older than keyLifetime.
+func (s *shop) pruneKeys(ctx context.Context, _ struct{}) error {
+	tag, err := s.db.Exec(ctx, "DELETE FROM checkout_keys WHERE created_at < now() - make_interval(secs => $1)", keyLifetime.Seconds())
+	if err == nil && tag.RowsAffected() > 0 {
+		s.log.Info("pruned checkout keys", "count", tag.RowsAffected())
+	}
+	return err
+}
+
+// sendOrderMail sends an order's confirmation, once: orders.mailed_at
+// records the sending, and a task run again (tasks are delivered at least
+// once) finds it and sends nothing. What remains is SMTP's own
+// at-least-once: a server that took the mail but whose answer was lost, or
+// a crash between the sending and the recording, sends it again on the
+// retry. The read sees the order even on a lagging replica: the task
+// carries the position of the commit that enqueued it.
+func (s *shop) sendOrderMail(ctx context.Context, t orderMail) error {
+	var o order
+	err := s.db.Read(ctx, func(q dbrouter.Querier) error {
+		var err error
+		o, err = readOrderForMail(ctx, q, t.OrderID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if o.MailedAt != nil {
+		return nil // sent by an earlier run
+	}
+	msg := orderMessage(o, s.cfg.MailFrom, time.Now())
+	if s.cfg.SMTPAddr == "" {
+		s.log.Info("order mail (SHOP_SMTP_ADDR unset: not sent)", "order", o.ID, "to", o.Email, "message", string(msg))
+	} else if err := sendMail(ctx, s.cfg.SMTPAddr, s.cfg.MailFrom, o.Email, msg); err != nil {
+		return fmt.Errorf("order %d: %w", o.ID, err)
+	}
+	_, err = s.db.Exec(ctx, "UPDATE orders SET mailed_at = now() WHERE id = $1 AND mailed_at IS NULL", o.ID)
+	return err
+}
+
+// readOrderForMail reads an order whoever placed it.
+func readOrderForMail(ctx context.Context, q dbrouter.Querier, id int64) (order, error) {
+	var owner string
+	var userID *int64
+	if err := q.QueryRow(ctx, "SELECT coalesce(session_owner, ''), user_id FROM orders WHERE id = $1", id).Scan(&owner, &userID); err != nil {
+		return order{}, err
+	}
+	return readOrder(ctx, q, id, userID, owner)
+}
+
+// orderMessage is the confirmation mail of o, headers and plain-text body.
+func orderMessage(o order, from string, now time.Time) []byte {
+	var b strings.Builder
+	to := mail.Address{Name: o.Name, Address: o.Email}
+	fmt.Fprintf(&b, "From: %s\r\n", (&mail.Address{Name: "Hakit Goods", Address: from}).String())
+	fmt.Fprintf(&b, "To: %s\r\n", to.String())
+	fmt.Fprintf(&b, "Subject: Your order #%d\r\n", o.ID)
+	fmt.Fprintf(&b, "Date: %s\r\n", now.Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "Message-ID: <order-%d@%s>\r\n", o.ID, domainOf(from))
+	b.WriteString("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
+
+	fmt.Fprintf(&b, "Hello %s,\r\n\r\nthank you for your order #%d. We are packing it now.\r\n\r\n", o.Name, o.ID)
+	for _, l := range o.Lines {
+		fmt.Fprintf(&b, "  %2d x %-40s %12s\r\n", l.Qty, l.Name, money(l.Total()))
+	}
+	fmt.Fprintf(&b, "\r\n  %-45s %12s\r\n\r\n", "Total", money(o.Total))
+	a := o.Address
+	fmt.Fprintf(&b, "It goes to:\r\n  %s\r\n  %s\r\n  %s %s\r\n  %s\r\n\r\n", a.Name, a.Street, a.Zip, a.City, a.Country)
+	b.WriteString("Hakit Goods\r\n")
+	return []byte(b.String())
+}
+
+func domainOf(email string) string {
+	if i := strings.LastIndexByte(email, '@'); i >= 0 {
+		return email[i+1:]
+	}
+	return "localhost"
+}
+
+// sendMail sends msg by SMTP (no TLS, no authentication: a local relay or
+// Mailpit), within ctx's deadline.
+func sendMail(ctx context.Context, addr, from, to string, msg []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	if err := conn.SetDeadline(deadline); err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	c, err := smtp.NewClient(conn, host)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Mail(from); err != nil {
+		return err
+	}
+	if err := c.Rcpt(to); err != nil {
+		return err
+	}
+	wc, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := wc.Write(msg); err != nil {
+		return err
+	}
+	if err := wc.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
