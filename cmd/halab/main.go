@@ -1,14 +1,16 @@
 // Command halab runs hakit's HA lab on this machine, in the foreground: a
 // Patroni cluster of PostgreSQL nodes with etcd, Redis with a replica and
-// three Sentinels, MinIO (S3), and HAProxy in front of the lab's app
-// instances. It prints every endpoint and credential, takes chaos commands
+// three Sentinels, MinIO (S3), Mailpit (SMTP with a web UI), and the shop
+// example (examples/shop, built with go build) as three instances behind
+// HAProxy. It prints every endpoint and credential, takes chaos commands
 // on standard input, and stops everything on Ctrl-C or SIGTERM.
 //
 //	make demo            # or: go run ./cmd/halab
-//	go run ./cmd/halab -apps 3 -pg 3
+//	go run ./cmd/halab -shop 3 -pg 3
+//	go run ./cmd/halab -apps 2   # small stand-in apps instead of the shop
 //
-// Type help at the prompt for the chaos commands (kill-primary,
-// kill-redis-master, drain app0, …).
+// Type help at the prompt for the chaos commands (kill-app shop1,
+// rolling-restart, kill-primary, kill-redis-master, kill-minio, load on, …).
 package main
 
 import (
@@ -36,18 +38,22 @@ import (
 // config is halab's command line.
 type config struct {
 	pgNodes int
-	apps    int
+	apps    int    // stand-in apps instead of the shop
+	shops   int    // shop instances
+	shopDir string // the shop module's directory
 	noInput bool
 }
 
 func main() {
 	var cfg config
 	flag.IntVar(&cfg.pgNodes, "pg", 2, "PostgreSQL nodes in the Patroni cluster")
-	flag.IntVar(&cfg.apps, "apps", 2, "lab app instances behind HAProxy")
+	flag.IntVar(&cfg.shops, "shop", 3, "shop instances behind HAProxy")
+	flag.IntVar(&cfg.apps, "apps", 0, "run this many small stand-in apps behind HAProxy instead of the shop")
+	flag.StringVar(&cfg.shopDir, "shop-dir", "", "the shop module's directory (default: examples/shop of the repository)")
 	flag.BoolVar(&cfg.noInput, "no-input", false, "ignore standard input (no chaos prompt)")
 	flag.Parse()
-	if cfg.pgNodes < 1 || cfg.apps < 1 {
-		fmt.Fprintln(os.Stderr, "halab: -pg and -apps must be at least 1")
+	if err := cfg.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "halab:", err)
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -81,10 +87,25 @@ type lab struct {
 	pg    *hatest.PatroniCluster
 	redis *hatest.RedisCluster
 	minio *hatest.MinIO
+	mail  *hatest.Mailpit
 	lb    *hatest.HAProxy
 	apps  []*labApp
+	shop  *shopLab // nil with -apps
 	out   io.Writer
 	outMu sync.Mutex
+}
+
+// check refuses a command line that cannot make a lab.
+func (c config) check() error {
+	switch {
+	case c.pgNodes < 1:
+		return errors.New("-pg must be at least 1")
+	case c.apps < 0 || c.shops < 0:
+		return errors.New("-apps and -shop cannot be negative")
+	case c.apps == 0 && c.shops == 0:
+		return errors.New("-shop or -apps must be at least 1")
+	}
+	return nil
 }
 
 // run starts the lab, serves it until ctx ends, and stops it.
@@ -98,11 +119,22 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 		}
 	}()
 	start := time.Now()
+	if cfg.apps > 0 {
+		cfg.shops = 0
+	}
 
+	// The shop builds while the services come up.
+	var wg sync.WaitGroup
+	var buildErr error
+	if cfg.shops > 0 {
+		l.shop = &shopLab{lab: l, log: log}
+		wg.Go(func() {
+			buildErr = l.shop.build(ctx, cfg.shopDir)
+		})
+	}
 	// The services come up in parallel. A Start function that fails
 	// returns a nil service, which close skips.
-	var wg sync.WaitGroup
-	var pgErr, redisErr, minioErr error
+	var pgErr, redisErr, minioErr, mailErr error
 	wg.Go(func() {
 		log.Info("starting PostgreSQL under Patroni with etcd", "nodes", cfg.pgNodes)
 		l.pg, pgErr = hatest.StartPatroni(ctx, hatest.PatroniOptions{Nodes: cfg.pgNodes})
@@ -115,8 +147,12 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 		log.Info("starting MinIO")
 		l.minio, minioErr = hatest.StartMinIO(ctx, hatest.MinIOOptions{Bucket: "hakit"})
 	})
+	wg.Go(func() {
+		log.Info("starting Mailpit")
+		l.mail, mailErr = hatest.StartMailpit(ctx, hatest.MailpitOptions{})
+	})
 	wg.Wait()
-	if err := errors.Join(pgErr, redisErr, minioErr); err != nil {
+	if err := errors.Join(buildErr, pgErr, redisErr, minioErr, mailErr); err != nil {
 		return err
 	}
 
@@ -129,6 +165,13 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 		l.apps = append(l.apps, a)
 		backends = append(backends, hatest.Backend{Name: a.name, Addr: a.addr})
 	}
+	if l.shop != nil {
+		b, err := l.shop.prepare(cfg.shops)
+		if err != nil {
+			return err
+		}
+		backends = append(backends, b...)
+	}
 	lb, err := hatest.StartHAProxy(ctx, hatest.HAProxyOptions{Backends: backends})
 	if err != nil {
 		return err
@@ -139,6 +182,12 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 		err := lb.WaitServerStatus(wctx, a.name, "UP")
 		cancel()
 		if err != nil {
+			return err
+		}
+	}
+	if l.shop != nil {
+		log.Info("starting the shop instances (the first migrates and seeds the catalog)", "instances", cfg.shops)
+		if err := l.shop.startAll(ctx); err != nil {
 			return err
 		}
 	}
@@ -154,11 +203,17 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 
 func (l *lab) close() error {
 	var errs []error
+	if l.shop != nil {
+		errs = append(errs, l.shop.close())
+	}
 	if l.lb != nil {
 		errs = append(errs, l.lb.Close())
 	}
 	for _, a := range l.apps {
 		errs = append(errs, a.srv.Close())
+	}
+	if l.mail != nil {
+		errs = append(errs, l.mail.Close())
 	}
 	if l.minio != nil {
 		errs = append(errs, l.minio.Close())
@@ -209,7 +264,11 @@ func (l *lab) printTable(ctx context.Context) {
 	fmt.Fprintf(tw, "redis sentinels\t%s\tmaster name %q\n", strings.Join(l.redis.SentinelAddrs(), ","), l.redis.MasterName)
 	fmt.Fprintf(tw, "minio (S3)\t%s\tbucket %s, access key %s, secret key %s, region %s, path-style\n",
 		l.minio.Endpoint, l.minio.Bucket, l.minio.AccessKey, l.minio.SecretKey, l.minio.Region)
+	fmt.Fprintf(tw, "mailpit\t%s\tweb UI and API; SMTP on %s\n", l.mail.URL, l.mail.SMTPAddr)
 	fmt.Fprintf(tw, "haproxy\t%s\tstats page %s\n", l.lb.URL, l.lb.StatsURL)
+	if l.shop != nil {
+		l.shop.table(tw)
+	}
 	for _, a := range l.apps {
 		state := "ready"
 		if !a.ready.Load() {
@@ -229,7 +288,11 @@ const help = `commands:
   start-redis NODE       start a killed Redis node again (Sentinel makes it a replica)
   kill-minio             kill -9 MinIO
   start-minio            start MinIO again with its data
-  drain APP              make a lab app's /readyz answer 503 (HAProxy takes it out)
+  kill-app NAME          kill -9 a shop instance (shop0, shop1, …): its in-flight requests fail
+  start-app NAME         start a killed or stopped shop instance again
+  rolling-restart        SIGTERM each shop instance in turn, wait until it drained and exited, start it again
+  load on|off            scripted customers shopping through HAProxy (bounded rate), a live line every 2 s
+  drain APP              make a stand-in app's /readyz answer 503 (HAProxy takes it out; -apps only)
   ready APP              make it answer 200 again
   help                   this text
   quit                   stop the lab (as Ctrl-C does)`
@@ -332,6 +395,11 @@ func (l *lab) command(ctx context.Context, cmd string, args []string) error {
 			return err
 		}
 		l.say("MinIO started")
+	case "kill-app", "start-app", "rolling-restart", "load":
+		if l.shop == nil {
+			return fmt.Errorf("%s acts on the shop; this lab runs stand-in apps (-apps)", cmd)
+		}
+		return l.shop.command(ctx, cmd, args)
 	case "drain", "ready":
 		name, err := arg()
 		if err != nil {

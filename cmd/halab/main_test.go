@@ -84,3 +84,67 @@ func TestLabUpChaosDown(t *testing.T) {
 		}
 	}
 }
+
+// TestLabRunsTheShop runs the lab with two shop instances, checks the shop
+// answers through HAProxy, and uses the shop's chaos commands and the
+// customer load through the prompt.
+func TestLabRunsTheShop(t *testing.T) {
+	if os.Getenv(hatest.EnvSkipServices) == "1" {
+		t.Skip("HAKIT_SKIP_SERVICES=1")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	bin := hatest.Build(t, ".")
+	stdin, cmds := io.Pipe()
+	defer cmds.Close()
+	p := hatest.NewProcess(t, hatest.ProcessOptions{Path: bin, Args: []string{"-shop", "2", "-pg", "1"}, Stdin: stdin})
+	if err := p.WaitOutput(ctx, "halab: ready"); err != nil {
+		t.Fatal(err)
+	}
+	out := p.Output()
+	for _, want := range []string{"mailpit", "web UI", "admin login admin@example.test", "shop shop1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("endpoint table lacks %q:\n%s", want, out)
+		}
+	}
+	m := regexp.MustCompile(`(?m)^shop\s+(http://\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no shop URL in:\n%s", out)
+	}
+	resp, err := http.Get(m[1] + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `data-page="home"`) {
+		t.Fatalf("shop home page through HAProxy: %d %.300q", resp.StatusCode, body)
+	}
+
+	step := func(cmd, want string) {
+		t.Helper()
+		fmt.Fprintln(cmds, cmd)
+		if err := p.WaitOutput(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step("load on", "req/s")
+	step("kill-app shop1", "killed shop1 (kill -9)")
+	step("kill-app shop1", "shop1 is not running")
+	step("start-app shop1", "shop1 is up behind HAProxy again")
+	step("rolling-restart", "rolling restart done")
+	step("load off", "load: stopped")
+	step("kill-app nosuch", `no shop instance "nosuch"`)
+	step("load maybe", "load needs on or off")
+
+	if err := p.Terminate(); err != nil {
+		t.Fatal(err)
+	}
+	code, err := p.Wait(ctx)
+	if err != nil || code != 0 {
+		t.Fatalf("halab exit code %d, %v; want 0\n%s", code, err, p.Output())
+	}
+	if !strings.Contains(p.Output(), "halab: stopped") {
+		t.Fatalf("halab did not report a clean stop:\n%s", p.Output())
+	}
+}
