@@ -61,6 +61,9 @@ type config struct {
 	keys        keyConfig
 	life        lifetimes
 	checkSector bool
+
+	throttleWindow              time.Duration
+	throttleAccount, throttleIP int
 }
 
 func readConfig(env *hakit.Env) config {
@@ -73,6 +76,9 @@ func readConfig(env *hakit.Env) config {
 			`[{"id":"shop","secret":"…","redirect_uris":["https://shop.example/login/sso/callback"]}]`),
 		checkSector: env.Bool("SSO_CHECK_SECTOR_URI", true, "fetch a client's sector_identifier_uri at registration and check it lists the redirect URIs"),
 	}
+	c.throttleWindow = env.Duration("SSO_THROTTLE_WINDOW", 15*time.Minute, "window of the failed-attempt counters")
+	c.throttleAccount = env.Int("SSO_THROTTLE_ACCOUNT", 10, "failed logins per account (or client authentications per client) per window before 429")
+	c.throttleIP = env.Int("SSO_THROTTLE_IP", 100, "failed logins and client authentications per client address per window before 429")
 	c.argon = argon2id.Params{
 		Memory:      uint32(env.Int("SSO_ARGON2_MEMORY_KIB", 64*1024, "argon2id memory per password hash, KiB (RFC 9106: 65536)")),
 		Iterations:  uint32(env.Int("SSO_ARGON2_TIME", 3, "argon2id passes")),
@@ -156,7 +162,9 @@ func serve(ctx context.Context, hcfg hakit.Config, cfg config) error {
 	}
 	kek := derive(cfg.secret, "sso signing keys")
 	keys := newKeyring(app.DB(), kek[:], cfg.keys, lg)
-	st := &storage{db: app.DB(), keys: keys, life: cfg.life, sessions: sessions, log: lg}
+	th := &throttle{rdb: app.Redis(), window: cfg.throttleWindow, perKey: int64(cfg.throttleAccount),
+		perIP: int64(cfg.throttleIP), log: lg}
+	st := &storage{db: app.DB(), keys: keys, life: cfg.life, sessions: sessions, throttle: th, log: lg}
 
 	app.OnStart(func(ctx context.Context) error { // after the migrations
 		salt, err := pairwiseSalt(ctx, app.DB())
@@ -205,6 +213,9 @@ func serve(ctx context.Context, hcfg hakit.Config, cfg config) error {
 	r.Handle("/static/*", http.StripPrefix("/static/", staticHandler(static)))
 	r.Get("/.well-known/openid-configuration", discovery(provider, st))
 	wb.routes(r)
+	for _, path := range []string{"/oauth/token", "/oauth/introspect", "/revoke"} {
+		r.With(th.tokenThrottle).Post(path, provider.ServeHTTP)
+	}
 	r.Mount("/", provider) // /authorize, /oauth/token, /userinfo, /keys, /end_session, …
 	return app.Run(ctx)
 }

@@ -162,6 +162,37 @@ func TestBadRequests(t *testing.T) {
 	if p.status != http.StatusUnauthorized || !strings.Contains(p.body, "Wrong e-mail address or password") {
 		t.Errorf("wrong password: %d", p.status)
 	}
+
+	// Guessing: after 10 failures (SSO_THROTTLE_ACCOUNT) of one account,
+	// 429 with Retry-After, even for the right password; other accounts
+	// are not affected.
+	for i := 0; i < 9; i++ {
+		nb.post("/login", url.Values{"email": {"carol@example.com"}, "password": {"guess " + string(rune('a'+i))}})
+	}
+	req, _ := http.NewRequest("POST", c.issuer+"/login", strings.NewReader(url.Values{"email": {"carol@example.com"},
+		"password": {"correct horse battery"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("11th attempt: %d, Retry-After %q; want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if p := c.browser().post("/login", url.Values{"email": {"alice-not-here@example.com"}, "password": {"x"}}); p.status != http.StatusUnauthorized {
+		t.Errorf("another account while carol is throttled: %d", p.status)
+	}
+	// Same for a client secret: 10 wrong ones, then 429 for the right one.
+	a2c := c.rp("client-a2")
+	bad := &rp{spec: a2c.spec}
+	bad.spec.Secret = "guess-0123456789-0123456789-0123456789"
+	for i := 0; i < 10; i++ {
+		bad.tokenRequest(t, c.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}})
+	}
+	if st, body := a2c.tokenRequest(t, c.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}}); st != http.StatusTooManyRequests {
+		t.Errorf("client secret after 10 failures: %d %v; want 429", st, body)
+	}
 }
 
 // flip changes the first character of s.

@@ -19,6 +19,7 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/op"
 
 	"hakit.dev/dbrouter"
+	"hakit.dev/hakit"
 	"hakit.dev/session"
 )
 
@@ -42,6 +43,7 @@ type storage struct {
 	salt     []byte
 	life     lifetimes
 	sessions *session.Manager
+	throttle *throttle
 	log      *slog.Logger
 }
 
@@ -122,6 +124,7 @@ func (s *storage) AuthorizeClientIDSecret(ctx context.Context, id, secret string
 		return err
 	}
 	if c.secretHash == nil || subtle.ConstantTimeCompare(c.secretHash, hashToken(secret)) != 1 {
+		s.throttle.failed(ctx, "client", id, hakit.ClientIP(ctx).String())
 		return errors.New("invalid client secret")
 	}
 	return nil

@@ -326,6 +326,10 @@ func (wb *web) login(w http.ResponseWriter, r *http.Request) {
 		d.AuthRequestID, d.Client = a.id, c.name
 	}
 	pw := f.Get("password")
+	if wait := wb.st.throttle.blocked(ctx, "acct", d.Email, clientIP(r)); wait > 0 {
+		tooMany(w, r, wait)
+		return
+	}
 	var uid, hash string
 	err := wb.st.read(ctx, func(q dbrouter.Querier) error {
 		return q.QueryRow(ctx, "SELECT id, password_hash FROM users WHERE email = $1", d.Email).Scan(&uid, &hash)
@@ -339,7 +343,8 @@ func (wb *web) login(w http.ResponseWriter, r *http.Request) {
 	}
 	match, err := argon2id.ComparePasswordAndHash(pw, hash)
 	if err != nil || !match || uid == "" || len(pw) > 1024 {
-		wb.log.InfoContext(ctx, "login failed", "ip", hakit.ClientIP(ctx).String())
+		wb.log.InfoContext(ctx, "login failed", "ip", clientIP(r))
+		wb.st.throttle.failed(ctx, "acct", d.Email, clientIP(r))
 		wb.render(w, r, http.StatusUnauthorized, "login.html", page{Title: "Sign in", Error: "Wrong e-mail address or password.", Data: d})
 		return
 	}
