@@ -23,7 +23,9 @@ type RedisOptions struct {
 	// replicates asynchronously, so a write the master acknowledged can
 	// vanish when Sentinel promotes a replica that had not received it.
 	// Defaults to 1; negative turns the confirmation off (a standalone
-	// Redis has no replica to wait for). Not supported on Redis Cluster.
+	// Redis has no replica to wait for). On Redis Cluster the change and
+	// its WAIT go together to the master of the session key's hash slot,
+	// so they count that shard's replicas.
 	WaitReplicas int
 
 	// WaitTimeout bounds that confirmation. Defaults to 100ms. When it
@@ -48,7 +50,7 @@ type RedisOptions struct {
 	// token is gone too, so the user is anonymous, not logged in; after a
 	// refused logout the session is gone from the master. Defaults to
 	// false (the change stands, with a warning). No effect when WaitReplicas
-	// is negative or on Redis Cluster.
+	// is negative.
 	RequireConfirm bool
 
 	// Logger receives those warnings. Defaults to slog.Default().
@@ -76,9 +78,6 @@ func NewRedisStore(rdb redis.UniversalClient, opts RedisOptions) *RedisStore {
 	}
 	if opts.WaitReplicas == 0 {
 		opts.WaitReplicas = 1
-	}
-	if _, cluster := rdb.(*redis.ClusterClient); cluster {
-		opts.WaitReplicas = -1
 	}
 	if opts.WaitTimeout == 0 {
 		opts.WaitTimeout = 100 * time.Millisecond
@@ -155,7 +154,7 @@ func (s *RedisStore) Apply(ctx context.Context, token string, c Change) (bool, e
 	if c.Touch() {
 		// PEXPIREAT leaves a missing key missing and says so.
 		var touched bool
-		err := s.durably(ctx, c.Durable, func(p redis.Pipeliner) {
+		err := s.durably(ctx, key, c.Durable, func(p redis.Pipeliner) {
 			p.PExpireAt(ctx, key, c.Expiry)
 		}, func(cmds []redis.Cmder) error {
 			v, err := cmds[0].(*redis.BoolCmd).Result()
@@ -166,7 +165,7 @@ func (s *RedisStore) Apply(ctx context.Context, token string, c Change) (bool, e
 	}
 	var applied int64
 	run := func(eval bool) error {
-		return s.durably(ctx, c.Durable, func(p redis.Pipeliner) {
+		return s.durably(ctx, key, c.Durable, func(p redis.Pipeliner) {
 			if eval {
 				applyScript.Eval(ctx, p, []string{key}, args...)
 			} else {
@@ -189,16 +188,28 @@ func (s *RedisStore) Apply(ctx context.Context, token string, c Change) (bool, e
 
 // Delete implements Store.
 func (s *RedisStore) Delete(ctx context.Context, token string, durable bool) error {
-	return s.durably(ctx, durable, func(p redis.Pipeliner) {
-		p.Del(ctx, s.opts.Prefix+token)
+	key := s.opts.Prefix + token
+	return s.durably(ctx, key, durable, func(p redis.Pipeliner) {
+		p.Del(ctx, key)
 	}, func(cmds []redis.Cmder) error { return cmds[0].Err() })
 }
 
-// durably runs the commands queue adds and, for a durable change, WAIT in
-// the same pipeline (so on the same connection, which WAIT is about).
-func (s *RedisStore) durably(ctx context.Context, durable bool, queue func(redis.Pipeliner), check func([]redis.Cmder) error) error {
+// durably runs the commands queue adds (on key) and, for a durable
+// change, WAIT in the same pipeline (so on the same connection, which WAIT
+// is about). On Redis Cluster that pipeline goes to key's master itself: a
+// cluster pipeline would send the keyless WAIT to any node.
+func (s *RedisStore) durably(ctx context.Context, key string, durable bool, queue func(redis.Pipeliner), check func([]redis.Cmder) error) error {
 	wait := durable && s.opts.WaitReplicas > 0
-	p := s.rdb.Pipeline()
+	var p redis.Pipeliner
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok && wait {
+		master, err := cc.MasterForKey(ctx, key)
+		if err != nil {
+			return fmt.Errorf("session: redis: the master of %s's slot: %w", s.opts.Prefix+"…", err)
+		}
+		p = master.Pipeline()
+	} else {
+		p = s.rdb.Pipeline()
+	}
 	queue(p)
 	var waitCmd *redis.Cmd
 	if wait {
