@@ -63,7 +63,9 @@ type Config struct {
 	Rate int
 	// Window is the span the latency percentiles cover. Defaults to 10s.
 	Window time.Duration
-	// RequestTimeout bounds each request. Defaults to 10s.
+	// RequestTimeout bounds each request. Defaults to 30s, hakit's own
+	// request deadline (HAKIT_REQUEST_TIMEOUT): a shopper's browser waits
+	// at least that long, so an answer that comes later is slow, not lost.
 	RequestTimeout time.Duration
 	// PlaceAttempts is how often a customer sends its place request (the
 	// same key each time) before it gives up. Defaults to 8.
@@ -110,7 +112,7 @@ func (c *Config) defaults() error {
 	}
 	defDur(&c.Duration, time.Minute, time.Hour, "Duration")
 	defDur(&c.Window, 10*time.Second, time.Hour, "Window")
-	defDur(&c.RequestTimeout, 10*time.Second, 5*time.Minute, "RequestTimeout")
+	defDur(&c.RequestTimeout, 30*time.Second, 5*time.Minute, "RequestTimeout")
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

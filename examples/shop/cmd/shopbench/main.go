@@ -101,6 +101,14 @@ func run(ctx context.Context, dir string, pageRate int, verbose bool, out io.Wri
 	fmt.Fprintf(tw, "product pages, 16 clients\t%s\t%d\t%d\t\t%.0f/s, p99 %s\n", through.Took.Round(100*time.Millisecond), through.Requests, through.Failed, through.RPS, through.P99.Round(100*time.Microsecond))
 	fmt.Fprintf(tw, "product pages, %d/s\t%s\t%d\t%d\t\tp50 %s, p99 %s\n", pageRate, fixed.Took.Round(100*time.Millisecond), fixed.Requests, fixed.Failed, fixed.P50.Round(100*time.Microsecond), fixed.P99.Round(100*time.Microsecond))
 	tw.Flush()
+	for _, s := range res.Steps {
+		if s.Load.Failed > 0 {
+			fmt.Fprintf(out, "%s: %s\n", s.Step, s.Load)
+		}
+		if s.Window.Requests > 0 {
+			fmt.Fprintf(out, "%s, failover window: %s\n", s.Step, s.Window)
+		}
+	}
 	fmt.Fprintf(out, "final check: %s\n", res.Final)
 
 	fmt.Fprintf(out, "METRIC shop_orders_lost=%d\n", res.Final.Lost)
