@@ -207,17 +207,25 @@ func Start(ctx context.Context, cfg Config) (*Load, error) {
 func (l *Load) pace(ctx context.Context) {
 	t := time.NewTicker(time.Second / time.Duration(l.cfg.Rate))
 	defer t.Stop()
-	for n := 0; n < l.cfg.MaxRequests; n++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	// One token is on offer from a tick until a customer takes it; an
+	// untaken one does not pile up, so the rate is never exceeded.
+	offered := false
+	for n := 0; n < l.cfg.MaxRequests; {
+		if !offered {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				offered = true
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case l.tokens <- struct{}{}:
-		case <-t.C: // nobody was waiting: the load is slower than the rate
+			n++
+			offered = false
+		case <-t.C:
 		}
 	}
 	l.cancel() // MaxRequests reached
