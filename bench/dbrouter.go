@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +41,7 @@ func dbrouterSuite(ctx context.Context, r *report) error {
 	}
 	r.row("one-row insert, 4 clients (µs per write)", us(wo.router), us(wo.bare), "bare pgxpool transaction")
 	r.row("  the same with read-your-writes tracking (µs)", us(wo.routerRYW), us(wo.bare), "")
+	r.row("  CPU per write, client and server (µs)", us(wo.routerCPU), us(wo.bareCPU), fmt.Sprintf("ratio %.3f", wo.cpuRatio))
 	r.row("  round trips per write", fmt.Sprintf("%.1f", wo.routerTrips), fmt.Sprintf("%.1f", wo.bareTrips), "")
 
 	fo, err := failover(ctx, quiet, true)
@@ -64,6 +68,8 @@ func dbrouterSuite(ctx context.Context, r *report) error {
 	r.metric("dbrouter_read_overhead", fmt.Sprintf("%.3f", overhead))
 	r.metric("dbrouter_write_overhead", fmt.Sprintf("%.3f", wo.ratio))
 	r.metric("dbrouter_write_overhead_ryw", fmt.Sprintf("%.3f", wo.ratioRYW))
+	r.metric("dbrouter_write_cpu_ratio", fmt.Sprintf("%.3f", wo.cpuRatio))
+	r.metric("dbrouter_write_cpu_ratio_ryw", fmt.Sprintf("%.3f", wo.cpuRatioRYW))
 	r.metric("dbrouter_failover_write_gap_ms", ms(fo.gap))
 	r.metric("pgx_multihost_failover_write_gap_ms", ms(base.gap))
 	r.metric("dbrouter_failover_caller_errors", fo.callerErrors)
@@ -83,15 +89,18 @@ func us(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d)/float64(
 
 type writeOverheadResult struct {
 	ratio, ratioRYW         float64 // median of the rounds' latency ratios
+	cpuRatio, cpuRatioRYW   float64 // the same for CPU time per write, client and server
 	router, routerRYW, bare time.Duration
+	routerCPU, bareCPU      time.Duration
 	routerTrips, bareTrips  float64 // client writes to the socket per transaction
 }
 
 // writeOverhead compares a one-row insert through Write with the same
 // insert in a bare pgxpool transaction (pgx.BeginFunc) on the same
-// primary: mean latency at 4 clients each, in paired rounds whose order
-// alternates, three ways per round (bare, Write, Write with a
-// read-your-writes context); the ratios are the medians of the rounds'.
+// primary: mean latency at 4 clients each, and CPU time per write (this
+// process and the PostgreSQL server's processes), in 21 rounds of three
+// ways (bare, Write, Write with a read-your-writes context) whose order
+// rotates; the ratios are the medians of the rounds'.
 func writeOverhead(ctx context.Context, log *slog.Logger) (writeOverheadResult, error) {
 	var res writeOverheadResult
 	c, err := hatest.StartPostgres(ctx, hatest.PostgresOptions{})
@@ -143,7 +152,7 @@ func writeOverhead(ctx context.Context, log *slog.Logger) (writeOverheadResult, 
 	}
 	ways := []func(context.Context) error{viaBare, viaRouter, viaRouterRYW}
 	for _, f := range ways {
-		if _, err := latency(ctx, f, clients, 300*time.Millisecond); err != nil {
+		if _, _, err := latency(ctx, f, clients, 300*time.Millisecond); err != nil {
 			return res, err
 		}
 	}
@@ -160,32 +169,40 @@ func writeOverhead(ctx context.Context, log *slog.Logger) (writeOverheadResult, 
 	res.routerTrips = float64(routerWrites.Load()) / probe
 	res.bareTrips = float64(bareWrites.Load()) / probe
 
-	var lat [3][]float64
-	var rr, rrRYW []float64
-	for i := range 15 {
-		var got [3]time.Duration
+	pids := c.Nodes[0].Pids()
+	var lat, cpu [3][]float64
+	var rr, rrRYW, rc, rcRYW []float64
+	for i := range 21 {
+		var got, used [3]float64
 		for j := range 3 {
 			k := (i + j) % 3 // rotate the order
-			d, err := latency(ctx, ways[k], clients, 700*time.Millisecond)
+			c0, s0 := processCPU(), processesCPU(pids)
+			d, n, err := latency(ctx, ways[k], clients, 500*time.Millisecond)
 			if err != nil {
 				return res, err
 			}
-			got[k] = d
-			lat[k] = append(lat[k], float64(d))
+			c1, s1 := processCPU(), processesCPU(pids)
+			got[k] = float64(d)
+			used[k] = float64(c1-c0+s1-s0) / float64(n)
+			lat[k] = append(lat[k], got[k])
+			cpu[k] = append(cpu[k], used[k])
 		}
-		rr = append(rr, float64(got[1])/float64(got[0]))
-		rrRYW = append(rrRYW, float64(got[2])/float64(got[0]))
+		rr, rrRYW = append(rr, got[1]/got[0]), append(rrRYW, got[2]/got[0])
+		rc, rcRYW = append(rc, used[1]/used[0]), append(rcRYW, used[2]/used[0])
 	}
 	res.ratio, res.ratioRYW = median(rr), median(rrRYW)
+	res.cpuRatio, res.cpuRatioRYW = median(rc), median(rcRYW)
 	res.bare = time.Duration(median(lat[0]))
 	res.router = time.Duration(median(lat[1]))
 	res.routerRYW = time.Duration(median(lat[2]))
+	res.bareCPU = time.Duration(median(cpu[0]))
+	res.routerCPU = time.Duration(median(cpu[1]))
 	return res, nil
 }
 
 // latency runs f from clients goroutines for d and returns the mean time
-// per call.
-func latency(ctx context.Context, f func(context.Context) error, clients int, d time.Duration) (time.Duration, error) {
+// per call and the number of calls.
+func latency(ctx context.Context, f func(context.Context) error, clients int, d time.Duration) (time.Duration, int64, error) {
 	var n, total atomic.Int64
 	var firstErr atomic.Value
 	stop := time.Now().Add(d)
@@ -205,9 +222,33 @@ func latency(ctx context.Context, f func(context.Context) error, clients int, d 
 	}
 	wg.Wait()
 	if err, _ := firstErr.Load().(error); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return time.Duration(total.Load() / max(n.Load(), 1)), nil
+	return time.Duration(total.Load() / max(n.Load(), 1)), max(n.Load(), 1), nil
+}
+
+// processesCPU returns the CPU time the processes pids have used (those
+// still running), from /proc.
+func processesCPU(pids []int) time.Duration {
+	var total time.Duration
+	for _, p := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which may hold spaces): state is
+		// the first, utime and stime the 12th and 13th, in clock ticks
+		// (100 per second on Linux).
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(u+st) * 10 * time.Millisecond
+	}
+	return total
 }
 
 // countingConn counts the writes to a connection: with a protocol whose
