@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,6 +31,12 @@ var errMasterChanged = errors.New("jobs: the Redis master changed")
 // *redis.Client, plain or Sentinel).
 type connector interface{ Conn() *redis.Conn }
 
+// masterConn is a client of one master: a *redis.Client.
+type masterConn interface {
+	connector
+	redis.Cmdable
+}
+
 // confirmKey is the key the confirmation writes, so that its connection's
 // replication offset covers every write the master took before.
 const confirmKey = "hakit:jobs:confirm"
@@ -44,6 +53,10 @@ type masterID struct {
 	replicas      int     // connected replicas when asked
 	offset        int64   // master_repl_offset when asked
 	acked         []int64 // the offset each replica acknowledged when asked
+	// shards, on Redis Cluster, are the IDs of every master by address;
+	// runID and replID then join theirs, so that a change of any master
+	// is a change of m.
+	shards map[string]masterID
 }
 
 // String is how the outbox records the master that holds a row's task.
@@ -96,13 +109,49 @@ func parseMasterID(info string) (masterID, error) {
 	return m, nil
 }
 
-// master asks the Redis master the client talks to now who it is.
+// master asks the Redis master the client talks to now who it is; on
+// Redis Cluster, every master.
 func (c *Client) master(ctx context.Context) (masterID, error) {
-	info, err := c.rdb.Info(ctx, "server", "replication").Result()
+	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
+		return clusterMasters(ctx, cc)
+	}
+	return masterOn(ctx, c.rdb)
+}
+
+// masterOn asks the master behind rdb who it is.
+func masterOn(ctx context.Context, rdb redis.Cmdable) (masterID, error) {
+	info, err := rdb.Info(ctx, "server", "replication").Result()
 	if err != nil {
 		return masterID{}, fmt.Errorf("jobs: ask the Redis master for its ID: %w", err)
 	}
 	return parseMasterID(info)
+}
+
+// clusterMasters asks every master of a Redis Cluster who it is. A task's
+// queue lives on one of them (asynq's keys carry the queue as hash tag),
+// and the confirmation covers them all, so it needs no queue.
+func clusterMasters(ctx context.Context, cc *redis.ClusterClient) (masterID, error) {
+	var mu sync.Mutex
+	shards := map[string]masterID{}
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, cl *redis.Client) error {
+		m, err := masterOn(ctx, cl)
+		if err != nil {
+			return fmt.Errorf("%s: %w", cl.Options().Addr, err)
+		}
+		mu.Lock()
+		shards[cl.Options().Addr] = m
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return masterID{}, err
+	}
+	addrs := slices.Sorted(maps.Keys(shards))
+	run, repl := make([]string, len(addrs)), make([]string, len(addrs))
+	for i, a := range addrs {
+		run[i], repl[i] = shards[a].runID, shards[a].replID
+	}
+	return masterID{runID: strings.Join(run, ","), replID: strings.Join(repl, ","), shards: shards}, nil
 }
 
 // confirm returns nil once WaitReplicas replicas of the master m have
@@ -117,10 +166,49 @@ func (c *Client) master(ctx context.Context) (masterID, error) {
 // acknowledged. The answer rests on the offsets INFO reports, not on WAIT
 // alone: go-redis may retry a command on a new connection (even a Conn's),
 // where WAIT has nothing to wait for, or on a restarted server.
+//
+// On Redis Cluster it does so on every master of m, each with a key of its
+// own slots: the master that took a task is among them.
 func (c *Client) confirm(ctx context.Context, m masterID) error {
+	if m.shards == nil {
+		return c.confirmOn(ctx, c.rdb.(masterConn), confirmKey, m)
+	}
+	cc := c.rdb.(*redis.ClusterClient)
+	for addr, sm := range m.shards {
+		cl, key, err := shardKey(ctx, cc, addr)
+		if err != nil {
+			return err
+		}
+		if err := c.confirmOn(ctx, cl, key, sm); err != nil {
+			return fmt.Errorf("shard %s: %w", addr, err)
+		}
+	}
+	return nil
+}
+
+// shardKey returns the client of the cluster's master at addr and a
+// confirmation key in its slots; an error wrapping errMasterChanged if no
+// master is at addr any more.
+func shardKey(ctx context.Context, cc *redis.ClusterClient, addr string) (*redis.Client, string, error) {
+	for i := range 4096 {
+		key := confirmKey + ":{" + strconv.Itoa(i) + "}"
+		cl, err := cc.MasterForKey(ctx, key)
+		if err != nil {
+			return nil, "", fmt.Errorf("jobs: the master of %s: %w", key, err)
+		}
+		if cl.Options().Addr == addr {
+			return cl, key, nil
+		}
+	}
+	return nil, "", fmt.Errorf("%w (%s serves no slot)", errMasterChanged, addr)
+}
+
+// confirmOn is confirm on one master, reached through rdb, with key in its
+// slots.
+func (c *Client) confirmOn(ctx context.Context, rdb masterConn, key string, m masterID) error {
 	if m.replicas < c.waitReplicas {
 		// No WAIT can succeed. Still tell whether m holds what it took.
-		now, err := c.master(ctx)
+		now, err := masterOn(ctx, rdb)
 		if err != nil {
 			return err
 		}
@@ -129,7 +217,7 @@ func (c *Client) confirm(ctx context.Context, m masterID) error {
 		}
 		return fmt.Errorf("%w: the master has %d of %d replicas", ErrNotConfirmed, now.replicas, c.waitReplicas)
 	}
-	conn := c.rdb.(connector).Conn()
+	conn := rdb.Conn()
 	defer conn.Close()
 	fail := func(step string, err error) error {
 		return fmt.Errorf("jobs: confirm on Redis replicas: %s: %w", step, err)
@@ -137,7 +225,7 @@ func (c *Client) confirm(ctx context.Context, m masterID) error {
 	var before *redis.StringCmd
 	if _, err := conn.Pipelined(ctx, func(p redis.Pipeliner) error {
 		before = p.Info(ctx, "server", "replication")
-		p.Set(ctx, confirmKey, time.Now().UnixNano(), time.Minute)
+		p.Set(ctx, key, time.Now().UnixNano(), time.Minute)
 		return nil
 	}); err != nil {
 		return fail("INFO, SET", err)

@@ -712,8 +712,8 @@ func TestConfirmationSettings(t *testing.T) {
 	}
 
 	bad := map[string]*jobs.Client{
-		"WaitReplicas -1":  jobs.NewClient(rdb, jobs.ClientConfig{WaitReplicas: -1}),
-		"a Cluster client": jobs.NewClient(redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}}), jobs.ClientConfig{}),
+		"WaitReplicas -1": jobs.NewClient(rdb, jobs.ClientConfig{WaitReplicas: -1}),
+		"a Ring client":   jobs.NewClient(redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}}), jobs.ClientConfig{}),
 	}
 	for what, c := range bad {
 		if _, err := jobs.NewRelay(jobs.RelayConfig{DB: e.db, Client: c}); err == nil || !strings.Contains(err.Error(), "NoReplicas") {

@@ -140,7 +140,9 @@ type ClientConfig struct {
 
 	// NoReplicas declares a Redis without replicas to wait for: a single
 	// server (development, or a deployment that accepts losing the queue
-	// with its server) or a Cluster client. The relay then forgets a row,
+	// with its server), or a Cluster without replicas. (On a Cluster with
+	// replicas the confirmation runs on every master: the one that took a
+	// task is among them.) The relay then forgets a row,
 	// and the scheduler a tick, as soon as the master acknowledged the
 	// task; losing that Redis loses those tasks with everything else it
 	// held. Defaults to false: with a single server and NoReplicas unset,
@@ -159,7 +161,7 @@ type ClientConfig struct {
 // NewClient returns a Client on rdb (a *redis.Client, a Sentinel failover
 // client, or a cluster client). Closing the Client does not close rdb.
 // A configuration the confirmation cannot work with (a negative
-// WaitReplicas, a Cluster client without NoReplicas) is reported by
+// WaitReplicas, another client without NoReplicas) is reported by
 // [NewRelay] and [Scheduler.Start].
 func NewClient(rdb redis.UniversalClient, cfg ClientConfig) *Client {
 	if cfg.Retention <= 0 {
@@ -183,11 +185,13 @@ func NewClient(rdb redis.UniversalClient, cfg ClientConfig) *Client {
 			Help: "Tasks put on a queue, by type.", ConstLabels: nameLabel(cfg.Name)}, []string{"type"})}
 	c.metrics = metricset.Set{c.enqueued}
 	if !cfg.NoReplicas {
-		switch _, ok := rdb.(connector); {
+		_, ok := rdb.(masterConn)
+		_, cluster := rdb.(*redis.ClusterClient)
+		switch {
 		case cfg.WaitReplicas < 0:
 			c.confirmErr = fmt.Errorf("jobs: ClientConfig.WaitReplicas is %d; set NoReplicas to turn the confirmation off", cfg.WaitReplicas)
-		case !ok:
-			c.confirmErr = fmt.Errorf("jobs: confirming tasks on Redis replicas needs one master (a *redis.Client, plain or Sentinel), not a %T; set ClientConfig.NoReplicas", rdb)
+		case !ok && !cluster:
+			c.confirmErr = fmt.Errorf("jobs: confirming tasks on Redis replicas needs a *redis.Client (plain or Sentinel) or a *redis.ClusterClient, not a %T; set ClientConfig.NoReplicas", rdb)
 		}
 	}
 	return c
