@@ -126,7 +126,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		}
 		a.db = db
 		a.registry.MustRegister(db)
-		a.Add("database", &dbComponent{db: db, migrations: cfg.Migrations, skipLibrary: cfg.SkipLibraryMigrations, log: a.log})
+		a.Add("database", &dbComponent{db: db, migrations: cfg.Migrations, skipLibrary: cfg.SkipLibraryMigrations, opts: cfg.migrateOptions(), log: a.log})
 	}
 	a.newRedis() // redis.go
 	return a, nil

@@ -128,6 +128,33 @@ type Config struct {
 	// once. Needs DatabaseURLs.
 	Migrations fs.FS
 
+	// ContractMigrations, if set, holds the contract migrations
+	// (NNN_name.up.sql): the second half of expand/contract changes,
+	// run only by [App.MigrateContract] (`hakit migrate contract`), never
+	// at start. The app refuses to start on a database that carries a
+	// contract migration this FS does not hold. Defaults to the directory
+	// named "contract" beside the Migrations, if any. See
+	// docs/migrations.md.
+	ContractMigrations fs.FS
+
+	// MigrationLockTimeout bounds each lock a migration waits for
+	// (PostgreSQL's lock_timeout) [HAKIT_MIGRATION_LOCK_TIMEOUT]: behind a
+	// long transaction, the migration gives up, is undone and retried,
+	// instead of queueing every query on the table behind its lock.
+	// Defaults to 5s.
+	MigrationLockTimeout time.Duration
+
+	// MigrationStatementTimeout bounds each migration file (PostgreSQL's
+	// statement_timeout) [HAKIT_MIGRATION_STATEMENT_TIMEOUT]. Defaults to
+	// 10 minutes; negative: none.
+	MigrationStatementTimeout time.Duration
+
+	// MigrationLockRetry is how long a migration that timed out waiting
+	// for a lock is retried, with backoff, while /readyz says starting
+	// with the reason [HAKIT_MIGRATION_LOCK_RETRY]; then start-up fails.
+	// Defaults to 2 minutes; negative: the first lock timeout fails it.
+	MigrationLockRetry time.Duration
+
 	// SkipLibraryMigrations, if true, leaves the library's own tables
 	// (jobs.Migrations, session.Migrations) alone at start
 	// [HAKIT_SKIP_LIBRARY_MIGRATIONS]: the database's administrator
@@ -257,6 +284,9 @@ func EnvVars() []EnvVar {
 		{"HAKIT_READ_HEADER_TIMEOUT", "ReadHeaderTimeout", "10s", "http.Server ReadHeaderTimeout; 0: none"},
 		{"HAKIT_IDLE_TIMEOUT", "IdleTimeout", "120s", "http.Server IdleTimeout; 0: none"},
 		{"HAKIT_DATABASE_URL_n", "DatabaseURLs", "", "PostgreSQL connection strings, one per variable: HAKIT_DATABASE_URL_1, _2, … without gaps"},
+		{"HAKIT_MIGRATION_LOCK_TIMEOUT", "MigrationLockTimeout", "5s", "lock_timeout of each migration; a timed-out migration is undone and retried"},
+		{"HAKIT_MIGRATION_STATEMENT_TIMEOUT", "MigrationStatementTimeout", "10m", "statement_timeout of each migration file; 0: none"},
+		{"HAKIT_MIGRATION_LOCK_RETRY", "MigrationLockRetry", "2m", "how long lock timeouts of the start-up migrations are retried; 0: not retried"},
 		{"HAKIT_SKIP_LIBRARY_MIGRATIONS", "SkipLibraryMigrations", "false", "do not run the library's own migrations at start (the DBA applies them)"},
 		{"HAKIT_LOG_LEVEL", "LogLevel", "info", "debug, info, warn or error"},
 		{"HAKIT_REDIS_URL", "Redis.URL", "", "a single Redis server: redis://[user:password@]host:port[/db], rediss://… (TLS) or unix:///path"},
@@ -337,6 +367,9 @@ func (e *Env) Config() Config {
 	}{
 		{"HAKIT_DRAIN_DELAY", &c.DrainDelay, true}, {"HAKIT_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout, false},
 		{"HAKIT_REQUEST_TIMEOUT", &c.RequestTimeout, true},
+		{"HAKIT_MIGRATION_LOCK_TIMEOUT", &c.MigrationLockTimeout, false},
+		{"HAKIT_MIGRATION_STATEMENT_TIMEOUT", &c.MigrationStatementTimeout, true},
+		{"HAKIT_MIGRATION_LOCK_RETRY", &c.MigrationLockRetry, true},
 	}
 	for _, d := range durations {
 		v := get(d.name)

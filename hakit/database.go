@@ -2,10 +2,13 @@ package hakit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"hakit.dev/dbrouter"
 	"hakit.dev/health"
@@ -17,19 +20,24 @@ type dbComponent struct {
 	db          *dbrouter.Router
 	migrations  fs.FS
 	skipLibrary bool // Config.SkipLibraryMigrations
+	opts        MigrateOptions
 	log         *slog.Logger
+	waiting     atomic.Pointer[string] // why the migrations wait, for /readyz
 }
 
 func (d *dbComponent) Start(ctx context.Context) error {
+	opts := d.opts
+	opts.Log = d.log
+	opts.Status = func(reason string) { d.waiting.Store(&reason) }
 	// The library's tables unless skipped; the app's migrations when set.
 	if !d.skipLibrary {
-		return Migrate(ctx, d.db, d.migrations, d.log)
+		return MigrateWith(ctx, d.db, d.migrations, opts)
 	}
 	d.log.Info("hakit: library migrations skipped (SkipLibraryMigrations): the database's administrator applies them")
-	if d.migrations == nil {
+	if d.migrations == nil && opts.Contract == nil {
 		return nil
 	}
-	return migrateDB(ctx, d.db, nil, d.migrations, d.log)
+	return migrateDB(ctx, d.db, nil, d.migrations, opts)
 }
 
 // Stop closes the router. Its Close waits for every borrowed connection to
@@ -77,6 +85,16 @@ func (d *dbComponent) borrowed() string {
 // the load balancer.
 func (d *dbComponent) HealthChecks() []health.Check {
 	return []health.Check{{
+		// Why the start-up migrations wait, while they do.
+		Name:     "migrations",
+		Interval: 250 * time.Millisecond,
+		Func: func(context.Context) error {
+			if r := d.waiting.Load(); r != nil && *r != "" {
+				return errors.New(*r)
+			}
+			return nil
+		},
+	}, {
 		Name: "postgres:primary",
 		Func: func(ctx context.Context) error {
 			pool, err := d.db.Primary()

@@ -2,21 +2,26 @@ package hakit
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/golang-migrate/migrate/v4"
+	"github.com/golang-migrate/migrate/v4/database"
 	migratepgx "github.com/golang-migrate/migrate/v4/database/pgx/v5"
+	"github.com/golang-migrate/migrate/v4/source"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -41,6 +46,18 @@ const LibraryMigrationsTable = "hakit_schema_migrations"
 // also takes its own lock around the app's migrations, inside this one.)
 const MigrationLockKey int64 = 0x68616b69745f6d67 // "hakit_mg"
 
+// ContractMigrationsTable is the table, golang-migrate's format, in which
+// [MigrateContract] records the contract migrations it applied. The
+// expand migrations keep golang-migrate's schema_migrations.
+const ContractMigrationsTable = "hakit_contract_migrations"
+
+// appMigrationsTable is golang-migrate's table of the app's migrations.
+const appMigrationsTable = "schema_migrations"
+
+// contractDir is the directory of contract migrations beside the expand
+// ones: migrations/ and migrations/contract/.
+const contractDir = "contract"
+
 // libraryMigrations are the migrations of the library's own tables, in the
 // order they are applied: each package's by version.
 func libraryMigrations() []migrationSource {
@@ -64,40 +81,129 @@ type migrationFile struct {
 	sql     string
 }
 
-// Migrate brings the database of db up to date, on its primary: first the
-// library's own tables — the outbox and Once's table of package jobs, the
-// PostgreSQL session store's table — from [jobs.Migrations] and
+// MigrateOptions tune [MigrateWith]. The zero value is usable.
+type MigrateOptions struct {
+	// LockTimeout bounds each lock a migration waits for (PostgreSQL's
+	// lock_timeout, set for every migration): a migration stuck behind a
+	// long transaction gives up quickly instead of stalling every query
+	// queued behind the lock it waits for. Defaults to 5s.
+	LockTimeout time.Duration
+
+	// StatementTimeout bounds each migration file (PostgreSQL's
+	// statement_timeout, set for every migration; a file's statements
+	// run as one). Defaults to 10 minutes; negative: none.
+	StatementTimeout time.Duration
+
+	// LockRetry is how long a migration that timed out waiting for a lock
+	// is retried, with backoff (1s doubling up to 15s, with jitter): the
+	// long transaction may end meanwhile. Each attempt releases every lock
+	// it took. Defaults to 2 minutes; negative: no retry, the first lock
+	// timeout is returned.
+	LockRetry time.Duration
+
+	// Log receives the progress and the retries. Defaults to
+	// slog.Default().
+	Log *slog.Logger
+
+	// Contract holds the contract migrations this release knows
+	// (Config.ContractMigrations). MigrateWith refuses to run when the
+	// database carries a contract migration it does not know: the release
+	// is older than one whose contract step already ran. Defaults to the
+	// directory named "contract" beside the app's migrations, if any.
+	Contract fs.FS
+
+	// Status, if set, is called with the reason the migrations wait
+	// (a lock timeout retried) and with "" once they no longer do:
+	// hakit.App shows it in /readyz?verbose while it is starting.
+	Status func(reason string)
+
+	undo *undoState // made by withDefaults: what attempts pass on
+}
+
+// undoState is what an attempt leaves to the next: the invalid indexes a
+// CONCURRENTLY statement cut short left, to drop before running it again.
+type undoState struct {
+	mu      sync.Mutex
+	pending []string
+}
+
+func (o MigrateOptions) withDefaults() MigrateOptions {
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 5 * time.Second
+	}
+	if o.StatementTimeout == 0 {
+		o.StatementTimeout = 10 * time.Minute
+	}
+	if o.LockRetry == 0 {
+		o.LockRetry = 2 * time.Minute
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Status == nil {
+		o.Status = func(string) {}
+	}
+	if o.undo == nil {
+		o.undo = &undoState{}
+	}
+	return o
+}
+
+// Migrate is [MigrateWith] with the default options, logging to log (nil:
+// slog.Default()).
+func Migrate(ctx context.Context, db *dbrouter.Router, fsys fs.FS, log *slog.Logger) error {
+	return MigrateWith(ctx, db, fsys, MigrateOptions{Log: log})
+}
+
+// MigrateWith brings the database of db up to date, on its primary: first
+// the library's own tables — the outbox and Once's table of package jobs,
+// the PostgreSQL session store's table — from [jobs.Migrations] and
 // [session.Migrations], recorded in [LibraryMigrationsTable]; then the
 // app's golang-migrate migrations in fsys, recorded in schema_migrations.
 // fsys may be nil: the library's migrations alone are applied. hakit.App
-// calls Migrate at start, with Config.Migrations, whenever it has a
-// database.
+// calls it at start, with Config.Migrations, whenever it has a database.
 //
 // The migrations in fsys are files named NNN_name.up.sql (golang-migrate's
 // format; .down.sql files are allowed and never run). When none sit at the
 // root of fsys, the one directory that holds some is used — an embed.FS
 // made with //go:embed migrations/*.sql holds them under "migrations/" —
 // and several such directories, or none, are an error saying what to do.
+// A directory named "contract" is never run here: see [MigrateContract].
+//
+// # Locks
+//
+// Each migration runs with lock_timeout and statement_timeout set
+// (opts.LockTimeout, opts.StatementTimeout). A file's statements run as
+// one implicit transaction, so a migration that fails leaves nothing
+// behind; a CONCURRENTLY statement (CREATE INDEX CONCURRENTLY, DROP INDEX
+// CONCURRENTLY, REINDEX CONCURRENTLY) cannot run in one, so it must be
+// alone in its file, where it runs outside any transaction. A migration
+// that times out waiting for a lock is undone (schema_migrations is set
+// back from dirty to the previous version, and an invalid index a
+// CONCURRENTLY statement left is dropped) and retried with backoff for
+// opts.LockRetry; then MigrateWith gives up with an error that names the
+// file, the statement and what to do.
+//
+// A migration that fails otherwise leaves schema_migrations dirty, as
+// golang-migrate defines it, and the next start says what to do.
 //
 // It all runs under one PostgreSQL advisory lock ([MigrationLockKey]), so
 // instances starting together migrate once. Each library migration runs
 // in a transaction with the row that records it, so it is applied once or
-// not at all. While no primary is known Migrate waits for one, up to ctx;
-// without fsys it first asks any node, and returns at once when every
+// not at all. While no primary is known MigrateWith waits for one, up to
+// ctx; without fsys it first asks any node, and returns at once when every
 // library migration is already recorded there. A failover meanwhile (a
 // connection error, or 25006: the node is now a replica) is logged and
-// retried on the new primary, with backoff, up to ctx. log may be nil
-// (slog.Default()).
-func Migrate(ctx context.Context, db *dbrouter.Router, fsys fs.FS, log *slog.Logger) error {
-	return migrateDB(ctx, db, libraryMigrations(), fsys, log)
+// retried on the new primary, with backoff, up to ctx.
+func MigrateWith(ctx context.Context, db *dbrouter.Router, fsys fs.FS, opts MigrateOptions) error {
+	return migrateDB(ctx, db, libraryMigrations(), fsys, opts)
 }
 
-func migrateDB(ctx context.Context, db *dbrouter.Router, lib []migrationSource, fsys fs.FS, log *slog.Logger) error {
-	if log == nil {
-		log = slog.Default()
-	}
+func migrateDB(ctx context.Context, db *dbrouter.Router, lib []migrationSource, fsys fs.FS, opts MigrateOptions) error {
+	opts = opts.withDefaults()
+	log := opts.Log
 	if fsys != nil {
-		root, dir, err := findMigrations(fsys)
+		root, dir, err := findMigrations(fsys, true)
 		if err != nil {
 			return err
 		}
@@ -113,23 +219,96 @@ func migrateDB(ctx context.Context, db *dbrouter.Router, lib []migrationSource, 
 	if err != nil {
 		return err
 	}
-	// A failover during the migrations (the primary killed or demoted
-	// between finding it and running the DDL) is retried on the new
-	// primary: nothing half-applied is recorded.
+	if fsys != nil && opts.Contract == nil {
+		// The convention: migrations/ and migrations/contract/.
+		if st, err := fs.Stat(fsys, contractDir); err == nil && st.IsDir() {
+			if opts.Contract, err = fs.Sub(fsys, contractDir); err != nil {
+				return fmt.Errorf("hakit: migrations: %w", err)
+			}
+		}
+	}
+	return retryMigrations(ctx, opts, func() error {
+		return migrateOnce(ctx, db, files, fsys, opts, appMigrationsTable)
+	})
+}
+
+// retryMigrations runs attempt until it succeeds, retrying a failover
+// (the primary killed or demoted between finding it and running the DDL:
+// nothing half-applied is recorded) with backoff up to ctx, and a lock
+// timeout with backoff for opts.LockRetry.
+func retryMigrations(ctx context.Context, opts MigrateOptions, attempt func() error) error {
+	log := opts.Log
 	delay := 100 * time.Millisecond
+	lockDelay := time.Second
+	var firstLockTimeout time.Time
+	defer opts.Status("")
 	for {
-		err := migrateOnce(ctx, db, files, fsys, log)
-		if err == nil || ctx.Err() != nil || !migrationRetryable(err) {
+		err := attempt()
+		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		log.Warn("hakit: migrations: the primary was lost or demoted, retrying", "err", err, "in", delay)
+		var wait time.Duration
+		switch {
+		case lockTimedOut(err):
+			if firstLockTimeout.IsZero() {
+				firstLockTimeout = time.Now()
+			}
+			waited := time.Since(firstLockTimeout)
+			if opts.LockRetry < 0 || waited+lockDelay > opts.LockRetry {
+				if left := opts.undo.left(); len(left) > 0 {
+					err = fmt.Errorf("%w; the invalid indexes %q it left are still there: drop them (DROP INDEX CONCURRENTLY) before the next start", err, left)
+				}
+				return fmt.Errorf("hakit: migrations: gave up after retrying lock timeouts for %s: %w", waited.Round(time.Second), err)
+			}
+			// Jitter, so that instances do not retry in step.
+			wait = lockDelay/2 + rand.N(lockDelay)
+			lockDelay = min(2*lockDelay, 15*time.Second)
+			reason := fmt.Sprintf("migrations: a migration timed out waiting for a table lock another transaction holds; retrying in %s (for up to %s): %v",
+				wait.Round(time.Millisecond), opts.LockRetry, err)
+			opts.Status(reason)
+			log.Warn("hakit: migrations: lock timeout, retrying", "err", err, "in", wait, "waited", waited.Round(time.Millisecond))
+		case migrationRetryable(err):
+			wait = delay
+			delay = min(2*delay, 2*time.Second)
+			log.Warn("hakit: migrations: the primary was lost or demoted, retrying", "err", err, "in", wait)
+		default:
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w (then %w while retrying)", err, ctx.Err())
-		case <-time.After(delay):
+		case <-time.After(wait):
 		}
-		delay = min(2*delay, 2*time.Second)
 	}
+}
+
+// lockTimedOut reports whether err is PostgreSQL's lock timeout (55P03,
+// lock_not_available), also inside golang-migrate's errors.
+func lockTimedOut(err error) bool {
+	pgErr := pgErrorOf(err)
+	return pgErr != nil && pgErr.Code == "55P03"
+}
+
+// pgErrorOf finds the *pgconn.PgError in err, looking inside
+// golang-migrate's database.Error (which does not unwrap).
+func pgErrorOf(err error) *pgconn.PgError {
+	for err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			return pgErr
+		}
+		var dbErr database.Error
+		var dbErrP *database.Error
+		switch {
+		case errors.As(err, &dbErr):
+			err = dbErr.OrigErr
+		case errors.As(err, &dbErrP):
+			err = dbErrP.OrigErr
+		default:
+			return nil
+		}
+	}
+	return nil
 }
 
 // migrationRetryable reports whether err says the primary went away or
@@ -161,12 +340,16 @@ func migrationRetryable(err error) bool {
 }
 
 // migrateOnce is one attempt of migrateDB, on the primary known now.
-func migrateOnce(ctx context.Context, db *dbrouter.Router, files []migrationFile, fsys fs.FS, log *slog.Logger) error {
+func migrateOnce(ctx context.Context, db *dbrouter.Router, files []migrationFile, fsys fs.FS, opts MigrateOptions, table string) error {
+	log := opts.Log
 	if fsys == nil {
 		// A replica that has every library migration recorded means the
 		// primary has too: no need to wait for the primary, or to lock.
 		if pool, err := db.Replica(); err == nil {
 			if done, _ := libraryApplied(ctx, pool, files); done {
+				if err := checkContract(ctx, pool, opts.Contract); err != nil {
+					return err
+				}
 				log.Info("hakit: migrations: up to date")
 				return nil
 			}
@@ -198,9 +381,14 @@ func migrateOnce(ctx context.Context, db *dbrouter.Router, files []migrationFile
 		// Closing the connection releases the lock anyway.
 		conn.Exec(uctx, `SELECT pg_advisory_unlock($1)`, MigrationLockKey)
 	}()
+	if table == appMigrationsTable {
+		if err := checkContract(ctx, conn, opts.Contract); err != nil {
+			return err
+		}
+	}
 	applied := 0
 	if len(files) > 0 {
-		applied, err = applyLibrary(ctx, conn, files, log)
+		applied, err = applyLibrary(ctx, conn, files, opts)
 		if err != nil {
 			return err
 		}
@@ -211,7 +399,7 @@ func migrateOnce(ctx context.Context, db *dbrouter.Router, files []migrationFile
 		}
 		return nil
 	}
-	return migrateApp(ctx, pool, fsys, applied, start, log)
+	return migrateApp(ctx, pool, fsys, table, applied, start, opts)
 }
 
 // lockMigrations takes the migrations' advisory lock on conn, waiting for
@@ -332,13 +520,6 @@ func libraryApplied(ctx context.Context, pool *pgxpool.Pool, files []migrationFi
 	return true, nil
 }
 
-// libraryLockTimeout bounds each lock a library migration waits for
-// (SET LOCAL lock_timeout): a long transaction on a table it must change
-// fails the start with an error saying so, instead of stalling it, and
-// every query queued behind the migration's lock, for as long as that
-// transaction lasts.
-const libraryLockTimeout = 5 * time.Second
-
 // applyLibrary applies the library migrations not recorded yet, each in a
 // transaction with its record, and returns how many it applied.
 //
@@ -347,7 +528,8 @@ const libraryLockTimeout = 5 * time.Second
 // for), the migrations are run without records: each checks the catalog
 // and does nothing when its tables and columns are there, so a role that
 // neither owns nor may create them starts on an up-to-date database.
-func applyLibrary(ctx context.Context, conn *pgx.Conn, files []migrationFile, log *slog.Logger) (int, error) {
+func applyLibrary(ctx context.Context, conn *pgx.Conn, files []migrationFile, opts MigrateOptions) (int, error) {
+	log := opts.Log
 	exists, err := libraryTableExists(ctx, conn)
 	if err != nil {
 		return 0, fmt.Errorf("hakit: library migrations: %w", err)
@@ -378,9 +560,9 @@ func applyLibrary(ctx context.Context, conn *pgx.Conn, files []migrationFile, lo
 			continue
 		}
 		start := time.Now()
-		ran, err := applyOne(ctx, conn, f, unrecorded == nil)
+		ran, err := applyOne(ctx, conn, f, unrecorded == nil, opts)
 		if err != nil {
-			err = explainLockTimeout(err)
+			err = explainLockTimeout(err, opts.LockTimeout)
 			if unrecorded != nil {
 				return n, fmt.Errorf("hakit: library migration %s/%s (run unrecorded, as it could not %v): %w", f.pkg, f.name, unrecorded, err)
 			}
@@ -401,11 +583,14 @@ func applyLibrary(ctx context.Context, conn *pgx.Conn, files []migrationFile, lo
 // applyOne runs f in a transaction that first records it (when record):
 // should another instance run it at the same time (its lock lost with its
 // connection), one of the two finds the record and leaves. Every lock the
-// transaction waits for is bounded by libraryLockTimeout.
-func applyOne(ctx context.Context, conn *pgx.Conn, f migrationFile, record bool) (bool, error) {
+// transaction waits for is bounded by opts.LockTimeout.
+func applyOne(ctx context.Context, conn *pgx.Conn, f migrationFile, record bool, opts MigrateOptions) (bool, error) {
 	ran := false
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, libraryLockTimeout.Milliseconds())); err != nil {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, opts.LockTimeout.Milliseconds())); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL statement_timeout = %d`, max(opts.StatementTimeout.Milliseconds(), 0))); err != nil {
 			return err
 		}
 		if record {
@@ -426,7 +611,7 @@ func applyOne(ctx context.Context, conn *pgx.Conn, f migrationFile, record bool)
 
 // explainLockTimeout turns PostgreSQL's "canceling statement due to lock
 // timeout" into an error saying which statement waited, and what to do.
-func explainLockTimeout(err error) error {
+func explainLockTimeout(err error, timeout time.Duration) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
 		return err
@@ -438,18 +623,27 @@ func explainLockTimeout(err error) error {
 	return fmt.Errorf("waited lock_timeout (%s) for a table lock another transaction holds, at %s: "+
 		"end the long transactions on that table (pg_stat_activity) and start again, "+
 		"or apply the library migrations yourself and set Config.SkipLibraryMigrations: %w",
-		libraryLockTimeout, stmt, err)
+		timeout, stmt, err)
 }
 
-// migrateApp runs the app's golang-migrate migrations in fsys up.
-func migrateApp(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, libApplied int, start time.Time, log *slog.Logger) error {
+// migrateApp runs the app's golang-migrate migrations in fsys up, each
+// with lock_timeout and statement_timeout set. A migration that timed out
+// waiting for a lock, or ran out of statement_timeout, is undone (see
+// undoFailed) and its error says so; lockTimedOut recognises the first.
+func migrateApp(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, table string, libApplied int, start time.Time, opts MigrateOptions) error {
+	log := opts.Log
 	src, err := iofs.New(fsys, ".")
 	if err != nil {
 		return fmt.Errorf("hakit: migrations: %w", err)
 	}
-	sqlDB := stdlib.OpenDBFromPool(pool)
+	// A connection of its own, with the timeouts set for its whole
+	// session: golang-migrate runs every migration on one connection.
+	cc := pool.Config().ConnConfig.Copy()
+	cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(opts.LockTimeout.Milliseconds(), 10)
+	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(max(opts.StatementTimeout.Milliseconds(), 0), 10)
+	sqlDB := stdlib.OpenDB(*cc)
 	defer sqlDB.Close()
-	drv, err := migratepgx.WithInstance(sqlDB, &migratepgx.Config{})
+	drv, err := migratepgx.WithInstance(sqlDB, &migratepgx.Config{MigrationsTable: table})
 	if err != nil {
 		return fmt.Errorf("hakit: migrations: %w", err)
 	}
@@ -465,6 +659,15 @@ func migrateApp(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, libApplied 
 		}
 	})
 	defer stop()
+	// Invalid indexes an earlier attempt left go first, under the same
+	// lock_timeout (DROP INDEX CONCURRENTLY waits for the writers too).
+	if err := opts.undo.drop(ctx, sqlDB, log); err != nil {
+		return fmt.Errorf("hakit: migrations: drop the invalid index a CONCURRENTLY statement cut short left: %w", err)
+	}
+	invalid, err := invalidIndexes(ctx, pool)
+	if err != nil {
+		return fmt.Errorf("hakit: migrations: %w", err)
+	}
 	err = m.Up()
 	switch {
 	case errors.Is(err, migrate.ErrNoChange):
@@ -475,17 +678,121 @@ func migrateApp(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, libApplied 
 	case err != nil:
 		var dirty migrate.ErrDirty
 		if errors.As(err, &dirty) {
-			return fmt.Errorf("hakit: migrations: %s failed in an earlier run and schema_migrations is marked dirty at version %d: "+
-				"check what it left, fix it, then set schema_migrations to the last good version with dirty = false (migrate force N): %w",
-				upFile(fsys, uint64(dirty.Version)), dirty.Version, err)
+			return fmt.Errorf("hakit: migrations: %s failed in an earlier run and %s is marked dirty at version %d: "+
+				"check what it left, fix it, then set %s to the last good version with dirty = false (migrate force N): %w",
+				upFile(fsys, uint64(dirty.Version)), table, dirty.Version, table, err)
 		}
-		if v, d, verr := m.Version(); verr == nil && d {
-			return fmt.Errorf("hakit: migrations: %s: %w", upFile(fsys, uint64(v)), err)
+		v, d, verr := m.Version()
+		if verr != nil || !d {
+			return fmt.Errorf("hakit: migrations: %w", err)
 		}
-		return fmt.Errorf("hakit: migrations: %w", err)
+		file := upFile(fsys, uint64(v))
+		pgErr := pgErrorOf(err)
+		if pgErr == nil || (pgErr.Code != "55P03" && pgErr.Code != "57014") {
+			return fmt.Errorf("hakit: migrations: %s: %w", file, err)
+		}
+		// Nothing of the migration was applied: its statements ran as
+		// one transaction, or it was a single CONCURRENTLY statement,
+		// whose invalid index undoFailed drops.
+		if uerr := undoFailed(ctx, pool, sqlDB, m, src, uint(v), invalid, opts.undo, log); uerr != nil {
+			return fmt.Errorf("hakit: migrations: %s: %w; and undoing it failed, so schema_migrations stays dirty at version %d "+
+				"(drop any invalid index it left, then migrate force to the previous version): %w", file, err, v, uerr)
+		}
+		if pgErr.Code == "55P03" {
+			return fmt.Errorf("hakit: migrations: %s waited lock_timeout (%s) for a lock another transaction holds%s; "+
+				"nothing of it was applied: end the long transactions on that table (pg_stat_activity), "+
+				"or raise Config.MigrationLockTimeout: %w", file, opts.LockTimeout, where(pgErr), pgErr)
+		}
+		return fmt.Errorf("hakit: migrations: %s ran longer than statement_timeout (%s); nothing of it was applied: "+
+			"raise Config.MigrationStatementTimeout, or split the migration (a backfill in batches belongs in a job): %w",
+			file, opts.StatementTimeout, pgErr)
 	}
 	v, _, _ := m.Version()
 	log.Info("hakit: migrations applied", "version", v, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// where says where a statement failed, for errors: ", at …" or "".
+func where(pgErr *pgconn.PgError) string {
+	if stmt, _, _ := strings.Cut(pgErr.Where, "\n"); stmt != "" {
+		return ", at " + stmt
+	}
+	return ""
+}
+
+// left returns the invalid indexes still to drop.
+func (u *undoState) left() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.pending)
+}
+
+// drop drops the pending invalid indexes on db (whose connections have
+// the migrations' lock_timeout), and forgets those dropped.
+func (u *undoState) drop(ctx context.Context, db *sql.DB, log *slog.Logger) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for len(u.pending) > 0 {
+		name := u.pending[0]
+		if _, err := db.ExecContext(ctx, `DROP INDEX CONCURRENTLY IF EXISTS `+name); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		log.Info("hakit: migrations: dropped the invalid index a CONCURRENTLY statement cut short left", "index", name)
+		u.pending = u.pending[1:]
+	}
+	return nil
+}
+
+// invalidIndexes lists the invalid indexes (those a CREATE INDEX
+// CONCURRENTLY that failed leaves behind).
+func invalidIndexes(ctx context.Context, q querier) (map[string]bool, error) {
+	rows, err := q.Query(ctx, `SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid`)
+	if err != nil {
+		return nil, fmt.Errorf("list invalid indexes: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list invalid indexes: %w", err)
+	}
+	set := map[string]bool{}
+	for _, n := range names {
+		set[n] = true
+	}
+	return set, nil
+}
+
+// undoFailed undoes a migration of version v that failed without applying
+// anything: it drops the invalid indexes that were not there before
+// (left by a CREATE INDEX CONCURRENTLY cut short), and sets
+// schema_migrations back from dirty to the previous version, so the
+// migration runs again at the next attempt.
+func undoFailed(ctx context.Context, pool *pgxpool.Pool, db *sql.DB, m *migrate.Migrate, src source.Driver, v uint,
+	before map[string]bool, undo *undoState, log *slog.Logger) error {
+	now, err := invalidIndexes(ctx, pool)
+	if err != nil {
+		return err
+	}
+	undo.mu.Lock()
+	for name := range now {
+		if !before[name] && !slices.Contains(undo.pending, name) {
+			undo.pending = append(undo.pending, name)
+		}
+	}
+	undo.mu.Unlock()
+	// Dropped now if it can be; else (it waits for the same writers,
+	// up to lock_timeout) before the next attempt.
+	if err := undo.drop(ctx, db, log); err != nil {
+		log.Warn("hakit: migrations: the invalid index a CONCURRENTLY statement left is dropped before the next attempt", "err", err)
+	}
+	prev := database.NilVersion
+	if p, err := src.Prev(v); err == nil {
+		prev = int(p)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := m.Force(prev); err != nil {
+		return fmt.Errorf("set schema_migrations back to version %d: %w", prev, err)
+	}
 	return nil
 }
 
@@ -523,7 +830,7 @@ func parseMigrationName(name string) (version uint64, up, ok bool) {
 // findMigrations returns the directory of fsys holding its migration
 // files, and its path: the root when any sit there, else the one
 // directory that holds some.
-func findMigrations(fsys fs.FS) (fs.FS, string, error) {
+func findMigrations(fsys fs.FS, skipContract bool) (fs.FS, string, error) {
 	var dirs []string
 	var stray string // a .sql file not named as a migration
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
@@ -531,6 +838,9 @@ func findMigrations(fsys fs.FS) (fs.FS, string, error) {
 			return err
 		}
 		if d.IsDir() {
+			if skipContract && p != "." && d.Name() == contractDir {
+				return fs.SkipDir
+			}
 			return nil
 		}
 		dir, name := path.Split(p)
@@ -569,4 +879,108 @@ func findMigrations(fsys fs.FS) (fs.FS, string, error) {
 		msg += fmt.Sprintf(" (%q is not named so)", stray)
 	}
 	return nil, "", errors.New(msg)
+}
+
+// MigrateContract applies the contract migrations in fsys (NNN_name.up.sql,
+// golang-migrate's format, recorded in [ContractMigrationsTable]): the
+// second half of an expand/contract change — dropping the column the
+// previous release used, the old half of a rename — run by `hakit migrate
+// contract` or [App.MigrateContract] once every instance runs the release
+// that stopped using what they drop. Never at start-up.
+//
+// fsys holds them at its root or in one directory; given the app's
+// migrations FS, with a directory named "contract" beside the expand
+// migrations, that directory is used. They run as [MigrateWith] runs the
+// expand ones: under [MigrationLockKey], with opts' lock_timeout and
+// statement_timeout, a lock timeout undone and retried for opts.LockRetry.
+func MigrateContract(ctx context.Context, db *dbrouter.Router, fsys fs.FS, opts MigrateOptions) error {
+	opts = opts.withDefaults()
+	if fsys == nil {
+		return errors.New("hakit: contract migrations: none given (Config.ContractMigrations, or a contract directory beside Config.Migrations)")
+	}
+	if db == nil {
+		return errors.New("hakit: contract migrations: no database router")
+	}
+	root, _, err := findMigrations(fsys, true)
+	if err == nil {
+		if st, serr := fs.Stat(root, contractDir); serr == nil && st.IsDir() {
+			root, err = fs.Sub(root, contractDir)
+		}
+	} else {
+		root, _, err = findMigrations(fsys, false)
+	}
+	if err != nil {
+		return fmt.Errorf("hakit: contract migrations: %w", err)
+	}
+	return retryMigrations(ctx, opts, func() error {
+		return migrateOnce(ctx, db, nil, root, opts, ContractMigrationsTable)
+	})
+}
+
+// checkContract returns an error when the database carries a contract
+// migration that known (the release's contract migrations; nil: none)
+// does not hold.
+func checkContract(ctx context.Context, q querier, known fs.FS) error {
+	var exists bool
+	if err := q.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, ContractMigrationsTable).Scan(&exists); err != nil {
+		return fmt.Errorf("hakit: migrations: check %s: %w", ContractMigrationsTable, err)
+	}
+	if !exists {
+		return nil
+	}
+	var v int64
+	var dirty bool
+	err := q.QueryRow(ctx, `SELECT version, dirty FROM `+ContractMigrationsTable+` LIMIT 1`).Scan(&v, &dirty)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("hakit: migrations: check %s: %w", ContractMigrationsTable, err)
+	}
+	var have []uint64
+	if known != nil {
+		entries, _ := fs.ReadDir(known, ".")
+		for _, e := range entries {
+			if kv, up, ok := parseMigrationName(e.Name()); ok && up {
+				have = append(have, kv)
+			}
+		}
+	}
+	if slices.Contains(have, uint64(v)) {
+		return nil
+	}
+	return fmt.Errorf("hakit: migrations: the database carries contract migration %d, which this release does not know: "+
+		"it is older than the release whose contract step ran (its expand migrations may expect what that step dropped). "+
+		"Deploy a release that includes contract migration %d (Config.ContractMigrations), or, if you mean to run this one, "+
+		"restore what the contract step removed and set %s back to the version this release knows", v, v, ContractMigrationsTable)
+}
+
+// migrateOptions are the MigrateOptions of c.
+func (c Config) migrateOptions() MigrateOptions {
+	return MigrateOptions{
+		LockTimeout:      c.MigrationLockTimeout,
+		StatementTimeout: c.MigrationStatementTimeout,
+		LockRetry:        c.MigrationLockRetry,
+		Contract:         c.ContractMigrations,
+		Log:              c.Logger,
+	}
+}
+
+// MigrateContract applies the contract migrations (Config.ContractMigrations,
+// or the directory named "contract" beside Config.Migrations) with
+// [MigrateContract], on the app's database, without starting the app: for
+// an app that offers `migrate contract` as a command of its own binary,
+// run once every instance runs the release that stopped using what they
+// drop.
+func (a *App) MigrateContract(ctx context.Context) error {
+	if a.db == nil {
+		return errors.New("hakit: contract migrations: no database (Config.DatabaseURLs)")
+	}
+	fsys := a.cfg.ContractMigrations
+	if fsys == nil {
+		fsys = a.cfg.Migrations
+	}
+	opts := a.cfg.migrateOptions()
+	opts.Log = a.log
+	return MigrateContract(ctx, a.db, fsys, opts)
 }

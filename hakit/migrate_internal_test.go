@@ -52,7 +52,7 @@ func TestLibraryMigrationOnceAcrossInstances(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		wg.Go(func() { errs[i] = migrateDB(ctx, db, lib, nil, quietLog()) })
+		wg.Go(func() { errs[i] = migrateDB(ctx, db, lib, nil, MigrateOptions{Log: quietLog()}) })
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -90,7 +90,7 @@ func TestLibraryMigrationRecordGuardsWithoutTheLock(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close(ctx)
-		wg.Go(func() { ran[i], errs[i] = applyOne(ctx, conn, f, true) })
+		wg.Go(func() { ran[i], errs[i] = applyOne(ctx, conn, f, true, MigrateOptions{}.withDefaults()) })
 	}
 	wg.Wait()
 	n := 0
@@ -122,7 +122,7 @@ func TestLibraryMigrationFailure(t *testing.T) {
 		"001_bad.up.sql": {Data: []byte(`CREATE TABLE half (n int); CREATE TABLE broken (;`)},
 	}}}
 	app := fstest.MapFS{"1_app.up.sql": {Data: []byte(`CREATE TABLE app (n int)`)}}
-	err = migrateDB(ctx, db, lib, app, quietLog())
+	err = migrateDB(ctx, db, lib, app, MigrateOptions{Log: quietLog()})
 	if err == nil || !strings.Contains(err.Error(), "hakit: library migration test/001_bad.up.sql") {
 		t.Fatalf("error: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -428,8 +429,9 @@ func TestLibraryMigrationsTakeNoLockOnUpToDateTables(t *testing.T) {
 
 // When a column is missing, the ALTER TABLE that adds it waits for a long
 // transaction holding hakit_outbox only up to the lock timeout, then fails
-// with an error naming the statement and what to do; nothing is recorded,
-// and the next start, the transaction over, applies it.
+// (LockRetry < 0: not retried) with an error naming the statement and what
+// to do; nothing is recorded, and the next start, the transaction over,
+// applies it.
 func TestLibraryMigrationLockTimeout(t *testing.T) {
 	t.Parallel()
 	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
@@ -446,7 +448,8 @@ func TestLibraryMigrationLockTimeout(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	err := hakit.Migrate(mctx, db, nil, quiet)
+	// Not retried (LockRetry < 0): the first lock timeout is the error.
+	err := hakit.MigrateWith(mctx, db, nil, hakit.MigrateOptions{Log: quiet, LockRetry: -1})
 	for _, want := range []string{"jobs/001_outbox.up.sql", "lock_timeout (5s)", "ALTER TABLE hakit_outbox", "SkipLibraryMigrations", "lock timeout"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Migrate behind a transaction holding hakit_outbox: error without %q: %v", want, err)
@@ -537,5 +540,221 @@ func TestMigrateRetriesThroughAFailover(t *testing.T) {
 	}
 	if got := libraryRecords(t, replica.DSN()); !slices.Equal(got, wantLibrary) {
 		t.Errorf("hakit_schema_migrations on the new primary = %q, want %q", got, wantLibrary)
+	}
+}
+
+// holdTable opens a transaction that reads table and keeps it open (a long
+// report, a stuck request) until release or the end of the test: its
+// ACCESS SHARE lock makes any ALTER TABLE wait. With write, it inserts a
+// row instead, which CREATE INDEX CONCURRENTLY waits for.
+func holdTable(t *testing.T, dsn, table string, write bool) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sql := `SELECT count(*) FROM ` + table
+	if write {
+		sql = `INSERT INTO ` + table + ` (a) VALUES (-1)`
+	}
+	if _, err := tx.Exec(ctx, sql); err != nil {
+		t.Fatal(err)
+	}
+	release = sync.OnceFunc(func() {
+		tx.Rollback(ctx)
+		conn.Close(ctx)
+	})
+	t.Cleanup(release)
+	return release
+}
+
+// verboseReadyz returns /readyz?verbose's status and body.
+func verboseReadyz(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url + "/readyz?verbose")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// A migration behind a long transaction times out on its lock, is undone
+// and retried while the instance is live and not ready (/readyz?verbose
+// says why), and is applied once the transaction ends.
+func TestMigrationLockTimeoutRetried(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	ctx := context.Background()
+	dsn := pg.Nodes[0].DSN()
+	if err := pg.Nodes[0].Exec(ctx, `CREATE TABLE items (a int); INSERT INTO items SELECT generate_series(1, 1000)`); err != nil {
+		t.Fatal(err)
+	}
+	release := holdTable(t, dsn, "items", false)
+	migrations := fstest.MapFS{
+		"1_note.up.sql": {Data: []byte(`ALTER TABLE items ADD COLUMN note text`)},
+	}
+	a := serve(t, hakit.Config{DatabaseURLs: pg.DSNs(), Migrations: migrations,
+		MigrationLockTimeout: 100 * time.Millisecond, MigrationLockRetry: time.Minute}, nil, false)
+	hatest.WaitFor(t, 30*time.Second, "/readyz?verbose to say the migrations wait for a lock", func() bool {
+		code, body := verboseReadyz(t, a.url)
+		return code == 503 && strings.Contains(body, "timed out waiting for a table lock")
+	})
+	waitStatus(t, a.url+"/livez", 200)
+	waitStatus(t, a.url+"/readyz", 503)
+	hatest.WaitFor(t, 30*time.Second, "a second retry", func() bool {
+		return strings.Count(a.logs.String(), "lock timeout, retrying") >= 2
+	})
+	// Undone between attempts: schema_migrations is not left dirty.
+	if dirty := queryOn[int64](t, dsn, `SELECT count(*) FROM schema_migrations WHERE dirty`); dirty != 0 {
+		t.Errorf("schema_migrations dirty while retrying")
+	}
+	release()
+	waitStatus(t, a.url+"/readyz", 200)
+	if !queryOn[bool](t, dsn, `SELECT EXISTS (SELECT FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'note')`) {
+		t.Error("column note not added after the transaction ended")
+	}
+	hatest.WaitFor(t, 10*time.Second, "/readyz?verbose to drop the reason once ready", func() bool {
+		code, body := verboseReadyz(t, a.url)
+		return code == 200 && !strings.Contains(body, "timed out waiting")
+	})
+}
+
+// Behind a transaction that does not end, the migrations give up after
+// LockRetry with an error that names the file and what to do, and leave
+// schema_migrations clean at the previous version; the app does not start.
+func TestMigrationLockTimeoutGivesUp(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	ctx := context.Background()
+	dsn := pg.Nodes[0].DSN()
+	if err := pg.Nodes[0].Exec(ctx, `CREATE TABLE items (a int)`); err != nil {
+		t.Fatal(err)
+	}
+	holdTable(t, dsn, "items", false)
+	migrations := fstest.MapFS{
+		"1_other.up.sql": {Data: []byte(`CREATE TABLE other (n int)`)},
+		"2_note.up.sql":  {Data: []byte(`CREATE TABLE more (n int); ALTER TABLE items ADD COLUMN note text`)},
+	}
+	a := serve(t, hakit.Config{DatabaseURLs: pg.DSNs(), Migrations: migrations,
+		MigrationLockTimeout: 100 * time.Millisecond, MigrationLockRetry: 2 * time.Second}, nil, false)
+	var err error
+	select {
+	case err = <-a.done:
+		a.done <- err // for serve's cleanup
+	case <-time.After(60 * time.Second):
+		t.Fatal("start-up did not give up")
+	}
+	for _, want := range []string{"gave up after retrying lock timeouts", "2_note.up.sql", "lock_timeout (100ms)",
+		"nothing of it was applied", "pg_stat_activity", "MigrationLockTimeout"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error without %q: %v", want, err)
+		}
+	}
+	if got := queryOn[string](t, dsn, `SELECT version || ' ' || dirty FROM schema_migrations`); got != "1 false" {
+		t.Errorf("schema_migrations = %q, want 1 false (undone, clean)", got)
+	}
+	if queryOn[bool](t, dsn, `SELECT to_regclass('more') IS NOT NULL`) {
+		t.Error("the half of 2_note.up.sql before the lock timeout was kept")
+	}
+}
+
+// A CREATE INDEX CONCURRENTLY alone in its file runs outside a
+// transaction; when it times out waiting for a writing transaction, the
+// invalid index it left is dropped and it is retried, and once the
+// transaction ends the index is built, valid.
+func TestMigrationConcurrentIndex(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	ctx := context.Background()
+	dsn := pg.Nodes[0].DSN()
+	if err := pg.Nodes[0].Exec(ctx, `CREATE TABLE items (a int); INSERT INTO items SELECT generate_series(1, 1000)`); err != nil {
+		t.Fatal(err)
+	}
+	release := holdTable(t, dsn, "items", true)
+	migrations := fstest.MapFS{
+		"1_index.up.sql": {Data: []byte("-- alone in its file: it cannot run in a transaction\nCREATE INDEX CONCURRENTLY items_a ON items (a);\n")},
+	}
+	db := newRouter(t, pg.DSNs())
+	logs := &logBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- hakit.MigrateWith(ctx, db, migrations, hakit.MigrateOptions{LockTimeout: 100 * time.Millisecond,
+			LockRetry: time.Minute, Log: slog.New(slog.NewTextHandler(logs, nil))})
+	}()
+	hatest.WaitFor(t, 30*time.Second, "the index build to be retried", func() bool {
+		return strings.Count(logs.String(), "lock timeout, retrying") >= 2
+	})
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("MigrateWith: %v\n%s", err, logs)
+	}
+	if !strings.Contains(logs.String(), "dropped the invalid index") {
+		t.Errorf("no invalid index dropped:\n%s", logs)
+	}
+	if got := queryOn[string](t, dsn, `SELECT string_agg(indexrelid::regclass::text || ' ' || indisvalid, ',') FROM pg_index
+		WHERE indrelid = 'items'::regclass`); got != "items_a true" {
+		t.Errorf("indexes of items: %q, want items_a true", got)
+	}
+}
+
+// Contract migrations (a contract directory beside the expand ones) do not
+// run at start; App.MigrateContract runs them; a release that does not
+// know a contract step the database carries refuses to start.
+func TestContractMigrations(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	ctx := context.Background()
+	dsn := pg.Nodes[0].DSN()
+	v1 := fstest.MapFS{
+		"migrations/1_items.up.sql": {Data: []byte(`CREATE TABLE items (a int, old text)`)},
+	}
+	v2 := fstest.MapFS{
+		"migrations/1_items.up.sql":           {Data: []byte(`CREATE TABLE items (a int, old text)`)},
+		"migrations/2_new.up.sql":             {Data: []byte(`ALTER TABLE items ADD COLUMN new text`)},
+		"migrations/contract/1_drop.up.sql":   {Data: []byte(`ALTER TABLE items DROP COLUMN old`)},
+		"migrations/contract/1_drop.down.sql": {Data: []byte(`ALTER TABLE items ADD COLUMN old text`)},
+	}
+	hasColumn := func(col string) bool {
+		return queryOn[bool](t, dsn, `SELECT EXISTS (SELECT FROM information_schema.columns WHERE table_name = 'items' AND column_name = $1)`, col)
+	}
+	a := serve(t, hakit.Config{DatabaseURLs: pg.DSNs(), Migrations: v2}, nil, true)
+	if !hasColumn("new") || !hasColumn("old") {
+		t.Fatalf("after the start of v2: new %v, old %v; want both (contract not run at start)", hasColumn("new"), hasColumn("old"))
+	}
+	if err := a.app.MigrateContract(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if hasColumn("old") {
+		t.Error("MigrateContract did not drop old")
+	}
+	if got := queryOn[string](t, dsn, `SELECT version || ' ' || dirty FROM `+hakit.ContractMigrationsTable); got != "1 false" {
+		t.Errorf("%s = %q, want 1 false", hakit.ContractMigrationsTable, got)
+	}
+	// Run again: nothing to do.
+	if err := a.app.MigrateContract(ctx); err != nil {
+		t.Errorf("MigrateContract up to date: %v", err)
+	}
+	a.stop()
+	// v2 restarts fine; v1 (which knows no contract step) refuses.
+	serve(t, hakit.Config{DatabaseURLs: pg.DSNs(), Migrations: v2}, nil, true).stop()
+	old := serve(t, hakit.Config{DatabaseURLs: pg.DSNs(), Migrations: v1}, nil, false)
+	var err error
+	select {
+	case err = <-old.done:
+		old.done <- err // for serve's cleanup
+	case <-time.After(60 * time.Second):
+		t.Fatal("v1 started on a database with a contract step it does not know")
+	}
+	for _, want := range []string{"carries contract migration 1", "does not know", "Deploy a release that includes"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("v1's start-up error without %q: %v", want, err)
+		}
 	}
 }

@@ -13,8 +13,11 @@
 //	hakit migrate contract [-dir DIR]
 //
 // applies the contract migrations in DIR (default migrations/contract) to
-// the database of HAKIT_DATABASE_URLS, after every instance runs the
-// release that stopped using what they drop (see docs/migrations.md).
+// the database of HAKIT_DATABASE_URL_1, _2, … (with the timeouts of
+// HAKIT_MIGRATION_LOCK_TIMEOUT, HAKIT_MIGRATION_STATEMENT_TIMEOUT and
+// HAKIT_MIGRATION_LOCK_RETRY), after every instance runs the release that
+// stopped using what they drop (see docs/migrations.md). It exits 0 when
+// they are applied, 1 when one fails, 2 on a usage error.
 package main
 
 import (
@@ -28,18 +31,18 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
 const usage = `usage:
   hakit lint [-contract] [-rules] PATH...   lint migrations (files or directories)
-  hakit migrate contract [-dir DIR]         apply the contract migrations (HAKIT_DATABASE_URLS)
+  hakit migrate contract [-dir DIR]         apply the contract migrations (HAKIT_DATABASE_URL_n)
 `
 
 // run runs the command of args and returns the exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -48,7 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "lint":
 		return runLint(args[1:], stdout, stderr)
 	case "migrate":
-		return runMigrate(ctx, args[1:], stdout, stderr)
+		return runMigrate(ctx, args[1:], getenv, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
