@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -153,8 +154,12 @@ func (c RedisConfig) client() redis.UniversalClient {
 			Username: c.Username, Password: c.Password, TLSConfig: tlsConfig,
 		})
 	case len(c.ClusterAddrs) > 0:
+		// A dead master refuses connections rather than answering MOVED,
+		// and go-redis reloads the slot map on MOVED only, or every 60s:
+		// reload it every second so a promoted replica is used at once.
 		return redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs: c.ClusterAddrs, Username: c.Username, Password: c.Password, TLSConfig: tlsConfig,
+			ClusterStateReloadInterval: time.Second,
 		})
 	}
 	opts, _ := redis.ParseURL(c.URL) // validated
