@@ -391,18 +391,24 @@ func (s *session) once(ctx context.Context) error {
 		fields := f.fill(map[string]string{"name": "Scripted Customer", "email": fmt.Sprintf("customer%d@example.test", s.n),
 			"street": "1 Load Street", "city": "Testville", "zip": "12345", "country": "US"})
 		if body, err = s.retry(ctx, "address", func() (string, error) {
-			return s.post(ctx, "address", "/checkout/address", toValues(fields), "payment", "review")
+			return s.post(ctx, "address", "/checkout/address", toValues(fields), "payment", "review", "cart")
 		}); err != nil {
 			return err
+		}
+		if pageName(body) == "cart" {
+			return s.backToCart(body)
 		}
 	}
 	if pageName(body) == "payment" {
 		f, _ := findForm(body, "/checkout/payment")
 		fields := f.fill(map[string]string{"card": "4242424242424242", "name": "Scripted Customer", "expiry": "12/30", "exp": "12/30", "cvc": "123"})
-		if _, err = s.retry(ctx, "payment", func() (string, error) {
-			return s.post(ctx, "payment", "/checkout/payment", toValues(fields), "review")
+		if body, err = s.retry(ctx, "payment", func() (string, error) {
+			return s.post(ctx, "payment", "/checkout/payment", toValues(fields), "review", "cart")
 		}); err != nil {
 			return err
+		}
+		if pageName(body) == "cart" {
+			return s.backToCart(body)
 		}
 	}
 	review, err := s.retry(ctx, "review", func() (string, error) { return s.get(ctx, "review", "/checkout/review", "review", "cart") })
