@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"html"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+)
+
+// demoRP is a relying party for the browser: /login starts a flow,
+// /cb finishes it and shows the sub it got.
+func demoRP(t *testing.T, c *cluster) *httptest.Server {
+	var mu sync.Mutex
+	flows := map[string]*flow{}
+	var r *rp
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		switch req.URL.Path {
+		case "/login":
+			f := newFlow()
+			mu.Lock()
+			flows[f.state] = f
+			mu.Unlock()
+			http.Redirect(w, req, r.authURL(f), http.StatusFound)
+		case "/cb":
+			mu.Lock()
+			f := flows[req.URL.Query().Get("state")]
+			delete(flows, req.URL.Query().Get("state"))
+			mu.Unlock()
+			if f == nil {
+				http.Error(w, "unknown state", http.StatusBadRequest)
+				return
+			}
+			ctx := oidc.ClientContext(req.Context(), &http.Client{Timeout: 10 * time.Second})
+			tok, err := r.conf.Exchange(ctx, req.URL.Query().Get("code"), oauth2.VerifierOption(f.verifier))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			idt, err := r.verifier.Verify(ctx, tok.Extra("id_token").(string))
+			if err != nil || idt.Nonce != f.nonce {
+				http.Error(w, fmt.Sprint("ID token: ", err), http.StatusBadGateway)
+				return
+			}
+			fmt.Fprintf(w, `<!doctype html><title>Demo app</title><h1>Signed in</h1><p>sub: <code id="sub">%s</code></p>`, html.EscapeString(idt.Subject))
+		default:
+			http.NotFound(w, req)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	secret := rand.Text() + rand.Text()
+	if out, err := c.cli("client", "add", "-id", "demo", "-name", "Demo app", "-redirect-uri", srv.URL+"/cb", "-secret", secret); err != nil {
+		t.Fatalf("client add: %v\n%s", err, out)
+	}
+	r = c.rpFor(clientSpec{ID: "demo", Secret: secret, RedirectURIs: []string{srv.URL + "/cb"}})
+	return srv
+}
+
+// TestBrowser signs up and in through Chromium: the demo app sends the
+// browser to the provider, which shows its login page; the user creates
+// an account, consents, and lands back in the app signed in; the account
+// page lists the app. With SSO_SCREENSHOTS=dir it saves a screenshot of
+// each page there (the README's).
+func TestBrowser(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("chromium"); err != nil {
+		t.Fatal("chromium is missing: apt-get install -y chromium (make deps)")
+	}
+	c := newCluster(t, 1, false)
+	app := demoRP(t, c)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath("/usr/bin/chromium"),
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+
+	shots := os.Getenv("SSO_SCREENSHOTS")
+	shot := func(name string) {
+		t.Helper()
+		if shots == "" {
+			return
+		}
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(shots, name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			loc, _ := chromedp.Run(ctx, chromedp.Location())
+			body, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("body")))
+			t.Fatalf("%s: %v (at %s)\n%.1000s", what, err, loc, body)
+		}
+	}
+	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
+
+	step("home", chromedp.EmulateViewport(1000, 720), chromedp.Navigate(c.issuer+"/"), chromedp.WaitVisible(css(".hero")))
+	shot("home.png")
+	step("the app's sign-in", chromedp.Navigate(app.URL+"/login"), chromedp.WaitVisible(css("input[name=email]")))
+	shot("login.png")
+	step("to registration", chromedp.Click(css("main a[href^='/register']")), chromedp.WaitVisible(css("input[name=password2]")))
+	step("fill in",
+		chromedp.SendKeys(css("input[name=name]"), "Ada Lovelace"),
+		chromedp.SendKeys(css("input[name=email]"), "ada@example.com"),
+		chromedp.SendKeys(css("input[name=password]"), "analytical engine"),
+		chromedp.SendKeys(css("input[name=password2]"), "analytical engine"))
+	shot("register.png")
+	step("register", chromedp.Click(css("form button[type=submit]")), chromedp.WaitVisible(css("ul.scopes")))
+	shot("consent.png")
+	step("allow", chromedp.Click(css("button[value=allow]")), chromedp.WaitVisible(css("#sub")))
+	sub, err := chromedp.Run(ctx, chromedp.Text(css("#sub")))
+	if err != nil || len(sub) != 43 {
+		t.Fatalf("the app shows sub %q (%v); want a pairwise sub", sub, err)
+	}
+	step("account", chromedp.Navigate(c.issuer+"/"), chromedp.WaitVisible(css("ul.apps")))
+	if txt, _ := chromedp.Run(ctx, chromedp.Text(css("ul.apps"))); !strings.Contains(txt, "Demo app") {
+		t.Errorf("account page lists %q; want the Demo app", txt)
+	}
+	shot("account.png")
+
+	// Signed in already: the app's next sign-in needs no page at all.
+	step("second sign-in", chromedp.Navigate(app.URL+"/login"), chromedp.WaitVisible(css("#sub")))
+	if again, _ := chromedp.Run(ctx, chromedp.Text(css("#sub"))); again != sub {
+		t.Errorf("second sign-in: sub %q, first %q", again, sub)
+	}
+
+	// A wrong password shows the error on the page.
+	step("sign out", chromedp.Navigate(c.issuer+"/logout"), chromedp.Click(css("main button[type=submit]")),
+		chromedp.WaitVisible(css("#message")))
+	step("wrong password", chromedp.Navigate(app.URL+"/login"), chromedp.WaitVisible(css("input[name=email]")),
+		chromedp.SendKeys(css("input[name=email]"), "ada@example.com"),
+		chromedp.SendKeys(css("input[name=password]"), "not my password"),
+		chromedp.Click(css("form button[type=submit]")), chromedp.WaitVisible(css(".flash.error")))
+	shot("login-error.png")
+
+	// The admin page, for an admin (SSO_ADMIN_EMAILS).
+	step("admin registers", chromedp.Navigate(c.issuer+"/register"), chromedp.WaitVisible(css("input[name=password2]")),
+		chromedp.SendKeys(css("input[name=email]"), "admin@example.com"),
+		chromedp.SendKeys(css("input[name=password]"), "admin password 1"),
+		chromedp.SendKeys(css("input[name=password2]"), "admin password 1"),
+		chromedp.Click(css("form button[type=submit]")), chromedp.WaitVisible(css("a[href='/admin/clients']")))
+	step("admin page", chromedp.Navigate(c.issuer+"/admin/clients"), chromedp.WaitVisible(css("table")))
+	if txt, _ := chromedp.Run(ctx, chromedp.Text(css("table"))); !strings.Contains(txt, "demo") || !strings.Contains(txt, "client-a1") {
+		t.Errorf("admin page lists %q", txt)
+	}
+	shot("admin.png")
+}
