@@ -1,0 +1,409 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing/fstest"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"hakit.dev/hakit"
+	"hakit.dev/hatest"
+)
+
+// schemaSuite deploys a schema change — a column with a backfill, an index
+// and a NOT NULL — as a rolling deploy of two instances v1 → v2 behind
+// HAProxy on a table of 1 M rows, under a load of reads and writes from
+// both releases: once the safe way (expand at start, contract after) and
+// once naively (plain CREATE INDEX and SET NOT NULL at start).
+func schemaSuite(ctx context.Context, r *report) error {
+	safe, err := runSchemaDeploy(ctx, schemaDeploy{Rows: 1_000_000})
+	if err != nil {
+		return fmt.Errorf("safe deploy: %w", err)
+	}
+	naive, err := runSchemaDeploy(ctx, schemaDeploy{Rows: 1_000_000, Naive: true})
+	if err != nil {
+		return fmt.Errorf("naive deploy: %w", err)
+	}
+	r.row("rolling deploy v1 → v2 with a schema change, 1 M rows, 2 instances", "safe (expand/contract)", "naive", "")
+	r.row("  failed requests", fmt.Sprintf("%d of %d", safe.Failed, safe.Requests), fmt.Sprintf("%d of %d", naive.Failed, naive.Requests), "")
+	r.row("  longest write (ms)", wholeMS(safe.MaxWrite), wholeMS(naive.MaxWrite), "")
+	r.row("  longest read (ms)", wholeMS(safe.MaxRead), wholeMS(naive.MaxRead), "")
+	r.row("  median write (ms)", wholeMS(safe.MedianWrite), wholeMS(naive.MedianWrite), "")
+	r.row("  migrations at start of the first v2 (ms)", wholeMS(safe.Migrate), wholeMS(naive.Migrate), "safe: + batched backfill and contract after the deploy")
+	r.metric("schema_rolling_deploy_failed_requests", safe.Failed+naive.Failed)
+	r.metric("schema_max_write_stall_ms", wholeMS(safe.MaxWrite))
+	r.metric("schema_max_write_stall_ms_naive", wholeMS(naive.MaxWrite))
+	return nil
+}
+
+// wholeMS formats d in whole milliseconds.
+func wholeMS(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+
+// schemaDeploy configures runSchemaDeploy.
+type schemaDeploy struct {
+	Rows  int  // rows of the table before the deploy
+	Naive bool // the naive migrations instead of expand/contract
+	// Log receives the apps' logs. Defaults to none.
+	Log *slog.Logger
+}
+
+// schemaResult is what runSchemaDeploy measured.
+type schemaResult struct {
+	Requests, Failed     int
+	FailedSamples        []string      // the first few failures
+	MaxWrite, MaxRead    time.Duration // the longest write and read, as the load saw them
+	MedianWrite, Migrate time.Duration // Migrate: the first v2 instance's start-up migrations
+}
+
+// The releases' migrations. v1 makes the table. v2 adds tag, filled for
+// old rows by a backfill, indexed, and NOT NULL.
+func schemaMigrations(rows int, v2, naive bool) fstest.MapFS {
+	m := fstest.MapFS{
+		"1_items.up.sql": {Data: fmt.Appendf(nil, `CREATE TABLE items (id bigserial PRIMARY KEY, n int NOT NULL);
+INSERT INTO items (n) SELECT g FROM generate_series(1, %d) g;
+`, rows)},
+	}
+	if !v2 {
+		return m
+	}
+	// Expand: a nullable column, whose default covers the rows v1 still
+	// inserts (v1 does not know the column).
+	m["2_tag.up.sql"] = &fstest.MapFile{Data: []byte(`ALTER TABLE items ADD COLUMN tag text;
+ALTER TABLE items ALTER COLUMN tag SET DEFAULT 'none';
+`)}
+	if naive {
+		m["3_backfill.up.sql"] = &fstest.MapFile{Data: []byte(`UPDATE items SET tag = 't' || (n % 100) WHERE tag IS NULL;`)}
+		m["4_tag_idx.up.sql"] = &fstest.MapFile{Data: []byte(`CREATE INDEX items_tag ON items (tag);`)}
+		m["5_tag_not_null.up.sql"] = &fstest.MapFile{Data: []byte(`ALTER TABLE items ALTER COLUMN tag SET NOT NULL;`)}
+		return m
+	}
+	m["3_tag_idx.up.sql"] = &fstest.MapFile{Data: []byte(`CREATE INDEX CONCURRENTLY items_tag ON items (tag);`)}
+	m["4_tag_check.up.sql"] = &fstest.MapFile{Data: []byte(`ALTER TABLE items ADD CONSTRAINT items_tag_nn CHECK (tag IS NOT NULL) NOT VALID;`)}
+	// Contract, once v1 is gone and the backfill done: VALIDATE lets
+	// writes through; SET NOT NULL then skips its scan.
+	m["contract/1_tag_not_null.up.sql"] = &fstest.MapFile{Data: []byte(`ALTER TABLE items VALIDATE CONSTRAINT items_tag_nn;
+ALTER TABLE items ALTER COLUMN tag SET NOT NULL;
+ALTER TABLE items DROP CONSTRAINT items_tag_nn;
+`)}
+	return m
+}
+
+// schemaApp starts release v1 or v2 of the app on addr and returns it with
+// a function that stops it (draining) and waits for Serve to return.
+func schemaApp(ctx context.Context, addr string, dsns []string, rows int, v2, naive bool, log *slog.Logger) (*hakit.App, func() error, error) {
+	app, err := hakit.New(ctx, hakit.Config{
+		DatabaseURLs: dsns, Migrations: schemaMigrations(rows, v2, naive), Logger: log, NoSignals: true,
+		DrainDelay: time.Second, ShutdownTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	db := app.DB()
+	app.Router().Post("/write", func(w http.ResponseWriter, r *http.Request) {
+		var err error
+		n := time.Now().Nanosecond()
+		if v2 {
+			_, err = db.Exec(r.Context(), `INSERT INTO items (n, tag) VALUES ($1, $2)`, n, "t"+strconv.Itoa(n%100))
+		} else {
+			_, err = db.Exec(r.Context(), `INSERT INTO items (n) VALUES ($1)`, n)
+		}
+		if err != nil {
+			hakit.Error(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	app.Router().Get("/read", func(w http.ResponseWriter, r *http.Request) {
+		id, _ := strconv.Atoi(r.URL.Query().Get("id"))
+		var n int
+		var err error
+		if v2 {
+			var tag string
+			err = db.QueryRow(r.Context(), `SELECT n, coalesce(tag, '') FROM items WHERE id = $1`, id).Scan(&n, &tag)
+		} else {
+			err = db.QueryRow(r.Context(), `SELECT n FROM items WHERE id = $1`, id).Scan(&n)
+		}
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			hakit.Error(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	var ln net.Listener
+	// The port was just released by the instance this one replaces.
+	for i := 0; ; i++ {
+		if ln, err = net.Listen("tcp", addr); err == nil || i == 50 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- app.Serve(actx, ln) }()
+	stop := func() error {
+		cancel()
+		return <-done
+	}
+	return app, stop, nil
+}
+
+// waitReady waits until url answers 200, or fails when the app's Serve
+// returns first (a start-up error).
+func waitReady(ctx context.Context, url string, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready: %w", url, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// loadStats collects the load's results.
+type loadStats struct {
+	mu            sync.Mutex
+	requests      int
+	failed        int
+	samples       []string
+	writes, reads []time.Duration
+}
+
+func (s *loadStats) add(write bool, d time.Duration, failure string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests++
+	if failure != "" {
+		s.failed++
+		if len(s.samples) < 5 {
+			s.samples = append(s.samples, failure)
+		}
+	}
+	if write {
+		s.writes = append(s.writes, d)
+	} else {
+		s.reads = append(s.reads, d)
+	}
+}
+
+// runLoad sends writes and reads through url until ctx ends: writers and
+// readers goroutines, each one request at a time, paced.
+func runLoad(ctx context.Context, url string, rows, writers, readers int, s *loadStats) *sync.WaitGroup {
+	client := &http.Client{Timeout: 60 * time.Second}
+	var wg sync.WaitGroup
+	var seq atomic.Int64
+	one := func(write bool) {
+		for ctx.Err() == nil {
+			var req *http.Request
+			if write {
+				req, _ = http.NewRequest(http.MethodPost, url+"/write", nil)
+			} else {
+				id := 1 + seq.Add(7919)%int64(rows)
+				req, _ = http.NewRequest(http.MethodGet, url+"/read?id="+strconv.FormatInt(id, 10), nil)
+			}
+			start := time.Now()
+			resp, err := client.Do(req)
+			d := time.Since(start)
+			failure := ""
+			switch {
+			case err != nil:
+				failure = err.Error()
+			default:
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNoContent {
+					failure = req.Method + " " + req.URL.Path + ": " + resp.Status
+				}
+			}
+			s.add(write, d, failure)
+			select {
+			case <-ctx.Done():
+			case <-time.After(10 * time.Millisecond): // pacing: a bounded load
+			}
+		}
+	}
+	for range writers {
+		wg.Go(func() { one(true) })
+	}
+	for range readers {
+		wg.Go(func() { one(false) })
+	}
+	return &wg
+}
+
+// runSchemaDeploy runs the rolling deploy on a PostgreSQL of its own.
+func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err error) {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	pg, err := hatest.StartPostgres(ctx, hatest.PostgresOptions{})
+	if err != nil {
+		return res, err
+	}
+	defer pg.Close()
+	dsns := pg.DSNs()
+
+	// Two slots, each on its own port: v1, then v2 in its place.
+	var addrs []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return res, err
+		}
+		addrs = append(addrs, ln.Addr().String())
+		ln.Close()
+	}
+	stops := make([]func() error, 2)
+	defer func() {
+		for _, stop := range stops {
+			if stop != nil {
+				_ = stop()
+			}
+		}
+	}()
+	for i, addr := range addrs {
+		_, stop, err := schemaApp(ctx, addr, dsns, o.Rows, false, false, log)
+		if err != nil {
+			return res, err
+		}
+		stops[i] = stop
+		if err := waitReady(ctx, "http://"+addr+"/readyz", 5*time.Minute); err != nil {
+			return res, fmt.Errorf("v1: %w", err)
+		}
+	}
+	lb, err := hatest.StartHAProxy(ctx, hatest.HAProxyOptions{
+		Backends: []hatest.Backend{{Addr: addrs[0]}, {Addr: addrs[1]}},
+		Inter:    200 * time.Millisecond, Fall: 2, Rise: 2,
+	})
+	if err != nil {
+		return res, err
+	}
+	defer lb.Close()
+	for _, b := range lb.Backends {
+		if err := lb.WaitServerStatus(ctx, b.Name, "UP"); err != nil {
+			return res, err
+		}
+	}
+
+	stats := &loadStats{}
+	lctx, stopLoad := context.WithCancel(ctx)
+	wg := runLoad(lctx, lb.URL, o.Rows, 4, 4, stats)
+	loadStopped := false
+	defer func() {
+		if !loadStopped {
+			stopLoad()
+			wg.Wait()
+		}
+	}()
+	// Some load on v1 alone first.
+	if err := sleepCtx(ctx, time.Second); err != nil {
+		return res, err
+	}
+
+	// The rolling deploy: each slot drained (its DrainDelay covers
+	// HAProxy's 2 checks at 200ms), then v2 started in its place.
+	var first *hakit.App
+	for i, addr := range addrs {
+		if err := stops[i](); err != nil {
+			return res, fmt.Errorf("stop v1 #%d: %w", i, err)
+		}
+		stops[i] = nil
+		start := time.Now()
+		app, stop, err := schemaApp(ctx, addr, dsns, o.Rows, true, o.Naive, log)
+		if err != nil {
+			return res, err
+		}
+		stops[i] = stop
+		if err := waitReady(ctx, "http://"+addr+"/readyz", 5*time.Minute); err != nil {
+			return res, fmt.Errorf("v2: %w", err)
+		}
+		if i == 0 {
+			first = app
+			res.Migrate = time.Since(start)
+		}
+		if err := lb.WaitServerStatus(ctx, lb.Backends[i].Name, "UP"); err != nil {
+			return res, err
+		}
+	}
+
+	if !o.Naive {
+		// Every instance runs v2: the backfill, in batches of 10 000 rows
+		// (each its own transaction), then the contract step.
+		pool, err := first.DB().Primary()
+		if err != nil {
+			return res, err
+		}
+		for lo := 0; lo < o.Rows; lo += 10_000 {
+			if _, err := pool.Exec(ctx, `UPDATE items SET tag = 't' || (n % 100) WHERE id > $1 AND id <= $2 AND tag IS NULL`, lo, lo+10_000); err != nil {
+				return res, fmt.Errorf("backfill: %w", err)
+			}
+		}
+		if err := first.MigrateContract(ctx); err != nil {
+			return res, err
+		}
+	}
+	// Some load on v2 alone last.
+	if err := sleepCtx(ctx, time.Second); err != nil {
+		return res, err
+	}
+	stopLoad()
+	wg.Wait()
+	loadStopped = true
+
+	// The schema is as v2 wants it, either way.
+	pool, err := first.DB().Primary()
+	if err != nil {
+		return res, err
+	}
+	var notNull, valid bool
+	if err := pool.QueryRow(ctx, `SELECT a.attnotnull, i.indisvalid FROM pg_attribute a, pg_index i
+		WHERE a.attrelid = 'items'::regclass AND a.attname = 'tag' AND i.indexrelid = 'items_tag'::regclass`).Scan(&notNull, &valid); err != nil {
+		return res, fmt.Errorf("check the schema: %w", err)
+	}
+	if !notNull || !valid {
+		return res, fmt.Errorf("after the deploy: tag NOT NULL %v, index valid %v", notNull, valid)
+	}
+
+	stats.mu.Lock()
+	defer stats.mu.Unlock()
+	res.Requests, res.Failed, res.FailedSamples = stats.requests, stats.failed, stats.samples
+	res.MaxWrite, res.MedianWrite = maxDuration(stats.writes), medianDuration(stats.writes)
+	res.MaxRead = maxDuration(stats.reads)
+	return res, nil
+}
+
+func maxDuration(ds []time.Duration) time.Duration {
+	var m time.Duration
+	for _, d := range ds {
+		m = max(m, d)
+	}
+	return m
+}
+
+func medianDuration(ds []time.Duration) time.Duration { return median(ds) }
