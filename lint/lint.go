@@ -63,7 +63,9 @@ func (o Options) File(name string, src []byte) ([]Finding, error) {
 }
 
 // Dir lints every golang-migrate up migration (NNN_name.up.sql) in fsys,
-// in any directory, each directory's in version order. Files under a
+// in any directory, each directory's in version order, a directory before
+// its subdirectories; a CHECK (col IS NOT NULL) validated in one file makes
+// a later SET NOT NULL safe. Files under a
 // directory named "contract" are linted as contract migrations. A file
 // that does not parse does not stop the others: its *ParseError is
 // returned, joined with those of the other files, next to every finding.
@@ -91,9 +93,12 @@ func Dir(fsys fs.FS) ([]Finding, error) {
 	if len(dirs) == 0 {
 		return nil, errors.New("lint: no migration (NNN_name.up.sql) found")
 	}
+	// A directory before its subdirectories: migrations/ then
+	// migrations/contract/, whose steps finish what the expand ones began.
 	slices.Sort(dirs)
 	var findings []Finding
 	var errs []error
+	st := newState() // what earlier files validated carries over
 	for _, dir := range dirs {
 		files := byDir[dir]
 		slices.SortFunc(files, func(a, b string) int {
@@ -107,7 +112,6 @@ func Dir(fsys fs.FS) ([]Finding, error) {
 			return strings.Compare(a, b)
 		})
 		o := Options{Contract: slices.Contains(strings.Split(dir, "/"), "contract")}
-		st := newState() // what earlier files of the directory validated carries over
 		for _, p := range files {
 			src, err := fs.ReadFile(fsys, p)
 			if err != nil {
