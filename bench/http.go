@@ -198,8 +198,14 @@ func processCPU() time.Duration {
 // requests per second, 99th percentile latency, and this process's CPU
 // time per request.
 func runWrk(ctx context.Context, wrk, url string, d time.Duration, conns int) (wrkResult, error) {
+	return runWrkArgs(ctx, wrk, url, d, conns)
+}
+
+// runWrkArgs is runWrk with more arguments for wrk (-H headers).
+func runWrkArgs(ctx context.Context, wrk, url string, d time.Duration, conns int, args ...string) (wrkResult, error) {
 	cpu0 := processCPU()
-	out, err := exec.CommandContext(ctx, wrk, "-t1", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(int(d.Seconds()))+"s", "--latency", url).CombinedOutput()
+	args = append([]string{"-t1", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency"}, args...)
+	out, err := exec.CommandContext(ctx, wrk, append(args, url)...).CombinedOutput()
 	cpu := processCPU() - cpu0
 	if err != nil {
 		return wrkResult{}, fmt.Errorf("wrk: %v\n%s", err, out)

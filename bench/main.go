@@ -69,6 +69,7 @@ func main() {
 		"session":  {about: "lost updates vs plain scs, cost per request, logins across a Sentinel failover", run: sessionSuite},
 		"jobs":     {about: "outbox across a relay kill and a Redis failover, latency, throughput, periodic duplicates", run: jobsSuite},
 		"uploads":  {about: "1 GiB through the upload handler: peak RSS and speed against the SDK; orphan parts after aborts", run: uploadsSuite},
+		"app":      {about: "a whole page (session, replica read with read-your-writes, template) on hakit.App vs chi + scs + pgxpool by hand", run: appSuite},
 		"scale":    {about: "past one machine: Redis Cluster sessions and outbox across a master's loss, failovers behind PgBouncer and Patroni's HAProxy, instances per primary, Redis bytes per session", run: scaleSuite},
 		"schema":   {about: "rolling deploy v1 → v2 with a schema change on 1 M rows under load: failed requests, longest write stall, safe vs naive", run: schemaSuite},
 		"shop":     {about: "the shop example: chaos run under a customer load (lost/duplicate orders and mails, oversold units, failed requests), product pages", run: shopSuite},
