@@ -25,6 +25,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"hakit.dev/hatest"
 )
 
@@ -97,6 +99,8 @@ type testShop struct {
 // shopOptions adjust a test shop's environment.
 type shopOptions struct {
 	Env map[string]string // extra variables (SHOP_*, HAKIT_*)
+	// WrapWriteOrder, if set, wraps the order's write (fault injection).
+	WrapWriteOrder func(write func(ctx context.Context, fn func(pgx.Tx) error) error) func(ctx context.Context, fn func(pgx.Tx) error) error
 }
 
 // startShop starts a shop with its own database (seeded) and Redis
@@ -142,6 +146,9 @@ func startShop(t testing.TB, opts shopOptions) *testShop {
 	app, s, err := newShop(ctx, hcfg, cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.WrapWriteOrder != nil {
+		s.writeOrder = opts.WrapWriteOrder(s.writeOrder)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -227,6 +234,11 @@ type page struct {
 }
 
 func (c *browser) do(method, path string, form url.Values) (page, error) {
+	return c.doWith(method, path, form, nil)
+}
+
+// doWith is do with extra request headers.
+func (c *browser) doWith(method, path string, form url.Values, header http.Header) (page, error) {
 	var body io.Reader
 	if form != nil {
 		body = strings.NewReader(form.Encode())
@@ -236,6 +248,9 @@ func (c *browser) do(method, path string, form url.Values) (page, error) {
 		return page{}, err
 	}
 	req.Header.Set("Accept", "text/html")
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	if form != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}

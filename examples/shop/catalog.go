@@ -73,7 +73,7 @@ func categories(ctx context.Context, q dbrouter.Querier) ([]category, error) {
 	return pgx.CollectRows(rows, pgx.RowToStructByPos[category])
 }
 
-// home shows the categories and a few products in stock.
+// home shows the categories and a few products in stock from each.
 func (s *shop) home(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	var cats []category
@@ -82,8 +82,11 @@ func (s *shop) home(w http.ResponseWriter, r *http.Request) {
 		if cats, err = categories(ctx, q); err != nil {
 			return err
 		}
-		featured, err = queryProducts(ctx, q, `SELECT `+productColumns+` FROM products p JOIN categories c ON c.id = p.category_id
-			WHERE p.active ORDER BY (p.stock > 0) DESC, p.updated_at DESC, p.id LIMIT 8`)
+		// The newest in stock of each category first, then the next ones.
+		featured, err = queryProducts(ctx, q, `SELECT `+productColumns+` FROM (
+				SELECT *, row_number() OVER (PARTITION BY category_id ORDER BY updated_at DESC, id DESC) AS rank
+				FROM products WHERE active AND stock > 0) p
+			JOIN categories c ON c.id = p.category_id ORDER BY p.rank, c.name LIMIT 8`)
 		return err
 	})
 	if err != nil {

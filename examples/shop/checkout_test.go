@@ -1,11 +1,19 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"hakit.dev/dbrouter"
 	"hakit.dev/hatest"
 )
 
@@ -70,5 +78,199 @@ func TestShopping(t *testing.T) {
 	}
 	if !strings.Contains(m.Text, "2 x Test Teapot") || !strings.Contains(m.Text, "$50.00") {
 		t.Fatalf("mail body without its lines and total:\n%s", m.Text)
+	}
+}
+
+// orderCounts are the rows an order writes, to check that nothing was.
+type orderCounts struct{ orders, lines, keys, stock int }
+
+func (ts *testShop) orderCounts(t testing.TB) orderCounts {
+	t.Helper()
+	return orderCounts{
+		orders: ts.count(t, "SELECT count(*) FROM orders"),
+		lines:  ts.count(t, "SELECT count(*) FROM order_lines"),
+		keys:   ts.count(t, "SELECT count(*) FROM checkout_keys"),
+		stock:  ts.count(t, "SELECT sum(stock)::int FROM products"),
+	}
+}
+
+// TestCheckoutOnce: a double submit, a reload after placing, a replayed
+// key with another cart and a lost COMMIT answer each give one order or
+// none, never two.
+func TestCheckoutOnce(t *testing.T) {
+	var loseCommit atomic.Int32 // 1: the COMMIT's answer is lost after it committed; 2: before
+	ts := startShop(t, shopOptions{WrapWriteOrder: func(write func(context.Context, func(pgx.Tx) error) error) func(context.Context, func(pgx.Tx) error) error {
+		return func(ctx context.Context, fn func(pgx.Tx) error) error {
+			switch loseCommit.Load() {
+			case 1:
+				if err := write(ctx, fn); err != nil {
+					return err
+				}
+				return dbrouter.ErrCommitUnknown
+			case 2:
+				return dbrouter.ErrCommitUnknown
+			}
+			return write(ctx, fn)
+		}
+	}})
+	id := ts.addProduct(t, "Idempotent Mug", 1200, 100)
+
+	t.Run("double submit", func(t *testing.T) {
+		c := ts.browser(t)
+		form := c.fillCheckout(id, 1, "double@example.test")
+		before := ts.orderCounts(t)
+		var wg sync.WaitGroup
+		pages := make([]page, 2)
+		errs := make([]error, 2)
+		for i := range pages {
+			wg.Go(func() { pages[i], errs[i] = c.do(http.MethodPost, "/checkout/place", form) })
+		}
+		wg.Wait()
+		for i := range pages {
+			if errs[i] != nil {
+				t.Fatal(errs[i])
+			}
+			want(t, "place", pages[i], http.StatusSeeOther, "")
+		}
+		if pages[0].Location != pages[1].Location {
+			t.Fatalf("two submits went to %s and %s, want one order", pages[0].Location, pages[1].Location)
+		}
+		after := ts.orderCounts(t)
+		if after.orders != before.orders+1 || after.keys != before.keys+1 {
+			t.Fatalf("orders %d → %d, keys %d → %d: want one more of each", before.orders, after.orders, before.keys, after.keys)
+		}
+	})
+
+	t.Run("reload after place", func(t *testing.T) {
+		c := ts.browser(t)
+		form := c.fillCheckout(id, 2, "reload@example.test")
+		first := c.post("/checkout/place", form)
+		want(t, "place", first, http.StatusSeeOther, "")
+		before := ts.orderCounts(t)
+		again := c.post("/checkout/place", form) // the browser's reload: the cart is empty now
+		want(t, "reload", again, http.StatusSeeOther, first.Location)
+		if after := ts.orderCounts(t); after != before {
+			t.Fatalf("a reload wrote rows: %+v → %+v", before, after)
+		}
+		if op := c.get(first.Location); orderID(t, op) != strings.TrimPrefix(first.Location, "/orders/") {
+			t.Fatalf("order page of %s shows another order", first.Location)
+		}
+	})
+
+	t.Run("same key, other cart", func(t *testing.T) {
+		c := ts.browser(t)
+		form := c.fillCheckout(id, 1, "replay@example.test")
+		want(t, "place", c.post("/checkout/place", form), http.StatusSeeOther, "")
+		c.checkoutFormWith(t, id, 3) // a new cart, through address and payment again
+		before := ts.orderCounts(t)
+		replay := c.post("/checkout/place", url.Values{"key": form["key"]})
+		want(t, "replayed key", replay, http.StatusUnprocessableEntity, "")
+		if dataPage(replay.Body) != "error" || !strings.Contains(replay.Body, "already used") {
+			t.Fatalf("422 page:\n%s", excerpt(replay.Body))
+		}
+		if after := ts.orderCounts(t); after != before {
+			t.Fatalf("a replayed key wrote rows: %+v → %+v", before, after)
+		}
+	})
+
+	t.Run("commit unknown, committed", func(t *testing.T) {
+		c := ts.browser(t)
+		form := c.fillCheckout(id, 1, "lost@example.test")
+		before := ts.orderCounts(t)
+		loseCommit.Store(1)
+		p := c.post("/checkout/place", form)
+		loseCommit.Store(0)
+		want(t, "place", p, http.StatusSeeOther, "")
+		if after := ts.orderCounts(t); after.orders != before.orders+1 {
+			t.Fatalf("orders %d → %d, want one more", before.orders, after.orders)
+		}
+		op := c.get(p.Location)
+		want(t, "order page", op, http.StatusOK, "")
+		if cart := c.get("/cart"); !strings.Contains(cart.Body, `data-cart-count="0"`) {
+			t.Fatal("cart not emptied after the order found by its key")
+		}
+	})
+
+	t.Run("commit unknown, not committed", func(t *testing.T) {
+		c := ts.browser(t)
+		form := c.fillCheckout(id, 1, "notplaced@example.test")
+		before := ts.orderCounts(t)
+		loseCommit.Store(2)
+		p := c.post("/checkout/place", form)
+		loseCommit.Store(0)
+		want(t, "place", p, http.StatusServiceUnavailable, "")
+		if !strings.Contains(p.Body, "not placed") || p.Location != "" {
+			t.Fatalf("503 page:\n%s", excerpt(p.Body))
+		}
+		if after := ts.orderCounts(t); after != before {
+			t.Fatalf("rows written: %+v → %+v", before, after)
+		}
+		// The cart is still there, and the same form places the order now.
+		retry := c.post("/checkout/place", form)
+		want(t, "retry", retry, http.StatusSeeOther, "")
+		if after := ts.orderCounts(t); after.orders != before.orders+1 {
+			t.Fatalf("orders %d → %d after the retry, want one more", before.orders, after.orders)
+		}
+	})
+}
+
+// checkoutFormWith replaces the cart with qty of a product and goes
+// through the checkout to the review form.
+func (c *browser) checkoutFormWith(t testing.TB, productID int64, qty int) url.Values {
+	t.Helper()
+	want(t, "add", c.post("/cart/add", url.Values{"product_id": {itoa(productID)}, "qty": {fmt.Sprint(qty)}}), http.StatusSeeOther, "/cart")
+	return c.checkoutForm("again@example.test")
+}
+
+// TestLastUnits: 50 customers buy the last 10 units at once: 10 orders,
+// stock 0, 40 sold-out pages, nothing else.
+func TestLastUnits(t *testing.T) {
+	ts := startShop(t, shopOptions{})
+	id := ts.addProduct(t, "Limited Edition Print", 9900, 10)
+	const customers = 50
+	forms := make([]url.Values, customers)
+	browsers := make([]*browser, customers)
+	for i := range customers {
+		browsers[i] = ts.browser(t)
+		forms[i] = browsers[i].fillCheckout(id, 1, fmt.Sprintf("buyer%d@example.test", i))
+	}
+	before := ts.orderCounts(t)
+	statuses := make([]int, customers)
+	errs := make([]error, customers)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range customers {
+		wg.Go(func() {
+			<-start
+			var p page
+			p, errs[i] = browsers[i].do(http.MethodPost, "/checkout/place", forms[i])
+			statuses[i] = p.Status
+			if p.Status == http.StatusConflict && !strings.Contains(p.Body, `data-page="soldout"`) {
+				errs[i] = fmt.Errorf("409 without the sold-out page:\n%s", excerpt(p.Body))
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	placed, soldOut := 0, 0
+	for i, st := range statuses {
+		if errs[i] != nil {
+			t.Fatalf("customer %d: %v", i, errs[i])
+		}
+		switch st {
+		case http.StatusSeeOther:
+			placed++
+		case http.StatusConflict:
+			soldOut++
+		default:
+			t.Errorf("customer %d: status %d", i, st)
+		}
+	}
+	after := ts.orderCounts(t)
+	stock := ts.count(t, "SELECT stock FROM products WHERE id = $1", id)
+	sold := ts.count(t, "SELECT coalesce(sum(qty), 0)::int FROM order_lines WHERE product_id = $1", id)
+	if placed != 10 || soldOut != 40 || stock != 0 || sold != 10 || after.orders != before.orders+10 {
+		t.Fatalf("placed %d, sold out %d, stock %d, units sold %d, new orders %d; want 10, 40, 0, 10, 10",
+			placed, soldOut, stock, sold, after.orders-before.orders)
 	}
 }
