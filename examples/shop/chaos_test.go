@@ -53,7 +53,7 @@ func TestChaos(t *testing.T) {
 				t.Errorf("minio-down: nothing checked")
 				continue
 			}
-			t.Logf("minio down: product page %d, image %d (id %d), upload %d; image after restart %d", m.ProductPage, m.Image, m.ImageID, m.Upload, m.ImageAfter)
+			t.Logf("minio down: product page %d, image %d (id %d), upload %d; image after restart %d (%s later)", m.ProductPage, m.Image, m.ImageID, m.Upload, m.ImageAfter, m.ImageBack.Round(10*time.Millisecond))
 			if m.ProductPage != http.StatusOK {
 				t.Errorf("MinIO down: product page answered %d, want 200", m.ProductPage)
 			}

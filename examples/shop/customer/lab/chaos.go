@@ -87,8 +87,11 @@ type MinIOCheck struct {
 	ProductPage int   // GET /products/{id}: want 200
 	Image       int   // GET /images/{id}/small: want other than 200 (or 0 without images)
 	Upload      int   // POST /admin/products/{id}/image: want 503
-	ImageAfter  int   // the image once MinIO is back: want 200 (or 0 without images)
+	ImageAfter  int   // the image once MinIO is back (asked again for up to 20 s): want 200 (or 0 without images)
 	ImageID     int64 // the image asked for, 0 when no product has one
+	// ImageBack is how long after MinIO's restart the image was served
+	// again (or the 20 s given up after).
+	ImageBack time.Duration
 }
 
 // ChaosResult is a whole chaos run.
@@ -302,7 +305,19 @@ func (l *Lab) minioDown(ctx context.Context) (MinIOCheck, error) {
 		return c, err
 	}
 	if c.ImageID != 0 {
-		c.ImageAfter = status(ctx, http.DefaultClient, http.MethodGet, fmt.Sprintf("%s/images/%d/small", l.URL, c.ImageID), nil, "")
+		// The shop's S3 client may need a moment to reconnect: ask until
+		// the image is back or 20 s have passed.
+		t0 := time.Now()
+		for {
+			c.ImageAfter = status(ctx, http.DefaultClient, http.MethodGet, fmt.Sprintf("%s/images/%d/small", l.URL, c.ImageID), nil, "")
+			if c.ImageAfter == http.StatusOK || time.Since(t0) > 20*time.Second {
+				break
+			}
+			if err := sleep(ctx, 250*time.Millisecond); err != nil {
+				return c, err
+			}
+		}
+		c.ImageBack = time.Since(t0)
 	}
 	return c, nil
 }
