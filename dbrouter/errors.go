@@ -70,6 +70,9 @@ func retryReason(err error) string {
 		case "40P01": // deadlock_detected
 			return "deadlock"
 		}
+		if isPoolerConnLoss(pgErr) {
+			return "connection"
+		}
 		return ""
 	}
 	if isConnError(err) {
@@ -87,7 +90,7 @@ func isConnError(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		// FATAL errors end the session: the node is going away.
-		return pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
+		return pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03" || isPoolerConnLoss(pgErr)
 	}
 	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
 		return true
@@ -105,6 +108,15 @@ func isConnError(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "connection reset") ||
 		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "unexpected EOF")
+}
+
+// isPoolerConnLoss reports a FATAL connection exception (class 08): what
+// PgBouncer sends, before closing the client's connection, when it lost
+// or cannot reach the server ("server conn crashed?", "server login has
+// been failing", "query_wait_timeout"). For the client it is a lost
+// connection.
+func isPoolerConnLoss(pgErr *pgconn.PgError) bool {
+	return pgErr.Severity == "FATAL" && strings.HasPrefix(pgErr.Code, "08")
 }
 
 // isServerFull reports a server that refused a new connection because it

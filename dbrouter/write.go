@@ -282,9 +282,14 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 		return res
 	}
 	if len(results) > 0 && results[0].Err != nil {
-		// The server refused the COMMIT (serialization failure, a
-		// deferred constraint): the transaction rolled back.
-		return classify(results[0].Err)
+		if !isConnError(results[0].Err) {
+			// The server refused the COMMIT (serialization failure, a
+			// deferred constraint): the transaction rolled back.
+			return classify(results[0].Err)
+		}
+		// A pooler lost the server during COMMIT (PgBouncer's FATAL
+		// "server conn crashed?"): as ambiguous as a lost connection.
+		err = results[0].Err
 	}
 	if err == nil {
 		err = errors.New("no answer to COMMIT")
