@@ -544,28 +544,27 @@ func instancesPerPrimary(ctx context.Context, log *slog.Logger) (instances, erro
 				f()
 			}
 		}()
+		direct := dsn == pg.Nodes[0].DSN()
 		for len(releases) < limit {
 			rel, err := start(dsn)
 			if err != nil {
 				if strings.Contains(err.Error(), "53300") || strings.Contains(err.Error(), "too many") || errors.Is(err, context.DeadlineExceeded) {
+					if direct && len(releases) > 0 {
+						// What the instances hold, each, once the server is full.
+						// (The superuser's reserved slots let this one in.)
+						if c, err := pgx.Connect(ctx, pg.Nodes[0].DSN()); err == nil {
+							var n int
+							if c.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()").Scan(&n) == nil {
+								res.perInstance = n / len(releases)
+							}
+							c.Close(ctx)
+						}
+					}
 					return len(releases), nil
 				}
 				return len(releases), err
 			}
 			releases = append(releases, rel)
-			if len(releases) == 1 && dsn == pg.Nodes[0].DSN() {
-				var n int
-				c, err := pgx.Connect(ctx, pg.Nodes[0].DSN())
-				if err != nil {
-					return 0, err
-				}
-				err = c.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()").Scan(&n)
-				c.Close(ctx)
-				if err != nil {
-					return 0, err
-				}
-				res.perInstance = n
-			}
 			if dsn != pg.Nodes[0].DSN() && len(releases) == limit {
 				n, err := b.ServerConns(ctx)
 				if err != nil {
