@@ -182,8 +182,9 @@ func productFromForm(r *http.Request, id int64) (f productForm, priceCents int64
 	if len(f.Description) > 5000 {
 		f.Errors["description"] = "Keep the description under 5,000 characters."
 	}
-	if priceCents, err = parsePrice(f.Price); err != nil {
-		f.Errors["price"] = err.Error()
+	var ok bool
+	if priceCents, ok = parsePrice(f.Price); !ok {
+		f.Errors["price"] = fmt.Sprintf("Enter a price in dollars, like 12.50 (at most %s).", money(maxPriceCents))
 	}
 	if id == 0 {
 		n, err := strconv.Atoi(f.Stock)
@@ -202,17 +203,26 @@ const maxStock = 1_000_000
 const maxPriceCents = 100_000_000
 
 // parsePrice reads a price in dollars as the admin types it — "12.50",
-// "12.5", "$1,200" — into cents.
-func parsePrice(s string) (int64, error) {
-	bad := fmt.Errorf("Enter a price in dollars, like 12.50 (at most %s).", money(maxPriceCents))
-	s = strings.ReplaceAll(strings.TrimPrefix(strings.TrimSpace(s), "$"), ",", "")
-	whole, frac, dot := strings.Cut(s, ".")
+// "12.5", "$1,200" — into cents, and reports whether it is one (at most
+// maxPriceCents).
+func parsePrice(s string) (int64, bool) {
+	whole, frac, dot := strings.Cut(strings.TrimPrefix(strings.TrimSpace(s), "$"), ".")
+	if groups := strings.Split(whole, ","); len(groups) > 1 {
+		// Commas only between thousands: "12,50" is not twelve fifty
+		// nor twelve hundred and fifty, but a mistake.
+		for i, g := range groups {
+			if len(g) != 3 && (i > 0 || len(g) == 0 || len(g) > 3) {
+				return 0, false
+			}
+		}
+		whole = strings.Join(groups, "")
+	}
 	if whole == "" || len(whole) > 7 || (dot && (len(frac) == 0 || len(frac) > 2)) {
-		return 0, bad
+		return 0, false
 	}
 	for _, c := range whole + frac {
 		if c < '0' || c > '9' {
-			return 0, bad
+			return 0, false
 		}
 	}
 	for len(frac) < 2 {
@@ -222,9 +232,9 @@ func parsePrice(s string) (int64, error) {
 	cents, _ := strconv.ParseInt(frac, 10, 64)
 	total := dollars*100 + cents
 	if total > maxPriceCents {
-		return 0, bad
+		return 0, false
 	}
-	return total, nil
+	return total, true
 }
 
 // formatPrice writes cents as the price field shows them: 1250 → "12.50".

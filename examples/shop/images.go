@@ -17,6 +17,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -31,7 +32,10 @@ const (
 	thumbnailTask = "shop:thumbnails"
 	// imageTimeout bounds reading a thumbnail from S3 for a page: a hung
 	// S3 costs a page's images this long, then a placeholder.
-	imageTimeout = 5 * time.Second
+	imageTimeout = 3 * time.Second
+	// s3Pause is how long the image route answers the placeholder at
+	// once after S3 failed, instead of trying again for every image.
+	s3Pause = 5 * time.Second
 )
 
 // thumbnailJob is the payload of a thumbnailTask.
@@ -46,7 +50,14 @@ var thumbnailOptions = jobs.Options{MaxRetry: 15, Timeout: 5 * time.Minute}
 
 // imageRoutes mounts the product image routes (/images/{id}/{size}).
 func (s *shop) imageRoutes(r chi.Router) {
-	r.Get("/images/{id}/{size}", s.serveImage)
+	h := &imageServer{shop: s}
+	r.Get("/images/{id}/{size}", h.serveImage)
+}
+
+// imageServer serves thumbnails, and remembers when S3 last failed.
+type imageServer struct {
+	*shop
+	s3DownUntil atomic.Int64 // unix nanoseconds
 }
 
 // imageURL returns the URL of a product image in a size ("small", "large"), "" if none.
@@ -58,10 +69,12 @@ func (s *shop) imageURL(imageID *int64, size string) string {
 }
 
 // serveImage answers a thumbnail, or the placeholder while there is none:
-// pending, broken, unknown, or S3 unreachable (503, so no cache keeps it).
-// A thumbnail never changes (a new upload is a new image), so it is
-// cached for a year and revalidated by its ETag.
-func (s *shop) serveImage(w http.ResponseWriter, r *http.Request) {
+// pending, broken, unknown, or S3 unreachable (503, so no cache keeps it;
+// for s3Pause after a failure without asking S3 again, so a page of
+// images does not wait imageTimeout for each). A thumbnail never changes
+// (a new upload is a new image), so it is cached for a year and
+// revalidated by its ETag.
+func (s *imageServer) serveImage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	size := chi.URLParam(r, "size")
 	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
@@ -88,10 +101,17 @@ func (s *shop) serveImage(w http.ResponseWriter, r *http.Request) {
 	if size == "large" {
 		key = *large
 	}
+	if time.Now().UnixNano() < s.s3DownUntil.Load() {
+		placeholder(w, http.StatusServiceUnavailable)
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, imageTimeout)
 	defer cancel()
 	obj, err := s.files.Bucket().Open(ctx, key, "", r.Header.Get("If-None-Match"))
 	if err != nil {
+		if r.Context().Err() == nil && !errors.Is(err, uploads.ErrNotFound) {
+			s.s3DownUntil.Store(time.Now().Add(s3Pause).UnixNano())
+		}
 		s.log.Warn("image: storage", "image", id, "key", key, "err", err)
 		placeholder(w, http.StatusServiceUnavailable)
 		return
@@ -154,6 +174,7 @@ func (s *shop) registerImageJobs(w *jobs.Worker) {
 		defer func() { <-one }()
 		return s.makeThumbnails(ctx, t.ImageID, defaultImageLimits())
 	})
+	jobs.Handle(w, seedPictureTask, s.seedPicture)
 }
 
 // makeThumbnails makes an image's thumbnails and marks it ready. It is
@@ -205,89 +226,109 @@ func (s *shop) storeThumbnails(ctx context.Context, id int64, key string, thumbs
 			return fmt.Errorf("thumbnails: image %d: %w", id, err)
 		}
 	}
-	_, err := s.db.Exec(ctx, "UPDATE images SET status = 'ready', reason = NULL, small_key = $2, large_key = $3 "+
+	tag, err := s.db.Exec(ctx, "UPDATE images SET status = 'ready', reason = NULL, small_key = $2, large_key = $3 "+
 		"WHERE id = $1 AND status = 'pending'", id, keys["small"], keys["large"])
 	if err != nil {
 		return fmt.Errorf("thumbnails: image %d: %w", id, err)
 	}
-	s.log.Info("thumbnails made", "image", id)
+	if tag.RowsAffected() > 0 {
+		s.log.Info("thumbnails made", "image", id)
+	}
 	return nil
 }
 
 // markBroken records why an image gives no thumbnails and archives the
 // task: retrying cannot change the file. If the record fails, the task is
-// retried (and finds the same reason again).
+// retried (and finds the same reason again); if the image was no longer
+// pending (a run delivered twice finished first), there is nothing to do.
 func (s *shop) markBroken(ctx context.Context, id int64, reason string) error {
-	_, err := s.db.Exec(ctx, "UPDATE images SET status = 'broken', reason = $2 WHERE id = $1 AND status = 'pending'", id, reason)
+	tag, err := s.db.Exec(ctx, "UPDATE images SET status = 'broken', reason = $2 WHERE id = $1 AND status = 'pending'", id, reason)
 	if err != nil {
 		return fmt.Errorf("thumbnails: image %d is broken (%s), not recorded: %w", id, reason, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return nil
 	}
 	s.log.Warn("image broken", "image", id, "reason", reason)
 	return fmt.Errorf("thumbnails: image %d: %s: %w", id, reason, jobs.SkipRetry)
 }
 
 // seedImages gives every product without an image a generated picture
-// (productArt), uploaded as an original and thumbnailed by the job like
-// any upload. Safe with instances seeding together: the original's key
-// comes from the product's slug (the same bytes, whoever uploads them),
-// and a product that got an image meanwhile keeps it (the write rolls
-// back). Without S3 there is nothing to do.
+// (productArt): in one write, an images row for each (its original's key
+// made from the product's slug), the product pointed at it, and a task
+// that draws and uploads the picture, then makes its thumbnails as for
+// any upload. So a start does not wait for the drawing, and instances
+// seeding together do not both give a product a picture (the rows are
+// locked, and the second finds them done). Without S3 there is nothing
+// to do.
 func (s *shop) seedImages(ctx context.Context) error {
 	if s.files == nil {
 		s.log.Info("seed: no S3 bucket (HAKIT_S3_BUCKET), products keep the placeholder")
 		return nil
 	}
-	type product struct {
-		ID         int64
-		Slug, Name string
+	made := 0
+	err := s.db.Write(ctx, func(tx pgx.Tx) error {
+		made = 0
+		rows, _ := tx.Query(ctx, "SELECT id, slug FROM products WHERE image_id IS NULL ORDER BY id FOR UPDATE")
+		type product struct {
+			ID   int64
+			Slug string
+		}
+		products, err := pgx.CollectRows(rows, pgx.RowToStructByPos[product])
+		if err != nil {
+			return err
+		}
+		for _, p := range products {
+			var id int64
+			if err := tx.QueryRow(ctx, "INSERT INTO images (upload_key) VALUES ($1) RETURNING id", "seed/"+p.Slug+".jpg").Scan(&id); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "UPDATE products SET image_id = $2 WHERE id = $1", p.ID, id); err != nil {
+				return err
+			}
+			if _, err := s.outbox.EnqueueTx(ctx, tx, seedPictureTask, thumbnailJob{ImageID: id}, thumbnailOptions); err != nil {
+				return err
+			}
+			made++
+		}
+		return nil
+	})
+	if err == nil && made > 0 {
+		s.log.Info("seed: product pictures on their way", "products", made)
 	}
-	rows, _ := s.db.Query(ctx, "SELECT id, slug, name FROM products WHERE image_id IS NULL ORDER BY id")
-	products, err := pgx.CollectRows(rows, pgx.RowToStructByPos[product])
+	return err
+}
+
+// seedPictureTask draws a seeded product's picture, then makes its
+// thumbnails.
+const seedPictureTask = "shop:seed-picture"
+
+// seedPicture draws and uploads the picture of the product whose image
+// is t.ImageID, then makes its thumbnails. Run again, it uploads the same
+// bytes to the same key.
+func (s *shop) seedPicture(ctx context.Context, t thumbnailJob) error {
+	if s.files == nil {
+		return errors.New("seed picture: no S3 bucket (HAKIT_S3_BUCKET)")
+	}
+	var key, status, slug, name string
+	err := s.db.QueryRow(ctx, `SELECT i.upload_key, i.status, p.slug, p.name FROM images i
+		JOIN products p ON p.image_id = i.id WHERE i.id = $1`, t.ImageID).Scan(&key, &status, &slug, &name)
+	if errors.Is(err, pgx.ErrNoRows) { // the product has another image now
+		return fmt.Errorf("seed picture: image %d is no product's: %w", t.ImageID, jobs.SkipRetry)
+	}
+	if err != nil || status != "pending" {
+		return err
+	}
+	img, err := productArt(slug, name)
 	if err != nil {
 		return err
 	}
-	made := 0
-	for _, p := range products {
-		img, err := productArt(p.Slug, p.Name)
-		if err != nil {
-			return err
-		}
-		data, err := encodeJPEG(img)
-		if err != nil {
-			return err
-		}
-		key := "seed/" + p.Slug + ".jpg"
-		if err := s.files.Bucket().Upload(ctx, key, bytes.NewReader(data), "image/jpeg", nil); err != nil {
-			return fmt.Errorf("image of %s: %w", p.Slug, err)
-		}
-		err = s.db.Write(ctx, func(tx pgx.Tx) error {
-			var id int64
-			if err := tx.QueryRow(ctx, "INSERT INTO images (upload_key) VALUES ($1) RETURNING id", key).Scan(&id); err != nil {
-				return err
-			}
-			tag, err := tx.Exec(ctx, "UPDATE products SET image_id = $2 WHERE id = $1 AND image_id IS NULL", p.ID, id)
-			if err != nil {
-				return err
-			}
-			if tag.RowsAffected() == 0 {
-				return errHasImage
-			}
-			_, err = s.outbox.EnqueueTx(ctx, tx, thumbnailTask, thumbnailJob{ImageID: id}, thumbnailOptions)
-			return err
-		})
-		switch {
-		case errors.Is(err, errHasImage):
-		case err != nil:
-			return fmt.Errorf("image of %s: %w", p.Slug, err)
-		default:
-			made++
-		}
+	data, err := encodeJPEG(img)
+	if err != nil {
+		return err
 	}
-	if made > 0 {
-		s.log.Info("seed: product pictures", "made", made)
+	if err := s.files.Bucket().Upload(ctx, key, bytes.NewReader(data), "image/jpeg", nil); err != nil {
+		return fmt.Errorf("seed picture: image %d: %w", t.ImageID, err)
 	}
-	return nil
+	return s.makeThumbnails(ctx, t.ImageID, defaultImageLimits())
 }
-
-// errHasImage rolls back a seed write for a product that has an image.
-var errHasImage = errors.New("the product has an image")

@@ -13,8 +13,13 @@ import (
 	"golang.org/x/image/vector"
 )
 
-// artSize is the side of a generated product picture.
-const artSize = 1200
+// artSize is the side of a generated product picture: the large
+// thumbnail's width, so making that one scales nothing. Shapes are laid
+// out on a 1200-unit square, scaled by artScale.
+const (
+	artSize  = 960
+	artScale = artSize / 1200.0
+)
 
 // productArt draws the picture of a seeded product: a soft two-colour
 // gradient, a shape and a floor shadow, and the product's initials, all
@@ -29,14 +34,20 @@ func productArt(slug, name string) (*image.RGBA, error) {
 
 	// Background: a diagonal gradient between two pastels.
 	from, to := hsl(hue, 0.45, 0.93), hsl(hue+0.08, 0.50, 0.82)
+	ramp := make([]color.RGBA, 2*artSize-1)
+	for i := range ramp {
+		ramp[i] = mix(from, to, float64(i)/float64(len(ramp)-1))
+	}
 	for y := range artSize {
+		row := img.Pix[y*img.Stride:]
 		for x := range artSize {
-			img.SetRGBA(x, y, mix(from, to, float64(x+y)/float64(2*artSize-2)))
+			c := ramp[x+y]
+			row[4*x], row[4*x+1], row[4*x+2], row[4*x+3] = c.R, c.G, c.B, 255
 		}
 	}
 
 	// A shadow on the floor, then the shape standing on it.
-	const c = artSize / 2
+	const c = 600
 	fill(img, ellipse(c, 1010, 330, 46), color.RGBA{0, 0, 0, 28})
 	shape := hsl(hue+0.5*float64(seed>>9%2), 0.42, 0.62)
 	switch seed >> 12 % 4 {
@@ -55,7 +66,7 @@ func productArt(slug, name string) (*image.RGBA, error) {
 	if err != nil {
 		return nil, err
 	}
-	face, err := opentype.NewFace(f, &opentype.FaceOptions{Size: 300, DPI: 72, Hinting: font.HintingNone})
+	face, err := opentype.NewFace(f, &opentype.FaceOptions{Size: 300 * artScale, DPI: 72, Hinting: font.HintingNone})
 	if err != nil {
 		return nil, err
 	}
@@ -66,9 +77,9 @@ func productArt(slug, name string) (*image.RGBA, error) {
 	}
 	d := &font.Drawer{Dst: img, Face: face}
 	bounds, _ := d.BoundString(text)
-	x := fixed.I(c) - (bounds.Min.X+bounds.Max.X)/2
-	y := fixed.I(560) - (bounds.Min.Y+bounds.Max.Y)/2
-	d.Src, d.Dot = image.NewUniform(color.RGBA{0, 0, 0, 40}), fixed.Point26_6{X: x + fixed.I(6), Y: y + fixed.I(10)}
+	x := fixed.I(artSize/2) - (bounds.Min.X+bounds.Max.X)/2
+	y := fixed.I(560*artScale) - (bounds.Min.Y+bounds.Max.Y)/2
+	d.Src, d.Dot = image.NewUniform(color.RGBA{0, 0, 0, 40}), fixed.Point26_6{X: x + fixed.I(5), Y: y + fixed.I(8)}
 	d.DrawString(text)
 	d.Src, d.Dot = image.NewUniform(color.White), fixed.Point26_6{X: x, Y: y}
 	d.DrawString(text)
@@ -80,8 +91,11 @@ func fill(dst *image.RGBA, z *vector.Rasterizer, c color.Color) {
 	z.Draw(dst, dst.Bounds(), image.NewUniform(c), image.Point{})
 }
 
+// ellipse, roundedRect and polygon take coordinates on the 1200-unit
+// square.
 func ellipse(cx, cy, rx, ry float32) *vector.Rasterizer {
 	const k = 0.5523 // a circle's quarter as a cubic Bézier
+	cx, cy, rx, ry = cx*artScale, cy*artScale, rx*artScale, ry*artScale
 	z := vector.NewRasterizer(artSize, artSize)
 	z.MoveTo(cx+rx, cy)
 	z.CubeTo(cx+rx, cy+k*ry, cx+k*rx, cy+ry, cx, cy+ry)
@@ -93,6 +107,7 @@ func ellipse(cx, cy, rx, ry float32) *vector.Rasterizer {
 }
 
 func roundedRect(x0, y0, x1, y1, r float32) *vector.Rasterizer {
+	x0, y0, x1, y1, r = x0*artScale, y0*artScale, x1*artScale, y1*artScale, r*artScale
 	z := vector.NewRasterizer(artSize, artSize)
 	z.MoveTo(x0+r, y0)
 	z.LineTo(x1-r, y0)
@@ -107,8 +122,11 @@ func roundedRect(x0, y0, x1, y1, r float32) *vector.Rasterizer {
 	return z
 }
 
-// polygon takes the points' coordinates as x0, y0, x1, y1, …
+// polygon takes its points as x0, y0, x1, y1, …
 func polygon(xy ...float32) *vector.Rasterizer {
+	for i := range xy {
+		xy[i] *= artScale
+	}
 	z := vector.NewRasterizer(artSize, artSize)
 	z.MoveTo(xy[0], xy[1])
 	for i := 2; i+1 < len(xy); i += 2 {

@@ -18,7 +18,10 @@ import (
 
 // Thumbnails are JPEGs of two widths, the aspect ratio kept, never
 // enlarged, and at most twice as tall as wide.
-var thumbWidths = map[string]int{"small": 320, "large": 960}
+const (
+	smallWidth = 320
+	largeWidth = 960
+)
 
 // imageLimits bound what the thumbnail job agrees to decode. The header's
 // declared dimensions are checked before any pixel is decoded: a 100 KB
@@ -134,7 +137,11 @@ func thumbnail(src image.Image, maxW int) *image.RGBA {
 	tw, th := thumbSize(b.Dx(), b.Dy(), maxW)
 	dst := image.NewRGBA(image.Rect(0, 0, tw, th))
 	draw.Draw(dst, dst.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
-	draw.CatmullRom.Scale(dst, dst.Bounds(), src, b, draw.Over, nil)
+	if tw == b.Dx() && th == b.Dy() {
+		draw.Draw(dst, dst.Bounds(), src, b.Min, draw.Over)
+	} else {
+		draw.CatmullRom.Scale(dst, dst.Bounds(), src, b, draw.Over, nil)
+	}
 	return dst
 }
 
@@ -155,13 +162,14 @@ func makeThumbnails(data []byte, lim imageLimits) (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string][]byte, len(thumbWidths))
-	for size, w := range thumbWidths {
-		b, err := encodeJPEG(thumbnail(img, w))
-		if err != nil {
+	// The small one is made from the large one: a third of the work,
+	// and the same picture.
+	large := thumbnail(img, largeWidth)
+	out := map[string][]byte{}
+	for size, img := range map[string]image.Image{"large": large, "small": thumbnail(large, smallWidth)} {
+		if out[size], err = encodeJPEG(img); err != nil {
 			return nil, fmt.Errorf("thumbnail %s: %w", size, err)
 		}
-		out[size] = b
 	}
 	return out, nil
 }
