@@ -89,6 +89,7 @@ func services(t *testing.T) {
 // any number of instances, optionally behind HAProxy.
 type cluster struct {
 	t         *testing.T
+	pg        *hatest.PostgresCluster
 	db        string
 	redisURL  string
 	issuer    string
@@ -123,12 +124,19 @@ var testClients = []clientSpec{
 // (the issuer is then HAProxy's URL).
 func newCluster(t *testing.T, n int, lb bool, extraEnv ...string) *cluster {
 	services(t)
+	return newClusterOn(t, shared.pg, n, lb, extraEnv...)
+}
+
+// newClusterOn is newCluster on PostgreSQL cluster pg (its first two
+// nodes).
+func newClusterOn(t *testing.T, pg *hatest.PostgresCluster, n int, lb bool, extraEnv ...string) *cluster {
+	services(t)
 	ctx := context.Background()
-	c := &cluster{t: t, db: fmt.Sprintf("sso_%d", shared.dbs.Add(1))}
-	if err := shared.pg.CreateDatabase(ctx, c.db); err != nil {
+	c := &cluster{t: t, pg: pg, db: fmt.Sprintf("sso_%d", shared.dbs.Add(1))}
+	if err := pg.CreateDatabase(ctx, c.db); err != nil {
 		t.Fatal(err)
 	}
-	if err := shared.pg.WaitReplicated(ctx); err != nil { // the replica has the database too
+	if err := pg.WaitReplicated(ctx); err != nil { // the replica has the database too
 		t.Fatal(err)
 	}
 	c.redisURL = fmt.Sprintf("redis://%s/%d", shared.rd.Addr(), shared.redisDB.Add(1)%16)
@@ -149,8 +157,8 @@ func newCluster(t *testing.T, n int, lb bool, extraEnv ...string) *cluster {
 	}
 	boot, _ := json.Marshal(testClients)
 	c.env = append([]string{
-		"HAKIT_DATABASE_URL_1=" + shared.pg.Nodes[0].DSNFor(c.db),
-		"HAKIT_DATABASE_URL_2=" + shared.pg.Nodes[1].DSNFor(c.db),
+		"HAKIT_DATABASE_URL_1=" + pg.Nodes[0].DSNFor(c.db),
+		"HAKIT_DATABASE_URL_2=" + pg.Nodes[1].DSNFor(c.db),
 		"HAKIT_REDIS_URL=" + c.redisURL,
 		"HAKIT_REDIS_NO_REPLICAS=true",
 		"HAKIT_DRAIN_DELAY=0",
@@ -197,14 +205,26 @@ func (c *cluster) restart(i int) {
 	waitReady(c.t, in.url())
 }
 
+// conn connects to the cluster's database on the current primary.
+func (c *cluster) conn() *pgx.Conn {
+	c.t.Helper()
+	ctx := context.Background()
+	p, err := c.pg.Primary(ctx)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, p.DSNFor(c.db))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return conn
+}
+
 // sql runs a statement on the cluster's database, on the primary.
 func (c *cluster) sql(q string, args ...any) {
 	c.t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, shared.pg.Nodes[0].DSNFor(c.db))
-	if err != nil {
-		c.t.Fatal(err)
-	}
+	conn := c.conn()
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, q, args...); err != nil {
 		c.t.Fatal(err)
@@ -215,10 +235,7 @@ func (c *cluster) sql(q string, args ...any) {
 func (c *cluster) queryInt(q string, args ...any) int {
 	c.t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, shared.pg.Nodes[0].DSNFor(c.db))
-	if err != nil {
-		c.t.Fatal(err)
-	}
+	conn := c.conn()
 	defer conn.Close(ctx)
 	var n int
 	if err := conn.QueryRow(ctx, q, args...).Scan(&n); err != nil {

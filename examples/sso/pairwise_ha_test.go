@@ -122,6 +122,11 @@ func TestPairwiseSubjects(t *testing.T) {
 	f = newFlow()
 	f.extra = []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("prompt", "none")}
 	errorRedirect(t, a1, f, b.authorize(a1, f), "login_required")
+	// ... and a1's tokens for the user are revoked.
+	if st, body := a1.tokenRequest(t, c.issuer, url.Values{"grant_type": {"refresh_token"},
+		"refresh_token": {firstA1.tok.RefreshToken}}); st == 200 {
+		t.Errorf("a refresh token survived the logout: %v", body)
+	}
 	// An unregistered post-logout URI is refused.
 	if p := b.get(c.issuer + "/end_session?" + url.Values{"id_token_hint": {firstA1.raw},
 		"post_logout_redirect_uri": {"https://evil.example/"}}.Encode()); p.location != "" && strings.Contains(p.location, "evil") {

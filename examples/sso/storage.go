@@ -458,7 +458,7 @@ func (s *storage) TerminateSession(ctx context.Context, _, _ string) error { ret
 // TerminateSessionFromRequest implements op.CanTerminateSessionFromRequest.
 // With a valid id_token_hint its (pairwise) sub is mapped back to the
 // local user: if that user is the one signed in here, the session ends
-// and the client's refresh tokens for the user are revoked. Without a
+// and every token the client holds for the user is revoked. Without a
 // hint nothing happens yet: the user confirms on /logout (a form, so that
 // a cross-site link cannot sign anyone out).
 func (s *storage) TerminateSessionFromRequest(ctx context.Context, req *op.EndSessionRequest) (string, error) {
@@ -476,6 +476,9 @@ func (s *storage) TerminateSessionFromRequest(ctx context.Context, req *op.EndSe
 	if err != nil {
 		return "", err
 	}
+	if s.sessions.UserID(ctx) != uid {
+		return req.RedirectURI, nil // not signed in here (or someone else is): nothing to end
+	}
 	if err := s.db.Write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `UPDATE tokens SET revoked_at = now() WHERE user_id = $1 AND client_id = $2
 			AND revoked_at IS NULL`, uid, c.id)
@@ -483,10 +486,8 @@ func (s *storage) TerminateSessionFromRequest(ctx context.Context, req *op.EndSe
 	}); err != nil {
 		return "", err
 	}
-	if s.sessions.UserID(ctx) == uid {
-		if err := s.sessions.Logout(ctx); err != nil {
-			return "", err
-		}
+	if err := s.sessions.Logout(ctx); err != nil {
+		return "", err
 	}
 	return req.RedirectURI, nil
 }
