@@ -20,9 +20,9 @@ func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the chaos run takes about 2 minutes")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	l := startLab(t, lab.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	l := startLab(t, ctx, lab.Options{})
 
 	res, err := l.Chaos(ctx, lab.ChaosOptions{
 		Load: customer.Config{Customers: 6, Rate: 40, Duration: 3 * time.Minute, MaxRequests: 20_000},

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"hakit.dev/examples/shop/customer/lab"
 	"hakit.dev/hatest"
@@ -36,23 +37,31 @@ func (o *labOutput) String() string {
 	return o.buf.String()
 }
 
-// startLab builds the shop (a plain go build: three race-instrumented
-// instances would outweigh everything else on a small machine) and starts
-// the lab with it. The lab stops when the test ends; a failed test logs
+// startLab builds the shop (a plain go build, bounded by 3 minutes of its
+// own: three race-instrumented instances would outweigh everything else on
+// a small machine) and starts the lab with it, within 2 minutes. The lab stops when the test ends; a failed test logs
 // the instances' output.
-func startLab(t *testing.T, ctx context.Context, opts lab.Options) *lab.Lab {
+func startLab(t *testing.T, opts lab.Options) *lab.Lab {
 	t.Helper()
 	if os.Getenv(hatest.EnvSkipServices) == "1" {
 		t.Skipf("%s=1: not starting real services", hatest.EnvSkipServices)
 	}
-	bin, err := lab.BuildShop(ctx, ".", t.TempDir())
+	// The build has its own bound: on a busy machine it can take a
+	// minute, which is not the lab's time.
+	bctx, bcancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer bcancel()
+	t0 := time.Now()
+	bin, err := lab.BuildShop(bctx, ".", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("lab: shop built in %s", time.Since(t0).Round(100*time.Millisecond))
 	out := &labOutput{}
 	opts.ShopBin = bin
 	opts.Output = out
 	opts.Logf = t.Logf
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	l, err := lab.Start(ctx, opts)
 	if err != nil {
 		t.Fatalf("%v\n--- shop output:\n%s", err, out)
