@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"testing/fstest"
+	"time"
 
 	"hakit.dev/dbrouter"
 	"hakit.dev/hakit"
@@ -68,4 +69,55 @@ func ExampleMigrate() {
 	// library: jobs 2 002_once.up.sql
 	// library: session 1 001_sessions.up.sql
 	// app: version 1
+}
+
+// Expand/contract: the expand migrations run at start (MigrateWith, as
+// hakit.App does), the contract ones beside them in contract/ only when
+// asked (MigrateContract, `hakit migrate contract`), once every instance
+// runs the release that stopped using what they drop.
+func ExampleMigrateContract() {
+	ctx := context.Background()
+	pg, err := hatest.StartPostgres(ctx, hatest.PostgresOptions{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer pg.Close()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	db, err := dbrouter.New(ctx, dbrouter.Config{Nodes: pg.DSNs(), Logger: quiet})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer db.Close()
+
+	migrations := fstest.MapFS{
+		"migrations/001_users.up.sql":              {Data: []byte(`CREATE TABLE users (id bigserial PRIMARY KEY, name text)`)},
+		"migrations/002_full_name.up.sql":          {Data: []byte(`ALTER TABLE users ADD COLUMN full_name text`)},
+		"migrations/contract/001_drop_name.up.sql": {Data: []byte(`ALTER TABLE users DROP COLUMN name`)},
+	}
+	columns := func() []string {
+		rows, _ := db.Query(ctx, `SELECT column_name FROM information_schema.columns WHERE table_name = 'users' ORDER BY ordinal_position`)
+		var cols []string
+		for rows.Next() {
+			var c string
+			_ = rows.Scan(&c)
+			cols = append(cols, c)
+		}
+		return cols
+	}
+	opts := hakit.MigrateOptions{LockTimeout: 2 * time.Second, Log: quiet}
+	if err := hakit.MigrateWith(ctx, db, migrations, opts); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("after start-up:", columns())
+	if err := hakit.MigrateContract(ctx, db, migrations, opts); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("after the contract:", columns())
+	// Output:
+	// after start-up: [id name full_name]
+	// after the contract: [id full_name]
 }
