@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -106,15 +108,46 @@ func appSuite(ctx context.Context, r *report) error {
 	if err != nil {
 		return fmt.Errorf("hand-wired app: %w", err)
 	}
+	// The services' processes, whose CPU time counts in a page's cost.
+	var pids []int
+	for _, n := range pg.Nodes {
+		pids = append(pids, n.Pids()...)
+	}
+	if m, err := rd.Master(ctx); err == nil {
+		pids = append(pids, m.Pid())
+	}
+	// load runs wrk on the page; cpuPerReq becomes the CPU time per page
+	// of this process and of the services together.
 	load := func(base, cookie string, d time.Duration) (wrkResult, error) {
-		return runWrkArgs(ctx, wrk, base+"/items/42", d, 16, "-H", "Cookie: "+cookie)
+		s0 := processesCPU(pids)
+		res, err := runWrkArgs(ctx, wrk, base+"/items/42", d, 16, "-H", "Cookie: "+cookie)
+		res.cpuPerReq += float64((processesCPU(pids) - s0).Nanoseconds()) / max(res.requests, 1)
+		return res, err
 	}
 	for _, s := range [][2]string{{hakitURL, hakitCookie}, {handURL, handCookie}} {
 		if _, err := load(s[0], s[1], time.Second); err != nil {
 			return err
 		}
 	}
-	var ratios, ours, theirs, oursP99, theirsP99 []float64
+	if path := os.Getenv("BENCH_APP_CPUPROFILE"); path != "" {
+		// Profiles of each app under load, for finding where its time goes.
+		for _, s := range [][3]string{{hakitURL, hakitCookie, "hakit"}, {handURL, handCookie, "hand"}} {
+			f, err := os.Create(path + "." + s[2])
+			if err != nil {
+				return err
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			_, err = load(s[0], s[1], 5*time.Second)
+			pprof.StopCPUProfile()
+			f.Close()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	var ratios, cpuRatios, ours, theirs, oursP99, theirsP99, oursCPU, theirsCPU []float64
 	for i := range 11 {
 		var a, b wrkResult
 		var errA, errB error
@@ -129,6 +162,8 @@ func appSuite(ctx context.Context, r *report) error {
 			return err
 		}
 		ratios = append(ratios, a.rps/b.rps)
+		cpuRatios = append(cpuRatios, b.cpuPerReq/a.cpuPerReq)
+		oursCPU, theirsCPU = append(oursCPU, a.cpuPerReq), append(theirsCPU, b.cpuPerReq)
 		ours, theirs = append(ours, a.rps), append(theirs, b.rps)
 		oursP99, theirsP99 = append(oursP99, a.p99.Seconds()*1e3), append(theirsP99, b.p99.Seconds()*1e3)
 	}
@@ -136,9 +171,12 @@ func appSuite(ctx context.Context, r *report) error {
 	r.row("page: session + replica read (read-your-writes) + template, wrk 16 connections (req/s)",
 		fmt.Sprintf("%.0f", median(ours)), fmt.Sprintf("%.0f", median(theirs)), "chi + scs/goredisstore + pgxpool, chi's access log")
 	r.row("  p99 latency (ms)", fmt.Sprintf("%.2f", median(oursP99)), fmt.Sprintf("%.2f", median(theirsP99)), "")
+	r.row("  CPU per page: this process, PostgreSQL, Redis (µs)", fmt.Sprintf("%.0f", median(oursCPU)/1e3), fmt.Sprintf("%.0f", median(theirsCPU)/1e3),
+		fmt.Sprintf("pages per CPU second, hakit / hand-wired: %.3f", median(cpuRatios)))
 	r.metric("app_page_ratio", fmt.Sprintf("%.3f", median(ratios)))
 	r.metric("app_page_p99_ms", fmt.Sprintf("%.2f", median(oursP99)))
 	r.metric("app_page_p99_ms_hand", fmt.Sprintf("%.2f", median(theirsP99)))
+	r.metric("app_page_cpu_ratio", fmt.Sprintf("%.3f", median(cpuRatios)))
 	return nil
 }
 
@@ -212,6 +250,9 @@ func handPage(ctx context.Context, pg *hatest.PostgresCluster, rd *hatest.RedisC
 	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr()})
 	sm := scs.New()
 	sm.Store = goredisstore.New(rdb)
+	// The expiry hakit's sessions have by default: every request of a
+	// session extends it (for scs, a save of the session each request).
+	sm.IdleTimeout = 2 * time.Hour
 	primary, err := pgxpool.New(ctx, pg.Nodes[0].DSN())
 	if err != nil {
 		rdb.Close()

@@ -182,6 +182,7 @@ func waitOK(ctx context.Context, url string) error {
 }
 
 type wrkResult struct {
+	requests  float64
 	rps       float64
 	p99       time.Duration
 	cpuPerReq float64 // ns of this process's CPU time per request
@@ -229,6 +230,7 @@ func runWrkArgs(ctx context.Context, wrk, url string, d time.Duration, conns int
 	if res.rps == 0 || requests == 0 {
 		return res, fmt.Errorf("cannot read wrk's output:\n%s", out)
 	}
+	res.requests = requests
 	res.cpuPerReq = float64(cpu.Nanoseconds()) / requests
 	return res, nil
 }
