@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -78,6 +79,14 @@ func TestShopping(t *testing.T) {
 	}
 	if !strings.Contains(m.Text, "2 x Test Teapot") || !strings.Contains(m.Text, "$50.00") {
 		t.Fatalf("mail body without its lines and total:\n%s", m.Text)
+	}
+	// The task delivered again (at least once): no second mail.
+	n, _ := strconv.ParseInt(oid, 10, 64)
+	if err := ts.shop.sendOrderMail(t.Context(), orderMail{OrderID: n}); err != nil {
+		t.Fatal(err)
+	}
+	if mails := ts.mailsTo(t, "ada@example.test"); len(mails) != 1 {
+		t.Fatalf("%d mails after the task ran again, want 1", len(mails))
 	}
 }
 

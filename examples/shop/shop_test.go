@@ -151,4 +151,20 @@ func TestLookupCheckout(t *testing.T) {
 	if _, _, err := ts.shop.lookupCheckout(t.Context(), "s:someone-else", form.Get("key")); !errors.Is(err, pgx.ErrNoRows) {
 		t.Fatalf("another scope: %v, want pgx.ErrNoRows", err)
 	}
+
+	// Keys older than keyLifetime are pruned, newer ones kept.
+	if _, err := pool.Exec(t.Context(), "UPDATE checkout_keys SET created_at = now() - interval '8 days' WHERE key = $1", form.Get("key")); err != nil {
+		t.Fatal(err)
+	}
+	other := c.fillCheckout(id, 1, "lookup@example.test")
+	want(t, "place", c.post("/checkout/place", other), 303, "")
+	if err := ts.shop.pruneKeys(t.Context(), struct{}{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := ts.count(t, "SELECT count(*) FROM checkout_keys WHERE key = ANY($1)", []string{form.Get("key"), other.Get("key")}); n != 1 {
+		t.Fatalf("%d of the two keys left after pruning, want the newer one", n)
+	}
+	if n := ts.count(t, "SELECT count(*) FROM checkout_keys WHERE key = $1", other.Get("key")); n != 1 {
+		t.Fatal("the newer key was pruned")
+	}
 }
