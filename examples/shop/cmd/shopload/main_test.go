@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"strings"
 	"testing"
@@ -33,6 +34,25 @@ func TestLiveLine(t *testing.T) {
 	for _, want := range []string{"50.0 req/s", "99.00% ok", "p99 45ms", "12 orders", "2 sold out", "3 failed"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("live line %q lacks %q", got, want)
+		}
+	}
+}
+
+func TestSampleJSON(t *testing.T) {
+	d := customer.Stats{Requests: 100, Failed: 1}
+	total := customer.Stats{Requests: 500, Failed: 3, Orders: 12, P50: 4 * time.Millisecond, P99: 45500 * time.Microsecond}
+	b, err := json.Marshal(newSample(d, total, 2*time.Second, time.Unix(1, 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"rps": 50, "ok_pct": 99, "p50_ms": 4, "p99_ms": 45.5, "orders": 12, "all_failed": 3, "requests": 100}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v; want %v (%s)", k, got[k], v, b)
 		}
 	}
 }
