@@ -110,13 +110,13 @@ type adminProduct struct {
 	Stock       int
 	Active      bool
 	ImageID     *int64
-	ImageStatus *string
+	ImageStatus string // pending, ready, broken; "" without an image
 }
 
 // productList is the admin's home: every product with its stock.
 func (a *admin) productList(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	rows, _ := a.db.Query(ctx, `SELECT p.id, p.name, p.slug, c.name, p.price_cents, p.stock, p.active, p.image_id, i.status
+	rows, _ := a.db.Query(ctx, `SELECT p.id, p.name, p.slug, c.name, p.price_cents, p.stock, p.active, p.image_id, coalesce(i.status, '')
 		FROM products p JOIN categories c ON c.id = p.category_id LEFT JOIN images i ON i.id = p.image_id
 		ORDER BY c.name, p.name LIMIT 1000`)
 	products, err := pgx.CollectRows(rows, pgx.RowToStructByPos[adminProduct])
@@ -653,48 +653,52 @@ func serveAdminCSS(w http.ResponseWriter, r *http.Request) {
 const adminCSS = `
 .admin-head { display: flex; flex-wrap: wrap; align-items: center; justify-content: space-between; gap: .75rem; margin: 1.25rem 0 1rem; }
 .admin-head h1 { margin: 0; font-size: 1.6rem; }
-.admin-tabs { display: flex; gap: .25rem; margin: 1rem 0 0; border-bottom: 1px solid #e4e0d8; }
-.admin-tabs a { padding: .5rem .9rem; border-radius: .5rem .5rem 0 0; color: #5b554c; text-decoration: none; }
-.admin-tabs a[aria-current] { background: #fff; border: 1px solid #e4e0d8; border-bottom-color: #fff; margin-bottom: -1px; color: #1f1c18; font-weight: 600; }
+.admin-tabs { display: flex; gap: .25rem; margin: 1rem 0 0; border-bottom: 1px solid var(--line, #e5e7eb); }
+.admin-tabs a { padding: .5rem .9rem; border-radius: .5rem .5rem 0 0; color: var(--muted, #6b7280); text-decoration: none; }
+.admin-tabs a[aria-current] { background: var(--card, #fff); border: 1px solid var(--line, #e5e7eb); border-bottom-color: var(--card, #fff); margin-bottom: -1px; color: var(--ink, #1d2125); font-weight: 600; }
 .admin-stats { display: flex; flex-wrap: wrap; gap: .5rem; margin: 0 0 1rem; padding: 0; list-style: none; }
-.admin-stats li { background: #f6f4f0; border-radius: .5rem; padding: .4rem .8rem; font-size: .9rem; }
-.admin-table-wrap { overflow-x: auto; background: #fff; border: 1px solid #e4e0d8; border-radius: .75rem; }
+.admin-stats li { background: var(--brand-soft, #e6f0ec); border-radius: .5rem; padding: .4rem .8rem; font-size: .9rem; }
+.admin-table-wrap { overflow-x: auto; background: var(--card, #fff); border: 1px solid var(--line, #e5e7eb); border-radius: .75rem; }
 .admin-table { width: 100%; border-collapse: collapse; font-size: .95rem; }
-.admin-table th, .admin-table td { padding: .55rem .75rem; text-align: left; border-bottom: 1px solid #eeebe5; vertical-align: middle; }
-.admin-table th { font-size: .78rem; text-transform: uppercase; letter-spacing: .04em; color: #7a7368; background: #faf9f7; }
+.admin-table th, .admin-table td { padding: .55rem .75rem; text-align: left; border-bottom: 1px solid var(--line, #e5e7eb); vertical-align: middle; }
+.admin-table th { font-size: .78rem; text-transform: uppercase; letter-spacing: .04em; color: var(--muted, #6b7280); background: var(--bg, #fafaf9); }
 .admin-table tr:last-child td { border-bottom: 0; }
 .admin-table td.num, .admin-table th.num { text-align: right; font-variant-numeric: tabular-nums; }
-.admin-table .thumb { width: 44px; height: 44px; object-fit: cover; border-radius: .4rem; display: block; background: #f1eee9; }
+.admin-table .thumb { width: 44px; height: 44px; object-fit: cover; border-radius: .4rem; display: block; background: #f3f4f6; }
 .admin-table a { font-weight: 600; }
-.admin-table .actions { display: flex; gap: .4rem; justify-content: flex-end; }
-.pill { display: inline-block; padding: .12rem .55rem; border-radius: 999px; font-size: .78rem; font-weight: 600; background: #eeebe5; color: #5b554c; white-space: nowrap; }
+.admin-table .admin-actions { display: flex; gap: .4rem; justify-content: flex-end; align-items: center; }
+.admin-table .admin-actions form { margin: 0; }
+.pill { display: inline-block; padding: .12rem .55rem; border-radius: 999px; font-size: .78rem; font-weight: 600; background: var(--line, #e5e7eb); color: var(--muted, #6b7280); white-space: nowrap; }
 .pill-ok { background: #e3f1e8; color: #1e6b3d; }
 .pill-warn { background: #fdf0d8; color: #8a5a00; }
 .pill-bad { background: #fbe4e1; color: #a2281b; }
 .admin-grid { display: grid; grid-template-columns: minmax(0, 2fr) minmax(260px, 1fr); gap: 1.25rem; align-items: start; }
 @media (max-width: 820px) { .admin-grid { grid-template-columns: 1fr; } }
-.admin-card { background: #fff; border: 1px solid #e4e0d8; border-radius: .75rem; padding: 1.1rem 1.25rem; margin-bottom: 1.25rem; }
+.admin-card { background: var(--card, #fff); border: 1px solid var(--line, #e5e7eb); border-radius: 14px; padding: 1.1rem 1.25rem; box-shadow: var(--shadow, none); margin-bottom: 1.25rem; }
 .admin-card h2 { margin: 0 0 .8rem; font-size: 1.1rem; }
 .admin-form .field { display: flex; flex-direction: column; gap: .3rem; margin-bottom: .9rem; }
 .admin-form .row { display: grid; grid-template-columns: 1fr 1fr; gap: .9rem; }
 @media (max-width: 520px) { .admin-form .row { grid-template-columns: 1fr; } }
 .admin-form label { font-weight: 600; font-size: .9rem; }
 .admin-form input[type=text], .admin-form input[type=number], .admin-form select, .admin-form textarea, .admin-form input[type=file] {
-  font: inherit; padding: .5rem .6rem; border: 1px solid #cfc9bf; border-radius: .45rem; background: #fff; width: 100%; box-sizing: border-box; }
+  font: inherit; padding: .5rem .6rem; border: 1px solid #d1d5db; border-radius: .45rem; background: var(--card, #fff); width: 100%; box-sizing: border-box; }
 .admin-form textarea { min-height: 7rem; resize: vertical; }
-.admin-form .check { flex-direction: row; align-items: center; gap: .5rem; }
-.admin-form .hint { color: #7a7368; font-size: .82rem; }
+.admin-form .admin-check { flex-direction: row; align-items: center; gap: .5rem; }
+.admin-form .admin-check input { width: 1.1rem; height: 1.1rem; margin: 0; }
+.admin-form .admin-check label { font-weight: 500; }
+.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
+.admin-form .hint { color: var(--muted, #6b7280); font-size: .82rem; }
 .admin-form .error, .admin-card .error { color: #a2281b; font-size: .88rem; }
 .admin-form .invalid input, .admin-form .invalid select, .admin-form .invalid textarea { border-color: #c0392b; }
 .admin-form .prefixed { display: flex; align-items: center; gap: .35rem; }
-.admin-btn { display: inline-block; font: inherit; font-weight: 600; padding: .5rem 1rem; border-radius: .5rem; border: 1px solid #1f1c18; background: #1f1c18; color: #fff; cursor: pointer; text-decoration: none; }
-.admin-btn.secondary { background: #fff; color: #1f1c18; border-color: #cfc9bf; }
+.admin-btn { display: inline-block; font: inherit; font-weight: 600; padding: .5rem 1rem; border-radius: .5rem; border: 1px solid var(--brand, #1f5f4a); background: var(--brand, #1f5f4a); color: #fff; cursor: pointer; text-decoration: none; }
+.admin-btn.secondary { background: var(--card, #fff); color: var(--ink, #1d2125); border-color: #d1d5db; }
 .admin-btn.small { padding: .25rem .6rem; font-size: .85rem; }
-.admin-btn.danger { background: #fff; color: #a2281b; border-color: #e2b3ad; }
+.admin-btn.danger { background: var(--card, #fff); color: #a2281b; border-color: #e2b3ad; }
 .admin-stock { display: flex; align-items: baseline; gap: .6rem; margin-bottom: .7rem; }
 .admin-stock strong { font-size: 2rem; font-variant-numeric: tabular-nums; }
 .admin-inline { display: flex; gap: .5rem; align-items: center; }
 .admin-inline input { max-width: 7rem; }
-.admin-image { width: 100%; aspect-ratio: 1; object-fit: cover; border-radius: .6rem; background: #f1eee9; display: block; margin-bottom: .7rem; }
-.admin-empty { padding: 2rem; text-align: center; color: #7a7368; }
+.admin-image { width: 100%; aspect-ratio: 1; object-fit: cover; border-radius: .6rem; background: #f3f4f6; display: block; margin-bottom: .7rem; }
+.admin-empty { padding: 2rem; text-align: center; color: var(--muted, #6b7280); }
 `

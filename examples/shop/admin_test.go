@@ -367,6 +367,9 @@ func TestAdmin(t *testing.T) {
 		if !strings.Contains(page.body, fmt.Sprintf("/images/%d/large", imageID)) {
 			t.Error("the edit page does not show the image")
 		}
+		if list := a.get(admin, "/admin"); list.status != http.StatusOK || !strings.Contains(list.body, fmt.Sprintf("/images/%d/small", imageID)) {
+			t.Errorf("the product list: %d, without the image\n%.300s", list.status, list.body)
+		}
 		for _, path := range []string{"/images/999999/small", fmt.Sprintf("/images/%d/huge", imageID), "/images/x/small"} {
 			if resp := a.get(admin, path); resp.status != http.StatusNotFound || resp.header.Get("Content-Type") != "image/svg+xml" {
 				t.Errorf("%s: %d %s, want the placeholder with 404", path, resp.status, resp.header.Get("Content-Type"))
@@ -387,6 +390,9 @@ func TestAdmin(t *testing.T) {
 		page := a.get(admin, fmt.Sprintf("/admin/products/%d", id))
 		if !strings.Contains(page.body, "declares 100000×100000 pixels") {
 			t.Error("the edit page does not say why the image is broken")
+		}
+		if list := a.get(admin, "/admin"); list.status != http.StatusOK || !strings.Contains(list.body, "Broken") {
+			t.Errorf("the product list: %d, without the broken image", list.status)
 		}
 		if resp := a.get(admin, fmt.Sprintf("/images/%d/small", imageID)); resp.status != http.StatusOK || resp.header.Get("Content-Type") != "image/svg+xml" {
 			t.Errorf("broken image: %d %s, want the placeholder", resp.status, resp.header.Get("Content-Type"))
