@@ -42,6 +42,7 @@ type config struct {
 	shops   int    // shop instances
 	shopDir string // the shop module's directory
 	noInput bool
+	dash    string // the dashboard's loopback address; "" for none
 }
 
 func main() {
@@ -51,6 +52,7 @@ func main() {
 	flag.IntVar(&cfg.apps, "apps", 0, "run this many small stand-in apps behind HAProxy instead of the shop")
 	flag.StringVar(&cfg.shopDir, "shop-dir", "", "the shop module's directory (default: examples/shop of the repository)")
 	flag.BoolVar(&cfg.noInput, "no-input", false, "ignore standard input (no chaos prompt)")
+	flag.StringVar(&cfg.dash, "dashboard", defaultDashboard, "serve the live dashboard on this loopback address (\"\" for none)")
 	flag.Parse()
 	if err := cfg.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "halab:", err)
@@ -91,6 +93,7 @@ type lab struct {
 	lb    *hatest.HAProxy
 	apps  []*labApp
 	shop  *shopLab // nil with -apps
+	dash  *dashboard
 	out   io.Writer
 	outMu sync.Mutex
 }
@@ -121,6 +124,12 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 	start := time.Now()
 	if cfg.apps > 0 {
 		cfg.shops = 0
+	}
+	if cfg.dash != "" {
+		if l.dash, err = startDashboardOrFree(l, cfg.dash, log); err != nil {
+			return err
+		}
+		l.say("halab: dashboard " + l.dash.URL + " (live while the lab starts)")
 	}
 
 	// The shop builds while the services come up.
@@ -193,6 +202,10 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 	}
 
 	l.printTable(ctx)
+	if l.dash != nil {
+		l.dash.setReady(ctx)
+		l.say("halab: dashboard " + l.dash.URL)
+	}
 	l.say(fmt.Sprintf("halab: ready in %.1fs. Type help for chaos commands; Ctrl-C stops the lab.", time.Since(start).Seconds()))
 	if in != nil {
 		go l.prompt(ctx, in)
@@ -203,6 +216,9 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 
 func (l *lab) close() error {
 	var errs []error
+	if l.dash != nil {
+		errs = append(errs, l.dash.close())
+	}
 	if l.shop != nil {
 		errs = append(errs, l.shop.close())
 	}
@@ -229,8 +245,11 @@ func (l *lab) close() error {
 
 func (l *lab) say(s string) {
 	l.outMu.Lock()
-	defer l.outMu.Unlock()
 	fmt.Fprintln(l.out, s)
+	l.outMu.Unlock()
+	if l.dash != nil {
+		l.dash.said(s)
+	}
 }
 
 // printTable prints every endpoint and credential.

@@ -316,7 +316,7 @@ func (s *shopLab) loadOn() error {
 	}
 	pr, pw := io.Pipe()
 	p, err := hatest.StartProcess(hatest.ProcessOptions{Name: "load", Path: s.loadBin, Output: pw,
-		Args: []string{"-url", s.lab.lb.URL, "-customers", "8", "-rate", "40", "-duration", "30m", "-interval", "2s"}})
+		Args: []string{"-url", s.lab.lb.URL, "-customers", "8", "-rate", "40", "-duration", "30m", "-interval", "2s", "-json"}})
 	if err != nil {
 		pw.Close()
 		return err
@@ -329,7 +329,12 @@ func (s *shopLab) loadOn() error {
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			s.lab.say(strings.TrimPrefix(sc.Text(), "[load] "))
+			line := strings.TrimPrefix(sc.Text(), "[load] ")
+			if smp, text, ok := parseLoadLine(line); ok {
+				s.lab.loadSample(smp)
+				line = text
+			}
+			s.lab.say(line)
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
