@@ -40,7 +40,16 @@ func schemaSuite(ctx context.Context, r *report) error {
 	r.row("  longest read (ms)", wholeMS(safe.MaxRead), wholeMS(naive.MaxRead), "")
 	r.row("  median write (ms)", wholeMS(safe.MedianWrite), wholeMS(naive.MedianWrite), "")
 	r.row("  migrations at start of the first v2 (ms)", wholeMS(safe.Migrate), wholeMS(naive.Migrate), "safe: + batched backfill and contract after the deploy")
-	r.metric("schema_rolling_deploy_failed_requests", safe.Failed+naive.Failed)
+	for _, res := range []schemaResult{safe, naive} {
+		for _, p := range res.Phases {
+			r.row("  longest write, "+p.Name+" (ms)", wholeMS(p.MaxWrite), "", fmt.Sprintf("phase took %s", p.Took.Round(time.Millisecond)))
+		}
+		if res.Failed > 0 {
+			r.row("  failed requests, e.g.", fmt.Sprintf("%q", res.FailedSamples), "", "")
+		}
+	}
+	r.metric("schema_rolling_deploy_failed_requests", safe.Failed)
+	r.metric("schema_rolling_deploy_failed_requests_naive", naive.Failed)
 	r.metric("schema_max_write_stall_ms", wholeMS(safe.MaxWrite))
 	r.metric("schema_max_write_stall_ms_naive", wholeMS(naive.MaxWrite))
 	return nil
@@ -63,6 +72,17 @@ type schemaResult struct {
 	FailedSamples        []string      // the first few failures
 	MaxWrite, MaxRead    time.Duration // the longest write and read, as the load saw them
 	MedianWrite, Migrate time.Duration // Migrate: the first v2 instance's start-up migrations
+	// Phases are the longest write started in each phase of the run, in
+	// order: v1 alone (the machine's noise), the rolling deploy with the
+	// start-up migrations, the backfill, the contract step, v2 alone.
+	Phases []schemaPhase
+}
+
+// schemaPhase is the longest write started in one phase of the run.
+type schemaPhase struct {
+	Name     string
+	MaxWrite time.Duration
+	Took     time.Duration
 }
 
 // The releases' migrations. v1 makes the table. v2 adds tag, filled for
@@ -192,9 +212,10 @@ type loadStats struct {
 	failed        int
 	samples       []string
 	writes, reads []time.Duration
+	writeAt       []time.Time // when each write started
 }
 
-func (s *loadStats) add(write bool, d time.Duration, failure string) {
+func (s *loadStats) add(write bool, at time.Time, d time.Duration, failure string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests++
@@ -206,6 +227,7 @@ func (s *loadStats) add(write bool, d time.Duration, failure string) {
 	}
 	if write {
 		s.writes = append(s.writes, d)
+		s.writeAt = append(s.writeAt, at)
 	} else {
 		s.reads = append(s.reads, d)
 	}
@@ -240,7 +262,7 @@ func runLoad(ctx context.Context, url string, rows, writers, readers int, s *loa
 					failure = req.Method + " " + req.URL.Path + ": " + resp.Status
 				}
 			}
-			s.add(write, d, failure)
+			s.add(write, start, d, failure)
 			select {
 			case <-ctx.Done():
 			case <-time.After(10 * time.Millisecond): // pacing: a bounded load
@@ -321,10 +343,16 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 			wg.Wait()
 		}
 	}()
-	// Some load on v1 alone first.
-	if err := sleepCtx(ctx, time.Second); err != nil {
+	type mark struct {
+		name string
+		at   time.Time
+	}
+	marks := []mark{{"v1 alone", time.Now()}}
+	// Load on v1 alone first: the machine's noise.
+	if err := sleepCtx(ctx, 3*time.Second); err != nil {
 		return res, err
 	}
+	marks = append(marks, mark{"rolling deploy, start-up migrations", time.Now()})
 
 	// The rolling deploy: each slot drained (its DrainDelay covers
 	// HAProxy's 2 checks at 200ms), then v2 started in its place.
@@ -353,25 +381,34 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 	}
 
 	if !o.Naive {
+		marks = append(marks, mark{"backfill in batches", time.Now()})
 		// Every instance runs v2: the backfill, in batches of 10 000 rows
 		// (each its own transaction), then the contract step.
 		pool, err := first.DB().Primary()
 		if err != nil {
 			return res, err
 		}
-		for lo := 0; lo < o.Rows; lo += 10_000 {
+		// Up to the last row v1 inserted before the column existed.
+		var last int64
+		if err := pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM items`).Scan(&last); err != nil {
+			return res, err
+		}
+		for lo := int64(0); lo < last; lo += 10_000 {
 			if _, err := pool.Exec(ctx, `UPDATE items SET tag = 't' || (n % 100) WHERE id > $1 AND id <= $2 AND tag IS NULL`, lo, lo+10_000); err != nil {
 				return res, fmt.Errorf("backfill: %w", err)
 			}
 		}
+		marks = append(marks, mark{"contract", time.Now()})
 		if err := first.MigrateContract(ctx); err != nil {
 			return res, err
 		}
 	}
-	// Some load on v2 alone last.
-	if err := sleepCtx(ctx, time.Second); err != nil {
+	marks = append(marks, mark{"v2 alone", time.Now()})
+	// Load on v2 alone last.
+	if err := sleepCtx(ctx, 3*time.Second); err != nil {
 		return res, err
 	}
+	marks = append(marks, mark{"", time.Now()})
 	stopLoad()
 	wg.Wait()
 	loadStopped = true
@@ -395,6 +432,15 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 	res.Requests, res.Failed, res.FailedSamples = stats.requests, stats.failed, stats.samples
 	res.MaxWrite, res.MedianWrite = maxDuration(stats.writes), medianDuration(stats.writes)
 	res.MaxRead = maxDuration(stats.reads)
+	for i := 0; i+1 < len(marks); i++ {
+		p := schemaPhase{Name: marks[i].name, Took: marks[i+1].at.Sub(marks[i].at)}
+		for j, at := range stats.writeAt {
+			if !at.Before(marks[i].at) && at.Before(marks[i+1].at) {
+				p.MaxWrite = max(p.MaxWrite, stats.writes[j])
+			}
+		}
+		res.Phases = append(res.Phases, p)
+	}
 	return res, nil
 }
 
