@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -29,29 +28,34 @@ import (
 )
 
 // The services every test of the package shares: one PostgreSQL primary
-// with a replica, one Redis, and the app's binary. Each test gets its own
+// with a replica and one Redis. Each test gets its own
 // database and Redis database number, so tests stay independent.
 var shared struct {
 	once    sync.Once
 	err     error
 	pg      *hatest.PostgresCluster
 	rd      *hatest.RedisCluster
-	bin     string
-	dir     string
+	bin     string // this test binary, which runs the app with asApp=1
 	dbs     atomic.Int32
 	redisDB atomic.Int32
 }
 
+// asApp, set in a process's environment, makes the test binary run the
+// app's main instead of the tests: the tests start the app from their own
+// binary (built with -race when they are), with no second build.
+const asApp = "SSO_TEST_AS_APP"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(asApp) == "1" {
+		main()
+		os.Exit(0)
+	}
 	code := m.Run()
 	if shared.pg != nil {
 		shared.pg.Close()
 	}
 	if shared.rd != nil {
 		shared.rd.Close()
-	}
-	if shared.dir != "" {
-		os.RemoveAll(shared.dir)
 	}
 	os.Exit(code)
 }
@@ -71,14 +75,7 @@ func services(t *testing.T) {
 		if shared.rd, shared.err = hatest.StartRedis(ctx, hatest.RedisOptions{}); shared.err != nil {
 			return
 		}
-		if shared.dir, shared.err = os.MkdirTemp("", "sso-test-"); shared.err != nil {
-			return
-		}
-		shared.bin = filepath.Join(shared.dir, "sso")
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", shared.bin, ".").CombinedOutput()
-		if err != nil {
-			shared.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		shared.bin, shared.err = os.Executable()
 	})
 	if shared.err != nil {
 		t.Fatal(shared.err)
@@ -157,6 +154,7 @@ func newClusterOn(t *testing.T, pg *hatest.PostgresCluster, n int, lb bool, extr
 	}
 	boot, _ := json.Marshal(testClients)
 	c.env = append([]string{
+		asApp + "=1",
 		"HAKIT_DATABASE_URL_1=" + pg.Nodes[0].DSNFor(c.db),
 		"HAKIT_DATABASE_URL_2=" + pg.Nodes[1].DSNFor(c.db),
 		"HAKIT_REDIS_URL=" + c.redisURL,
