@@ -39,7 +39,22 @@ type NodeError struct {
 	Err  error
 }
 
-func (e *NodeError) Error() string { return "dbrouter: node " + e.Node + ": " + e.Err.Error() }
+func (e *NodeError) Error() string {
+	msg := "dbrouter: node " + e.Node + ": " + e.Err.Error()
+	if isStatementCacheLoss(e.Err) {
+		msg += " (pgx's statement cache through a pooler in transaction mode, such as PgBouncer: add default_query_exec_mode=exec to the node's connection string)"
+	}
+	return msg
+}
+
+// isStatementCacheLoss reports a named statement of pgx's cache missing
+// (26000) or already there (42P05) on the server: what a pooler in
+// transaction mode does to it, handing each transaction another server
+// connection.
+func isStatementCacheLoss(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "26000" || pgErr.Code == "42P05") && strings.Contains(pgErr.Message, "stmtcache_")
+}
 
 // Unwrap returns the underlying error.
 func (e *NodeError) Unwrap() error { return e.Err }

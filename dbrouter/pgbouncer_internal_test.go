@@ -1,6 +1,7 @@
 package dbrouter
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -26,5 +27,18 @@ func TestPoolerConnLoss(t *testing.T) {
 		if got := retryReason(tc.err); got != tc.reason {
 			t.Errorf("retryReason(%s %s %q) = %q, want %q", tc.err.Severity, tc.err.Code, tc.err.Message, got, tc.reason)
 		}
+	}
+}
+
+// A statement of pgx's cache lost by transaction pooling is named in the
+// error with the setting that avoids it.
+func TestStatementCacheHint(t *testing.T) {
+	lost := &NodeError{Node: "db1:6432", Err: &pgconn.PgError{Severity: "ERROR", Code: "26000", Message: `prepared statement "stmtcache_0123" does not exist`}}
+	if msg := lost.Error(); !strings.Contains(msg, "default_query_exec_mode=exec") {
+		t.Errorf("%q: no hint", msg)
+	}
+	other := &NodeError{Node: "db1:5432", Err: &pgconn.PgError{Severity: "ERROR", Code: "26000", Message: `prepared statement "mine" does not exist`}}
+	if msg := other.Error(); strings.Contains(msg, "default_query_exec_mode") {
+		t.Errorf("%q: a hint for an application's own statement", msg)
 	}
 }
