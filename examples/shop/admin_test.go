@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	"github.com/alexedwards/argon2id"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/chromedp/chromedp"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -597,6 +600,58 @@ func TestAdmin(t *testing.T) {
 
 func jpegConfig(data []byte) (image.Config, error) {
 	return jpeg.DecodeConfig(bytes.NewReader(data))
+}
+
+// TestAdminBrowser: the owner signs in, creates a product with the form
+// and uploads its picture with the file input, in Chromium; the thumbnails
+// appear in the admin and on the shop's product page. With
+// SHOP_SCREENSHOTS=1 it saves the admin's screenshots for the README.
+func TestAdminBrowser(t *testing.T) {
+	a := startAdminShop(t)
+	ctx := context.Background()
+	var cat int64
+	if err := a.db.QueryRow(ctx, "INSERT INTO categories (slug, name) VALUES ('kitchen', 'Kitchen') RETURNING id").Scan(&cat); err != nil {
+		t.Fatal(err)
+	}
+	a.replicated()
+	photo := filepath.Join(t.TempDir(), "kettle.png")
+	if err := os.WriteFile(photo, encodePNG(t, testPicture(1000, 700)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tb := startChromium(t).newTab(t, a.url, "admin")
+	tb.do("sign in", chromedp.Navigate(a.url+"/admin"), waitPage("login"),
+		chromedp.SetValue(`#email`, adminEmail), chromedp.SetValue(`#password`, adminPassword),
+		chromedp.Submit(`#password`), waitPage("admin"))
+	tb.do("new product", chromedp.Click(`a[href="/admin/products/new"]`), waitPage("admin-product"),
+		chromedp.SetValue(`#name`, "Enamel Kettle"), chromedp.SetValue(`#price`, "42.50"),
+		chromedp.SetValue(`#stock`, "12"), chromedp.SetValue(`#category_id`, strconv.FormatInt(cat, 10)),
+		chromedp.SetValue(`#description`, "A stovetop kettle in cream enamel. 1.7 l."),
+		chromedp.Submit(`#name`), chromedp.WaitVisible(`#image`))
+	var id int64
+	var price int64
+	if err := a.db.QueryRow(ctx, "SELECT id, price_cents FROM products WHERE slug = 'enamel-kettle'").Scan(&id, &price); err != nil {
+		t.Fatalf("the product was not created: %v", err)
+	}
+	if price != 4250 {
+		t.Errorf("price %d cents, want 4250", price)
+	}
+	tb.do("upload", chromedp.SetUploadFiles(`#image`, []string{photo}), chromedp.Submit(`#image`), waitPage("admin-product"))
+	if _, status, reason := a.waitImage(id); status != "ready" {
+		t.Fatalf("image %s (%s)", status, reason)
+	}
+	tb.open(fmt.Sprintf("/admin/products/%d", id), "admin-product")
+	tb.imagesLoaded()
+	if w := evalJS[int](tb, "image width", `document.querySelector('img.admin-image').naturalWidth`); w != 960 {
+		t.Errorf("the admin shows a %d px wide image, want the 960 px thumbnail", w)
+	}
+	tb.screenshot("admin-product")
+	tb.open("/admin", "admin")
+	tb.imagesLoaded()
+	tb.screenshot("admin-products")
+	tb.open(fmt.Sprintf("/products/%d", id), "product")
+	if n := tb.imagesLoaded(); n == 0 {
+		t.Error("the shop's product page shows no image")
+	}
 }
 
 func TestParsePrice(t *testing.T) {
