@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"encoding/json"
@@ -57,6 +58,7 @@ type dashboard struct {
 
 	// failover and failure tracking
 	pgLostAt, redisLostAt time.Time
+	pgLost, redisLost     string // the leader or master last lost
 	failingSince          time.Time
 	failedDuring          int
 }
@@ -629,7 +631,7 @@ func (d *dashboard) changes(prev, s labState, now time.Time) []event {
 	var evs []event
 	switch {
 	case prev.Leader != "" && s.Leader == "":
-		d.pgLostAt = now
+		d.pgLostAt, d.pgLost = now, prev.Leader
 		evs = append(evs, event{Kind: "failover", Text: "PostgreSQL has no leader", Detail: prev.Leader + " is gone; Patroni waits for its leader key to expire"})
 	case s.Leader != "" && s.Leader != prev.Leader:
 		detail := "Patroni promoted it"
@@ -638,14 +640,14 @@ func (d *dashboard) changes(prev, s labState, now time.Time) []event {
 		}
 		from := prev.Leader
 		if from == "" {
-			from = "none"
+			from = cmp.Or(d.pgLost, "none")
 		}
 		evs = append(evs, event{Kind: "recovered", Text: fmt.Sprintf("PostgreSQL leader %s → %s", from, s.Leader), Detail: detail})
 		d.pgLostAt = time.Time{}
 	}
 	switch {
 	case prev.Master != "" && s.Master == "":
-		d.redisLostAt = now
+		d.redisLostAt, d.redisLost = now, prev.Master
 		evs = append(evs, event{Kind: "failover", Text: "Redis has no master", Detail: prev.Master + " is gone; the Sentinels vote"})
 	case s.Master != "" && s.Master != prev.Master:
 		detail := "the Sentinels promoted it"
@@ -654,7 +656,7 @@ func (d *dashboard) changes(prev, s labState, now time.Time) []event {
 		}
 		from := prev.Master
 		if from == "" {
-			from = "none"
+			from = cmp.Or(d.redisLost, "none")
 		}
 		evs = append(evs, event{Kind: "recovered", Text: fmt.Sprintf("Redis master %s → %s", from, s.Master), Detail: detail})
 		d.redisLostAt = time.Time{}

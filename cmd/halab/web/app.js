@@ -73,10 +73,16 @@
     // Apps
     $("apps").replaceChildren(...s.apps.map((a) => {
       const st = a.status;
-      const tone = st.startsWith("UP") ? "ok" : st === "DRAIN" || st.startsWith("DOWN ") ? "warn" : st === "MAINT" ? "grey" : "bad";
+      // "UP 1/2": failed a check, going down; "DOWN 1/2": passed one, coming up.
+      let tone = "bad", label = st;
+      if (st === "UP") tone = "ok";
+      else if (st.startsWith("UP ")) { tone = "warn"; label = "UP · going down"; }
+      else if (st.startsWith("DOWN ")) { tone = "warn"; label = "DOWN · coming up"; }
+      else if (st === "DRAIN") tone = "warn";
+      else if (st === "MAINT" || st === "unknown") tone = "grey";
       return el("tr", { "data-app": a.name, "data-status": st },
         el("td", { class: "name" }, a.name),
-        el("td", {}, badge(st, tone)),
+        el("td", { title: "HAProxy: " + st }, badge(label, tone)),
         el("td", {}, a.running ? badge("running", "grey") : badge("stopped", "bad")),
         el("td", { class: "num" }, String(a.current)),
         el("td", { class: "num" }, a.rps.toFixed(1)),
@@ -176,10 +182,11 @@
     if (c && c.series.length !== series.length + 1) { c.destroy(); c = null; }
     if (!c) {
       c = new uPlot({
-        width, height: 170, legend: { show: true }, cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: true }, y: { range: (u, lo, hi) => [range.min ?? lo, Math.max(range.max ?? hi, hi, (range.min ?? 0) + 1)] } },
-        axes: [{ stroke: "#6b7380", grid: { stroke: "#eef0f3" } }, { stroke: "#6b7380", grid: { stroke: "#eef0f3" }, size: 44 }],
-        series: [{}, ...series],
+        width, height: 170, legend: { show: true, live: false }, cursor: { drag: { x: false, y: false } },
+        scales: { x: { time: true }, y: { range: (u, lo, hi) => [Math.min(range.min ?? lo, lo ?? 0), Math.max(range.max ?? hi, hi ?? 0, (range.min ?? 0) + 1)] } },
+        axes: [{ stroke: "#6b7380", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#eef0f3" } },
+          { stroke: "#6b7380", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#eef0f3" }, size: 56 }],
+        series: [{}, ...series.map((x) => Object.assign({ points: { show: false } }, x))],
       }, data, box);
       charts[id] = c;
     } else {
