@@ -36,12 +36,13 @@ const (
 // loopback only, and its POST endpoints refuse cross-origin requests and
 // Host names other than loopback ones: it can kill processes.
 type dashboard struct {
-	lab *lab
-	log *slog.Logger
-	ctx context.Context // the lab's, from setReady
-	URL string
-	srv *http.Server
-	ln  net.Listener
+	lab  *lab
+	log  *slog.Logger
+	ctx  context.Context // the lab's, from setReady
+	URL  string
+	srv  *http.Server
+	ln   net.Listener
+	done chan struct{} // closed by close: the streams end
 
 	mu       sync.Mutex
 	ready    bool
@@ -191,7 +192,7 @@ func startDashboard(l *lab, addr string, log *slog.Logger) (*dashboard, error) {
 		return nil, fmt.Errorf("-dashboard %q: %w", addr, err)
 	}
 	d := &dashboard{lab: l, log: log, ln: ln, URL: "http://" + ln.Addr().String() + "/",
-		changed: make(chan struct{}), paused: map[string]bool{}, lastSess: map[string]int64{},
+		changed: make(chan struct{}), done: make(chan struct{}), paused: map[string]bool{}, lastSess: map[string]int64{},
 		rclients: map[string]*redis.Client{}}
 	d.state.Phase = "starting"
 	d.srv = &http.Server{Handler: d.handler(), ReadHeaderTimeout: 5 * time.Second}
@@ -276,6 +277,8 @@ func (d *dashboard) serveStream(w http.ResponseWriter, r *http.Request) {
 		fl.Flush()
 		select {
 		case <-r.Context().Done():
+			return
+		case <-d.done:
 			return
 		case <-changed:
 		case <-time.After(5 * time.Second):
@@ -783,6 +786,7 @@ func (d *dashboard) actions(s labState) []action {
 
 // close stops serving and closes the Redis clients.
 func (d *dashboard) close() error {
+	close(d.done)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	err := d.srv.Shutdown(ctx)
