@@ -2,83 +2,111 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"runtime/debug"
-	"slices"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"hakit.dev/hatest"
-	"hakit.dev/uploads"
 )
 
 const gib = 1 << 30
 
-// envUploadsChild makes the bench binary the upload server of the uploads
-// suite: a process of its own, so its peak RSS is the handler's alone.
+// envUploadsChild once made the bench binary the upload server of the
+// uploads suite; that process is now uploads/internal/benchchild, whose
+// floor is not every suite's dependencies.
 const envUploadsChild = "HAKIT_BENCH_UPLOADS_CHILD"
 
-// uploadsSuite streams 1 GiB through the upload handler of a separate
-// process into MinIO and reads that process's peak RSS; the same process
-// first uploads the same bytes straight with the SDK (the baseline); then
-// 100 uploads are cut off in various ways and the orphan parts counted.
+// uploadsSuite uploads 1 GiB straight with the SDK in a process of its
+// own (the baseline), then streams the same bytes through the upload
+// handler of another process into MinIO, and 8 uploads of 128 MiB at once,
+// reading that process's peak RSS for each; then 100 uploads are cut off
+// in various ways and the orphan parts counted. Both processes run
+// uploads/internal/benchchild, a binary with the upload path and the SDK
+// only, so what is measured is the upload's memory over a small floor.
 func uploadsSuite(ctx context.Context, r *report) error {
 	m, err := hatest.StartMinIO(ctx, hatest.MinIOOptions{Bucket: "bench"})
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	dir, err := os.MkdirTemp("", "hakit-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "benchchild")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./uploads/internal/benchchild").CombinedOutput(); err != nil {
+		return fmt.Errorf("build the upload child: %v\n%s", err, out)
+	}
+	child := func(env ...string) (*exec.Cmd, func() (string, error), error) {
+		cmd := exec.CommandContext(ctx, bin)
+		cmd.Env = append(os.Environ(),
+			"MINIO_ENDPOINT="+m.Endpoint, "MINIO_BUCKET="+m.Bucket, "MINIO_ACCESS="+m.AccessKey, "MINIO_SECRET="+m.SecretKey)
+		cmd.Env = append(cmd.Env, env...)
+		cmd.Stderr = os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, nil, err
+		}
+		lines := bufio.NewScanner(out)
+		next := func() (string, error) {
+			if !lines.Scan() {
+				return "", fmt.Errorf("upload child ended: %v", lines.Err())
+			}
+			return lines.Text(), nil
+		}
+		return cmd, next, nil
+	}
 
-	self, err := os.Executable()
+	// The baseline, alone: "direct <seconds> <peak RSS MiB>".
+	sdk, next, err := child("BENCH_MODE=sdk", fmt.Sprintf("BENCH_BYTES=%d", gib))
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, self)
-	cmd.Env = append(os.Environ(), envUploadsChild+"=1",
-		"MINIO_ENDPOINT="+m.Endpoint, "MINIO_BUCKET="+m.Bucket, "MINIO_ACCESS="+m.AccessKey, "MINIO_SECRET="+m.SecretKey)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	baseline, err := next()
+	_ = sdk.Wait()
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
+	var directSecs, sdkRSS float64
+	if _, err := fmt.Sscanf(baseline, "direct %g %g", &directSecs, &sdkRSS); err != nil {
+		return fmt.Errorf("SDK baseline said %q: %w", baseline, err)
+	}
+
+	cmd, next, err := child()
+	if err != nil {
 		return err
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	lines := bufio.NewScanner(out)
-	next := func() (string, error) {
-		if !lines.Scan() {
-			return "", fmt.Errorf("upload server ended: %v", lines.Err())
-		}
-		return lines.Text(), nil
-	}
 	addr, err := next()
 	if err != nil {
 		return err
 	}
-	baseline, err := next() // "direct <seconds>"
+	floorLine, err := next()
 	if err != nil {
 		return err
 	}
-	directSecs, _ := strconv.ParseFloat(strings.TrimPrefix(baseline, "direct "), 64)
+	var floor float64
+	if _, err := fmt.Sscanf(floorLine, "floor %g", &floor); err != nil {
+		return fmt.Errorf("upload child said %q: %w", floorLine, err)
+	}
 
 	// Our path: 1 GiB, streamed, through the handler.
 	t0 := time.Now()
@@ -94,9 +122,38 @@ func uploadsSuite(ctx context.Context, r *report) error {
 	if err != nil {
 		return err
 	}
+
+	// 8 uploads of 128 MiB at once, the peak counted from here.
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", cmd.Process.Pid), []byte("5"), 0); err != nil {
+		return fmt.Errorf("reset the peak RSS: %w", err)
+	}
+	const many, size = 8, 128 << 20
+	errs := make([]error, many)
+	var wg sync.WaitGroup
+	t1 := time.Now()
+	for i := range many {
+		wg.Go(func() {
+			code, body, err := postFile(ctx, "http://"+addr+"/upload?big", fmt.Sprintf("f%d.png", i), &benchPattern{n: size})
+			if err == nil && code != 200 {
+				err = fmt.Errorf("%d %s", code, body)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	manySecs := time.Since(t1).Seconds()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%d concurrent uploads: %w", many, err)
+	}
+	hwmMany, err := peakRSS(cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+
 	r.row("measurement", "hakit handler", "baseline", "")
-	r.row("1 GiB to MinIO (MiB/s)", fmt.Sprintf("%.0f", 1024/oursSecs), fmt.Sprintf("%.0f", 1024/directSecs), "SDK multipart from the same process, 5 MiB parts, 5 at a time")
-	r.row("peak RSS of the uploading process during ours (MiB)", fmt.Sprintf("%.0f", hwm), "", "HTTP + multipart parsing, sniffing, SHA-256, 5 MiB parts, 4 at a time")
+	r.row("1 GiB to MinIO (MiB/s)", fmt.Sprintf("%.0f", 1024/oursSecs), fmt.Sprintf("%.0f", 1024/directSecs), "SDK multipart in a process of its own, 5 MiB parts, 5 at a time")
+	r.row("peak RSS of the uploading process (MiB)", fmt.Sprintf("%.0f", hwm), fmt.Sprintf("%.0f", sdkRSS), fmt.Sprintf("ours: HTTP, multipart, sniffing, SHA-256; %.0f MiB when ready", floor))
+	r.row(fmt.Sprintf("%d uploads of %d MiB at once: peak RSS (MiB), MiB/s", many, size>>20), fmt.Sprintf("%.0f, %.0f", hwmMany, float64(many*size>>20)/manySecs), "", "one pool of part memory for the process")
 
 	orphans, outcomes, err := abortedUploads(ctx, "http://"+addr+"/upload", m)
 	if err != nil {
@@ -105,7 +162,9 @@ func uploadsSuite(ctx context.Context, r *report) error {
 	r.row("100 uploads cut off in random ways: incomplete multipart uploads left", fmt.Sprint(orphans), "", outcomes)
 
 	r.metric("upload_1gib_peak_rss_mib", fmt.Sprintf("%.1f", hwm))
+	r.metric("upload_1gib_peak_rss_mib_sdk", fmt.Sprintf("%.1f", sdkRSS))
 	r.metric("upload_throughput_ratio", fmt.Sprintf("%.3f", directSecs/oursSecs))
+	r.metric("upload_8x128mib_peak_rss_mib", fmt.Sprintf("%.1f", hwmMany))
 	r.metric("upload_orphan_parts", orphans)
 	return nil
 }
@@ -244,103 +303,7 @@ func hangUp(url string, r io.Reader, cut int64) {
 	_, _ = io.CopyN(conn, r, cut)
 }
 
-// uploadsChild is the upload server process.
+// uploadsChild says where the upload server went.
 func uploadsChild() error {
-	ctx := context.Background()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	endpoint, bucket := os.Getenv("MINIO_ENDPOINT"), os.Getenv("MINIO_BUCKET")
-	access, secret := os.Getenv("MINIO_ACCESS"), os.Getenv("MINIO_SECRET")
-	b, err := uploads.NewS3Bucket(uploads.S3Config{Endpoint: endpoint, Bucket: bucket, AccessKey: access, SecretKey: secret,
-		PathStyle: true, Logger: log})
-	if err != nil {
-		return err
-	}
-	store, err := uploads.New(uploads.Config{Bucket: b, Prefix: "up/", MaxSize: 2 * gib, Logger: log})
-	if err != nil {
-		return err
-	}
-	small, err := uploads.New(uploads.Config{Bucket: b, Prefix: "small/", MaxSize: 64 << 20, Logger: log})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
-		st := small
-		if r.URL.Query().Has("big") {
-			st = store
-		}
-		got, err := st.Receive(w, r)
-		if err != nil {
-			http.Error(w, err.Error(), uploads.Status(err))
-			return
-		}
-		_ = json.NewEncoder(w).Encode(got)
-	})
-	go func() { _ = http.Serve(ln, mux) }()
-	fmt.Println(ln.Addr().String())
-
-	// The baseline: the same bytes, straight through the SDK, multipart,
-	// with the SDK upload manager's defaults (5 MiB parts, 5 at a time).
-	t0 := time.Now()
-	if err := sdkMultipart(ctx, b.Client(), bucket, "direct/big.png", &benchPattern{n: gib}, 5<<20, 5); err != nil {
-		return err
-	}
-	fmt.Printf("direct %f\n", time.Since(t0).Seconds())
-	// Peak RSS from here on is the handler's: give the baseline's memory
-	// back to the OS, then reset the peak.
-	debug.FreeOSMemory()
-	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
-		return fmt.Errorf("reset peak RSS: %w", err)
-	}
-	select {}
-}
-
-// sdkMultipart uploads r with the SDK's multipart API, partSize parts,
-// concurrency at a time.
-func sdkMultipart(ctx context.Context, c *s3.Client, bucket, key string, r io.Reader, partSize int, concurrency int) error {
-	mu, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &bucket, Key: &key})
-	if err != nil {
-		return err
-	}
-	var (
-		mtx   sync.Mutex
-		parts []types.CompletedPart
-		wg    sync.WaitGroup
-		errs  []error
-		sem   = make(chan struct{}, concurrency)
-	)
-	for num := int32(1); ; num++ {
-		buf := make([]byte, partSize)
-		n, rerr := io.ReadFull(r, buf)
-		if n > 0 {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				out, err := c.UploadPart(ctx, &s3.UploadPartInput{Bucket: &bucket, Key: &key, UploadId: mu.UploadId,
-					PartNumber: aws.Int32(num), Body: bytes.NewReader(buf[:n]), ContentLength: aws.Int64(int64(n))})
-				mtx.Lock()
-				defer mtx.Unlock()
-				if err != nil {
-					errs = append(errs, err)
-					return
-				}
-				parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num)})
-			})
-		}
-		if rerr != nil {
-			break
-		}
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	slices.SortFunc(parts, func(a, b types.CompletedPart) int { return int(*a.PartNumber - *b.PartNumber) })
-	_, err = c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: &bucket, Key: &key, UploadId: mu.UploadId,
-		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts}})
-	return err
+	return errors.New("the upload child is uploads/internal/benchchild, built by the uploads suite")
 }

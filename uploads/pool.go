@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -47,9 +48,11 @@ const chunkSize = 256 << 10
 // Waiters are woken together and not served in order: under a load the
 // pool cannot serve within wait, some are refused while others go on.
 //
-// Chunks are made on first need, a part's worth at a time, and kept on a
-// free list (a sync.Pool would drop them at each GC and make the heap
-// churn, which shows in RSS).
+// Chunks are made on first need, a part's worth at a time, outside the Go
+// heap (allocSlab), and kept on a free list (a sync.Pool would drop them
+// at each GC and make the heap churn, which shows in RSS). They are given
+// back to the OS when the pool is unreachable, which it is only once no
+// part holds one: a part, and a reader of it, keep the pool.
 type pool struct {
 	perPart int           // chunks in a full part
 	budget  int           // chunks in all, reserve included
@@ -64,11 +67,34 @@ type pool struct {
 	waiting int      // parts waiting for memory
 	spare   [][]byte // made and not in use
 	made    int
+	slabs   *slabs        // the memory made, freed when the pool is unreachable
 	changed chan struct{} // closed, and replaced, when chunks may be had
+}
+
+// slabs frees the memory of a pool's chunks.
+type slabs struct {
+	mu   sync.Mutex
+	free []func()
+}
+
+func (s *slabs) add(free func()) {
+	s.mu.Lock()
+	s.free = append(s.free, free)
+	s.mu.Unlock()
+}
+
+func (s *slabs) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.free {
+		f()
+	}
+	s.free = nil
 }
 
 // part is one part of an upload: its bytes in chunks from the pool.
 type part struct {
+	pool     *pool // keeps the chunks' memory mapped while the part lives
 	chunks   [][]byte
 	size     int
 	held     int  // chunks counted outside the reserve (under the pool's lock)
@@ -82,8 +108,10 @@ func newPool(parts int, partSize int64, wait time.Duration) *pool {
 	perPart := int((partSize + chunkSize - 1) / chunkSize)
 	budget := parts * perPart
 	reserve := max(1, budget/8)
-	return &pool{perPart: perPart, budget: budget, reserve: reserve, wait: wait,
-		free: budget - reserve, rfree: reserve, filling: map[*part]struct{}{}, changed: make(chan struct{})}
+	p := &pool{perPart: perPart, budget: budget, reserve: reserve, wait: wait,
+		free: budget - reserve, rfree: reserve, filling: map[*part]struct{}{}, slabs: &slabs{}, changed: make(chan struct{})}
+	runtime.AddCleanup(p, (*slabs).release, p.slabs)
+	return p
 }
 
 // grow adds a chunk to pt, which is being filled, waiting as long as the
@@ -118,6 +146,7 @@ func (p *pool) grow(ctx context.Context, pt *part, later bool) error {
 			}
 			c := p.take()
 			p.mu.Unlock()
+			pt.pool = p
 			pt.chunks = append(pt.chunks, c)
 			return nil
 		}
@@ -199,7 +228,8 @@ func (p *pool) take() []byte {
 // it would for whole part buffers, which keeps the peak RSS down.
 func (p *pool) makeChunks() {
 	k := min(p.perPart, p.budget-p.made)
-	slab := make([]byte, k*chunkSize)
+	slab, free := allocSlab(k * chunkSize)
+	p.slabs.add(free)
 	for i := range k {
 		p.spare = append(p.spare, slab[i*chunkSize:(i+1)*chunkSize:(i+1)*chunkSize])
 	}
