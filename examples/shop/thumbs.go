@@ -131,10 +131,14 @@ func thumbSize(w, h, maxW int) (int, int) {
 }
 
 // thumbnail scales src (Catmull-Rom) onto white, which stands in for
-// any transparency, as JPEG has none.
-func thumbnail(src image.Image, maxW int) *image.RGBA {
+// any transparency, as JPEG has none. If src is to be seen turned a
+// quarter (EXIF), maxW bounds its height, which will be the width.
+func thumbnail(src image.Image, maxW int, turned bool) *image.RGBA {
 	b := src.Bounds()
 	tw, th := thumbSize(b.Dx(), b.Dy(), maxW)
+	if turned {
+		th, tw = thumbSize(b.Dy(), b.Dx(), maxW)
+	}
 	dst := image.NewRGBA(image.Rect(0, 0, tw, th))
 	draw.Draw(dst, dst.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
 	if tw == b.Dx() && th == b.Dy() {
@@ -162,11 +166,12 @@ func makeThumbnails(data []byte, lim imageLimits) (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The small one is made from the large one: a third of the work,
-	// and the same picture.
-	large := thumbnail(img, largeWidth)
+	// Turned as the camera says (EXIF), once small. The small one is made
+	// from the large one: a third of the work, and the same picture.
+	o := jpegOrientation(data)
+	large := orient(thumbnail(img, largeWidth, turned(o)), o)
 	out := map[string][]byte{}
-	for size, img := range map[string]image.Image{"large": large, "small": thumbnail(large, smallWidth)} {
+	for size, img := range map[string]image.Image{"large": large, "small": thumbnail(large, smallWidth, false)} {
 		if out[size], err = encodeJPEG(img); err != nil {
 			return nil, fmt.Errorf("thumbnail %s: %w", size, err)
 		}

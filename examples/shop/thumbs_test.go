@@ -194,3 +194,86 @@ func TestThumbSize(t *testing.T) {
 		}
 	}
 }
+
+// jpegWithOrientation encodes img as a JPEG carrying an EXIF orientation
+// (big-endian TIFF, one IFD entry), as a phone writes it.
+func jpegWithOrientation(t *testing.T, img image.Image, orientation uint16) []byte {
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, nil); err != nil {
+		t.Fatal(err)
+	}
+	tiff := []byte("MM\x00\x2a\x00\x00\x00\x08\x00\x01" + // header, IFD at 8 with 1 entry
+		"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x00\x00\x00" + // orientation, SHORT, count 1, value
+		"\x00\x00\x00\x00") // no next IFD
+	binary.BigEndian.PutUint16(tiff[18:], orientation)
+	seg := append([]byte("Exif\x00\x00"), tiff...)
+	app1 := []byte{0xFF, 0xE1, 0, 0}
+	binary.BigEndian.PutUint16(app1[2:], uint16(len(seg)+2))
+	data := buf.Bytes()
+	return append(append(append([]byte{}, data[:2]...), append(app1, seg...)...), data[2:]...)
+}
+
+// TestThumbnailsFollowEXIF: a photo stored sideways with its orientation
+// in EXIF gets thumbnails as it is seen.
+func TestThumbnailsFollowEXIF(t *testing.T) {
+	// Left half red, right half blue, 60×30.
+	src := image.NewRGBA(image.Rect(0, 0, 60, 30))
+	for y := range 30 {
+		for x := range 60 {
+			c := color.RGBA{220, 20, 20, 255}
+			if x >= 30 {
+				c = color.RGBA{20, 20, 220, 255}
+			}
+			src.SetRGBA(x, y, c)
+		}
+	}
+	red := func(c color.Color) bool { r, _, b, _ := c.RGBA(); return r > 2*b }
+	for o := uint16(1); o <= 8; o++ {
+		data := jpegWithOrientation(t, src, o)
+		if got := jpegOrientation(data); got != int(o) {
+			t.Fatalf("orientation %d read as %d", o, got)
+		}
+		thumbs, err := makeThumbnails(data, defaultImageLimits())
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := jpeg.Decode(bytes.NewReader(thumbs["large"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := img.Bounds()
+		if want := (image.Point{60, 30}); o >= 5 && b.Size() != (image.Point{30, 60}) || o < 5 && b.Size() != want {
+			t.Errorf("orientation %d: %v", o, b.Size())
+		}
+		// Where the red half is seen: 6 turns the left side to the top,
+		// 8 to the bottom, 2 and 3 mirror it to the right.
+		switch o {
+		case 1, 4:
+			if !red(img.At(5, 15)) || red(img.At(55, 15)) {
+				t.Errorf("orientation %d: red is not on the left", o)
+			}
+		case 2, 3:
+			if red(img.At(5, 15)) || !red(img.At(55, 15)) {
+				t.Errorf("orientation %d: red is not on the right", o)
+			}
+		case 5, 6:
+			if !red(img.At(15, 5)) || red(img.At(15, 55)) {
+				t.Errorf("orientation %d: red is not on top", o)
+			}
+		case 7, 8:
+			if red(img.At(15, 5)) || !red(img.At(15, 55)) {
+				t.Errorf("orientation %d: red is not at the bottom", o)
+			}
+		}
+	}
+	// Cut anywhere, the EXIF reader gives 1 or the orientation, never a panic.
+	data := jpegWithOrientation(t, src, 6)
+	for n := range 80 {
+		if o := jpegOrientation(data[:n]); o != 1 && o != 6 {
+			t.Errorf("cut at %d: orientation %d", n, o)
+		}
+	}
+	if o := jpegOrientation(encodePNG(t, src)); o != 1 {
+		t.Errorf("a PNG: orientation %d", o)
+	}
+}
