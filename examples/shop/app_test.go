@@ -30,6 +30,10 @@ import (
 	"hakit.dev/hatest"
 )
 
+// maxShops is the most test shops a test binary starts (each has a Redis
+// database of its own).
+const maxShops = 63
+
 // services are the servers the test binary shares.
 type services struct {
 	pg    *hatest.PostgresCluster
@@ -67,7 +71,9 @@ func testServices(t testing.TB) *services {
 			return
 		}
 		svc = s // closed by TestMain from here on, whatever fails next
-		if s.redis, svcErr = hatest.StartRedis(ctx, hatest.RedisOptions{}); svcErr != nil {
+		// A Redis database per test shop: its own sessions and job queues.
+		opts := hatest.RedisOptions{Settings: map[string]string{"databases": strconv.Itoa(maxShops + 1)}}
+		if s.redis, svcErr = hatest.StartRedis(ctx, opts); svcErr != nil {
 			return
 		}
 		s.mail, svcErr = hatest.StartMailpit(ctx, hatest.MailpitOptions{})
@@ -111,8 +117,8 @@ func startShop(t testing.TB, opts shopOptions) *testShop {
 	svc := testServices(t)
 	ctx := context.Background()
 	n := dbSeq.Add(1)
-	if n > 15 {
-		t.Fatal("more test shops than Redis databases (15)")
+	if n > maxShops {
+		t.Fatalf("more than %d test shops: raise maxShops", maxShops)
 	}
 	dbName := fmt.Sprintf("shop%d", n)
 	if err := svc.pg.CreateDatabase(ctx, dbName); err != nil {

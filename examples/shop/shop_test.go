@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -166,5 +167,33 @@ func TestLookupCheckout(t *testing.T) {
 	}
 	if n := ts.count(t, "SELECT count(*) FROM checkout_keys WHERE key = $1", other.Get("key")); n != 1 {
 		t.Fatal("the newer key was pruned")
+	}
+}
+
+// TestSeedTogether: instances starting together on an empty catalog seed
+// it once; a catalog with products is left alone.
+func TestSeedTogether(t *testing.T) {
+	ts := startShop(t, shopOptions{Env: map[string]string{"SHOP_SEED": "false"}})
+	if n := ts.count(t, "SELECT count(*) FROM products"); n != 0 {
+		t.Fatalf("%d products without SHOP_SEED, want 0", n)
+	}
+	seeded := 0
+	for _, c := range seedCatalog() {
+		seeded += len(c.products)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Go(func() { errs[i] = ts.shop.seed(t.Context()) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.shop.seed(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n, c := ts.count(t, "SELECT count(*) FROM products"), ts.count(t, "SELECT count(*) FROM categories"); n != seeded || c != len(seedCatalog()) {
+		t.Fatalf("%d products in %d categories after seeding 4 times, want %d in %d", n, c, seeded, len(seedCatalog()))
 	}
 }
