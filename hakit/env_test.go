@@ -179,7 +179,7 @@ func TestConfigRedisAndS3Problems(t *testing.T) {
 		{hakit.Config{Redis: hakit.RedisConfig{MasterName: "m", Password: "p"}},
 			[]string{"Redis.MasterName is set without Redis.SentinelAddrs", "Redis.Password set but no Redis"}},
 		{hakit.Config{Redis: hakit.RedisConfig{ClusterAddrs: []string{"h:1", "h"}}},
-			[]string{`Redis.ClusterAddrs: entry 2 of 2: want host:port (value hidden)`, "Redis.ClusterAddrs needs Redis.NoReplicas"}},
+			[]string{`Redis.ClusterAddrs: entry 2 of 2: want host:port (value hidden)`}},
 		{hakit.Config{Redis: hakit.RedisConfig{URL: "http://h:1"}}, []string{"Redis.URL", "invalid URL scheme"}},
 		{hakit.Config{Redis: hakit.RedisConfig{URL: "redis://u:pw@cache:port"}}, []string{`Redis.URL=(value hidden): invalid port`}},
 		{hakit.Config{S3: hakit.S3Config{Bucket: "b"}}, []string{"S3.Bucket needs S3.AccessKeyID and S3.SecretAccessKey"}},

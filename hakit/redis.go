@@ -37,9 +37,9 @@ type RedisConfig struct {
 	MasterName    string
 
 	// ClusterAddrs are some nodes of a Redis Cluster
-	// [HAKIT_REDIS_CLUSTER, comma-separated]. Confirming writes on
-	// replicas (WAIT) does not work through a cluster client: it needs
-	// NoReplicas.
+	// [HAKIT_REDIS_CLUSTER, comma-separated]. Writes are confirmed on the
+	// replicas of the shard that took them (sessions) or of every master
+	// (jobs); a Cluster without replicas needs NoReplicas.
 	ClusterAddrs []string
 
 	// Username and Password authenticate to the Redis servers
@@ -59,12 +59,13 @@ type RedisConfig struct {
 
 	// NoReplicas declares a Redis without a replica to wait for
 	// [HAKIT_REDIS_NO_REPLICAS]: a single server on a developer's
-	// machine, or a Cluster. It is the one knob for both uses of
+	// machine, or a Cluster without replicas. It is the one knob for both uses of
 	// replicas: durable session changes (logins, logouts) are not
 	// confirmed with WAIT (session.RedisOptions.WaitReplicas -1), and the
 	// jobs outbox relay and scheduler count a task as enqueued once the
 	// master has it (jobs.ClientConfig.NoReplicas). Defaults to false:
-	// a replica must confirm them, which needs one (Sentinel).
+	// a replica must confirm them, which needs one (Sentinel, or a
+	// replica per Cluster master).
 	NoReplicas bool
 }
 
@@ -116,10 +117,6 @@ func (c RedisConfig) problems(name func(field string) string) []error {
 		errs = append(errs, fmt.Errorf("%s needs %s, the name the Sentinels monitor the master under", name("SentinelAddrs"), name("MasterName")))
 	case len(c.SentinelAddrs) == 0 && c.MasterName != "":
 		errs = append(errs, fmt.Errorf("%s is set without %s", name("MasterName"), name("SentinelAddrs")))
-	}
-	if len(c.ClusterAddrs) > 0 && !c.NoReplicas {
-		errs = append(errs, fmt.Errorf("%s needs %s: writes cannot be confirmed on replicas (WAIT) through a cluster client",
-			name("ClusterAddrs"), name("NoReplicas")))
 	}
 	if c.SentinelPassword != "" && len(c.SentinelAddrs) == 0 {
 		errs = append(errs, fmt.Errorf("%s is set without %s", name("SentinelPassword"), name("SentinelAddrs")))
