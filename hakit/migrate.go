@@ -695,8 +695,8 @@ func migrateApp(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, table strin
 		// one transaction, or it was a single CONCURRENTLY statement,
 		// whose invalid index undoFailed drops.
 		if uerr := undoFailed(ctx, pool, sqlDB, m, src, uint(v), invalid, opts.undo, log); uerr != nil {
-			return fmt.Errorf("hakit: migrations: %s: %w; and undoing it failed, so schema_migrations stays dirty at version %d "+
-				"(drop any invalid index it left, then migrate force to the previous version): %w", file, err, v, uerr)
+			return fmt.Errorf("hakit: migrations: %s: %w; and undoing it failed, so %s stays dirty at version %d "+
+				"(drop any invalid index it left, then migrate force to the previous version): %w", file, err, table, v, uerr)
 		}
 		if pgErr.Code == "55P03" {
 			return fmt.Errorf("hakit: migrations: %s waited lock_timeout (%s) for a lock another transaction holds%s; "+
@@ -763,9 +763,10 @@ func invalidIndexes(ctx context.Context, q querier) (map[string]bool, error) {
 
 // undoFailed undoes a migration of version v that failed without applying
 // anything: it drops the invalid indexes that were not there before
-// (left by a CREATE INDEX CONCURRENTLY cut short), and sets
-// schema_migrations back from dirty to the previous version, so the
-// migration runs again at the next attempt.
+// (left by a CREATE INDEX CONCURRENTLY cut short) — now, or, when the drop
+// itself times out waiting for the same writers, before the next attempt
+// (undo) — and sets the migrations table back from dirty to the previous
+// version, so the migration runs again at the next attempt.
 func undoFailed(ctx context.Context, pool *pgxpool.Pool, db *sql.DB, m *migrate.Migrate, src source.Driver, v uint,
 	before map[string]bool, undo *undoState, log *slog.Logger) error {
 	now, err := invalidIndexes(ctx, pool)
