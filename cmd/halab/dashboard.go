@@ -94,6 +94,7 @@ type pgNodeState struct {
 	Timeline int    `json:"timeline"`
 	LagBytes int64  `json:"lag_bytes"`
 	Paused   bool   `json:"paused"`
+	fresh    bool   // Patroni answered this poll
 }
 
 type redisState struct {
@@ -468,10 +469,19 @@ func (d *dashboard) setReady(ctx context.Context) {
 
 // poll reads the lab's state and records what changed.
 func (d *dashboard) poll(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	l := d.lab
 	s := labState{Phase: "ready", HAProxy: l.lb.URL, Mailpit: l.mail.URL}
+	d.mu.Lock()
+	prevRole := map[string]string{}
+	for _, n := range d.state.Postgres {
+		prevRole[n.Name] = n.Role
+	}
+	for _, n := range d.state.Redis {
+		prevRole[n.Name] = n.Role
+	}
+	d.mu.Unlock()
 
 	var wg sync.WaitGroup
 	s.Postgres = make([]pgNodeState, len(l.pg.Nodes))
@@ -479,8 +489,14 @@ func (d *dashboard) poll(ctx context.Context) {
 		wg.Go(func() {
 			ns := pgNodeState{Name: n.Name, Addr: n.Addr(), Up: n.Running(), Role: "down"}
 			if ns.Up {
-				ns.Role = "unknown"
+				// A running node whose API is slow to answer (a busy
+				// machine) keeps its last role rather than flapping.
+				ns.Role = cmp.Or(prevRole[n.Name], "unknown")
+				if ns.Role == "down" {
+					ns.Role = "unknown"
+				}
 				if st, err := n.Status(ctx); err == nil {
+					ns.Role, ns.fresh = "unknown", true
 					ns.State, ns.Timeline = st.State, st.Timeline
 					switch st.Role {
 					case "master", "primary":
@@ -500,7 +516,10 @@ func (d *dashboard) poll(ctx context.Context) {
 		wg.Go(func() {
 			rs := redisState{Name: n.Name, Addr: n.Addr(), Up: n.Running(), Role: "down"}
 			if rs.Up {
-				rs.Role = "unknown"
+				rs.Role = cmp.Or(prevRole[n.Name], "unknown")
+				if rs.Role == "down" {
+					rs.Role = "unknown"
+				}
 				if v, err := d.client(n).Do(ctx, "ROLE").Slice(); err == nil && len(v) > 0 {
 					if r, _ := v[0].(string); r == "slave" {
 						rs.Role = "replica"
@@ -543,7 +562,10 @@ func (d *dashboard) poll(ctx context.Context) {
 	var leaderLoc int64
 	for _, n := range s.Postgres {
 		if n.Role == "leader" {
-			s.Leader, leaderLoc = n.Name, n.LagBytes
+			s.Leader = n.Name
+			if n.fresh {
+				leaderLoc = n.LagBytes
+			}
 		}
 	}
 	d.mu.Lock()
@@ -552,7 +574,7 @@ func (d *dashboard) poll(ctx context.Context) {
 		switch {
 		case n.Role == "leader":
 			n.LagBytes = 0
-		case n.Role == "replica" && leaderLoc > 0:
+		case n.Role == "replica" && n.fresh && leaderLoc > 0:
 			n.LagBytes = max(0, leaderLoc+n.LagBytes)
 		default:
 			n.LagBytes = 0

@@ -93,6 +93,7 @@
     renderActions(s.actions || []);
     renderTraffic(s);
     renderTimeline(s.events || []);
+    confirmDone(s.events || []);
 
     const links = $("links");
     if (!links.childElementCount) {
@@ -193,6 +194,20 @@
       if (Math.abs(c.width - width) > 4) c.setSize({ width, height: 170 });
       c.setData(data);
     }
+  }
+
+  // confirmDone shows each action's outcome as it lands on the timeline.
+  let seenUntil = null;
+  function confirmDone(events) {
+    const last = events.length ? Date.parse(events[events.length - 1].time) : 0;
+    if (seenUntil !== null) {
+      for (const e of events) {
+        if (Date.parse(e.time) > seenUntil && (e.kind === "confirm" || e.kind === "error")) {
+          toast(e.text + (e.detail ? ": " + e.detail : ""), e.kind === "error");
+        }
+      }
+    }
+    seenUntil = last;
   }
 
   function renderTimeline(events) {
