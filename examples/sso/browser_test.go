@@ -3,76 +3,44 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"fmt"
-	"html"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/coreos/go-oidc/v3/oidc"
-	"golang.org/x/oauth2"
+
+	"hakit.dev/examples/sso/demorp"
 )
 
-// demoRP is a relying party for the browser: /login starts a flow,
-// /cb finishes it and shows the sub it got.
+// demoRP serves the demo relying party (package demorp), registered
+// with the CLI.
 func demoRP(t *testing.T, c *cluster) *httptest.Server {
-	var mu sync.Mutex
-	flows := map[string]*flow{}
-	var r *rp
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		switch req.URL.Path {
-		case "/login":
-			f := newFlow()
-			mu.Lock()
-			flows[f.state] = f
-			mu.Unlock()
-			http.Redirect(w, req, r.authURL(f), http.StatusFound)
-		case "/cb":
-			mu.Lock()
-			f := flows[req.URL.Query().Get("state")]
-			delete(flows, req.URL.Query().Get("state"))
-			mu.Unlock()
-			if f == nil {
-				http.Error(w, "unknown state", http.StatusBadRequest)
-				return
-			}
-			ctx := oidc.ClientContext(req.Context(), &http.Client{Timeout: 10 * time.Second})
-			tok, err := r.conf.Exchange(ctx, req.URL.Query().Get("code"), oauth2.VerifierOption(f.verifier))
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadGateway)
-				return
-			}
-			idt, err := r.verifier.Verify(ctx, tok.Extra("id_token").(string))
-			if err != nil || idt.Nonce != f.nonce {
-				http.Error(w, fmt.Sprint("ID token: ", err), http.StatusBadGateway)
-				return
-			}
-			fmt.Fprintf(w, `<!doctype html><title>Demo app</title><h1>Signed in</h1><p>sub: <code id="sub">%s</code></p>`, html.EscapeString(idt.Subject))
-		default:
-			http.NotFound(w, req)
-		}
-	}))
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Start()
 	t.Cleanup(srv.Close)
 	secret := rand.Text() + rand.Text()
-	if out, err := c.cli("client", "add", "-id", "demo", "-name", "Demo app", "-redirect-uri", srv.URL+"/cb", "-secret", secret); err != nil {
+	if out, err := c.cli("client", "add", "-id", "demo", "-name", "Demo app", "-redirect-uri", srv.URL+"/callback",
+		"-post-logout-uri", srv.URL+"/", "-secret", secret); err != nil {
 		t.Fatalf("client add: %v\n%s", err, out)
 	}
-	r = c.rpFor(clientSpec{ID: "demo", Secret: secret, RedirectURIs: []string{srv.URL + "/cb"}})
+	rp, err := demorp.New(demorp.Config{Issuer: c.issuer, ClientID: "demo", ClientSecret: secret, BaseURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Config.Handler = rp
 	return srv
 }
 
 // TestBrowser signs up and in through Chromium: the demo app sends the
 // browser to the provider, which shows its login page; the user creates
 // an account, consents, and lands back in the app signed in; the account
-// page lists the app. With SSO_SCREENSHOTS=dir it saves a screenshot of
-// each page there (the README's).
+// page lists the app; signing out in the app signs out of the provider
+// too. With SSO_SCREENSHOTS=dir it saves a screenshot of each page there
+// (the README's).
 func TestBrowser(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("chromium"); err != nil {
@@ -118,7 +86,8 @@ func TestBrowser(t *testing.T) {
 
 	step("home", chromedp.EmulateViewport(1000, 720), chromedp.Navigate(c.issuer+"/"), chromedp.WaitVisible(css(".hero")))
 	shot("home.png")
-	step("the app's sign-in", chromedp.Navigate(app.URL+"/login"), chromedp.WaitVisible(css("input[name=email]")))
+	step("the app", chromedp.Navigate(app.URL+"/"), chromedp.WaitVisible(css("#signin")))
+	step("the app's sign-in", chromedp.Click(css("#signin")), chromedp.WaitVisible(css("input[name=email]")))
 	shot("login.png")
 	step("to registration", chromedp.Click(css("main a[href^='/register']")), chromedp.WaitVisible(css("input[name=password2]")))
 	step("fill in",
@@ -130,6 +99,7 @@ func TestBrowser(t *testing.T) {
 	step("register", chromedp.Click(css("form button[type=submit]")), chromedp.WaitVisible(css("ul.scopes")))
 	shot("consent.png")
 	step("allow", chromedp.Click(css("button[value=allow]")), chromedp.WaitVisible(css("#sub")))
+	shot("app.png")
 	sub, err := chromedp.Run(ctx, chromedp.Text(css("#sub")))
 	if err != nil || len(sub) != 43 {
 		t.Fatalf("the app shows sub %q (%v); want a pairwise sub", sub, err)
@@ -146,9 +116,11 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("second sign-in: sub %q, first %q", again, sub)
 	}
 
+	// Signing out in the app signs out of the provider too.
+	step("sign out everywhere", chromedp.Click(css("a[href='/logout']")), chromedp.WaitVisible(css("#signin")))
+	step("the provider forgot the session", chromedp.Navigate(c.issuer+"/"), chromedp.WaitVisible(css(".hero")))
+
 	// A wrong password shows the error on the page.
-	step("sign out", chromedp.Navigate(c.issuer+"/logout"), chromedp.Click(css("main button[type=submit]")),
-		chromedp.WaitVisible(css("#message")))
 	step("wrong password", chromedp.Navigate(app.URL+"/login"), chromedp.WaitVisible(css("input[name=email]")),
 		chromedp.SendKeys(css("input[name=email]"), "ada@example.com"),
 		chromedp.SendKeys(css("input[name=password]"), "not my password"),
