@@ -44,8 +44,8 @@ type thumbnailJob struct {
 }
 
 // thumbnailOptions: a transient failure (S3 or the database away) is
-// retried with backoff for about a day; a bad image is archived at once
-// (jobs.SkipRetry).
+// retried with asynq's backoff, 15 times over more than a day; a bad
+// image is archived at once (jobs.SkipRetry).
 var thumbnailOptions = jobs.Options{MaxRetry: 15, Timeout: 5 * time.Minute}
 
 // imageRoutes mounts the product image routes (/images/{id}/{size}).
