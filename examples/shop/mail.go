@@ -51,7 +51,7 @@ func (s *shop) sendOrderMail(ctx context.Context, t orderMail) error {
 	var o order
 	err := s.db.Read(ctx, func(q dbrouter.Querier) error {
 		var err error
-		o, err = readOrderForMail(ctx, q, t.OrderID)
+		o, err = readOrder(ctx, q, t.OrderID, nil)
 		return err
 	})
 	if err != nil {
@@ -68,16 +68,6 @@ func (s *shop) sendOrderMail(ctx context.Context, t orderMail) error {
 	}
 	_, err = s.db.Exec(ctx, "UPDATE orders SET mailed_at = now() WHERE id = $1 AND mailed_at IS NULL", o.ID)
 	return err
-}
-
-// readOrderForMail reads an order whoever placed it.
-func readOrderForMail(ctx context.Context, q dbrouter.Querier, id int64) (order, error) {
-	var owner string
-	var userID *int64
-	if err := q.QueryRow(ctx, "SELECT coalesce(session_owner, ''), user_id FROM orders WHERE id = $1", id).Scan(&owner, &userID); err != nil {
-		return order{}, err
-	}
-	return readOrder(ctx, q, id, userID, owner)
 }
 
 // orderMessage is the confirmation mail of o, headers and plain-text body.

@@ -40,23 +40,39 @@ type orderLine struct {
 // Total is the line's price.
 func (l orderLine) Total() int64 { return l.UnitCents * int64(l.Qty) }
 
-// whose says whose orders a request may see: the signed-in user's and the
+// buyer says whose orders a request may see: the signed-in user's and the
 // ones this session placed.
-func (s *shop) whose(ctx context.Context) (userID *int64, owner string) {
-	if u := s.currentUser(ctx); u != nil {
-		userID = &u.ID
-	}
-	return userID, s.sessions.GetString(ctx, keyOwner)
+type buyer struct {
+	UserID *int64
+	Owner  string // the session's owner ID, "" if it has none
 }
 
-// readOrder reads an order with its lines. It returns pgx.ErrNoRows when
-// there is no such order or it is not the customer's.
-func readOrder(ctx context.Context, q dbrouter.Querier, id int64, userID *int64, owner string) (order, error) {
+// whose returns the request's buyer.
+func (s *shop) whose(ctx context.Context) buyer {
+	var c buyer
+	if u := s.currentUser(ctx); u != nil {
+		c.UserID = &u.ID
+	}
+	c.Owner = s.sessions.GetString(ctx, keyOwner)
+	return c
+}
+
+// ofBuyer is the SQL condition of a buyer's orders ($1: the user ID, $2:
+// the session's owner ID).
+const ofBuyer = `((user_id IS NOT NULL AND user_id = $1) OR (session_owner <> '' AND session_owner = $2))`
+
+// readOrder reads an order with its lines: any order when c is nil, else
+// only one of c's. It returns pgx.ErrNoRows when there is no such order.
+func readOrder(ctx context.Context, q dbrouter.Querier, id int64, c *buyer) (order, error) {
 	var o order
 	var addr []byte
-	err := q.QueryRow(ctx, `SELECT id, email, name, address, total_cents, status, created_at, mailed_at FROM orders
-		WHERE id = $1 AND ((user_id IS NOT NULL AND user_id = $2) OR (session_owner <> '' AND session_owner = $3))`,
-		id, userID, owner).Scan(&o.ID, &o.Email, &o.Name, &addr, &o.Total, &o.Status, &o.CreatedAt, &o.MailedAt)
+	sql := "SELECT id, email, name, address, total_cents, status, created_at, mailed_at FROM orders WHERE id = $1"
+	args := []any{id}
+	if c != nil {
+		sql = "SELECT id, email, name, address, total_cents, status, created_at, mailed_at FROM orders WHERE id = $3 AND " + ofBuyer
+		args = []any{c.UserID, c.Owner, id}
+	}
+	err := q.QueryRow(ctx, sql, args...).Scan(&o.ID, &o.Email, &o.Name, &addr, &o.Total, &o.Status, &o.CreatedAt, &o.MailedAt)
 	if err != nil {
 		return o, err
 	}
@@ -84,10 +100,10 @@ func (s *shop) order(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, http.StatusNotFound, "There is no such order.")
 		return
 	}
-	userID, owner := s.whose(ctx)
+	c := s.whose(ctx)
 	var o order
 	err = s.db.Read(ctx, func(q dbrouter.Querier) (err error) {
-		o, err = readOrder(ctx, q, id, userID, owner)
+		o, err = readOrder(ctx, q, id, &c)
 		return err
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -117,14 +133,14 @@ type orderSummary struct {
 // placed.
 func (s *shop) myOrders(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	userID, owner := s.whose(ctx)
+	c := s.whose(ctx)
 	var orders []orderSummary
-	if userID != nil || owner != "" {
+	if c.UserID != nil || c.Owner != "" {
 		err := s.db.Read(ctx, func(q dbrouter.Querier) error {
 			rows, err := q.Query(ctx, `SELECT o.id, o.created_at, o.total_cents, o.status,
 				(SELECT coalesce(sum(qty), 0) FROM order_lines WHERE order_id = o.id)::int
-				FROM orders o WHERE (o.user_id IS NOT NULL AND o.user_id = $1) OR (o.session_owner <> '' AND o.session_owner = $2)
-				ORDER BY o.id DESC LIMIT 100`, userID, owner)
+				FROM orders o WHERE `+ofBuyer+`
+				ORDER BY o.id DESC LIMIT 100`, c.UserID, c.Owner)
 			if err != nil {
 				return err
 			}
