@@ -240,3 +240,25 @@ func TestPoolNoChunkPastTheEnd(t *testing.T) {
 		t.Fatalf("an empty last part: eof %v, %v, %d chunks", eof, err, len(empty.chunks))
 	}
 }
+
+// A part keeps its pool alive, and so the memory of its chunks, which is
+// outside the Go heap and given back only once the pool is unreachable:
+// a part read after its pool was dropped still has its bytes.
+func TestPartKeepsItsMemory(t *testing.T) {
+	want := bytes.Repeat([]byte("0123456789abcdef"), 300<<10/16)
+	pt := &part{}
+	func() {
+		p := newPool(2, 5<<20, time.Second)
+		eof, err := p.fill(context.Background(), pt, bytes.NewReader(want), 5<<20, false)
+		if err != nil || !eof {
+			t.Fatalf("fill: eof %v, %v", eof, err)
+		}
+	}()
+	for range 3 {
+		runtime.GC()
+	}
+	got, err := io.ReadAll(pt.reader())
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the part's bytes after its pool was dropped: %d bytes, %v; want the %d sent", len(got), err, len(want))
+	}
+}

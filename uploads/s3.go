@@ -39,8 +39,13 @@ type S3Config struct {
 	// buffers that hold them. Defaults to 5 MiB, which is also the least
 	// allowed (S3's minimum).
 	PartSize int64
-	// Concurrency is how many parts of one upload are sent at once.
-	// Defaults to 4.
+	// Concurrency is how many parts of one upload are sent at once; the
+	// next part fills meanwhile, so an upload holds at most Concurrency + 1
+	// parts. Defaults to 1: sending to S3 then runs alongside the client's
+	// sending, which keeps up unless S3 is slower than the clients (far
+	// away, or clients on a fast LAN); raise it then. On MinIO over
+	// loopback, 1 was as fast as 2 and 4, with 2 parts of memory per
+	// upload instead of 3 or 5 (docs/benchmarks.md).
 	Concurrency int
 	// MaxBuffers bounds the part buffers of all uploads together, and so
 	// the memory uploads can take: MaxBuffers × PartSize (each part rounded
@@ -118,7 +123,7 @@ func NewS3Bucket(cfg S3Config) (*S3Bucket, error) {
 		cfg.Region = "us-east-1"
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 4
+		cfg.Concurrency = 1
 	}
 	if cfg.MaxBuffers <= 0 {
 		cfg.MaxBuffers = 8

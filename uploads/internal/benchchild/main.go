@@ -9,7 +9,7 @@
 // POST /upload (Store.Receive; ?big for the 2 GiB store) on 127.0.0.1 and
 // prints its address, then "floor <RSS MiB>" once ready, and serves until
 // killed. MINIO_ENDPOINT, MINIO_BUCKET, MINIO_ACCESS, MINIO_SECRET say
-// where to.
+// where to; BENCH_S3_CONCURRENCY, if set, is S3Config.Concurrency.
 package main
 
 import (
@@ -48,8 +48,10 @@ func run() error {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	endpoint, bucket := os.Getenv("MINIO_ENDPOINT"), os.Getenv("MINIO_BUCKET")
+	conc, _ := strconv.Atoi(os.Getenv("BENCH_S3_CONCURRENCY")) // 0: the default
 	b, err := uploads.NewS3Bucket(uploads.S3Config{Endpoint: endpoint, Bucket: bucket,
-		AccessKey: os.Getenv("MINIO_ACCESS"), SecretKey: os.Getenv("MINIO_SECRET"), PathStyle: true, Logger: log})
+		AccessKey: os.Getenv("MINIO_ACCESS"), SecretKey: os.Getenv("MINIO_SECRET"), PathStyle: true, Logger: log,
+		Concurrency: conc})
 	if err != nil {
 		return err
 	}
