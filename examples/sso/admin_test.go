@@ -67,7 +67,7 @@ func TestClientRegistration(t *testing.T) {
 	}
 	r2 := c.rpFor(clientSpec{ID: "web-app", Secret: sm[1], RedirectURIs: []string{"https://web.example/cb"}})
 	f = newFlow()
-	r2.mustExchange(t, f, b.login(r2, f, "", "", false))
+	tk2 := r2.mustExchange(t, f, b.login(r2, f, "", "", false))
 
 	// The account page lists both apps; removing one revokes its tokens
 	// and asks for consent again.
@@ -75,8 +75,19 @@ func TestClientRegistration(t *testing.T) {
 		t.Errorf("account page: %.400s", p.body)
 	}
 	b.post("/account/apps/web-app/revoke", url.Values{})
+	if st, body := r2.tokenRequest(t, c.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tk2.tok.RefreshToken}}); st == 200 {
+		t.Errorf("refresh after removing access: %v", body)
+	}
 	f = newFlow()
 	if p := b.authorize(r2, f); !strings.Contains(p.url.Path, "/consent") {
 		t.Errorf("after removing access: %d %s; want the consent page", p.status, p.url)
+	}
+
+	// Deleting a client with the CLI: its flows end.
+	if out, err := c.cli("client", "delete", "web-app"); err != nil {
+		t.Fatalf("client delete: %v\n%s", err, out)
+	}
+	if p := b.authorize(r2, newFlow()); p.status != http.StatusBadRequest || p.location != "" {
+		t.Errorf("a deleted client's flow: %d %q; want a 400 page", p.status, p.location)
 	}
 }

@@ -117,6 +117,15 @@ func TestBadRequests(t *testing.T) {
 	f.extra = []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("prompt", "none"), oauth2.SetAuthURLParam("id_token_hint", raw)}
 	a1.mustExchange(t, f, b.codeFrom(a1, f, b.authorize(a1, f)))
 
+	// Signed in, yet prompt=login or max_age=0 ask for the password again.
+	for _, opt := range []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("prompt", "login"), oauth2.SetAuthURLParam("max_age", "0")} {
+		f := newFlow()
+		f.extra = []oauth2.AuthCodeOption{opt}
+		if p := b.authorize(a1, f); p.location != "" || !strings.Contains(p.body, `name="password"`) {
+			t.Errorf("%v while signed in: %d %s; want the login form", opt, p.status, p.location)
+		}
+	}
+
 	// Cross-site posts of the consent and logout forms are refused.
 	for _, path := range []string{"/consent", "/logout"} {
 		req, _ := http.NewRequest("POST", c.issuer+path, strings.NewReader("decision=allow"))

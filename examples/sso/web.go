@@ -326,6 +326,9 @@ func (wb *web) login(w http.ResponseWriter, r *http.Request) {
 		d.AuthRequestID, d.Client = a.id, c.name
 	}
 	pw := f.Get("password")
+	if len(pw) > 1024 {
+		pw = "" // never hash megabytes; it cannot match
+	}
 	if wait := wb.st.throttle.blocked(ctx, "acct", d.Email, clientIP(r)); wait > 0 {
 		tooMany(w, r, wait)
 		return
@@ -342,7 +345,7 @@ func (wb *web) login(w http.ResponseWriter, r *http.Request) {
 		hash = wb.dummyHash
 	}
 	match, err := argon2id.ComparePasswordAndHash(pw, hash)
-	if err != nil || !match || uid == "" || len(pw) > 1024 {
+	if err != nil || !match || uid == "" || pw == "" {
 		wb.log.InfoContext(ctx, "login failed", "ip", clientIP(r))
 		wb.st.throttle.failed(ctx, "acct", d.Email, clientIP(r))
 		wb.render(w, r, http.StatusUnauthorized, "login.html", page{Title: "Sign in", Error: "Wrong e-mail address or password.", Data: d})

@@ -88,6 +88,7 @@ func (rp *RP) oauth(ctx context.Context) (*oidc.Provider, *oauth2.Config, error)
 
 const cookie = "demorp"
 
+// ServeHTTP serves "/" (the page), "/login", "/callback" and "/logout".
 func (rp *RP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/":
