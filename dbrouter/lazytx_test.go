@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"hakit.dev/dbrouter"
 	"hakit.dev/hatest"
@@ -23,10 +24,27 @@ func TestWriteTransactionShapes(t *testing.T) {
 	defer cancel()
 	c := hatest.NewPostgres(t, hatest.PostgresOptions{})
 	pg := c.Nodes[0]
-	r := newRouter(t, dbrouter.Config{Nodes: c.DSNs()})
-	if _, err := r.Exec(ctx, "CREATE TABLE s (k text PRIMARY KEY, v int NOT NULL)"); err != nil {
+	if err := pg.Exec(ctx, "CREATE TABLE s (k text PRIMARY KEY, v int NOT NULL)"); err != nil {
 		t.Fatal(err)
 	}
+	// pgx's default (cached prepared statements), and the simple protocol
+	// (which PgBouncer in transaction mode needs): batches differ.
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+		t.Run(mode.String(), func(t *testing.T) {
+			if err := pg.Exec(ctx, "TRUNCATE s"); err != nil {
+				t.Fatal(err)
+			}
+			r := newRouter(t, dbrouter.Config{Nodes: c.DSNs(), ConfigurePool: func(_ string, pc *pgxpool.Config) {
+				pc.ConnConfig.DefaultQueryExecMode = mode
+			}})
+			writeShapes(t, ctx, r, pg)
+		})
+	}
+}
+
+// writeShapes runs fns of every shape through r and checks what each left
+// in table s of pg.
+func writeShapes(t *testing.T, ctx context.Context, r *dbrouter.Router, pg *hatest.PostgresNode) {
 	rows := func(k string) int {
 		return count(t, ctx, pg, "SELECT count(*) FROM s WHERE k = $1", k)
 	}
