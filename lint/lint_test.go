@@ -136,10 +136,12 @@ func TestRules(t *testing.T) {
 			[]string{`REINDEX INDEX orders_user`, `REINDEX TABLE orders`},
 			[]string{`REINDEX INDEX CONCURRENTLY orders_user`, `REINDEX (CONCURRENTLY) TABLE orders`}},
 		{lint.RuleUnbatchedDML,
-			[]string{`UPDATE orders SET note = ''`, `DELETE FROM orders`},
+			[]string{`UPDATE orders SET note = ''`, `DELETE FROM orders`,
+				`UPDATE orders SET note = '' WHERE note IS NULL`, `DELETE FROM orders WHERE archived AND note IS NOT NULL`},
 			[]string{
 				`UPDATE orders SET note = '' WHERE id BETWEEN 1 AND 5000 AND note IS NULL`,
 				`DELETE FROM orders WHERE created < now() - interval '1 year'`,
+				`UPDATE orders SET note = '' WHERE note IS NULL AND id IN (SELECT id FROM orders WHERE note IS NULL LIMIT 1000)`,
 				"CREATE TABLE t (a int);\nUPDATE t SET a = 1",
 			}},
 		{lint.RuleConcurrentlyInTx,

@@ -196,13 +196,13 @@ func (l *linter) check(n *pg_query.Node) {
 		}
 	case n.GetUpdateStmt() != nil:
 		u := n.GetUpdateStmt()
-		if rel := relName(u.GetRelation()); u.GetWhereClause() == nil && !st.created[rel] {
-			l.report(RuleUnbatchedDML, "UPDATE of every row of %s in one transaction", rel)
+		if rel := relName(u.GetRelation()); !st.created[rel] {
+			l.wholeTable("UPDATE", rel, u.GetWhereClause())
 		}
 	case n.GetDeleteStmt() != nil:
 		d := n.GetDeleteStmt()
-		if rel := relName(d.GetRelation()); d.GetWhereClause() == nil && !st.created[rel] {
-			l.report(RuleUnbatchedDML, "DELETE of every row of %s in one transaction", rel)
+		if rel := relName(d.GetRelation()); !st.created[rel] {
+			l.wholeTable("DELETE", rel, d.GetWhereClause())
 		}
 	case n.GetVariableSetStmt() != nil:
 		v := n.GetVariableSetStmt()
@@ -504,4 +504,35 @@ func concurrent(n *pg_query.Node) bool {
 // String formats a rule's info for `hakit lint -rules`.
 func (r RuleInfo) String() string {
 	return fmt.Sprintf("%s\n  prevents: %s\n  instead:  %s", r.Rule, r.Prevents, r.Instead)
+}
+
+// wholeTable reports an UPDATE or DELETE whose WHERE does not bound the
+// rows it touches: none at all, or only IS NULL tests and the like
+// (WHERE tag IS NULL is every row of a backfill). A comparison, a BETWEEN,
+// an IN or a subquery counts as a bound: WHERE id BETWEEN 1 AND 5000.
+func (l *linter) wholeTable(verb, rel string, where *pg_query.Node) {
+	switch {
+	case where == nil:
+		l.report(RuleUnbatchedDML, "%s of every row of %s in one transaction", verb, rel)
+	case !bounded(where):
+		l.report(RuleUnbatchedDML, "%s of %s whose WHERE bounds no key (only IS NULL tests or the like): every row in one transaction", verb, rel)
+	}
+}
+
+// bounded reports whether a WHERE expression holds a comparison, a range,
+// a list or a subquery anywhere.
+func bounded(n *pg_query.Node) bool {
+	switch {
+	case n == nil:
+		return false
+	case n.GetAExpr() != nil, n.GetSubLink() != nil:
+		return true
+	case n.GetBoolExpr() != nil:
+		for _, a := range n.GetBoolExpr().GetArgs() {
+			if bounded(a) {
+				return true
+			}
+		}
+	}
+	return false
 }
