@@ -472,7 +472,7 @@ var errStockRange = errors.New("stock out of range")
 
 // uploadImage streams the form's "image" to S3, then, in one database
 // write, records it (pending), makes it the product's image and enqueues
-// its thumbnails. A refused upload (too large, not an image, S3 down)
+// its thumbnails (and the removal of the image it replaces). A refused upload (too large, not an image, S3 down)
 // leaves nothing behind, in S3 or in the database.
 func (a *admin) uploadImage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
@@ -497,18 +497,24 @@ func (a *admin) uploadImage(w http.ResponseWriter, r *http.Request) {
 	}
 	var imageID int64
 	err = a.db.Write(ctx, func(tx pgx.Tx) error {
+		var previous *int64
+		if err := tx.QueryRow(ctx, "SELECT image_id FROM products WHERE id = $1 FOR UPDATE", id).Scan(&previous); err != nil {
+			return err // pgx.ErrNoRows: deleted meanwhile
+		}
 		if err := tx.QueryRow(ctx, "INSERT INTO images (upload_key) VALUES ($1) RETURNING id", st.Key).Scan(&imageID); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, "UPDATE products SET image_id = $2, updated_at = now() WHERE id = $1", id, imageID)
-		if err == nil && tag.RowsAffected() == 0 {
-			return pgx.ErrNoRows // deleted meanwhile
-		}
-		if err != nil {
+		if _, err := tx.Exec(ctx, "UPDATE products SET image_id = $2, updated_at = now() WHERE id = $1", id, imageID); err != nil {
 			return err
 		}
-		_, err = a.outbox.EnqueueTx(ctx, tx, thumbnailTask, thumbnailJob{ImageID: imageID}, thumbnailOptions)
-		return err
+		if _, err := a.outbox.EnqueueTx(ctx, tx, thumbnailTask, thumbnailJob{ImageID: imageID}, thumbnailOptions); err != nil {
+			return err
+		}
+		if previous != nil { // the image replaced: its files go
+			_, err := a.outbox.EnqueueTx(ctx, tx, deleteImageTask, thumbnailJob{ImageID: *previous}, thumbnailOptions)
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		// ErrCommitUnknown: the row may have committed, and would point

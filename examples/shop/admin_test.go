@@ -28,6 +28,7 @@ import (
 
 	"hakit.dev/hatest"
 	"hakit.dev/jobs"
+	"hakit.dev/uploads"
 )
 
 const (
@@ -372,6 +373,25 @@ func TestAdmin(t *testing.T) {
 		}
 		if list := a.get(admin, "/admin"); list.status != http.StatusOK || !strings.Contains(list.body, fmt.Sprintf("/images/%d/small", imageID)) {
 			t.Errorf("the product list: %d, without the image\n%.300s", list.status, list.body)
+		}
+		// A new picture replaces it: the old one's files and row go.
+		var keys [3]string
+		if err := a.db.QueryRow(ctx, "SELECT upload_key, small_key, large_key FROM images WHERE id = $1", imageID).Scan(&keys[0], &keys[1], &keys[2]); err != nil {
+			t.Fatal(err)
+		}
+		if resp := a.upload(admin, id, "better.png", encodePNG(t, testPicture(400, 400))); resp.status != http.StatusSeeOther {
+			t.Fatalf("second upload: %d", resp.status)
+		}
+		if newID, status, _ := a.waitImage(id); newID == imageID || status != "ready" {
+			t.Fatalf("image %d %s after the second upload", newID, status)
+		}
+		hatest.WaitFor(t, 30*time.Second, "the replaced image removed", func() bool {
+			return a.count("SELECT count(*) FROM images WHERE id = $1", imageID) == 0
+		})
+		for _, k := range keys {
+			if _, err := a.shop.files.Bucket().Stat(ctx, k); !errors.Is(err, uploads.ErrNotFound) {
+				t.Errorf("%s of the replaced image: %v, want it deleted", k, err)
+			}
 		}
 		for _, path := range []string{"/images/999999/small", fmt.Sprintf("/images/%d/huge", imageID), "/images/x/small"} {
 			if resp := a.get(admin, path); resp.status != http.StatusNotFound || resp.header.Get("Content-Type") != "image/svg+xml" {

@@ -175,6 +175,49 @@ func (s *shop) registerImageJobs(w *jobs.Worker) {
 		return s.makeThumbnails(ctx, t.ImageID, defaultImageLimits())
 	})
 	jobs.Handle(w, seedPictureTask, s.seedPicture)
+	jobs.Handle(w, deleteImageTask, s.deleteImage)
+}
+
+// deleteImageTask removes an image no product shows any more.
+const deleteImageTask = "shop:image-delete"
+
+// deleteImage removes a replaced image: its files in S3, then its row.
+// An image a product points at again is left alone, and so is a file
+// another images row names (a seed picture's key is its product's).
+// Run again, it finds nothing to do.
+func (s *shop) deleteImage(ctx context.Context, t thumbnailJob) error {
+	if s.files == nil {
+		return errors.New("delete image: no S3 bucket (HAKIT_S3_BUCKET)")
+	}
+	const unused = "NOT EXISTS (SELECT 1 FROM products WHERE image_id = $1)"
+	var original string
+	var small, large *string
+	var shared bool
+	err := s.db.QueryRow(ctx, "SELECT upload_key, small_key, large_key, "+
+		"EXISTS (SELECT 1 FROM images o WHERE o.upload_key = i.upload_key AND o.id <> i.id) "+
+		"FROM images i WHERE id = $1 AND "+unused, t.ImageID).Scan(&original, &small, &large, &shared)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // gone, or shown again
+	}
+	if err != nil {
+		return err
+	}
+	var keys []string
+	if !shared { // its thumbnails' keys are made from the original's
+		keys = append(keys, original)
+		for _, k := range []*string{small, large} {
+			if k != nil {
+				keys = append(keys, *k)
+			}
+		}
+	}
+	for _, k := range keys {
+		if err := s.files.Bucket().Delete(ctx, k); err != nil {
+			return fmt.Errorf("delete image %d: %w", t.ImageID, err)
+		}
+	}
+	_, err = s.db.Exec(ctx, "DELETE FROM images WHERE id = $1 AND "+unused, t.ImageID)
+	return err
 }
 
 // makeThumbnails makes an image's thumbnails and marks it ready. It is
