@@ -153,7 +153,7 @@ func TestDashboardServesTheLab(t *testing.T) {
 			text = append(text, e.Kind+": "+e.Text)
 		}
 		all := strings.Join(text, "\n")
-		for _, want := range []string{"action: Drain app0", "info: app0 /readyz now answers 503", "confirm: Drain app0: done", "HAProxy: app0 UP → DOWN"} {
+		for _, want := range []string{"action: Drain app0", "info: app0 /readyz now answers 503", "confirm: Drain app0: done", "→ DOWN"} {
 			if !strings.Contains(all, want) {
 				return fmt.Errorf("timeline lacks %q:\n%s", want, all)
 			}

@@ -173,7 +173,7 @@
     const names = s.apps.map((a) => a.name);
     const palette = ["#2f6fde", "#1f8a5b", "#b7791f", "#8a4fd6", "#c2413a", "#3a9bb5"];
     chart("chart-rps", [rates.map((r) => Date.parse(r.time) / 1000), ...names.map((n) => rates.map((r) => r.rps[n] || 0))],
-      names.map((n, i) => ({ label: n, stroke: palette[i % palette.length], width: 1.6 })), { min: 0 });
+      names.map((n, i) => ({ label: n, stroke: palette[i % palette.length], width: 1.6, dash: i % 2 ? [5, 3] : undefined })), { min: 0 });
   }
 
   function chart(id, data, series, range) {
