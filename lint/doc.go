@@ -27,7 +27,9 @@
 //
 // [Rules] lists them, each with what it prevents; docs/migrations.md tells
 // the safe way to write each change. A statement on a table created in the
-// same file is not reported: nobody else uses that table yet.
+// same file is not reported: nobody else uses that table yet. The SQL
+// statements in a DO block's PL/pgSQL body are linted too, reported on the
+// DO statement.
 //
 // # Ignoring a finding
 //

@@ -194,6 +194,26 @@ func TestRules(t *testing.T) {
 	}
 }
 
+// The SQL statements of a DO block are linted, reported on the DO.
+func TestDoBlock(t *testing.T) {
+	t.Parallel()
+	src := "CREATE TABLE t (a int);\nDO $$\nBEGIN\n  IF true THEN\n    CREATE INDEX o_a ON orders (a);\n    CREATE INDEX t_a ON t (a);\n  END IF;\nEND\n$$;\n"
+	f, err := lint.File("do.up.sql", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f) != 1 || f[0].Rule != lint.RuleIndexConcurrently || f[0].Line != 2 {
+		t.Errorf("findings %v, want one index-concurrently on line 2", f)
+	}
+	ignored := "-- hakit:lint-ignore index-concurrently orders is tiny\n" + src[strings.Index(src, "DO"):]
+	if got := rulesOf(t, lint.Options{}, ignored); len(got) != 0 {
+		t.Errorf("ignored DO: found %v", got)
+	}
+	if got := rulesOf(t, lint.Options{}, "DO LANGUAGE plpgsql $$ BEGIN PERFORM 1; END $$"); len(got) != 0 {
+		t.Errorf("harmless DO: found %v", got)
+	}
+}
+
 func TestFindingFormat(t *testing.T) {
 	t.Parallel()
 	src := "-- adds an index\n\nCREATE TABLE t (a int);\n\n  CREATE INDEX o ON orders (a);\n"

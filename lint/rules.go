@@ -1,6 +1,7 @@
 package lint
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -140,6 +141,8 @@ func (l *linter) check(n *pg_query.Node) {
 	switch {
 	case n.GetCreateStmt() != nil:
 		st.created[relName(n.GetCreateStmt().GetRelation())] = true
+	case n.GetDoStmt() != nil:
+		l.doBlock(n.GetDoStmt())
 	case n.GetIndexStmt() != nil:
 		idx := n.GetIndexStmt()
 		rel := relName(idx.GetRelation())
@@ -535,4 +538,73 @@ func bounded(n *pg_query.Node) bool {
 		}
 	}
 	return false
+}
+
+// doBlock lints the SQL statements of a DO block's PL/pgSQL body (those it
+// runs as they are; not the strings it EXECUTEs), reported on the DO
+// statement. A body the PL/pgSQL parser rejects, or another language, is
+// left alone: PostgreSQL reports it when the migration runs.
+func (l *linter) doBlock(do *pg_query.DoStmt) {
+	body, lang := "", "plpgsql"
+	for _, a := range do.GetArgs() {
+		d := a.GetDefElem()
+		switch d.GetDefname() {
+		case "as":
+			body = d.GetArg().GetString_().GetSval()
+		case "language":
+			lang = d.GetArg().GetString_().GetSval()
+		}
+	}
+	if body == "" || lang != "plpgsql" {
+		return
+	}
+	tag := "$hakit_lint$"
+	fn := "CREATE FUNCTION hakit_lint_do() RETURNS void LANGUAGE plpgsql AS " + tag + body + tag
+	out, err := pg_query.ParsePlPgSqlToJSON(fn)
+	if err != nil {
+		return
+	}
+	var tree any
+	if json.Unmarshal([]byte(out), &tree) != nil {
+		return
+	}
+	for _, q := range execSQL(tree, nil) {
+		inner, err := pg_query.Parse(q)
+		if err != nil {
+			continue
+		}
+		for _, raw := range inner.GetStmts() {
+			l.check(raw.GetStmt())
+		}
+	}
+}
+
+// execSQL collects the queries of the PLpgSQL_stmt_execsql statements of a
+// PL/pgSQL parse tree, in order.
+func execSQL(v any, acc []string) []string {
+	switch x := v.(type) {
+	case map[string]any:
+		if e, ok := x["PLpgSQL_stmt_execsql"].(map[string]any); ok {
+			if s, ok := e["sqlstmt"].(map[string]any); ok {
+				if ex, ok := s["PLpgSQL_expr"].(map[string]any); ok {
+					if q, ok := ex["query"].(string); ok {
+						acc = append(acc, q)
+					}
+				}
+			}
+		}
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			acc = execSQL(x[k], acc)
+		}
+	case []any:
+		for _, e := range x {
+			acc = execSQL(e, acc)
+		}
+	}
+	return acc
 }
