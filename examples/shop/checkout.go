@@ -407,36 +407,8 @@ func (s *shop) place(w http.ResponseWriter, r *http.Request) {
 		req.UserID = &u.ID
 	}
 	id, err := s.placeOrder(ctx, req)
-	if isUniqueViolation(err, "checkout_keys_pkey") {
-		// The same key committed meanwhile (a double click): its order.
-		var used keyUsed
-		used.OrderID, used.Hash, err = s.lookupCheckout(ctx, scope, key)
-		if err == nil {
-			err = &used
-		}
-	}
-	if errors.Is(err, dbrouter.ErrCommitUnknown) {
-		// The connection was lost during COMMIT and the router could not
-		// tell whether it committed. Ask the primary for the key: never
-		// guess, never place the order a second time.
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		var used keyUsed
-		used.OrderID, used.Hash, err = s.lookupCheckout(lctx, scope, key)
-		cancel()
-		switch {
-		case err == nil:
-			err = &used
-		case errors.Is(err, pgx.ErrNoRows):
-			s.log.Warn("order not placed: commit outcome unknown, key not found", "scope", scope)
-			fail(w, r, http.StatusServiceUnavailable, "We could not confirm your order: it was not placed, "+
-				"and it will not be placed twice. Please try again.")
-			return
-		default:
-			s.log.Error("order outcome unknown: key lookup failed", "scope", scope, "err", err)
-			fail(w, r, http.StatusServiceUnavailable, "We could not confirm your order. It will not be placed twice: "+
-				"check My orders in a minute, then try again if it is not there.")
-			return
-		}
+	if isUniqueViolation(err, "checkout_keys_pkey") || errors.Is(err, dbrouter.ErrCommitUnknown) {
+		err = s.askKey(ctx, req, err)
 	}
 	var used *keyUsed
 	var sold *soldOut
@@ -463,8 +435,55 @@ func (s *shop) place(w http.ResponseWriter, r *http.Request) {
 	case errors.As(err, &changed):
 		fail(w, r, http.StatusConflict, fmt.Sprintf("Prices changed since you reviewed your order (the total is now %s, not %s). "+
 			"Nothing was ordered; review your order again.", money(changed.Now), money(changed.Seen)))
+	case errors.Is(err, errNotPlaced):
+		fail(w, r, http.StatusServiceUnavailable, "We could not confirm your order: it was not placed, "+
+			"and it will not be placed twice. Please try again.")
+	case errors.Is(err, errUnconfirmed):
+		fail(w, r, http.StatusServiceUnavailable, "We could not confirm your order. It will not be placed twice: "+
+			"check My orders in a minute, then try again if it is not there.")
 	default:
 		hakit.Error(w, r, err)
+	}
+}
+
+// The outcomes of askKey after a lost COMMIT answer.
+var (
+	errNotPlaced   = errors.New("commit outcome unknown: the key placed no order")
+	errUnconfirmed = errors.New("commit outcome unknown: the key could not be looked up")
+)
+
+// askKey finds out what became of an order whose write failed in a way
+// the key can explain:
+//   - a unique violation of the key: the same form was submitted twice at
+//     once (a double click) and the other submit committed first;
+//   - dbrouter.ErrCommitUnknown: the connection was lost during COMMIT and
+//     the router could not tell whether it committed.
+//
+// It asks the primary for the key and returns a *keyUsed when the key has
+// an order. After a lost COMMIT it returns errNotPlaced when the key has
+// none, and errUnconfirmed when the primary cannot be asked: never a
+// guess, and never a second order.
+func (s *shop) askKey(ctx context.Context, req orderRequest, err error) error {
+	unknown := errors.Is(err, dbrouter.ErrCommitUnknown)
+	if unknown {
+		// The request may be near its deadline: the answer matters more.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+	}
+	var used keyUsed
+	used.OrderID, used.Hash, err = s.lookupCheckout(ctx, req.Scope, req.Key)
+	switch {
+	case err == nil:
+		return &used
+	case !unknown:
+		return err
+	case errors.Is(err, pgx.ErrNoRows):
+		s.log.Warn("order not placed: commit outcome unknown, key not found", "scope", req.Scope)
+		return errNotPlaced
+	default:
+		s.log.Error("order outcome unknown: key lookup failed", "scope", req.Scope, "err", err)
+		return fmt.Errorf("%w: %w", errUnconfirmed, err)
 	}
 }
 
