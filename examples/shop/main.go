@@ -29,6 +29,9 @@ var assets embed.FS
 func main() {
 	ctx := context.Background()
 	hcfg, cfg, err := loadConfig(os.Getenv, os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return // -h: the flags and the variables are printed
+	}
 	if err != nil {
 		log.Fatal(err) // every bad variable, HAKIT_* and SHOP_*, at once
 	}
@@ -41,13 +44,9 @@ func main() {
 	}
 }
 
-// loadConfig reads hakit's variables and the shop's own, and the flags.
+// loadConfig reads hakit's variables and the shop's own, then the flags
+// (-h lists both and returns flag.ErrHelp).
 func loadConfig(getenv func(string) string, args []string) (hakit.Config, config, error) {
-	flags := flag.NewFlagSet("shop", flag.ContinueOnError)
-	seed := flags.Bool("seed", false, "seed the catalog on start if it is empty (as SHOP_SEED=true)")
-	if err := flags.Parse(args); err != nil {
-		return hakit.Config{}, config{}, err
-	}
 	env := hakit.NewEnv(getenv)
 	hcfg := env.Config()
 	cfg := config{
@@ -64,7 +63,26 @@ func loadConfig(getenv func(string) string, args []string) (hakit.Config, config
 			BaseURL:      env.String("SHOP_BASE_URL", "", "the shop's public URL, for the SSO redirect URI"),
 		},
 	}
+
+	flags := flag.NewFlagSet("shop", flag.ContinueOnError)
+	seed := flags.Bool("seed", false, "seed the catalog on start if it is empty (as SHOP_SEED=true)")
+	flags.Usage = func() {
+		w := flags.Output()
+		fmt.Fprintf(w, "Usage: shop [-seed]\n\nFlags:\n")
+		flags.PrintDefaults()
+		fmt.Fprintf(w, "\nEnvironment:\n")
+		for _, v := range env.Vars() {
+			fmt.Fprintf(w, "  %s (default %q)\n    \t%s\n", v.Name, v.Default, v.Help)
+		}
+	}
+	if err := flags.Parse(args); err != nil {
+		return hakit.Config{}, config{}, err
+	}
 	cfg.Seed = cfg.Seed || *seed
+
+	if len(hcfg.DatabaseURLs) == 0 {
+		env.Invalid("HAKIT_DATABASE_URL_1", errors.New("the shop keeps its catalog and orders in PostgreSQL: set it"))
+	}
 	if (cfg.AdminEmail == "") != (cfg.AdminPassword == "") {
 		env.Invalid("SHOP_ADMIN_PASSWORD", errors.New("SHOP_ADMIN_EMAIL and SHOP_ADMIN_PASSWORD go together"))
 	}

@@ -117,8 +117,16 @@ func TestSSOConfig(t *testing.T) {
 	_, _, err := loadConfig(func(k string) string {
 		return map[string]string{"SHOP_SSO_ISSUER": "https://sso.example.test", "SHOP_ADMIN_EMAIL": "a@example.test"}[k]
 	}, nil)
-	if err == nil || !strings.Contains(err.Error(), "SHOP_SSO_ISSUER") || !strings.Contains(err.Error(), "SHOP_ADMIN_PASSWORD") {
-		t.Fatalf("loadConfig: %v, want both problems listed", err)
+	for _, v := range []string{"SHOP_SSO_ISSUER", "SHOP_ADMIN_PASSWORD", "HAKIT_DATABASE_URL_1"} {
+		if err == nil || !strings.Contains(err.Error(), v) {
+			t.Errorf("loadConfig: %v, want every problem listed (%s)", err, v)
+		}
+	}
+	hcfg, cfg, err := loadConfig(func(k string) string {
+		return map[string]string{"HAKIT_DATABASE_URL_1": "postgres://127.0.0.1/shop"}[k]
+	}, []string{"-seed"})
+	if err != nil || !cfg.Seed || cfg.MailFrom != "shop@example.test" || len(hcfg.DatabaseURLs) != 1 || cfg.SSO.enabled() {
+		t.Fatalf("loadConfig with a database and -seed: %+v, %v", cfg, err)
 	}
 }
 
