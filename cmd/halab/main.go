@@ -2,8 +2,10 @@
 // Patroni cluster of PostgreSQL nodes with etcd, Redis with a replica and
 // three Sentinels, MinIO (S3), Mailpit (SMTP with a web UI), and the shop
 // example (examples/shop, built with go build) as three instances behind
-// HAProxy. It prints every endpoint and credential, takes chaos commands
-// on standard input, and stops everything on Ctrl-C or SIGTERM.
+// HAProxy. It serves a live dashboard on loopback (its URL is printed
+// first; -dashboard sets the address), prints every endpoint and
+// credential, takes chaos commands on standard input and as the
+// dashboard's buttons, and stops everything on Ctrl-C or SIGTERM.
 //
 //	make demo            # or: go run ./cmd/halab
 //	go run ./cmd/halab -shop 3 -pg 3
