@@ -325,7 +325,7 @@ type browser struct {
 func (c *cluster) browser() *browser {
 	jar, _ := cookiejar.New(nil)
 	b := &browser{t: c.t, c: c}
-	b.client = &http.Client{Jar: jar, Timeout: 15 * time.Second,
+	b.client = &http.Client{Jar: jar, Timeout: 30 * time.Second,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if !strings.HasPrefix(req.URL.String(), c.issuer) {
 				return http.ErrUseLastResponse
