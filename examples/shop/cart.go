@@ -242,6 +242,7 @@ func (s *shop) cartUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	if qty == 0 {
 		s.sessions.Remove(ctx, cartKey(id))
+		s.sessions.Durable(ctx)
 		http.Redirect(w, r, "/cart", http.StatusSeeOther)
 		return
 	}
@@ -261,6 +262,9 @@ func (s *shop) cartUpdate(w http.ResponseWriter, r *http.Request) {
 // setLine puts qty of p in the cart, capped at maxQty and at the stock,
 // and says so in a flash message.
 func (s *shop) setLine(ctx context.Context, p product, qty int) {
+	// A cart change must outlive a Redis failover: a customer who saw
+	// "your cart holds 2" and finds it empty at checkout leaves.
+	s.sessions.Durable(ctx)
 	switch {
 	case p.Stock == 0:
 		s.sessions.Remove(ctx, cartKey(p.ID))

@@ -58,6 +58,7 @@ func (s *shop) owner(ctx context.Context) string {
 		_, _ = rand.Read(b[:])
 		o = base64.RawURLEncoding.EncodeToString(b[:])
 		s.sessions.Put(ctx, keyOwner, o)
+		s.sessions.Durable(ctx) // the orders placed by this session hang on it
 	}
 	return o
 }
@@ -139,6 +140,7 @@ func (s *shop) addressSave(w http.ResponseWriter, r *http.Request) {
 	}
 	b, _ := json.Marshal(a)
 	s.sessions.Put(ctx, keyAddress, string(b))
+	s.sessions.Durable(ctx)
 	http.Redirect(w, r, "/checkout/payment", http.StatusSeeOther)
 }
 
@@ -179,6 +181,7 @@ func (s *shop) paymentSave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sessions.Put(ctx, keyCard, card[12:])
+	s.sessions.Durable(ctx)
 	http.Redirect(w, r, "/checkout/review", http.StatusSeeOther)
 }
 
