@@ -659,6 +659,7 @@ func TestAdminBrowser(t *testing.T) {
 	if _, status, reason := a.waitImage(id); status != "ready" {
 		t.Fatalf("image %s (%s)", status, reason)
 	}
+	a.replicated() // the job's write: the browser's session has no position for it
 	tb.open(fmt.Sprintf("/admin/products/%d", id), "admin-product")
 	tb.imagesLoaded()
 	if w := evalJS[int](tb, "image width", `document.querySelector('img.admin-image').naturalWidth`); w != 960 {

@@ -141,17 +141,13 @@ const placeholderSVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 400
 	`<rect x="120" y="135" width="160" height="130" rx="14"/><path d="M132 250l44-50 32 34 22-22 38 38"/></g>` +
 	`<circle cx="236" cy="170" r="13" fill="#b9b1a5"/></svg>`
 
-// placeholder answers the placeholder picture with status; only a 200
-// may be cached, briefly, as the real image may come any moment.
+// placeholder answers the placeholder picture with status. It is never
+// cached: the real image may come any moment, under the same URL.
 func placeholder(w http.ResponseWriter, status int) {
 	h := w.Header()
 	h.Set("Content-Type", "image/svg+xml")
 	h.Set("X-Content-Type-Options", "nosniff")
-	if status == http.StatusOK {
-		h.Set("Cache-Control", "public, max-age=10")
-	} else {
-		h.Set("Cache-Control", "no-store")
-	}
+	h.Set("Cache-Control", "no-store")
 	if status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", "10")
 	}
