@@ -50,7 +50,7 @@ func TestBrowser(t *testing.T) {
 	// pictures it checks, the screenshots for all of them.
 	start := time.Now()
 	if os.Getenv("SHOP_SCREENSHOTS") == "1" {
-		ts.waitImages(t, 5*time.Minute)
+		ts.waitImages(t, 8*time.Minute)
 	} else {
 		ts.waitImages(t, 2*time.Minute, "Cast-Iron Skillet, 26 cm", "Olive Wood Cutting Board")
 	}
