@@ -124,10 +124,17 @@ func (s *shop) login(w http.ResponseWriter, r *http.Request) {
 
 // signIn puts u on the session. The cart and the checkout stay: the
 // session is renewed, not emptied, unless another user was signed in.
+//
+// The session's owner is made before the token renewal so that it is
+// carried over with the cart: it is the scope of the checkout keys, and a
+// form reviewed before signing in must find its order after. A session of
+// another user loses it with the rest, and gets a new one.
 func (s *shop) signIn(ctx context.Context, u user) error {
+	s.owner(ctx)
 	if err := s.sessions.Login(ctx, strconv.FormatInt(u.ID, 10)); err != nil {
 		return err
 	}
+	s.owner(ctx)
 	s.sessions.Put(ctx, keyUserName, u.Name)
 	s.sessions.Put(ctx, keyIsAdmin, u.IsAdmin)
 	return nil

@@ -122,6 +122,9 @@ func loadCart(ctx context.Context, q dbrouter.Querier, items map[int64]int) (car
 // no longer sold, telling the user.
 func (s *shop) viewCart(ctx context.Context) (cartView, error) {
 	var v cartView
+	if err := s.settlePlaced(ctx); err != nil {
+		return v, err
+	}
 	items := s.cartItems(ctx)
 	err := s.db.Read(ctx, func(q dbrouter.Querier) (err error) {
 		v, err = loadCart(ctx, q, items)

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +30,9 @@ const (
 	keyAddress = "checkout.address" // the address, as JSON
 	keyCard    = "checkout.card"    // the last four digits of an accepted card
 	keyOwner   = "owner"            // a random ID: whose orders an anonymous session placed
+	// keyReviewed is the review page last shown: its key and the hex hash
+	// of the cart lines and address it showed ("<key> <hash>").
+	keyReviewed = "checkout.reviewed"
 )
 
 // address is where an order goes.
@@ -63,12 +68,11 @@ func (s *shop) owner(ctx context.Context) string {
 	return o
 }
 
-// checkoutScope is the scope of idempotency keys: the user when signed in,
-// the session's owner otherwise.
+// checkoutScope is the scope of idempotency keys: the session's owner,
+// signed in or not. It must not change while a form is out: signing in
+// keeps the owner (signIn), so a form reviewed as a guest and submitted
+// again after signing in finds the order it placed.
 func (s *shop) checkoutScope(ctx context.Context) string {
-	if u := s.currentUser(ctx); u != nil {
-		return "u:" + strconv.FormatInt(u.ID, 10)
-	}
 	return "s:" + s.owner(ctx)
 }
 
@@ -206,10 +210,47 @@ func (s *shop) review(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.owner(ctx) // the scope of the key, made now rather than while placing
+	a := s.checkoutAddress(ctx)
+	key := uuid.NewString()
+	// Placing the order checks that the cart and address are still the
+	// ones shown here.
+	s.sessions.Put(ctx, keyReviewed, key+" "+hex.EncodeToString(requestHash(s.cartItems(ctx), *a)))
+	s.sessions.Durable(ctx)
 	s.render(w, r, http.StatusOK, "review.html", map[string]any{
-		"Cart": v, "Address": s.checkoutAddress(ctx), "Card": s.sessions.GetString(ctx, keyCard),
-		"Key": uuid.NewString(), "Step": 3,
+		"Cart": v, "Address": a, "Card": s.sessions.GetString(ctx, keyCard),
+		"Key": key, "Step": 3,
 	})
+}
+
+// reviewed returns the key and hash of the review page last shown, or "".
+func (s *shop) reviewed(ctx context.Context) (key string, hash []byte) {
+	k, h, _ := strings.Cut(s.sessions.GetString(ctx, keyReviewed), " ")
+	hash, err := hex.DecodeString(h)
+	if err != nil {
+		return "", nil
+	}
+	return k, hash
+}
+
+// settlePlaced finishes the checkout of the review page last shown if its
+// key placed an order: the request that placed it may have saved its
+// emptied cart to a session token that a login renewed meanwhile.
+func (s *shop) settlePlaced(ctx context.Context) error {
+	key, _ := s.reviewed(ctx)
+	if key == "" {
+		return nil
+	}
+	var orderID int64
+	err := s.db.QueryRow(ctx, "SELECT order_id FROM checkout_keys WHERE scope = $1 AND key = $2",
+		s.checkoutScope(ctx), key).Scan(&orderID)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return err
+	}
+	s.finishCheckout(ctx, orderID)
+	return nil
 }
 
 // orderRequest is what placing an order needs, read from the session.
@@ -404,7 +445,31 @@ func (s *shop) place(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	req := orderRequest{Scope: scope, Key: key, Hash: requestHash(items, *a), Items: items, Address: *a,
+	hash := requestHash(items, *a)
+	if rk, rh := s.reviewed(ctx); rk != key || !bytes.Equal(rh, hash) {
+		// Not what the review page of this form showed: another tab
+		// changed the cart or the address since, or the form is an old
+		// one. A form that placed this very content already is answered
+		// with its order.
+		id, h, err := s.lookupCheckout(ctx, scope, key)
+		switch {
+		case err == nil && bytes.Equal(h, hash):
+			if rk == key {
+				s.finishCheckout(ctx, id)
+			}
+			http.Redirect(w, r, orderURL(id), http.StatusSeeOther)
+		case err == nil:
+			fail(w, r, http.StatusUnprocessableEntity, "This order form was already used for a different order. "+
+				"Review your cart again and place the order from the new page.")
+		case errors.Is(err, pgx.ErrNoRows):
+			fail(w, r, http.StatusConflict, "Your cart changed since you reviewed it: nothing was ordered. "+
+				"Review your order again and place it from there.")
+		default:
+			hakit.Error(w, r, err)
+		}
+		return
+	}
+	req := orderRequest{Scope: scope, Key: key, Hash: hash, Items: items, Address: *a,
 		Owner: s.owner(ctx), Total: total}
 	if u := s.currentUser(ctx); u != nil {
 		req.UserID = &u.ID
@@ -495,7 +560,9 @@ func (s *shop) finishCheckout(ctx context.Context, orderID int64) {
 	s.clearCart(ctx)
 	s.sessions.Remove(ctx, keyAddress)
 	s.sessions.Remove(ctx, keyCard)
+	s.sessions.Remove(ctx, keyReviewed)
 	s.sessions.Put(ctx, "last_order", orderID)
+	s.sessions.Durable(ctx)
 }
 
 func orderURL(id int64) string { return "/orders/" + strconv.FormatInt(id, 10) }

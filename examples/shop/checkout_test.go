@@ -283,3 +283,88 @@ func TestLastUnits(t *testing.T) {
 			placed, soldOut, stock, sold, after.orders-before.orders)
 	}
 }
+
+// TestCheckoutLoginWhilePlacing: a customer signs in (another tab) while
+// the order of a guest checkout is being placed. The same form submitted
+// again finds that order, not a second one, and the cart is empty after.
+func TestCheckoutLoginWhilePlacing(t *testing.T) {
+	var mu sync.Mutex
+	var gate, entered chan struct{}
+	ts := startShop(t, shopOptions{WrapWriteOrder: func(write func(context.Context, func(pgx.Tx) error) error) func(context.Context, func(pgx.Tx) error) error {
+		return func(ctx context.Context, fn func(pgx.Tx) error) error {
+			mu.Lock()
+			g, e := gate, entered
+			gate, entered = nil, nil
+			mu.Unlock()
+			if g != nil {
+				close(e)
+				<-g // the place request is in flight
+			}
+			return write(ctx, fn)
+		}
+	}})
+	id := ts.addProduct(t, "Scope Mug", 1200, 100)
+	reg := ts.browser(t)
+	want(t, "register", reg.post("/register", url.Values{"name": {"Bo"}, "email": {"bo@example.test"}, "password": {"password123"}}), http.StatusSeeOther, "")
+
+	c := ts.browser(t) // a guest
+	form := c.fillCheckout(id, 1, "bo@example.test")
+	mu.Lock()
+	gate, entered = make(chan struct{}), make(chan struct{})
+	g, e := gate, entered
+	mu.Unlock()
+	done := make(chan page)
+	go func() { done <- c.post("/checkout/place", form) }()
+	<-e
+	want(t, "login", c.post("/login", url.Values{"email": {"bo@example.test"}, "password": {"password123"}, "next": {"/"}}), http.StatusSeeOther, "/")
+	close(g)
+	first := <-done
+	want(t, "place", first, http.StatusSeeOther, "")
+	if cart := c.get("/cart"); strings.Contains(cart.Body, "Scope Mug") {
+		t.Errorf("the cart still holds the ordered mug:\n%s", excerpt(cart.Body))
+	}
+	again := c.post("/checkout/place", form) // a reload of the same form
+	want(t, "same form again", again, http.StatusSeeOther, first.Location)
+	if n := ts.count(t, "SELECT count(*) FROM checkout_keys WHERE key = $1", form.Get("key")); n != 1 {
+		t.Errorf("the form's key placed %d orders, want 1", n)
+	}
+}
+
+// TestCheckoutCartChangedAfterReview: "Place order" places what the review
+// page showed or nothing: a cart or address changed in another tab since
+// is refused (409), and reviewing again places the new cart.
+func TestCheckoutCartChangedAfterReview(t *testing.T) {
+	ts := startShop(t, shopOptions{})
+	a := ts.addProduct(t, "Reviewed Mug", 1000, 100)
+	b := ts.addProduct(t, "Unreviewed Vase", 2000, 100)
+	c := ts.browser(t)
+	form := c.fillCheckout(a, 2, "cc@example.test") // tab 1 shows 2 × Reviewed Mug
+	before := ts.orderCounts(t)
+	// Tab 2 changes the cart; placing tab 1's form is refused.
+	want(t, "add", c.post("/cart/add", url.Values{"product_id": {itoa(b)}, "qty": {"1"}}), http.StatusSeeOther, "/cart")
+	p := c.post("/checkout/place", form)
+	if p.Status != http.StatusConflict || !strings.Contains(p.Body, "cart changed since you reviewed it") {
+		t.Fatalf("cart changed: %d, want 409 with its message:\n%s", p.Status, excerpt(p.Body))
+	}
+	// The address alone changes, after a new review: refused too.
+	form = c.reviewForm()
+	want(t, "address", c.post("/checkout/address", url.Values{
+		"name": {"Someone Else"}, "email": {"other@example.test"}, "street": {"1 Other Rd"},
+		"city": {"Elsewhere"}, "zip": {"99999"}, "country": {"Nowhere"},
+	}), http.StatusSeeOther, "/checkout/payment")
+	if p := c.post("/checkout/place", form); p.Status != http.StatusConflict {
+		t.Fatalf("address changed: %d, want 409", p.Status)
+	}
+	if after := ts.orderCounts(t); after.orders != before.orders {
+		t.Fatalf("%d orders placed from outdated review pages", after.orders-before.orders)
+	}
+	// Reviewed again: placed, and a replay of that form finds its order.
+	form = c.reviewForm()
+	placed := c.post("/checkout/place", form)
+	want(t, "place reviewed", placed, http.StatusSeeOther, "")
+	o := c.get(placed.Location)
+	if !strings.Contains(o.Body, "Unreviewed Vase") || !strings.Contains(o.Body, "Someone Else") {
+		t.Fatalf("the order is not the reviewed one:\n%s", excerpt(o.Body))
+	}
+	want(t, "replay", c.post("/checkout/place", form), http.StatusSeeOther, placed.Location)
+}

@@ -100,6 +100,10 @@ func (s *shop) order(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, http.StatusNotFound, "There is no such order.")
 		return
 	}
+	if err := s.settlePlaced(ctx); err != nil {
+		hakit.Error(w, r, err)
+		return
+	}
 	c := s.whose(ctx)
 	var o order
 	err = s.db.Read(ctx, func(q dbrouter.Querier) (err error) {
