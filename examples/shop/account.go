@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/mail"
+	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"unicode"
@@ -236,9 +238,21 @@ func validEmail(email string) bool {
 }
 
 // safeNext returns a local path to go to after login, "/" otherwise: never
-// another site (an open redirect).
+// another site (an open redirect). Browsers drop tabs and newlines from a
+// URL and read "\\" as "/", so "/\t/evil.example" and "/\\evil.example" lead
+// elsewhere: a backslash or a control character anywhere is refused, and
+// the path must start with exactly one "/", before and after cleaning.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	bad := func(r rune) bool { return r == '\\' || unicode.IsControl(r) }
+	if next == "" || strings.ContainsFunc(next, bad) {
+		return "/"
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || strings.ContainsFunc(u.Path, bad) {
+		return "/"
+	}
+	local := func(p string) bool { return strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "//") }
+	if !local(next) || !local(u.Path) || !local(path.Clean(u.Path)) {
 		return "/"
 	}
 	return next

@@ -116,3 +116,38 @@ func TestOrderOwner(t *testing.T) {
 		}
 	}
 }
+
+// TestSafeNextOpenRedirect: the page to go to after login is a path of this site, and
+// anything a browser could read as another site is "/".
+func TestSafeNextOpenRedirect(t *testing.T) {
+	for _, tc := range []struct{ next, want string }{
+		{"/", "/"},
+		{"/cart", "/cart"},
+		{"/checkout/review?step=3#top", "/checkout/review?step=3#top"},
+		{"/products/mug-1", "/products/mug-1"},
+		{"", "/"},
+		{"cart", "/"},
+		{"//evil.example/x", "/"},
+		{"///evil.example/x", "/"},
+		{"/\\evil.example/x", "/"},
+		{"/\t/evil.example/x", "/"},
+		{"/\n/evil.example/x", "/"},
+		{"/\r\n/evil.example", "/"},
+		{"/./\\evil.example/x", "/"},
+		{"/.//evil.example/x", "/"},
+		{"/%2e/\\evil.example", "/"},
+		{"/%5Cevil.example", "/"},
+		{"/%09/evil.example", "/"},
+		{"/%2F%2Fevil.example", "/"},
+		{"https://evil.example/x", "/"},
+		{"http:/evil.example", "/"},
+		{"javascript:alert(1)", "/"},
+		{"\\\\evil.example", "/"},
+		{" /cart", "/"},
+		{"/cart\x00", "/"},
+	} {
+		if got := safeNext(tc.next); got != tc.want {
+			t.Errorf("safeNext(%q) = %q, want %q", tc.next, got, tc.want)
+		}
+	}
+}
