@@ -241,7 +241,7 @@ func validEmail(email string) bool {
 // another site (an open redirect). Browsers drop tabs and newlines from a
 // URL and read "\\" as "/", so "/\t/evil.example" and "/\\evil.example" lead
 // elsewhere: a backslash or a control character anywhere is refused, and
-// the path must start with exactly one "/", before and after cleaning.
+// the path must start with exactly one "/" and be clean (path.Clean).
 func safeNext(next string) string {
 	bad := func(r rune) bool { return r == '\\' || unicode.IsControl(r) }
 	if next == "" || strings.ContainsFunc(next, bad) {
@@ -251,8 +251,11 @@ func safeNext(next string) string {
 	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || strings.ContainsFunc(u.Path, bad) {
 		return "/"
 	}
-	local := func(p string) bool { return strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "//") }
-	if !local(next) || !local(u.Path) || !local(path.Clean(u.Path)) {
+	// No "." or ".." segments and no empty ones: what a browser resolves
+	// is what was checked.
+	clean := path.Clean(u.Path)
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || !strings.HasPrefix(u.Path, "/") ||
+		(u.Path != clean && u.Path != clean+"/") {
 		return "/"
 	}
 	return next

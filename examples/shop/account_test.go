@@ -125,6 +125,8 @@ func TestSafeNextOpenRedirect(t *testing.T) {
 		{"/cart", "/cart"},
 		{"/checkout/review?step=3#top", "/checkout/review?step=3#top"},
 		{"/products/mug-1", "/products/mug-1"},
+		{"/orders/", "/orders/"},
+		{"/a/../cart", "/"},
 		{"", "/"},
 		{"cart", "/"},
 		{"//evil.example/x", "/"},
