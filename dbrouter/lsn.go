@@ -88,10 +88,3 @@ func raiseMinLSN(ctx context.Context, lsn LSN) {
 		c.raise(lsn)
 	}
 }
-
-// wantsLSN reports whether ctx carries a read-your-writes position, which
-// a Write raises to its commit LSN.
-func wantsLSN(ctx context.Context) bool {
-	_, ok := ctx.Value(causalKey{}).(*causal)
-	return ok
-}

@@ -40,25 +40,6 @@ const preCommitSQL = `SELECT pg_current_xact_id_if_assigned()::text, pg_current_
   ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int,
   (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8`
 
-// preCommitShortSQL reads the xid and the WAL position of txnFacts on a
-// connection that knows its server's timeline and run (serverRun).
-const preCommitShortSQL = `SELECT pg_current_xact_id_if_assigned()::text, pg_current_wal_insert_lsn()::text`
-
-// serverRunKey is where a connection keeps (in pgconn's CustomData) the
-// timeline and the server run its first preCommitSQL read. Neither changes
-// while the server is a primary, and preCommitSQL is only ever answered by
-// a primary (pg_current_wal_insert_lsn fails during recovery); a
-// connection to a replica that is promoted later reads them first after
-// the promotion, and a connection does not outlive its server's run.
-const serverRunKey = "hakit.dev/dbrouter.serverRun"
-
-// serverRun is the part of txnFacts that is the same for every
-// transaction of a connection.
-type serverRun struct {
-	timeline int
-	started  int64
-}
-
 // serverFacts describe the node asked, a primary.
 type serverFacts struct {
 	timeline    int

@@ -200,28 +200,17 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 		n.untrack(conn.Conn())
 		conn.Release()
 	}()
-	tx := &lazyTx{ctx: ctx, conn: conn.Conn(), opts: opts.TxOptions}
-	if err := tx.run(fn); err != nil || tx.factsErr != nil {
-		tx.rollback(ctx)
-		if tx.factsErr != nil {
-			err = errors.Join(tx.factsErr, err)
-		}
+	tx, err := conn.BeginTx(ctx, opts.TxOptions)
+	if err != nil {
 		return classify(err)
 	}
-	if tx.ended {
-		return writeResult{outcome: failed, err: errors.New("fn ended the transaction itself; leave COMMIT and ROLLBACK to the router")}
-	}
-	if !tx.begun {
-		// fn sent nothing: there is nothing to commit.
-		res := writeResult{outcome: committed}
-		if wantsLSN(ctx) {
-			res.lsn = insertLSN(ctx, conn, 0)
-		}
-		return res
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback(ctx)
+		return classify(err)
 	}
 	pc := conn.Conn().PgConn()
 	if pc.TxStatus() == 'E' {
-		tx.rollback(ctx)
+		_ = tx.Rollback(ctx)
 		return classify(errors.New("the transaction failed, but fn returned no error"))
 	}
 	if pc.TxStatus() != 'T' {
@@ -230,47 +219,35 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 
 	// What is needed to resolve a lost COMMIT: the transaction id (none
 	// if it wrote nothing), the WAL position before the commit record, and
-	// which server run and timeline wrote it; read after fn's last
-	// statement, in its batch (see lazyTx) or now.
-	if !tx.fresh {
-		if err := tx.readFacts(conn.QueryRow(ctx, tx.factsSQL())); err != nil {
-			tx.rollback(ctx)
-			return classify(err)
-		}
-	}
-	xid, before := tx.pre.xid, tx.pre.before
-	facts := txnFacts{timeline: tx.pre.timeline, started: tx.pre.started}
-	if tx.pre.full {
-		pc.CustomData()[serverRunKey] = serverRun{timeline: facts.timeline, started: facts.started}
+	// which server run and timeline wrote it.
+	var xid *string
+	var before string
+	var facts txnFacts
+	if err := tx.QueryRow(ctx, preCommitSQL).Scan(&xid, &before, &facts.timeline, &facts.started); err != nil {
+		_ = tx.Rollback(ctx)
+		return classify(err)
 	}
 	beforeLSN, err := ParseLSN(before)
 	if err != nil {
-		tx.rollback(ctx)
+		_ = tx.Rollback(ctx)
 		return writeResult{outcome: failed, err: err}
 	}
 	facts.before = beforeLSN
 	if xid != nil {
 		if facts.xid, err = strconv.ParseUint(*xid, 10, 64); err != nil {
-			tx.rollback(ctx)
+			_ = tx.Rollback(ctx)
 			return writeResult{outcome: failed, err: fmt.Errorf("bad transaction id %q", *xid)}
 		}
 	}
 
-	// COMMIT and, if ctx tracks read-your-writes, the commit LSN in one
-	// round trip.
-	commitSQL := "COMMIT"
-	if wantsLSN(ctx) {
-		commitSQL = "COMMIT; SELECT pg_current_wal_insert_lsn()::text"
-	}
-	results, err := pc.Exec(ctx, commitSQL).ReadAll()
+	// COMMIT and the commit LSN in one round trip.
+	results, err := pc.Exec(ctx, "COMMIT; SELECT pg_current_wal_insert_lsn()::text").ReadAll()
 	if len(results) > 0 && results[0].Err == nil {
 		if tag := results[0].CommandTag.String(); tag != "COMMIT" {
 			return writeResult{outcome: failed, err: fmt.Errorf("COMMIT answered %s", tag)}
 		}
 		res := writeResult{outcome: committed, lsn: beforeLSN}
-		if commitSQL == "COMMIT" {
-			// Nobody reads the commit LSN.
-		} else if len(results) > 1 && results[1].Err == nil && len(results[1].Rows) == 1 {
+		if len(results) > 1 && results[1].Err == nil && len(results[1].Rows) == 1 {
 			if l, err := ParseLSN(string(results[1].Rows[0][0])); err == nil {
 				res.lsn = l
 			}

@@ -15,9 +15,10 @@ import (
 	"hakit.dev/hatest"
 )
 
-// Write sends BEGIN with fn's first statement and reads what a lost COMMIT
-// needs in the batch of fn's last one: every shape of fn must still run
-// in one transaction that commits exactly when it should.
+// Every shape of fn (statements with and without arguments, QueryRow,
+// Query, batches, CopyFrom, savepoints, errors) runs in one transaction
+// that commits exactly when it should, in pgx's default mode and with
+// the simple protocol PgBouncer needs.
 func TestWriteTransactionShapes(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -175,10 +176,9 @@ func writeShapes(t *testing.T, ctx context.Context, r *dbrouter.Router, pg *hate
 	}
 }
 
-// A lost COMMIT after facts read in the batch of fn's last statement is
-// resolved as one read on their own: answer lost, one run and one row;
-// COMMIT lost, two runs and one row.
-func TestLostCommitAfterBatchedFacts(t *testing.T) {
+// A lost COMMIT after a statement with arguments: answer lost, one run
+// and one row; COMMIT lost, two runs and one row.
+func TestLostCommitAfterStatementWithArguments(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
