@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"hakit.dev/dbrouter"
 	"hakit.dev/hakit"
@@ -507,8 +508,9 @@ func (s *shop) place(w http.ResponseWriter, r *http.Request) {
 		fail(w, r, http.StatusServiceUnavailable, "We could not confirm your order: it was not placed, "+
 			"and it will not be placed twice. Please try again.")
 	case errors.Is(err, errUnconfirmed):
-		fail(w, r, http.StatusServiceUnavailable, "We could not confirm your order. It will not be placed twice: "+
-			"check My orders in a minute, then try again if it is not there.")
+		fail(w, r, http.StatusServiceUnavailable, "We could not confirm your order yet, and it may still go through: "+
+			"do not place it again now. It will not be placed twice: check My orders in a minute, "+
+			"and place it from this page again only if it is not there.")
 	default:
 		hakit.Error(w, r, err)
 	}
@@ -520,6 +522,59 @@ var (
 	errUnconfirmed = errors.New("commit outcome unknown: the key could not be looked up")
 )
 
+// errInFlight: the transaction that inserted a key has not finished yet.
+var errInFlight = errors.New("the transaction of the key is still in flight")
+
+// errProbeFree rolls back the probe of proveKey once its insert went in.
+var errProbeFree = errors.New("key free")
+
+// keyProbeWait is how long proveKey waits for a transaction holding the key.
+const keyProbeWait = 2 * time.Second
+
+// proveKey finds out on the primary whether the key's order committed,
+// without guessing: a plain SELECT does not see a transaction still in
+// flight (a COMMIT waiting for a synchronous standby, say) that may commit
+// after the answer. Instead it inserts the key itself, with a placeholder
+// order, in a transaction that is always rolled back, waiting at most
+// keyProbeWait for a lock:
+//   - a unique violation: the key's order committed, and is returned;
+//   - the lock wait timing out: a transaction holding the key is still in
+//     flight (errInFlight);
+//   - the insert going in: no transaction holds the key, and none can
+//     commit it later (pgx.ErrNoRows).
+//
+// The placeholder takes an order ID from the sequence: a gap, nothing else.
+func (s *shop) proveKey(ctx context.Context, scope, key string) (orderID int64, hash []byte, err error) {
+	err = s.db.WriteOpts(ctx, dbrouter.WriteOptions{Idempotent: true}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)",
+			strconv.FormatInt(keyProbeWait.Milliseconds(), 10)+"ms"); err != nil {
+			return err
+		}
+		var id int64
+		err := tx.QueryRow(ctx, `INSERT INTO orders (session_owner, email, name, address, total_cents)
+			VALUES ('', '', '', '{}', 0) RETURNING id`).Scan(&id)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "INSERT INTO checkout_keys (scope, key, request_hash, order_id) VALUES ($1, $2, '', $3)",
+			scope, key, id)
+		if err == nil {
+			return errProbeFree // rolled back: the probe leaves nothing
+		}
+		return err
+	})
+	var pe *pgconn.PgError
+	switch {
+	case errors.Is(err, errProbeFree):
+		return 0, nil, pgx.ErrNoRows
+	case isUniqueViolation(err, "checkout_keys_pkey"):
+		return s.lookupCheckout(ctx, scope, key)
+	case errors.As(err, &pe) && pe.Code == "55P03": // lock_not_available
+		return 0, nil, errInFlight
+	}
+	return 0, nil, err
+}
+
 // askKey finds out what became of an order whose write failed in a way
 // the key can explain:
 //   - a unique violation of the key: the same form was submitted twice at
@@ -528,9 +583,10 @@ var (
 //     the router could not tell whether it committed.
 //
 // It asks the primary for the key and returns a *keyUsed when the key has
-// an order. After a lost COMMIT it returns errNotPlaced when the key has
-// none, and errUnconfirmed when the primary cannot be asked: never a
-// guess, and never a second order.
+// an order. After a lost COMMIT it proves the outcome (proveKey): it
+// returns errNotPlaced only when no transaction holds the key, and
+// errUnconfirmed when one still does (it may commit later) or the primary
+// cannot be asked: never a guess, and never a second order.
 func (s *shop) askKey(ctx context.Context, req orderRequest, err error) error {
 	unknown := errors.Is(err, dbrouter.ErrCommitUnknown)
 	if unknown {
@@ -540,15 +596,22 @@ func (s *shop) askKey(ctx context.Context, req orderRequest, err error) error {
 		defer cancel()
 	}
 	var used keyUsed
-	used.OrderID, used.Hash, err = s.lookupCheckout(ctx, req.Scope, req.Key)
+	if unknown {
+		used.OrderID, used.Hash, err = s.proveKey(ctx, req.Scope, req.Key)
+	} else {
+		used.OrderID, used.Hash, err = s.lookupCheckout(ctx, req.Scope, req.Key)
+	}
 	switch {
 	case err == nil:
 		return &used
 	case !unknown:
 		return err
 	case errors.Is(err, pgx.ErrNoRows):
-		s.log.Warn("order not placed: commit outcome unknown, key not found", "scope", req.Scope)
+		s.log.Warn("order not placed: commit outcome unknown, key free", "scope", req.Scope)
 		return errNotPlaced
+	case errors.Is(err, errInFlight):
+		s.log.Warn("order outcome unknown: its transaction is still in flight", "scope", req.Scope)
+		return fmt.Errorf("%w: %w", errUnconfirmed, err)
 	default:
 		s.log.Error("order outcome unknown: key lookup failed", "scope", req.Scope, "err", err)
 		return fmt.Errorf("%w: %w", errUnconfirmed, err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -367,4 +368,72 @@ func TestCheckoutCartChangedAfterReview(t *testing.T) {
 		t.Fatalf("the order is not the reviewed one:\n%s", excerpt(o.Body))
 	}
 	want(t, "replay", c.post("/checkout/place", form), http.StatusSeeOther, placed.Location)
+}
+
+// TestProveKey asks the database what became of a key whose COMMIT's
+// answer was lost, with a second connection holding the key's transaction
+// open: "in flight" while it is, its order once it committed, "not placed"
+// only once it rolled back. The probe itself leaves nothing.
+func TestProveKey(t *testing.T) {
+	ts := startShop(t, shopOptions{})
+	ctx := t.Context()
+	pool, err := ts.shop.db.Primary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const scope = "s:prove-key-owner"
+	hold := func(key string) (pgx.Tx, int64) {
+		t.Helper()
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+		var id int64
+		if err := tx.QueryRow(ctx, `INSERT INTO orders (session_owner, email, name, address, total_cents)
+			VALUES ('prove-key-owner', 'p@example.test', 'P', '{}', 100) RETURNING id`).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO checkout_keys (scope, key, request_hash, order_id) VALUES ($1, $2, 'h', $3)", scope, key, id); err != nil {
+			t.Fatal(err)
+		}
+		return tx, id
+	}
+	ask := func(key string) error {
+		return ts.shop.askKey(ctx, orderRequest{Scope: scope, Key: key}, dbrouter.ErrCommitUnknown)
+	}
+
+	committed := "6a1f3c2e-1b7d-4c55-9a0e-3d2b1c4e5f60"
+	tx, id := hold(committed)
+	if _, _, err := ts.shop.proveKey(ctx, scope, committed); !errors.Is(err, errInFlight) {
+		t.Fatalf("key held by an open transaction: %v, want errInFlight", err)
+	}
+	if err := ask(committed); !errors.Is(err, errUnconfirmed) {
+		t.Fatalf("askKey, key in flight: %v, want errUnconfirmed (a plain SELECT says not placed)", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var used *keyUsed
+	if err := ask(committed); !errors.As(err, &used) || used.OrderID != id || string(used.Hash) != "h" {
+		t.Fatalf("askKey, committed: %v, want order %d", err, id)
+	}
+
+	rolledBack := "7b2e4d3f-2c8e-4d66-8b1f-4e3c2d5f6071"
+	tx, _ = hold(rolledBack)
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ask(rolledBack); !errors.Is(err, errNotPlaced) {
+		t.Fatalf("askKey, rolled back: %v, want errNotPlaced", err)
+	}
+	if err := ask("8c3f5e40-3d9f-4e77-9c20-5f4d3e607182"); !errors.Is(err, errNotPlaced) {
+		t.Fatalf("askKey, unknown key: %v, want errNotPlaced", err)
+	}
+	if n := ts.count(t, "SELECT count(*) FROM checkout_keys WHERE scope = $1", scope); n != 1 {
+		t.Fatalf("%d keys of the scope after the probes, want the committed one", n)
+	}
+	if n := ts.count(t, "SELECT count(*) FROM orders WHERE session_owner = ''"); n != 0 {
+		t.Fatalf("%d placeholder orders left by the probes", n)
+	}
 }
