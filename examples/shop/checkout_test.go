@@ -437,3 +437,67 @@ func TestProveKey(t *testing.T) {
 		t.Fatalf("%d placeholder orders left by the probes", n)
 	}
 }
+
+// TestOrderMailOnce: two runs of the mail task at once (a delivery again
+// while the first still runs) send one mail: the one that claimed the
+// order sends it, the other fails and its retry finds it sent. A claim
+// older than mailClaimFor (its run died) is taken over.
+func TestOrderMailOnce(t *testing.T) {
+	ts := startShop(t, shopOptions{})
+	id := ts.addProduct(t, "Mail Mug", 1200, 100)
+	c := ts.browser(t)
+	placed := c.post("/checkout/place", c.fillCheckout(id, 1, "twice@example.test"))
+	want(t, "place", placed, http.StatusSeeOther, "")
+	oid, _ := strconv.ParseInt(orderID(t, c.get(placed.Location)), 10, 64)
+	hatest.WaitFor(t, 30*time.Second, "the order mail recorded", func() bool {
+		return ts.count(t, "SELECT count(*) FROM orders WHERE id = $1 AND mailed_at IS NOT NULL", oid) == 1
+	})
+	mails := func() int { return len(ts.mailsTo(t, "twice@example.test")) }
+	if n := mails(); n != 1 {
+		t.Fatalf("%d mails after the order, want 1", n)
+	}
+	pool, err := ts.shop.db.Primary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsend := func(claim string) {
+		t.Helper()
+		if _, err := pool.Exec(t.Context(), "UPDATE orders SET mailed_at = NULL, mail_claimed_at = "+claim+" WHERE id = $1", oid); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	unsend("NULL")
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { errs[i] = ts.shop.sendOrderMail(t.Context(), orderMail{OrderID: oid}) })
+	}
+	wg.Wait()
+	if n := mails(); n != 2 {
+		t.Fatalf("two concurrent runs sent %d mails, want 1", n-1)
+	}
+	if errs[0] != nil && errs[1] != nil {
+		t.Fatalf("both runs failed: %v, %v", errs[0], errs[1])
+	}
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, errMailClaimed) {
+			t.Fatalf("the losing run: %v, want errMailClaimed", err)
+		}
+	}
+	if err := ts.shop.sendOrderMail(t.Context(), orderMail{OrderID: oid}); err != nil || mails() != 2 {
+		t.Fatalf("a retry after the sending: %v, %d mails; want nil, 2", err, mails())
+	}
+
+	unsend("now()") // a run is sending it now
+	if err := ts.shop.sendOrderMail(t.Context(), orderMail{OrderID: oid}); !errors.Is(err, errMailClaimed) || mails() != 2 {
+		t.Fatalf("while claimed: %v, %d mails; want errMailClaimed, 2", err, mails())
+	}
+	unsend("now() - interval '10 minutes'") // its run died
+	if err := ts.shop.sendOrderMail(t.Context(), orderMail{OrderID: oid}); err != nil || mails() != 3 {
+		t.Fatalf("an expired claim: %v, %d mails; want nil, 3", err, mails())
+	}
+	if n := ts.count(t, "SELECT count(*) FROM orders WHERE id = $1 AND mailed_at IS NOT NULL", oid); n != 1 {
+		t.Fatal("mailed_at not recorded")
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/mail"
@@ -9,7 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"hakit.dev/dbrouter"
+	"github.com/jackc/pgx/v5"
+
 	"hakit.dev/jobs"
 )
 
@@ -40,30 +42,65 @@ func (s *shop) pruneKeys(ctx context.Context, _ struct{}) error {
 	return err
 }
 
-// sendOrderMail sends an order's confirmation, once: orders.mailed_at
-// records the sending, and a task run again (tasks are delivered at least
-// once) finds it and sends nothing. What remains is SMTP's own
-// at-least-once: a server that took the mail but whose answer was lost, or
-// a crash between the sending and the recording, sends it again on the
-// retry. The read sees the order even on a lagging replica: the task
-// carries the position of the commit that enqueued it.
+// mailClaimFor is how long a run that claimed an order's mail has to send
+// it before another run may take it over: longer than sendMail's timeout.
+const mailClaimFor = 5 * time.Minute
+
+// errMailClaimed: another run is sending the order's mail now.
+var errMailClaimed = errors.New("another run is sending the mail")
+
+// sendOrderMail sends an order's confirmation, once. Tasks are delivered at
+// least once, and two runs of the same task may overlap (a lease that
+// expired): each run first claims the order on the primary, with a
+// conditional UPDATE that only one of them wins (orders.mail_claimed_at,
+// unless orders.mailed_at records a sending or another claim is younger
+// than mailClaimFor), sends, then records the sending in mailed_at. A run
+// that loses the claim to a run in progress fails, and its retry finds
+// mailed_at, or takes over the claim once it is older than mailClaimFor.
+//
+// What remains is SMTP's own at-least-once: a server that took the mail
+// but whose answer was lost, or a crash between the sending and the
+// recording, sends it again on a retry (after mailClaimFor, for a crash).
 func (s *shop) sendOrderMail(ctx context.Context, t orderMail) error {
 	var o order
-	err := s.db.Read(ctx, func(q dbrouter.Querier) error {
-		var err error
-		o, err = readOrder(ctx, q, t.OrderID, nil)
+	claimed := false
+	err := s.db.Write(ctx, func(tx pgx.Tx) error {
+		claimed = false // fn may run again on a new primary
+		var id int64
+		err := tx.QueryRow(ctx, `UPDATE orders SET mail_claimed_at = now() WHERE id = $1 AND mailed_at IS NULL
+			AND (mail_claimed_at IS NULL OR mail_claimed_at < now() - make_interval(secs => $2)) RETURNING id`,
+			t.OrderID, mailClaimFor.Seconds()).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			var mailed bool
+			if err := tx.QueryRow(ctx, "SELECT mailed_at IS NOT NULL FROM orders WHERE id = $1", t.OrderID).Scan(&mailed); err != nil {
+				return err
+			}
+			if mailed {
+				return nil // sent by an earlier run
+			}
+			return errMailClaimed
+		}
+		if err != nil {
+			return err
+		}
+		claimed = true
+		o, err = readOrder(ctx, tx, t.OrderID, nil)
 		return err
 	})
-	if err != nil {
+	if err != nil || !claimed {
+		if err != nil {
+			err = fmt.Errorf("order %d: %w", t.OrderID, err)
+		}
 		return err
-	}
-	if o.MailedAt != nil {
-		return nil // sent by an earlier run
 	}
 	msg := orderMessage(o, s.cfg.MailFrom, time.Now())
 	if s.cfg.SMTPAddr == "" {
 		s.log.Info("order mail (SHOP_SMTP_ADDR unset: not sent)", "order", o.ID, "to", o.Email, "message", string(msg))
 	} else if err := sendMail(ctx, s.cfg.SMTPAddr, s.cfg.MailFrom, o.Email, msg); err != nil {
+		// Release the claim: the retry need not wait for it to expire.
+		if _, rerr := s.db.Exec(ctx, "UPDATE orders SET mail_claimed_at = NULL WHERE id = $1 AND mailed_at IS NULL", o.ID); rerr != nil {
+			s.log.Warn("order mail: releasing the claim", "order", o.ID, "err", rerr)
+		}
 		return fmt.Errorf("order %d: %w", o.ID, err)
 	}
 	_, err = s.db.Exec(ctx, "UPDATE orders SET mailed_at = now() WHERE id = $1 AND mailed_at IS NULL", o.ID)
