@@ -462,9 +462,12 @@ func (s *shop) place(w http.ResponseWriter, r *http.Request) {
 		case err == nil:
 			fail(w, r, http.StatusUnprocessableEntity, "This order form was already used for a different order. "+
 				"Review your cart again and place the order from the new page.")
-		case errors.Is(err, pgx.ErrNoRows):
+		case errors.Is(err, pgx.ErrNoRows) && rk == key:
 			fail(w, r, http.StatusConflict, "Your cart changed since you reviewed it: nothing was ordered. "+
 				"Review your order again and place it from there.")
+		case errors.Is(err, pgx.ErrNoRows):
+			fail(w, r, http.StatusConflict, "This review page is not your latest one: your cart may have changed since. "+
+				"Nothing was ordered; review your order again and place it from there.")
 		default:
 			hakit.Error(w, r, err)
 		}

@@ -359,8 +359,13 @@ func TestCheckoutCartChangedAfterReview(t *testing.T) {
 	if after := ts.orderCounts(t); after.orders != before.orders {
 		t.Fatalf("%d orders placed from outdated review pages", after.orders-before.orders)
 	}
-	// Reviewed again: placed, and a replay of that form finds its order.
+	// An older review page of the same session: refused too.
+	old := c.reviewForm()
 	form = c.reviewForm()
+	if p := c.post("/checkout/place", old); p.Status != http.StatusConflict || !strings.Contains(p.Body, "not your latest") {
+		t.Fatalf("an older review page: %d, want 409:\n%s", p.Status, excerpt(p.Body))
+	}
+	// The latest review: placed, and a replay of that form finds its order.
 	placed := c.post("/checkout/place", form)
 	want(t, "place reviewed", placed, http.StatusSeeOther, "")
 	o := c.get(placed.Location)
