@@ -270,7 +270,12 @@ func (c *RedisCluster) KillMaster(ctx context.Context) (*RedisNode, error) {
 }
 
 // WaitFailover waits until the Sentinels have promoted a node other than
-// old and that node acts as master, and returns it.
+// old, that node acts as master, and the failover is over: every running
+// Sentinel names that node and none still has a failover in progress.
+// Only then is it safe to start old again: an old master that comes back
+// (empty: no persistence) while the leading Sentinel is still failing
+// over can be taken for the master again, and the promoted replica made
+// its replica, wiping its data.
 func (c *RedisCluster) WaitFailover(ctx context.Context, old *RedisNode) (*RedisNode, error) {
 	if len(c.Sentinels) == 0 {
 		return nil, errors.New("hatest: WaitFailover needs Sentinels")
@@ -280,10 +285,14 @@ func (c *RedisCluster) WaitFailover(ctx context.Context, old *RedisNode) (*Redis
 		m, err := c.Master(ctx)
 		if err == nil && m != old {
 			role, rerr := m.Role(ctx)
-			if rerr == nil && role == "master" {
-				return m, nil
+			switch {
+			case rerr != nil || role != "master":
+				err = fmt.Errorf("new master %s has role %q (%v)", m.Name, role, rerr)
+			default:
+				if err = c.failoverOver(ctx, m); err == nil {
+					return m, nil
+				}
 			}
-			err = fmt.Errorf("new master %s has role %q (%v)", m.Name, role, rerr)
 		} else if err == nil {
 			err = fmt.Errorf("the Sentinels still name %s", old.Name)
 		}
@@ -294,6 +303,33 @@ func (c *RedisCluster) WaitFailover(ctx context.Context, old *RedisNode) (*Redis
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// failoverOver reports nil once every running Sentinel names m as the
+// master and none has a failover of it in progress.
+func (c *RedisCluster) failoverOver(ctx context.Context, m *RedisNode) error {
+	for _, s := range c.Sentinels {
+		if !s.d.running() {
+			continue
+		}
+		addr, err := s.masterAddr(ctx, c.MasterName)
+		if err != nil {
+			return err
+		}
+		if addr != m.Addr() {
+			return fmt.Errorf("Sentinel %s still names %s", s.Name, addr)
+		}
+		cl := s.sentinelClient()
+		info, err := cl.Master(ctx, c.MasterName).Result()
+		cl.Close()
+		if err != nil {
+			return fmt.Errorf("hatest: %s: %w", s.Name, err)
+		}
+		if strings.Contains(info["flags"], "failover") {
+			return fmt.Errorf("Sentinel %s: failover still in progress (flags %s)", s.Name, info["flags"])
+		}
+	}
+	return nil
 }
 
 // Addr returns the node's host:port.
