@@ -317,7 +317,7 @@ func (c *RedisCluster) failoverOver(ctx context.Context, m *RedisNode) error {
 			return err
 		}
 		if addr != m.Addr() {
-			return fmt.Errorf("Sentinel %s still names %s", s.Name, addr)
+			return fmt.Errorf("hatest: Sentinel %s still names %s", s.Name, addr)
 		}
 		cl := s.sentinelClient()
 		info, err := cl.Master(ctx, c.MasterName).Result()
@@ -326,7 +326,7 @@ func (c *RedisCluster) failoverOver(ctx context.Context, m *RedisNode) error {
 			return fmt.Errorf("hatest: %s: %w", s.Name, err)
 		}
 		if strings.Contains(info["flags"], "failover") {
-			return fmt.Errorf("Sentinel %s: failover still in progress (flags %s)", s.Name, info["flags"])
+			return fmt.Errorf("hatest: Sentinel %s: failover still in progress (flags %s)", s.Name, info["flags"])
 		}
 	}
 	return nil
