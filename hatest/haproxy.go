@@ -246,9 +246,8 @@ func (h *HAProxy) Command(ctx context.Context, cmd string) (string, error) {
 	return string(out), nil
 }
 
-// Stats returns the statistics of every server of the backend, followed by
-// the backend's ("BACKEND") and the frontend's ("FRONTEND") totals.
-func (h *HAProxy) Stats(ctx context.Context) ([]ServerStats, error) {
+// showStat runs "show stat" and returns its rows as field name → value.
+func (h *HAProxy) showStat(ctx context.Context) ([]map[string]string, error) {
 	out, err := h.Command(ctx, "show stat")
 	if err != nil {
 		return nil, err
@@ -259,29 +258,39 @@ func (h *HAProxy) Stats(ctx context.Context) ([]ServerStats, error) {
 	if err != nil || len(rows) < 1 {
 		return nil, fmt.Errorf("hatest: haproxy show stat: %v: %q", err, out)
 	}
-	col := map[string]int{}
-	for i, name := range rows[0] {
-		col[name] = i
-	}
-	get := func(row []string, name string) string {
-		if i, ok := col[name]; ok && i < len(row) {
-			return row[i]
+	stats := make([]map[string]string, 0, len(rows)-1)
+	for _, row := range rows[1:] {
+		m := make(map[string]string, len(row))
+		for i, name := range rows[0] {
+			if i < len(row) {
+				m[name] = row[i]
+			}
 		}
-		return ""
+		stats = append(stats, m)
 	}
-	num := func(row []string, name string) int64 {
-		v, _ := strconv.ParseInt(get(row, name), 10, 64)
+	return stats, nil
+}
+
+// Stats returns the statistics of every server of the backend, followed by
+// the backend's ("BACKEND") and the frontend's ("FRONTEND") totals.
+func (h *HAProxy) Stats(ctx context.Context) ([]ServerStats, error) {
+	rows, err := h.showStat(ctx)
+	if err != nil {
+		return nil, err
+	}
+	num := func(row map[string]string, name string) int64 {
+		v, _ := strconv.ParseInt(row[name], 10, 64)
 		return v
 	}
 	var servers, totals []ServerStats
-	for _, row := range rows[1:] {
-		px := get(row, "pxname")
+	for _, row := range rows {
+		px := row["pxname"]
 		if px != "app" && px != "fe" {
 			continue
 		}
 		s := ServerStats{
-			Name:         get(row, "svname"),
-			Status:       get(row, "status"),
+			Name:         row["svname"],
+			Status:       row["status"],
 			Sessions:     num(row, "stot"),
 			Current:      num(row, "scur"),
 			Responses2xx: num(row, "hrsp_2xx"),
@@ -290,7 +299,7 @@ func (h *HAProxy) Stats(ctx context.Context) ([]ServerStats, error) {
 			RespErrors:   num(row, "eresp"),
 			Retries:      num(row, "wretr"),
 			Redispatches: num(row, "wredis"),
-			CheckStatus:  get(row, "check_status"),
+			CheckStatus:  row["check_status"],
 		}
 		if s.Name == "BACKEND" || s.Name == "FRONTEND" {
 			totals = append(totals, s)

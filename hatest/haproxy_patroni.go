@@ -2,7 +2,6 @@ package hatest
 
 import (
 	"context"
-	"encoding/csv"
 	"errors"
 	"fmt"
 	"os"
@@ -163,27 +162,14 @@ func pgDSNAt(addr string) string {
 // UpServers returns the names of the nodes (patroni0, …) that are UP in a
 // port's section: "primary" (the write port) or "replicas".
 func (p *PatroniHAProxy) UpServers(ctx context.Context, section string) ([]string, error) {
-	out, err := p.h.Command(ctx, "show stat")
+	rows, err := p.h.showStat(ctx)
 	if err != nil {
 		return nil, err
 	}
-	r := csv.NewReader(strings.NewReader(strings.TrimPrefix(out, "# ")))
-	r.FieldsPerRecord = -1
-	rows, err := r.ReadAll()
-	if err != nil || len(rows) < 1 {
-		return nil, fmt.Errorf("hatest: haproxy show stat: %v: %q", err, out)
-	}
-	col := map[string]int{}
-	for i, name := range rows[0] {
-		col[name] = i
-	}
 	var up []string
-	for _, row := range rows[1:] {
-		if len(row) <= max(col["pxname"], col["svname"], col["status"]) {
-			continue
-		}
-		name := row[col["svname"]]
-		if row[col["pxname"]] == section && name != "BACKEND" && name != "FRONTEND" && row[col["status"]] == "UP" {
+	for _, row := range rows {
+		name := row["svname"]
+		if row["pxname"] == section && name != "BACKEND" && name != "FRONTEND" && row["status"] == "UP" {
 			up = append(up, name)
 		}
 	}
