@@ -62,6 +62,36 @@ type outboxEnv struct {
 	outbox *jobs.Outbox
 }
 
+// writeOrders inserts orders 1..n from 4 writers, each with its outbox
+// task in the same Write, and returns at once: next counts the ids taken,
+// wait waits for the writers. done gets each id's result; a writer stops
+// when it returns false.
+func writeOrders(ctx context.Context, e *outboxEnv, n int64, done func(id int64, err error) bool) (next *atomic.Int64, wait func()) {
+	next = new(atomic.Int64)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				id := next.Add(1)
+				if id > n {
+					return
+				}
+				err := e.db.Write(ctx, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(ctx, "INSERT INTO orders VALUES ($1)", id); err != nil {
+						return err
+					}
+					_, err := e.outbox.EnqueueTx(ctx, tx, "order", order{ID: id}, jobs.Options{})
+					return err
+				})
+				if !done(id, err) {
+					return
+				}
+			}
+		})
+	}
+	return next, wg.Wait
+}
+
 func newOutboxEnv(ctx context.Context, log *slog.Logger) (*outboxEnv, func(), error) {
 	pg, err := hatest.StartPostgres(ctx, hatest.PostgresOptions{})
 	if err != nil {
@@ -170,28 +200,12 @@ func outboxChaos(ctx context.Context, log *slog.Logger) (lost, dups, total int, 
 
 	const n = 10000
 	var committed sync.Map
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				id := next.Add(1)
-				if id > n {
-					return
-				}
-				err := e.db.Write(ctx, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(ctx, "INSERT INTO orders VALUES ($1)", id); err != nil {
-						return err
-					}
-					_, err := e.outbox.EnqueueTx(ctx, tx, "order", order{ID: id}, jobs.Options{})
-					return err
-				})
-				if err == nil {
-					committed.Store(id, true)
-				}
-			}
-		})
-	}
+	next, wait := writeOrders(ctx, e, n, func(id int64, err error) bool {
+		if err == nil {
+			committed.Store(id, true)
+		}
+		return true
+	})
 	waitN := func(k int64) {
 		for next.Load() < k {
 			time.Sleep(5 * time.Millisecond)
@@ -213,7 +227,7 @@ func outboxChaos(ctx context.Context, log *slog.Logger) (lost, dups, total int, 
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	wg.Wait()
+	wait()
 	fctx, cancel := context.WithTimeout(ctx, time.Minute)
 	_, err = rd.WaitFailover(fctx, old)
 	cancel()

@@ -193,30 +193,14 @@ func clusterOutbox(ctx context.Context, log *slog.Logger) (lost, dups, total int
 	defer relay.Stop(context.Background())
 
 	const n = 1000
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	var prodErr atomic.Value
-	for range 4 {
-		wg.Go(func() {
-			for {
-				id := next.Add(1)
-				if id > n {
-					return
-				}
-				err := e.db.Write(ctx, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(ctx, "INSERT INTO orders VALUES ($1)", id); err != nil {
-						return err
-					}
-					_, err := e.outbox.EnqueueTx(ctx, tx, "order", order{ID: id}, jobs.Options{})
-					return err
-				})
-				if err != nil {
-					prodErr.CompareAndSwap(nil, err)
-					return
-				}
-			}
-		})
-	}
+	next, wait := writeOrders(ctx, e, n, func(_ int64, err error) bool {
+		if err != nil {
+			prodErr.CompareAndSwap(nil, err)
+			return false
+		}
+		return true
+	})
 	for next.Load() < n/2 {
 		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
 			return 0, 0, 0, err
@@ -226,7 +210,7 @@ func clusterOutbox(ctx context.Context, log *slog.Logger) (lost, dups, total int
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	wg.Wait()
+	wait()
 	if err, _ := prodErr.Load().(error); err != nil {
 		return 0, 0, 0, err
 	}
