@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"hakit.dev/examples/sso/loginload"
+	"hakit.dev/examples/sso/loginload/lab"
+	"hakit.dev/hatest"
+)
+
+// TestChaos runs three provider instances behind HAProxy on Patroni
+// (synchronous mode) and Redis with Sentinels, with virtual users signing
+// up and signing in the whole time (code flow with PKCE, ID token
+// verified against the JWKS, a refresh), and breaks one thing after
+// another: a rolling restart, kill -9 of an instance, the PostgreSQL
+// leader, the Redis master. After each, every account acknowledged so
+// far signs in; no token answer given with success is unknown right
+// after; the failed login flows are counted per step, at most 1 % over
+// the run.
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the chaos run takes about 3 minutes")
+	}
+	if os.Getenv(hatest.EnvSkipServices) == "1" {
+		t.Skipf("%s=1: not starting real services", hatest.EnvSkipServices)
+	}
+	// The whole test, build and services included, stays within 5
+	// minutes.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	l := startChaosLab(ctx, t)
+
+	res, err := l.Chaos(ctx, lab.ChaosOptions{
+		Load: loginload.Config{Users: 6, Rate: 12, Duration: 3 * time.Minute, MaxFlows: 3000, SignupEvery: 8},
+	})
+	for _, s := range res.Steps {
+		t.Logf("%s (%s): %s", s.Step, s.Took.Round(100*time.Millisecond), s.Load)
+		if s.Window.Flows > 0 {
+			t.Logf("%s window: %s", s.Step, s.Window)
+		}
+		t.Logf("%s check: %s", s.Step, s.Check)
+		if !s.Check.OK() {
+			t.Errorf("after %s: %s", s.Step, s.Check)
+		}
+		if s.Load.Refused > 0 || s.Load.LostGrants > 0 {
+			t.Errorf("%s: %d acknowledged accounts refused, %d token answers lost", s.Step, s.Load.Refused, s.Load.LostGrants)
+		}
+		if s.Step == lab.RollingRestart && s.Load.Failed > 0 {
+			// Each instance drains before it stops: a deploy fails nobody.
+			t.Errorf("rolling restart: %d of %d login flows failed: %v", s.Load.Failed, s.Load.Flows, s.Load.Errors)
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("whole run: %s", res.Load)
+	t.Logf("final check: %s", res.Final)
+	if !res.Final.OK() {
+		t.Errorf("final check: %s", res.Final)
+	}
+	if res.Load.Refused > 0 || res.Load.LostGrants > 0 {
+		t.Errorf("whole run: %d acknowledged accounts refused, %d token answers lost", res.Load.Refused, res.Load.LostGrants)
+	}
+	if len(res.Accounts) < 2*len(res.Steps) {
+		t.Errorf("only %d accounts acknowledged over %d steps: the load did not sign up", len(res.Accounts), len(res.Steps))
+	}
+	if res.Load.Flows-res.Load.Signups < 10*len(res.Steps) {
+		t.Errorf("only %d sign-in flows over %d steps: the load did not sign in", res.Load.Flows-res.Load.Signups, len(res.Steps))
+	}
+	if pct := res.Load.FailedPct(); pct > 1 {
+		t.Errorf("%.2f%% of login flows failed over the run (%d of %d), want at most 1%%", pct, res.Load.Failed, res.Load.Flows)
+	}
+}
+
+// labOutput keeps the instances' output for the log of a failed test.
+type labOutput struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (o *labOutput) Write(b []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.buf.Len() > 4<<20 {
+		o.buf.Reset()
+		o.buf.WriteString("(earlier output dropped)\n")
+	}
+	return o.buf.Write(b)
+}
+
+func (o *labOutput) tail(n int) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	lines := strings.Split(strings.TrimRight(o.buf.String(), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// startChaosLab builds the provider (a plain go build: three
+// race-instrumented instances hashing passwords would outweigh everything
+// else on a small machine) and starts the lab with the cheap argon2id
+// parameters of the other tests. The lab stops when the test ends; a
+// failed test logs the instances' last output lines.
+func startChaosLab(ctx context.Context, t *testing.T) *lab.Lab {
+	t.Helper()
+	t0 := time.Now()
+	bin, err := lab.Build(ctx, ".", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("lab: provider built in %s", time.Since(t0).Round(100*time.Millisecond))
+	out := &labOutput{}
+	l, err := lab.Start(ctx, lab.Options{Bin: bin, Output: out, Logf: t.Logf,
+		Env: []string{"SSO_ARGON2_MEMORY_KIB=1024", "SSO_ARGON2_TIME=1", "SSO_ARGON2_THREADS=1"}})
+	if err != nil {
+		t.Fatalf("%v\n--- provider output:\n%s", err, out.tail(100))
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- provider output (last lines):\n%s", out.tail(200))
+		}
+		if err := l.Close(); err != nil {
+			t.Errorf("lab: close: %v", err)
+		}
+	})
+	return l
+}
