@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -20,6 +21,15 @@ import (
 // (the row it inserted, an idempotency key) once the database is back, or
 // makes the write idempotent and retries it (see WriteOptions.Idempotent).
 var ErrCommitUnknown = errors.New("dbrouter: commit outcome unknown: the connection was lost during COMMIT")
+
+// ErrRowsOpen is returned by Write and Read when fn left a query's rows
+// open (a pgx.Rows not closed, or not read to the end) on its connection:
+// the connection stays busy, and anything run on it after fn returns or
+// while the rows are open fails with pgx's "conn busy". It is a
+// programming error in fn: the router does not run fn again, does not
+// commit, and does not take it for a lost connection (the node stays as
+// it is).
+var ErrRowsOpen = errors.New("dbrouter: fn left a query's rows open (Close every pgx.Rows, or read it to the end, before running another statement or returning)")
 
 // ErrNoPrimary is returned when no primary was known within
 // Config.FailoverTimeout (or before the caller's context ended).
@@ -99,7 +109,7 @@ func retryReason(err error) string {
 // isConnError reports whether err says the connection failed (or could not
 // be made), as opposed to the server rejecting a statement.
 func isConnError(err error) bool {
-	if err == nil {
+	if err == nil || isConnBusy(err) {
 		return false
 	}
 	var pgErr *pgconn.PgError
@@ -123,6 +133,22 @@ func isConnError(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "connection reset") ||
 		strings.Contains(msg, "broken pipe") || strings.Contains(msg, "unexpected EOF")
+}
+
+// isConnBusy reports pgx's "conn busy": a statement sent on a connection
+// whose previous query's rows are still open. pgx reports it only in
+// words, and as safe to retry; it is a programming error, not a lost
+// connection.
+func isConnBusy(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "conn busy")
+}
+
+// rowsOpen wraps the error fn returned with its connection busy.
+func rowsOpen(err error) error {
+	if err == nil || errors.Is(err, ErrRowsOpen) {
+		return ErrRowsOpen
+	}
+	return fmt.Errorf("%w (fn returned: %w)", ErrRowsOpen, err)
 }
 
 // isPoolerConnLoss reports a FATAL connection exception (class 08): what

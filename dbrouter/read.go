@@ -29,7 +29,8 @@ type Querier interface {
 //
 // When the node fails under fn (it dies, is found hung, or cancels the
 // query for a conflict with recovery), Read runs fn again on another node.
-// So fn may run more than once and must only read.
+// So fn may run more than once and must only read. fn must close every
+// pgx.Rows it opens: rows left open end the Read with [ErrRowsOpen].
 func (r *Router) Read(ctx context.Context, fn func(Querier) error) error {
 	var exclude uint64
 	var last error
@@ -41,7 +42,12 @@ func (r *Router) Read(ctx context.Context, fn func(Querier) error) error {
 			}
 			return err
 		}
-		err = h.n.downSince(h.downs, fn(h.conn))
+		err = fn(h.conn)
+		if h.conn.Conn().PgConn().IsBusy() || isConnBusy(err) {
+			h.release() // the pool closes a busy connection
+			return nodeErr(h.n, rowsOpen(err))
+		}
+		err = h.n.downSince(h.downs, err)
 		h.release()
 		if err == nil {
 			return nil

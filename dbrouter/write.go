@@ -45,6 +45,8 @@ type WriteOptions struct {
 //
 // fn must not commit or roll back tx itself; returning an error rolls it
 // back, and the error is returned as it is (wrapped in a [NodeError]).
+// fn must close every pgx.Rows it opens: rows left open end the Write with
+// [ErrRowsOpen], without a second run or a commit.
 //
 // On success the commit LSN is recorded in ctx if it carries a
 // read-your-writes position (see [WithMinLSN]).
@@ -204,11 +206,19 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 	if err != nil {
 		return classify(err)
 	}
+	pc := conn.Conn().PgConn()
 	if err := fn(tx); err != nil {
+		if pc.IsBusy() || isConnBusy(err) {
+			// Rows left open: the connection cannot roll back; the pool
+			// closes it on release, which ends the transaction.
+			return writeResult{outcome: failed, err: rowsOpen(err)}
+		}
 		_ = tx.Rollback(ctx)
 		return classify(err)
 	}
-	pc := conn.Conn().PgConn()
+	if pc.IsBusy() {
+		return writeResult{outcome: failed, err: ErrRowsOpen}
+	}
 	if pc.TxStatus() == 'E' {
 		_ = tx.Rollback(ctx)
 		return classify(errors.New("the transaction failed, but fn returned no error"))
@@ -217,10 +227,11 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 		return writeResult{outcome: failed, err: errors.New("fn ended the transaction itself; leave COMMIT and ROLLBACK to the router")}
 	}
 
-	// What is needed to resolve a lost COMMIT: the transaction id (none
-	// if it wrote nothing), the WAL position before the commit record, and
-	// which server run and timeline wrote it.
-	var xid *string
+	// What is needed to resolve a lost COMMIT: the transaction id (taken
+	// now if the transaction has none yet: a NOTIFY, which writes no row,
+	// is sent only if COMMIT ran), the WAL position before the commit
+	// record, and which server run and timeline wrote it.
+	var xid string
 	var before string
 	var facts txnFacts
 	if err := tx.QueryRow(ctx, preCommitSQL).Scan(&xid, &before, &facts.timeline, &facts.started); err != nil {
@@ -233,11 +244,9 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 		return writeResult{outcome: failed, err: err}
 	}
 	facts.before = beforeLSN
-	if xid != nil {
-		if facts.xid, err = strconv.ParseUint(*xid, 10, 64); err != nil {
-			_ = tx.Rollback(ctx)
-			return writeResult{outcome: failed, err: fmt.Errorf("bad transaction id %q", *xid)}
-		}
+	if facts.xid, err = strconv.ParseUint(xid, 10, 64); err != nil {
+		_ = tx.Rollback(ctx)
+		return writeResult{outcome: failed, err: fmt.Errorf("bad transaction id %q", xid)}
 	}
 
 	// COMMIT and the commit LSN in one round trip.
@@ -270,14 +279,6 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 	}
 	if err == nil {
 		err = errors.New("no answer to COMMIT")
-	}
-	if xid == nil {
-		// The transaction wrote nothing: whether COMMIT ran does not
-		// matter.
-		if ctx.Err() == nil {
-			r.failed(n)
-		}
-		return writeResult{outcome: committed, lsn: beforeLSN}
 	}
 	if ctx.Err() != nil {
 		// The caller gave up during COMMIT; the node may be fine.

@@ -1,0 +1,190 @@
+package dbrouter_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"hakit.dev/dbrouter"
+	"hakit.dev/hatest"
+)
+
+// A Write whose only effect is a NOTIFY writes no row, yet the
+// notification is sent only if COMMIT ran. When its COMMIT is lost, the
+// router must find out as for any other write: a notification that was
+// never sent is not reported as sent, and one that was is not sent twice.
+func TestNotifyOnlyWriteWithLostCommit(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	pg := c.Nodes[0]
+	px, dsn := proxied(t, pg)
+	r := newRouter(t, dbrouter.Config{Nodes: []string{dsn}})
+
+	// Every transaction gets an id before COMMIT: a READ ONLY one too.
+	if err := r.WriteOpts(ctx, dbrouter.WriteOptions{TxOptions: pgx.TxOptions{AccessMode: pgx.ReadOnly}}, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "SELECT 1")
+		return err
+	}); err != nil {
+		t.Fatalf("read-only Write: %v", err)
+	}
+
+	listener, err := pgx.Connect(ctx, pg.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(context.Background())
+	if _, err := listener.Exec(ctx, "LISTEN wake"); err != nil {
+		t.Fatal(err)
+	}
+	// received counts the notifications that arrive within a moment.
+	received := func(payload string) int {
+		n := 0
+		for {
+			wctx, wcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			note, err := listener.WaitForNotification(wctx)
+			wcancel()
+			if err != nil {
+				return n
+			}
+			if note.Payload == payload {
+				n++
+			}
+		}
+	}
+	notify := func(payload string) (int, error) {
+		calls := 0
+		err := r.Write(ctx, func(tx pgx.Tx) error {
+			calls++
+			_, err := tx.Exec(ctx, "SELECT pg_notify('wake', $1)", payload)
+			return err
+		})
+		return calls, err
+	}
+
+	// The COMMIT never reaches the server: nothing was sent, so the write
+	// must run again (or fail), not succeed as it stands.
+	px.arm(func(client, server net.Conn) {})
+	calls, err := notify("commit lost")
+	got := received("commit lost")
+	if err == nil && got != 1 {
+		t.Fatalf("Write succeeded after %d runs with its COMMIT lost, but %d notifications were sent; want 1", calls, got)
+	}
+	if err != nil && !errors.Is(err, dbrouter.ErrCommitUnknown) {
+		t.Fatalf("Write with its COMMIT lost: %v; want success after a second run, or ErrCommitUnknown", err)
+	}
+	if err != nil || calls != 2 {
+		t.Fatalf("Write with its COMMIT lost: %v after %d runs, %d notifications; want success after 2 runs, 1 notification", err, calls, got)
+	}
+
+	// The COMMIT ran, its answer was lost: the notification went out once
+	// and must not be sent again.
+	px.arm(func(client, server net.Conn) {
+		sent := time.Now()
+		forward(server)
+		// The server's answer, dropped by the proxy, is out once the
+		// backend that ran COMMIT is idle again.
+		eventually(10*time.Second, func() bool {
+			n, err := queryInt(ctx, pg, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COMMIT;%' AND state = 'idle' AND state_change >= $1", sent)
+			return err == nil && n > 0
+		})
+	})
+	calls, err = notify("answer lost")
+	got = received("answer lost")
+	if err != nil || calls != 1 || got != 1 {
+		t.Fatalf("Write whose COMMIT answer was lost: %v after %d runs, %d notifications; want success after 1 run, 1 notification", err, calls, got)
+	}
+	wantResolutions(t, r, "committed", 1)
+	wantResolutions(t, r, "aborted", 1)
+}
+
+// fn that returns with a query's rows still open leaves its connection
+// busy: a programming error, reported at once as ErrRowsOpen, never taken
+// for a lost connection (no second run, the node not marked, nothing
+// committed).
+func TestRowsLeftOpen(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	pg := c.Nodes[0]
+	r := newRouter(t, dbrouter.Config{Nodes: []string{pg.DSN()}})
+	if _, err := r.Exec(ctx, "CREATE TABLE t (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		fn   func(tx pgx.Tx) error
+	}{
+		{"returns nil", func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
+				return err
+			}
+			_, err := tx.Query(ctx, "SELECT generate_series(1, 10000)")
+			return err
+		}},
+		{"runs another statement", func(tx pgx.Tx) error {
+			if _, err := tx.Query(ctx, "SELECT generate_series(1, 10000)"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)")
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		calls := 0
+		start := time.Now()
+		err := r.Write(ctx, func(tx pgx.Tx) error {
+			calls++
+			return tc.fn(tx)
+		})
+		took := time.Since(start)
+		if !errors.Is(err, dbrouter.ErrRowsOpen) || calls != 1 {
+			t.Fatalf("%s: Write with rows left open: %v after %d runs; want ErrRowsOpen after 1", tc.name, err, calls)
+		}
+		if !strings.Contains(err.Error(), "Close") {
+			t.Errorf("%s: the error does not say to close the rows: %v", tc.name, err)
+		}
+		if took > 5*time.Second {
+			t.Errorf("%s: the error took %v", tc.name, took)
+		}
+	}
+	// A Read that does the same.
+	calls := 0
+	err := r.Read(ctx, func(q dbrouter.Querier) error {
+		calls++
+		if _, err := q.Query(ctx, "SELECT generate_series(1, 10000)"); err != nil {
+			return err
+		}
+		var n int
+		return q.QueryRow(ctx, "SELECT 1").Scan(&n)
+	})
+	if !errors.Is(err, dbrouter.ErrRowsOpen) || calls != 1 {
+		t.Fatalf("Read with rows left open: %v after %d runs; want ErrRowsOpen after 1", err, calls)
+	}
+
+	if n := count(t, ctx, pg, "SELECT count(*) FROM t"); n != 0 {
+		t.Errorf("%d rows committed by writes that failed; want 0", n)
+	}
+	if role := roleOf(r, pg.Addr()); role != dbrouter.RolePrimary {
+		t.Errorf("the primary is %q after the misuse; want %q", role, dbrouter.RolePrimary)
+	}
+	for _, reason := range []string{"connection", "commit_lost"} {
+		if v := metricValue(t, r, "hakit_dbrouter_write_retries_total", map[string]string{"reason": reason}); v != 0 {
+			t.Errorf("write retries (%s) = %v; want 0", reason, v)
+		}
+	}
+	if v := metricValue(t, r, "hakit_dbrouter_read_retries_total", nil); v != 0 {
+		t.Errorf("read retries = %v; want 0", v)
+	}
+	// The router still works.
+	if _, err := r.Exec(ctx, "INSERT INTO t VALUES (2)"); err != nil {
+		t.Fatal(err)
+	}
+}
