@@ -62,6 +62,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: upload server:", err)
 		os.Exit(1)
 	}
+	if kind := os.Getenv(envHTTPServer); kind != "" {
+		err := httpServerChild(kind) // serves until its standard input closes
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: http server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	suites := map[string]suite{
 		"harness":  {about: "start-up and failover times of the hatest services", run: harness},
 		"dbrouter": {about: "dbrouter read overhead, failover write gap and losses, read-your-writes", run: dbrouterSuite},
