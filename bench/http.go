@@ -13,8 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -59,27 +61,6 @@ func httpSuite(ctx context.Context, r *report) error {
 		fmt.Sprintf("%d of %d", drained.Failed, drained.Requests), fmt.Sprintf("%d of %d", naive.Failed, naive.Requests), "plain http.Server.Shutdown")
 
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	bare := chi.NewRouter()
-	bare.Get("/hello", hello)
-	bareURL, stopBare, err := serveLocal(bare)
-	if err != nil {
-		return err
-	}
-	defer stopBare()
-	// chi's own RequestID, RealIP, Logger and Recoverer, the anchor of
-	// DESIGN.md (1.31x bare chi where it was measured), logging to io.Discard.
-	chiStack := chi.NewRouter()
-	//lint:ignore SA1019 the anchor is chi's stack as it is, spoofable RealIP included
-	realIP := middleware.RealIP
-	chiStack.Use(middleware.RequestID, realIP,
-		middleware.RequestLogger(&middleware.DefaultLogFormatter{Logger: log.New(io.Discard, "", log.LstdFlags), NoColor: true}),
-		middleware.Recoverer)
-	chiStack.Get("/hello", hello)
-	chiURL, stopChi, err := serveLocal(chiStack)
-	if err != nil {
-		return err
-	}
-	defer stopChi()
 	app, err := hakit.New(ctx, hakit.Config{Logger: quiet, NoSignals: true})
 	if err != nil {
 		return err
@@ -102,36 +83,16 @@ func httpSuite(ctx context.Context, r *report) error {
 		return err
 	}
 
-	// Middleware: alternating wrk runs against each server. The cost of a
-	// request is the server's CPU time per request (this process serves
-	// both; wrk is another process): on a shared 2-core machine it varies
-	// far less than requests per second, which also depend on how much
-	// CPU wrk gets.
-	var ratios, chiRatios, rpsRatios, bareRPS, appRPS, chiRPS, bareCPU, appCPU, chiCPU []float64
-	for i := range 15 {
-		urls := []string{bareURL, appURL, chiURL}
-		if i%2 == 1 {
-			urls = []string{appURL, chiURL, bareURL}
-		}
-		res := map[string]wrkResult{}
-		for _, u := range urls {
-			w, err := runWrk(ctx, wrk, u+"/hello", 2*time.Second, 16)
-			if err != nil {
-				return err
-			}
-			res[u] = w
-		}
-		a, b, c := res[bareURL], res[appURL], res[chiURL]
-		bareRPS, appRPS, chiRPS = append(bareRPS, a.rps), append(appRPS, b.rps), append(chiRPS, c.rps)
-		bareCPU, appCPU, chiCPU = append(bareCPU, a.cpuPerReq), append(appCPU, b.cpuPerReq), append(chiCPU, c.cpuPerReq)
-		ratios, rpsRatios = append(ratios, b.cpuPerReq/a.cpuPerReq), append(rpsRatios, a.rps/b.rps)
-		chiRatios = append(chiRatios, c.cpuPerReq/a.cpuPerReq)
+	mw, err := middlewareOverhead(ctx, wrk)
+	if err != nil {
+		return err
 	}
-	r.row("hello world, wrk 1 thread 16 connections (req/s)", fmt.Sprintf("%.0f", median(appRPS)), fmt.Sprintf("%.0f", median(bareRPS)),
+	r.row("hello world, wrk 1 thread 16 connections each, all three at once (req/s)", fmt.Sprintf("%.0f", mw.rps[1]), fmt.Sprintf("%.0f", mw.rps[0]),
 		"bare chi; hakit: request ID, real IP, JSON access log, metrics, recovery, timeout, body limit, CSRF, headers")
-	r.row("  server CPU per request (µs)", fmt.Sprintf("%.1f", median(appCPU)/1e3), fmt.Sprintf("%.1f", median(bareCPU)/1e3),
-		fmt.Sprintf("ratio of req/s: %.3f", median(rpsRatios)))
-	r.row("chi RequestID+RealIP+Logger+Recoverer (req/s, CPU µs/request)", "", fmt.Sprintf("%.0f, %.1f", median(chiRPS), median(chiCPU)/1e3), "DESIGN.md's anchor")
+	r.row("  server CPU per request (µs)", fmt.Sprintf("%.1f", mw.cpu[1]/1e3), fmt.Sprintf("%.1f", mw.cpu[0]/1e3),
+		fmt.Sprintf("CPU ratio, median of %d rounds: %.3f (quartiles %.3f–%.3f)", len(mw.ratios), median(mw.ratios), quantile(mw.ratios, 0.25), quantile(mw.ratios, 0.75)))
+	r.row("chi RequestID+RealIP+Logger+Recoverer (req/s, CPU µs/request)", "", fmt.Sprintf("%.0f, %.1f", mw.rps[2], mw.cpu[2]/1e3),
+		fmt.Sprintf("DESIGN.md's anchor; CPU ratio %.3f", median(mw.chiRatios)))
 
 	// /readyz while a dependency check hangs: latency as a load balancer
 	// sees it, one connection at a time (more would measure wrk's queue).
@@ -144,10 +105,183 @@ func httpSuite(ctx context.Context, r *report) error {
 	r.metric("rolling_restart_failed_requests", drained.Failed)
 	r.metric("rolling_restart_failed_requests_naive", naive.Failed)
 	r.metric("rolling_restart_requests", drained.Requests)
-	r.metric("middleware_overhead", fmt.Sprintf("%.3f", median(ratios)))
-	r.metric("middleware_overhead_chi", fmt.Sprintf("%.3f", median(chiRatios)))
+	r.metric("middleware_overhead", fmt.Sprintf("%.3f", median(mw.ratios)))
+	r.metric("middleware_overhead_chi", fmt.Sprintf("%.3f", median(mw.chiRatios)))
 	r.metric("readyz_p99_us", fmt.Sprintf("%.0f", rz.p99.Seconds()*1e6))
 	return nil
+}
+
+// envHTTPServer makes the bench binary one of the http suite's
+// hello-world servers: "bare" (chi alone), "chi" (chi's own four
+// middlewares) or "hakit" (hakit.App), each in a process of its own so that
+// its CPU time is its own. It prints its address and serves until its
+// standard input closes (the suite ends, or dies).
+const envHTTPServer = "HAKIT_BENCH_HTTP_SERVER"
+
+// httpServerChild is the process envHTTPServer asks for.
+func httpServerChild(kind string) error {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); stop() }()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	var h http.Handler
+	switch kind {
+	case "bare":
+		mux := chi.NewRouter()
+		mux.Get("/hello", hello)
+		h = mux
+	case "chi":
+		// chi's own RequestID, RealIP, Logger and Recoverer, the anchor of
+		// DESIGN.md (1.31x bare chi where it was measured), logging to io.Discard.
+		mux := chi.NewRouter()
+		//lint:ignore SA1019 the anchor is chi's stack as it is, spoofable RealIP included
+		realIP := middleware.RealIP
+		mux.Use(middleware.RequestID, realIP,
+			middleware.RequestLogger(&middleware.DefaultLogFormatter{Logger: log.New(io.Discard, "", log.LstdFlags), NoColor: true}),
+			middleware.Recoverer)
+		mux.Get("/hello", hello)
+		h = mux
+	case "hakit":
+		// The access log on, in JSON, to io.Discard.
+		app, err := hakit.New(ctx, hakit.Config{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), NoSignals: true})
+		if err != nil {
+			return err
+		}
+		app.Router().Get("/hello", hello)
+		fmt.Println(ln.Addr().String())
+		return app.Serve(ctx, ln)
+	default:
+		return fmt.Errorf("unknown server %q", kind)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	fmt.Println(ln.Addr().String())
+	return srv.Serve(ln)
+}
+
+// overhead is what middlewareOverhead measured: per server (bare, hakit,
+// chi), the median requests per second and CPU time per request (ns);
+// and the rounds' CPU ratios to bare chi.
+type overhead struct {
+	rps, cpu          [3]float64
+	ratios, chiRatios []float64
+}
+
+// middlewareOverhead runs bare chi, hakit.App and chi's own stack in three
+// processes and loads all three at once, a wrk each, in rounds of 2
+// seconds. A round's ratio is a server's CPU time per request over bare
+// chi's in the same seconds: the machine's other load, which moves CPU
+// per request by tens of percent from one second to the next, falls on
+// all three alike.
+func middlewareOverhead(ctx context.Context, wrk string) (overhead, error) {
+	var res overhead
+	self, err := os.Executable()
+	if err != nil {
+		return res, err
+	}
+	kinds := [3]string{"bare", "hakit", "chi"}
+	var pids [3]int
+	var urls [3]string
+	for i, k := range kinds {
+		cmd := exec.CommandContext(ctx, self)
+		cmd.Env = append(os.Environ(), envHTTPServer+"="+k)
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return res, err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return res, err
+		}
+		if err := cmd.Start(); err != nil {
+			return res, err
+		}
+		defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			return res, fmt.Errorf("the %s server did not start: %v", k, err)
+		}
+		pids[i], urls[i] = cmd.Process.Pid, "http://"+strings.TrimSpace(line)
+	}
+	if err := waitOK(ctx, urls[1]+"/readyz"); err != nil {
+		return res, err
+	}
+	const rounds = 15
+	var rps, cpu [3][]float64
+	for range rounds {
+		var before [3]time.Duration
+		for i, pid := range pids {
+			if before[i], err = processCPUOf(pid); err != nil {
+				return res, err
+			}
+		}
+		var got [3]wrkResult
+		var errs [3]error
+		var wg sync.WaitGroup
+		for i, u := range urls {
+			wg.Go(func() { got[i], errs[i] = runWrkArgs(ctx, wrk, u+"/hello", 2*time.Second, 16) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs[:]...); err != nil {
+			return res, err
+		}
+		var per [3]float64
+		for i, pid := range pids {
+			after, err := processCPUOf(pid)
+			if err != nil {
+				return res, err
+			}
+			per[i] = float64((after - before[i]).Nanoseconds()) / got[i].requests
+			rps[i], cpu[i] = append(rps[i], got[i].rps), append(cpu[i], per[i])
+		}
+		res.ratios, res.chiRatios = append(res.ratios, per[1]/per[0]), append(res.chiRatios, per[2]/per[0])
+	}
+	for i := range kinds {
+		res.rps[i], res.cpu[i] = median(rps[i]), median(cpu[i])
+	}
+	return res, nil
+}
+
+// processCPUOf returns the CPU time process pid has used so far: the sum
+// of its threads' run time in /proc (nanoseconds, where /proc/PID/stat
+// counts clock ticks of 10 ms).
+func processCPUOf(pid int) (time.Duration, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
+		if err != nil {
+			continue // the thread ended
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			continue
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %v", dir, err)
+		}
+		sum += time.Duration(ns)
+	}
+	return sum, nil
+}
+
+// quantile returns the q-quantile of v (nearest rank), 0 for none.
+func quantile(v []float64, q float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
 
 func hello(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "hello, world\n") }
