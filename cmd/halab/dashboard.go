@@ -59,9 +59,9 @@ type dashboard struct {
 
 	// failover and failure tracking
 	pgLostAt, redisLostAt time.Time
-	pgLost, redisLost     string // the leader or master last lost
-	failingSince          time.Time
-	failedDuring          int
+	pgLost, redisLost     string               // the leader or master last lost
+	failingSince          map[string]time.Time // per app: since when its load fails
+	failedDuring          map[string]int
 }
 
 // labState is what the page shows, sent as JSON.
@@ -75,7 +75,8 @@ type labState struct {
 	Sentinel []sentinelSay `json:"sentinels"`
 	MinIO    bool          `json:"minio"`
 	Apps     []appState    `json:"apps"`
-	Load     *loadState    `json:"load,omitempty"` // nil without the shop
+	Groups   []groupState  `json:"groups"`         // the example apps, in the order of the page
+	Load     *loadState    `json:"load,omitempty"` // nil without the shop and the SSO
 	Busy     string        `json:"busy"`
 	Actions  []action      `json:"actions"`
 	Events   []event       `json:"events"`
@@ -110,6 +111,7 @@ type sentinelSay struct {
 }
 
 type appState struct {
+	App     string  `json:"app"` // shop, sso, or "" for a stand-in app
 	Name    string  `json:"name"`
 	Addr    string  `json:"addr"`
 	Status  string  `json:"status"` // as HAProxy reports it: UP, DOWN, DRAIN, MAINT, …
@@ -120,12 +122,25 @@ type appState struct {
 	RPS     float64 `json:"rps"`
 }
 
+// groupState is one example app on the page: its instances are the apps
+// whose App is ID, its load's samples those whose App is ID.
+type groupState struct {
+	ID    string `json:"id"`    // shop, sso
+	Title string `json:"title"` // Shop, SSO
+	URL   string `json:"url"`   // through its HAProxy
+	Load  string `json:"load"`  // what its load does
+	Unit  string `json:"unit"`  // what its load counts
+}
+
 type loadState struct {
 	On bool `json:"on"`
 }
 
-// loadSample is one interval of the scripted-customer load (shopload -json).
+// loadSample is one interval of an app's load: the shop's scripted
+// customers (shopload -json; Requests are HTTP requests) or the SSO's
+// logins (Requests are whole sign-in flows).
 type loadSample struct {
+	App      string    `json:"app"` // shop, sso
 	Time     time.Time `json:"time"`
 	Seconds  float64   `json:"seconds"`
 	Requests int       `json:"requests"`
@@ -134,8 +149,24 @@ type loadSample struct {
 	OKPct    float64   `json:"ok_pct"`
 	P50Ms    float64   `json:"p50_ms"`
 	P99Ms    float64   `json:"p99_ms"`
-	Orders   int       `json:"orders"`
-	AllFail  int       `json:"all_failed"`
+	Orders   int       `json:"orders"`     // the shop's, since the load started
+	Logins   int       `json:"logins"`     // the SSO's successful sign-ins, since the load started
+	AllFail  int       `json:"all_failed"` // since the load started
+	Error    string    `json:"error,omitempty"`
+}
+
+// line is the sample as the prompt shows it.
+func (s loadSample) line() string {
+	if s.App == "sso" {
+		l := fmt.Sprintf("load: sso  %5.1f logins/s  %6.2f%% ok  p50 %.0fms  p99 %.0fms  %d logins (%d failed)",
+			s.RPS, s.OKPct, s.P50Ms, s.P99Ms, s.Logins, s.AllFail)
+		if s.Error != "" {
+			l += "; last error: " + s.Error
+		}
+		return l
+	}
+	return fmt.Sprintf("load: %5.1f req/s  %6.2f%% ok  p50 %.0fms  p99 %.0fms  %d orders (%d failed requests)",
+		s.RPS, s.OKPct, s.P50Ms, s.P99Ms, s.Orders, s.AllFail)
 }
 
 // rateSample is each instance's requests per second as HAProxy counted them.
@@ -194,7 +225,7 @@ func startDashboard(l *lab, addr string, log *slog.Logger) (*dashboard, error) {
 	}
 	d := &dashboard{lab: l, log: log, ln: ln, URL: "http://" + ln.Addr().String() + "/",
 		changed: make(chan struct{}), done: make(chan struct{}), paused: map[string]bool{}, lastSess: map[string]int64{},
-		rclients: map[string]*redis.Client{}}
+		rclients: map[string]*redis.Client{}, failingSince: map[string]time.Time{}, failedDuring: map[string]int{}}
 	d.state.Phase = "starting"
 	d.srv = &http.Server{Handler: d.handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = d.srv.Serve(ln) }()
@@ -407,16 +438,26 @@ func (d *dashboard) loadSample(s loadSample) {
 		d.samples = d.samples[len(d.samples)-keepSamples:]
 	}
 	var ev *event
+	what, title := "requests", "Shop"
+	if s.App == "sso" {
+		what, title = "logins", "SSO"
+	}
+	since := d.failingSince[s.App]
 	switch {
-	case s.Failed > 0 && d.failingSince.IsZero():
-		d.failingSince = s.Time.Add(-time.Duration(s.Seconds * float64(time.Second)))
-		d.failedDuring = s.Failed
-		ev = &event{Kind: "warn", Text: fmt.Sprintf("Requests failing: %.1f%% ok", s.OKPct), Detail: fmt.Sprintf("%d of %d requests failed in %.0fs", s.Failed, s.Requests, s.Seconds)}
+	case s.Failed > 0 && since.IsZero():
+		d.failingSince[s.App] = s.Time.Add(-time.Duration(s.Seconds * float64(time.Second)))
+		d.failedDuring[s.App] = s.Failed
+		detail := fmt.Sprintf("%d of %d %s failed in %.0fs", s.Failed, s.Requests, what, s.Seconds)
+		if s.Error != "" {
+			detail += "; " + s.Error
+		}
+		ev = &event{Kind: "warn", Text: fmt.Sprintf("%s %s failing: %.1f%% ok", title, what, s.OKPct), Detail: detail}
 	case s.Failed > 0:
-		d.failedDuring += s.Failed
-	case !d.failingSince.IsZero() && s.Requests > 0:
-		ev = &event{Kind: "recovered", Text: fmt.Sprintf("Service recovered after %.1fs of errors", s.Time.Sub(d.failingSince).Seconds()), Detail: fmt.Sprintf("%d failed requests in all", d.failedDuring)}
-		d.failingSince = time.Time{}
+		d.failedDuring[s.App] += s.Failed
+	case !since.IsZero() && s.Requests > 0:
+		ev = &event{Kind: "recovered", Text: fmt.Sprintf("%s recovered after %.1fs of errors", title, s.Time.Sub(since).Seconds()),
+			Detail: fmt.Sprintf("%d failed %s in all", d.failedDuring[s.App], what)}
+		delete(d.failingSince, s.App)
 	}
 	d.mu.Unlock()
 	if ev != nil {
@@ -554,9 +595,13 @@ func (d *dashboard) poll(ctx context.Context) {
 			s.MinIO = resp.StatusCode == http.StatusOK
 		}
 	})
-	var stats []hatest.ServerStats
+	var stats, ssoStats []hatest.ServerStats
 	wg.Go(func() { stats, _ = l.lb.Stats(ctx) })
+	if l.sso != nil {
+		wg.Go(func() { ssoStats, _ = l.sso.lb.Stats(ctx) })
+	}
 	wg.Wait()
+	stats = append(stats, ssoStats...)
 
 	// Replica lag in bytes: the leader's position minus the replica's replay.
 	var leaderLoc int64
@@ -598,20 +643,24 @@ func (d *dashboard) poll(ctx context.Context) {
 		byName[st.Name] = st
 	}
 	running := map[string]bool{}
-	var names, addrs []string
-	if l.shop != nil {
-		for _, in := range l.shop.insts {
-			p := l.shop.proc(in)
-			running[in.name] = p != nil && !p.Exited()
-			names, addrs = append(names, in.name), append(addrs, in.addr)
+	var names, addrs, apps []string
+	for _, g := range l.groups() {
+		gs := groupState{ID: g.id, Title: g.title, URL: g.lb.URL, Load: "scripted customers", Unit: "req/s"}
+		if g.id == "sso" {
+			gs.Load, gs.Unit = "sign-ins, full code flow", "logins/s"
 		}
-		l.shop.mu.Lock()
-		s.Load = &loadState{On: l.shop.loadProc != nil && !l.shop.loadProc.Exited()}
-		l.shop.mu.Unlock()
+		s.Groups = append(s.Groups, gs)
+		for _, in := range g.insts {
+			running[in.name] = g.running(in)
+			names, addrs, apps = append(names, in.name), append(addrs, in.addr), append(apps, g.id)
+		}
+	}
+	if len(s.Groups) > 0 {
+		s.Load = &loadState{On: l.loadRunning()}
 	}
 	for _, a := range l.apps {
 		running[a.name] = a.ready.Load()
-		names, addrs = append(names, a.name), append(addrs, a.addr)
+		names, addrs, apps = append(names, a.name), append(addrs, a.addr), append(apps, "")
 	}
 	d.mu.Lock()
 	prev := d.state
@@ -619,7 +668,7 @@ func (d *dashboard) poll(ctx context.Context) {
 	took := now.Sub(d.lastAt).Seconds()
 	for i, name := range names {
 		st := byName[name]
-		a := appState{Name: name, Addr: addrs[i], Status: st.Status, Running: running[name],
+		a := appState{App: apps[i], Name: name, Addr: addrs[i], Status: st.Status, Running: running[name],
 			Current: st.Current, Total: st.Sessions, Errors: st.Responses5xx + st.ConnErrors + st.RespErrors}
 		if a.Status == "" {
 			a.Status = "unknown"
@@ -781,18 +830,23 @@ func (d *dashboard) actions(s labState) []action {
 	} else {
 		add(action{ID: "start-minio", Label: "Start MinIO", Group: "minio"}, true, "")
 	}
-	if d.lab.shop != nil {
+	for _, g := range s.Groups {
 		all := true
 		for _, a := range s.Apps {
+			if a.App != g.ID {
+				continue
+			}
 			all = all && a.Running
 			if a.Running {
-				add(action{ID: "kill-app " + a.Name, Label: "Kill " + a.Name, Group: "apps", Danger: true}, true, "")
+				add(action{ID: "kill-app " + a.Name, Label: "Kill " + a.Name, Group: "app:" + g.ID, Danger: true}, true, "")
 			} else {
-				add(action{ID: "start-app " + a.Name, Label: "Start " + a.Name, Group: "apps"}, true, "")
+				add(action{ID: "start-app " + a.Name, Label: "Start " + a.Name, Group: "app:" + g.ID}, true, "")
 			}
 		}
-		add(action{ID: "rolling-restart", Label: "Rolling restart", Group: "apps"}, all, "an instance is down")
-		on := s.Load != nil && s.Load.On
+		add(action{ID: "rolling-restart " + g.ID, Label: "Rolling restart: " + g.Title, Group: "app:" + g.ID}, all, "an instance is down")
+	}
+	if s.Load != nil {
+		on := s.Load.On
 		add(action{ID: "load on", Label: "Start load", Group: "load"}, !on, "the load is on")
 		add(action{ID: "load off", Label: "Stop load", Group: "load"}, on, "the load is off")
 	}
@@ -836,6 +890,6 @@ func parseLoadLine(line string) (s loadSample, text string, ok bool) {
 	if !strings.HasPrefix(line, "{") || json.Unmarshal([]byte(line), &s) != nil {
 		return s, line, false
 	}
-	return s, fmt.Sprintf("load: %5.1f req/s  %6.2f%% ok  p50 %.0fms  p99 %.0fms  %d orders (%d failed requests)",
-		s.RPS, s.OKPct, s.P50Ms, s.P99Ms, s.Orders, s.AllFail), true
+	s.App = "shop"
+	return s, s.line(), true
 }

@@ -1,18 +1,22 @@
 // Command halab runs hakit's HA lab on this machine, in the foreground: a
-// Patroni cluster of PostgreSQL nodes with etcd, Redis with a replica and
-// three Sentinels, MinIO (S3), Mailpit (SMTP with a web UI), and the shop
-// example (examples/shop, built with go build) as three instances behind
-// HAProxy. It serves a live dashboard on loopback (its URL is printed
-// first; -dashboard sets the address), prints every endpoint and
-// credential, takes chaos commands on standard input and as the
-// dashboard's buttons, and stops everything on Ctrl-C or SIGTERM.
+// Patroni cluster of PostgreSQL nodes with etcd (synchronous replication),
+// Redis with a replica and three Sentinels, MinIO (S3), Mailpit (SMTP with
+// a web UI), the shop example (examples/shop) as three instances behind
+// HAProxy, and the SSO provider (examples/sso) as three instances behind
+// an HAProxy of its own, with the shop registered as its client; both
+// apps are built with go build. It serves a live dashboard on loopback
+// (its URL is printed first; -dashboard sets the address), prints every
+// endpoint and credential, takes chaos commands on standard input and as
+// the dashboard's buttons, and stops everything on Ctrl-C or SIGTERM.
 //
 //	make demo            # or: go run ./cmd/halab
-//	go run ./cmd/halab -shop 3 -pg 3
-//	go run ./cmd/halab -apps 2   # small stand-in apps instead of the shop
+//	go run ./cmd/halab -shop 3 -sso 3 -pg 3
+//	go run ./cmd/halab -sso 0    # the shop alone
+//	go run ./cmd/halab -apps 2   # small stand-in apps instead of the shop and the SSO
 //
-// Type help at the prompt for the chaos commands (kill-app shop1,
-// rolling-restart, kill-primary, kill-redis-master, kill-minio, load on, …).
+// Type help at the prompt for the chaos commands (kill-app sso1,
+// rolling-restart shop, kill-primary, kill-redis-master, kill-minio,
+// load on, …).
 package main
 
 import (
@@ -43,6 +47,8 @@ type config struct {
 	apps    int    // stand-in apps instead of the shop
 	shops   int    // shop instances
 	shopDir string // the shop module's directory
+	ssos    int    // SSO provider instances
+	ssoDir  string // the SSO module's directory
 	noInput bool
 	dash    string // the dashboard's loopback address; "" for none
 }
@@ -51,8 +57,10 @@ func main() {
 	var cfg config
 	flag.IntVar(&cfg.pgNodes, "pg", 2, "PostgreSQL nodes in the Patroni cluster")
 	flag.IntVar(&cfg.shops, "shop", 3, "shop instances behind HAProxy")
-	flag.IntVar(&cfg.apps, "apps", 0, "run this many small stand-in apps behind HAProxy instead of the shop")
+	flag.IntVar(&cfg.apps, "apps", 0, "run this many small stand-in apps behind HAProxy instead of the shop and the SSO")
 	flag.StringVar(&cfg.shopDir, "shop-dir", "", "the shop module's directory (default: examples/shop of the repository)")
+	flag.IntVar(&cfg.ssos, "sso", 3, "SSO provider instances behind their own HAProxy (0 for none)")
+	flag.StringVar(&cfg.ssoDir, "sso-dir", "", "the SSO module's directory (default: examples/sso of the repository)")
 	flag.BoolVar(&cfg.noInput, "no-input", false, "ignore standard input (no chaos prompt)")
 	flag.StringVar(&cfg.dash, "dashboard", defaultDashboard, "serve the live dashboard on this loopback address (\"\" for none)")
 	flag.Parse()
@@ -92,9 +100,10 @@ type lab struct {
 	redis *hatest.RedisCluster
 	minio *hatest.MinIO
 	mail  *hatest.Mailpit
-	lb    *hatest.HAProxy
+	lb    *hatest.HAProxy // the shop's (or the stand-in apps')
 	apps  []*labApp
 	shop  *shopLab // nil with -apps
+	sso   *ssoLab  // nil with -sso 0
 	dash  *dashboard
 	out   io.Writer
 	outMu sync.Mutex
@@ -105,8 +114,8 @@ func (c config) check() error {
 	switch {
 	case c.pgNodes < 1:
 		return errors.New("-pg must be at least 1")
-	case c.apps < 0 || c.shops < 0:
-		return errors.New("-apps and -shop cannot be negative")
+	case c.apps < 0 || c.shops < 0 || c.ssos < 0:
+		return errors.New("-apps, -shop and -sso cannot be negative")
 	case c.apps == 0 && c.shops == 0:
 		return errors.New("-shop or -apps must be at least 1")
 	}
@@ -125,7 +134,7 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 	}()
 	start := time.Now()
 	if cfg.apps > 0 {
-		cfg.shops = 0
+		cfg.shops, cfg.ssos = 0, 0
 	}
 	if cfg.dash != "" {
 		if l.dash, err = startDashboardOrFree(l, cfg.dash, log); err != nil {
@@ -134,21 +143,36 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 		l.say("halab: dashboard " + l.dash.URL + " (live while the lab starts)")
 	}
 
-	// The shop builds while the services come up.
+	// The apps build while the services come up.
 	var wg sync.WaitGroup
-	var buildErr error
+	var buildErr, ssoBuildErr, ssoRedisErr error
 	if cfg.shops > 0 {
-		l.shop = &shopLab{lab: l, log: log}
+		l.shop = &shopLab{appGroup: &appGroup{lab: l, log: log, id: "shop", title: "Shop"}}
+		l.shop.env = l.shop.shopEnv
 		wg.Go(func() {
 			buildErr = l.shop.build(ctx, cfg.shopDir)
+		})
+	}
+	if cfg.ssos > 0 {
+		l.sso = &ssoLab{appGroup: &appGroup{lab: l, log: log, id: "sso", title: "SSO"}}
+		l.sso.env = l.sso.ssoEnv
+		wg.Go(func() {
+			ssoBuildErr = l.sso.build(ctx, cfg.ssoDir)
+		})
+		wg.Go(func() {
+			log.Info("starting the SSO's Redis with a replica and 3 Sentinels")
+			l.sso.redis, ssoRedisErr = hatest.StartRedis(ctx, hatest.RedisOptions{Replicas: 1, Sentinels: 3, MasterName: "sso"})
 		})
 	}
 	// The services come up in parallel. A Start function that fails
 	// returns a nil service, which close skips.
 	var pgErr, redisErr, minioErr, mailErr error
 	wg.Go(func() {
-		log.Info("starting PostgreSQL under Patroni with etcd", "nodes", cfg.pgNodes)
-		l.pg, pgErr = hatest.StartPatroni(ctx, hatest.PatroniOptions{Nodes: cfg.pgNodes})
+		// Synchronous mode: a commit is acknowledged once a standby has
+		// it, and only that standby may be promoted, so an account the
+		// SSO acknowledged survives the leader's loss.
+		log.Info("starting PostgreSQL under Patroni with etcd", "nodes", cfg.pgNodes, "synchronous", cfg.pgNodes > 1)
+		l.pg, pgErr = hatest.StartPatroni(ctx, hatest.PatroniOptions{Nodes: cfg.pgNodes, Synchronous: cfg.pgNodes > 1})
 	})
 	wg.Go(func() {
 		log.Info("starting Redis with a replica and 3 Sentinels")
@@ -163,7 +187,7 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 		l.mail, mailErr = hatest.StartMailpit(ctx, hatest.MailpitOptions{})
 	})
 	wg.Wait()
-	if err := errors.Join(buildErr, pgErr, redisErr, minioErr, mailErr); err != nil {
+	if err := errors.Join(buildErr, ssoBuildErr, ssoRedisErr, pgErr, redisErr, minioErr, mailErr); err != nil {
 		return err
 	}
 
@@ -188,6 +212,26 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 		return err
 	}
 	l.lb = lb
+	if l.shop != nil {
+		l.shop.lb = lb
+	}
+	if l.sso != nil {
+		if err := l.sso.createDatabase(ctx); err != nil {
+			return fmt.Errorf("the SSO's database: %w", err)
+		}
+		b, err := l.sso.prepare(cfg.ssos)
+		if err != nil {
+			return err
+		}
+		if l.sso.lb, err = hatest.StartHAProxy(ctx, hatest.HAProxyOptions{Backends: b}); err != nil {
+			return err
+		}
+		// The provider first: the shop reads its discovery document.
+		log.Info("starting the SSO instances (the first migrates)", "instances", cfg.ssos)
+		if err := l.sso.startAll(ctx); err != nil {
+			return err
+		}
+	}
 	for _, a := range l.apps {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := lb.WaitServerStatus(wctx, a.name, "UP")
@@ -223,6 +267,12 @@ func (l *lab) close() error {
 	}
 	if l.shop != nil {
 		errs = append(errs, l.shop.close())
+	}
+	if l.sso != nil {
+		errs = append(errs, l.sso.close())
+		if l.sso.lb != nil {
+			errs = append(errs, l.sso.lb.Close())
+		}
 	}
 	if l.lb != nil {
 		errs = append(errs, l.lb.Close())
@@ -290,6 +340,9 @@ func (l *lab) printTable(ctx context.Context) {
 	if l.shop != nil {
 		l.shop.table(tw)
 	}
+	if l.sso != nil {
+		l.sso.table(tw)
+	}
 	for _, a := range l.apps {
 		state := "ready"
 		if !a.ready.Load() {
@@ -309,10 +362,13 @@ const help = `commands:
   start-redis NODE       start a killed Redis node again (Sentinel makes it a replica)
   kill-minio             kill -9 MinIO
   start-minio            start MinIO again with its data
-  kill-app NAME          kill -9 a shop instance (shop0, shop1, …): its in-flight requests fail
-  start-app NAME         start a killed or stopped shop instance again
-  rolling-restart        SIGTERM each shop instance in turn, wait until it drained and exited, start it again
-  load on|off            scripted customers shopping through HAProxy (bounded rate), a live line every 2 s
+  kill-app [APP] NAME    kill -9 an app instance (shop0, sso1, …; APP is shop or sso): its in-flight requests fail
+  kill-app APP           kill -9 the app's first running instance
+  start-app [APP] NAME   start a killed or stopped instance again (start-app APP: its first stopped one)
+  rolling-restart [APP]  each instance of the app (default: the shop) in turn: HAProxy drains it, SIGTERM,
+                         it finishes its requests and exits, it starts again
+  load on|off            scripted customers shopping and users signing in to the SSO (full code flow),
+                         through HAProxy at a bounded rate, a live line every 2 s
   drain APP              make a stand-in app's /readyz answer 503 (HAProxy takes it out; -apps only)
   ready APP              make it answer 200 again
   help                   this text
@@ -417,10 +473,10 @@ func (l *lab) command(ctx context.Context, cmd string, args []string) error {
 		}
 		l.say("MinIO started")
 	case "kill-app", "start-app", "rolling-restart", "load":
-		if l.shop == nil {
-			return fmt.Errorf("%s acts on the shop; this lab runs stand-in apps (-apps)", cmd)
+		if l.shop == nil && l.sso == nil {
+			return fmt.Errorf("%s acts on the shop and the SSO; this lab runs stand-in apps (-apps)", cmd)
 		}
-		return l.shop.command(ctx, cmd, args)
+		return l.appCommand(ctx, cmd, args)
 	case "drain", "ready":
 		name, err := arg()
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ type state struct {
 	Leader string `json:"leader"`
 	Busy   string `json:"busy"`
 	Apps   []struct {
+		App    string `json:"app"`
 		Name   string `json:"name"`
 		Status string `json:"status"`
 	} `json:"apps"`
@@ -32,24 +34,36 @@ type state struct {
 		Kind string    `json:"kind"`
 		Text string    `json:"text"`
 	} `json:"events"`
-	Samples []struct {
-		Time     time.Time `json:"time"`
-		Requests int       `json:"requests"`
-		Failed   int       `json:"failed"`
-	} `json:"samples"`
+	Samples []sample `json:"samples"`
 }
 
-// TestDashboardFailover runs the lab with two shop instances, opens the
-// dashboard in Chromium, starts the load, presses "Kill PostgreSQL
-// leader" and "Rolling restart", and checks what the page and the
-// timeline show: the leader changes within Patroni's failover time, the
-// success rate stays at 99 % or more, every instance leaves HAProxy and
-// comes back in turn with no failed request.
+type sample struct {
+	App      string    `json:"app"`
+	Time     time.Time `json:"time"`
+	Requests int       `json:"requests"`
+	Failed   int       `json:"failed"`
+	Error    string    `json:"error"`
+}
+
+// apps are the lab's example apps: the shop's load counts HTTP requests,
+// the SSO's whole sign-in flows.
+var apps = []string{"shop", "sso"}
+
+// TestDashboardFailover runs the lab with two shop and two SSO instances,
+// opens the dashboard in Chromium, starts the load (customers in the
+// shop, sign-ins at the SSO), presses "Kill PostgreSQL leader" and each
+// app's "Rolling restart", and checks what the page and the timeline
+// show: the leader changes within Patroni's failover time, the timeline
+// records the failover's detection and the recovery, each app's success
+// rate stays at 99 % or more, and every instance goes DRAIN → DOWN → UP
+// in HAProxy, one at a time, with no failed request or sign-in.
+// Screenshots go to the test's artifact directory; HALAB_SCREENSHOT=1
+// also writes the README's, docs/images/lab-dashboard.png.
 func TestDashboardFailover(t *testing.T) {
-	shots := os.Getenv("HALAB_SCREENSHOT") == "1"
-	if os.Getenv("HALAB_E2E") != "1" && !shots {
-		t.Skip("a few minutes long: HALAB_E2E=1 runs it, HALAB_SCREENSHOT=1 also saves docs/images/lab-dashboard.png")
+	if os.Getenv(hatest.EnvSkipServices) == "1" {
+		t.Skip("HAKIT_SKIP_SERVICES=1")
 	}
+	shots := os.Getenv("HALAB_SCREENSHOT") == "1"
 	if _, err := exec.LookPath("chromium"); err != nil {
 		t.Fatal("chromium is missing: apt-get install -y chromium (make deps)")
 	}
@@ -57,24 +71,34 @@ func TestDashboardFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
+	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
+	// halab is built once; it builds the shop and the SSO itself, once,
+	// while PostgreSQL, Redis and MinIO start.
 	bin := filepath.Join(t.TempDir(), "halab")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/halab")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/halab: %v\n%s", err, out)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	lab := hatest.NewProcess(t, hatest.ProcessOptions{Path: bin, Args: []string{"-shop", "2", "-pg", "2", "-no-input",
-		"-dashboard", "127.0.0.1:0", "-shop-dir", filepath.Join(root, "examples", "shop")}})
+	lab := hatest.NewProcess(t, hatest.ProcessOptions{Path: bin, Args: []string{"-shop", "2", "-sso", "2", "-pg", "2", "-no-input",
+		"-dashboard", "127.0.0.1:0", "-shop-dir", filepath.Join(root, "examples", "shop"), "-sso-dir", filepath.Join(root, "examples", "sso")}})
 	if err := lab.WaitOutput(ctx, "halab: ready"); err != nil {
 		t.Fatal(err)
 	}
+	phase("the lab is ready")
 	m := regexp.MustCompile(`halab: dashboard (http://127\.0\.0\.1:\d+/)`).FindStringSubmatch(lab.Output())
 	if m == nil {
 		t.Fatalf("no dashboard URL in:\n%s", lab.Output())
 	}
 	base := m[1]
+	for _, want := range []string{"sso (OpenID provider)", "sso demo client", "client_id demo", "sso shop client", "mailpit"} {
+		if !strings.Contains(lab.Output(), want) {
+			t.Errorf("the endpoint table lacks %q", want)
+		}
+	}
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath("/usr/bin/chromium"),
 		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true),
@@ -107,19 +131,41 @@ func TestDashboardFailover(t *testing.T) {
 		}
 		return s
 	}
+	shot := func(name string) {
+		t.Helper()
+		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths := []string{filepath.Join(t.ArtifactDir(), name)}
+		if shots && name == "lab-dashboard.png" {
+			paths = append(paths, filepath.Join(root, "docs", "images", name))
+		}
+		for _, p := range paths {
+			if err := os.WriteFile(p, png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("saved %s", p)
+		}
+	}
 
-	step("open the dashboard", 30*time.Second, chromedp.EmulateViewport(1440, 1400),
+	step("open the dashboard", 30*time.Second, chromedp.EmulateViewport(1440, 1500),
 		chromedp.Navigate(base), chromedp.WaitVisible(css("#topology")),
-		chromedp.WaitVisible(css(`#pg-nodes tr[data-role="leader"]`)))
+		chromedp.WaitVisible(css(`#pg-nodes tr[data-role="leader"]`)),
+		chromedp.WaitVisible(css(`#apps tr[data-group="shop"]`)), chromedp.WaitVisible(css(`#apps tr[data-group="sso"]`)),
+		chromedp.WaitVisible(css(`button[data-action="rolling-restart sso"]`)), chromedp.WaitVisible(css(`button[data-action="kill-app sso1"]`)))
 	step("start the load", 30*time.Second, chromedp.WaitEnabled(css(`button[data-action="load on"]`)),
 		chromedp.Click(css(`button[data-action="load on"]`)), chromedp.WaitVisible(css("#toast")),
 		chromedp.WaitEnabled(css(`button[data-action="load off"]`)))
-	waitState(t, base, time.Minute, "three load samples", func(s state) error {
-		if len(s.Samples) < 3 {
-			return fmt.Errorf("%d samples", len(s.Samples))
+	waitState(t, base, time.Minute, "three load samples of each app", func(s state) error {
+		for _, app := range apps {
+			if n := samplesSince(s, app, time.Time{}); n < 3 {
+				return fmt.Errorf("%d samples of the %s", n, app)
+			}
 		}
 		return nil
 	})
+	phase("the load runs")
 
 	// Kill the PostgreSQL leader.
 	old := strings.TrimPrefix(text("#pg-leader"), "leader ")
@@ -139,81 +185,46 @@ func TestDashboardFailover(t *testing.T) {
 	step("the timeline records detection and recovery", 30*time.Second,
 		chromedp.Poll[chromedp.Void](`(() => { const t = document.getElementById("timeline").textContent;
 			return t.includes("PostgreSQL has no leader") && t.includes("PostgreSQL leader `+old+` → `+newLeader+`") && t.includes("Kill PostgreSQL leader: done"); })()`, chromedp.WithPollingTimeout(0)))
-	// Two more samples after the failover, then the success rate.
+	phase("failover seen")
+	// Two more samples of each app after the failover, then the success
+	// rates since the kill.
 	after := time.Now()
 	s := waitState(t, base, time.Minute, "load samples after the failover", func(s state) error {
-		if n := samplesSince(s, after); n < 2 {
-			return fmt.Errorf("%d samples since the failover", n)
+		for _, app := range apps {
+			if n := samplesSince(s, app, after); n < 2 {
+				return fmt.Errorf("%d samples of the %s since the failover", n, app)
+			}
 		}
 		return nil
 	})
-	req, failed := 0, 0
-	for _, x := range s.Samples {
-		if x.Time.After(killedAt) {
-			req, failed = req+x.Requests, failed+x.Failed
+	for _, app := range apps {
+		req, failed, errs := 0, 0, []string{}
+		for _, x := range s.Samples {
+			if x.App == app && x.Time.After(killedAt) {
+				req, failed = req+x.Requests, failed+x.Failed
+				if x.Error != "" {
+					errs = append(errs, x.Error)
+				}
+			}
+		}
+		ok := 100 * float64(req-failed) / float64(max(req, 1))
+		t.Logf("%s during the failover: %d, %d failed (%.2f%% ok)", app, req, failed, ok)
+		if req == 0 || ok < 99 {
+			t.Errorf("%s success rate during the failover %.2f%% (%d of %d failed; %v); want ≥ 99%%", app, ok, failed, req, errs)
 		}
 	}
-	ok := 100 * float64(req-failed) / float64(max(req, 1))
-	t.Logf("during the failover: %d requests, %d failed (%.2f%% ok)", req, failed, ok)
-	if req == 0 || ok < 99 {
-		t.Errorf("success rate during the failover %.2f%% (%d of %d failed); want ≥ 99%%", ok, failed, req)
-	}
-	if shots {
-		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(root, "docs", "images", "lab-dashboard.png")
-		if err := os.WriteFile(path, png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("saved %s", path)
-	}
+	shot("lab-dashboard.png")
 
-	// A rolling restart: each instance leaves HAProxy and comes back, one
-	// at a time, with no failed request.
-	restartAt := time.Now()
-	step("rolling restart", 10*time.Second, chromedp.WaitEnabled(css(`button[data-action="rolling-restart"]`)),
-		chromedp.Click(css(`button[data-action="rolling-restart"]`)))
-	seen := map[string][]string{}
-	done := waitState(t, base, 3*time.Minute, "the rolling restart to finish", func(s state) error {
-		down := 0
-		for _, a := range s.Apps {
-			if h := seen[a.Name]; len(h) == 0 || h[len(h)-1] != a.Status {
-				seen[a.Name] = append(seen[a.Name], a.Status)
-			}
-			if a.Status != "UP" {
-				down++
-			}
-		}
-		if down > 1 {
-			t.Errorf("%d instances out of HAProxy at once: %+v", down, s.Apps)
-		}
-		for _, e := range s.Events {
-			// Done, and the last instance seen UP by the dashboard too.
-			if strings.HasPrefix(e.Text, "Rolling restart: done") && down == 0 {
-				return nil
-			}
-		}
-		return fmt.Errorf("not done; statuses so far %v", seen)
-	})
-	for name, h := range seen {
-		joined := strings.Join(h, " → ")
-		if !strings.Contains(joined, "DOWN") || h[len(h)-1] != "UP" {
-			t.Errorf("%s went %s; want it out of HAProxy (DOWN) and UP again", name, joined)
-		}
-		t.Logf("%s: %s", name, joined)
+	// A rolling restart of each app: each instance leaves HAProxy and
+	// comes back, one at a time, with no failed request.
+	for _, app := range apps {
+		rollingRestart(t, base, app, func() {
+			step("rolling restart "+app, 20*time.Second, chromedp.WaitEnabled(css(`button[data-action="rolling-restart `+app+`"]`)),
+				chromedp.Click(css(`button[data-action="rolling-restart `+app+`"]`)))
+		})
+		phase("rolling restart of the " + app + " done")
 	}
-	waitState(t, base, time.Minute, "two load samples after the restart", func(s state) error {
-		done = s
-		if n := samplesSince(s, time.Now().Add(-3*time.Second)); n < 1 {
-			return fmt.Errorf("no fresh sample")
-		}
-		return nil
-	})
-	if f := failedSince(done, restartAt); f != 0 {
-		t.Errorf("%d requests failed during the rolling restart; want none", f)
-	}
+	shot("lab-dashboard-after-restarts.png")
 	step("stop the load", 20*time.Second, chromedp.Click(css(`button[data-action="load off"]`)),
 		chromedp.WaitEnabled(css(`button[data-action="load on"]`)))
 
@@ -223,23 +234,82 @@ func TestDashboardFailover(t *testing.T) {
 	if code, err := lab.Wait(ctx); err != nil || code != 0 {
 		t.Fatalf("halab exit code %d, %v; want 0", code, err)
 	}
+	phase("the lab stopped")
 }
 
-func samplesSince(s state, t time.Time) int {
-	n := 0
+// rollingRestart presses an app's rolling restart and checks that each of
+// its instances went DRAIN → DOWN → UP, never two out at once, with no
+// failed request of the app's load from the press to a sample after the
+// end.
+func rollingRestart(t *testing.T, base, app string, press func()) {
+	t.Helper()
+	restartAt := time.Now()
+	press()
+	seen := map[string][]string{}
+	label := "Rolling restart: " + map[string]string{"shop": "Shop", "sso": "SSO"}[app] + ": done"
+	waitState(t, base, 3*time.Minute, "the "+app+"'s rolling restart to finish", func(s state) error {
+		out := 0
+		for _, a := range s.Apps {
+			if a.App != app {
+				continue
+			}
+			if h := seen[a.Name]; len(h) == 0 || h[len(h)-1] != a.Status {
+				seen[a.Name] = append(seen[a.Name], a.Status)
+			}
+			if a.Status != "UP" {
+				out++
+			}
+		}
+		if out > 1 {
+			t.Errorf("%d %s instances out of HAProxy at once: %+v", out, app, s.Apps)
+		}
+		for _, e := range s.Events {
+			// Done, and the last instance seen UP by the dashboard too.
+			if e.Time.After(restartAt) && strings.HasPrefix(e.Text, label) && out == 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("not done; statuses so far %v", seen)
+	})
+	if len(seen) < 2 {
+		t.Errorf("%s instances seen: %v; want 2", app, seen)
+	}
+	for name, h := range seen {
+		joined := strings.Join(h, " → ")
+		drain := slices.IndexFunc(h, func(s string) bool { return strings.HasPrefix(s, "DRAIN") })
+		down := slices.IndexFunc(h, func(s string) bool { return s == "DOWN" })
+		if drain < 0 || down < drain || h[len(h)-1] != "UP" {
+			t.Errorf("%s went %s; want DRAIN, then DOWN, then UP", name, joined)
+		}
+		t.Logf("%s: %s", name, joined)
+	}
+	end := time.Now()
+	s := waitState(t, base, time.Minute, "a load sample after the restart", func(s state) error {
+		if samplesSince(s, app, end) < 1 {
+			return fmt.Errorf("no %s sample since the restart", app)
+		}
+		return nil
+	})
+	failed, req := 0, 0
 	for _, x := range s.Samples {
-		if x.Time.After(t) {
-			n++
+		if x.App == app && x.Time.After(restartAt) {
+			failed, req = failed+x.Failed, req+x.Requests
+			if x.Error != "" {
+				t.Logf("%s error at %s: %s", app, x.Time.Format(time.TimeOnly), x.Error)
+			}
 		}
 	}
-	return n
+	t.Logf("%s during its rolling restart: %d, %d failed", app, req, failed)
+	if req == 0 || failed != 0 {
+		t.Errorf("%d of %d %s requests failed during its rolling restart; want none of some", failed, req, app)
+	}
 }
 
-func failedSince(s state, t time.Time) int {
+func samplesSince(s state, app string, t time.Time) int {
 	n := 0
 	for _, x := range s.Samples {
-		if x.Time.After(t) {
-			n += x.Failed
+		if x.App == app && x.Time.After(t) {
+			n++
 		}
 	}
 	return n

@@ -70,8 +70,9 @@
     $("minio").replaceChildren(el("span", { class: "dot " + (s.minio ? "ok" : "bad") }), s.minio ? "Up" : "Down");
     $("minio").dataset.up = String(s.minio);
 
-    // Apps
-    $("apps").replaceChildren(...s.apps.map((a) => {
+    // Apps, grouped by example app (shop, SSO), as HAProxy sees them.
+    const groups = s.groups || [];
+    const appRow = (a) => {
       const st = a.status;
       // "UP 1/2": failed a check, going down; "DOWN 1/2": passed one, coming up.
       let tone = "bad", label = st;
@@ -88,7 +89,20 @@
         el("td", { class: "num" }, a.rps.toFixed(1)),
         el("td", { class: "num" }, String(a.errors)),
         el("td", { class: "addr" }, a.addr));
-    }));
+    };
+    const rows = [];
+    for (const g of groups) {
+      rows.push(el("tr", { class: "group", "data-group": g.id },
+        el("td", { colSpan: 7 }, el("b", {}, g.title), " ", el("a", { href: g.url, target: "_blank", rel: "noopener" }, g.url))));
+      rows.push(...s.apps.filter((a) => a.app === g.id).map(appRow));
+    }
+    rows.push(...s.apps.filter((a) => !a.app).map(appRow));
+    $("apps").replaceChildren(...rows);
+    const acts = $("app-actions");
+    if ([...acts.children].map((x) => x.dataset.app).join("|") !== groups.map((g) => g.id).join("|")) {
+      acts.replaceChildren(...groups.map((g) => el("div", { class: "app-acts", "data-app": g.id },
+        el("span", { class: "acts-label" }, g.title), el("div", { class: "actions", "data-group": "app:" + g.id }))));
+    }
 
     renderActions(s.actions || []);
     renderTraffic(s);
@@ -97,8 +111,9 @@
 
     const links = $("links");
     if (!links.childElementCount) {
-      links.append(el("a", { href: s.haproxy, target: "_blank", rel: "noopener" }, "Shop through HAProxy"),
-        el("a", { href: s.mailpit, target: "_blank", rel: "noopener" }, "Mailpit (sent mail)"));
+      for (const g of groups) links.append(el("a", { href: g.url, target: "_blank", rel: "noopener" }, g.title + " through HAProxy"));
+      if (!groups.length) links.append(el("a", { href: s.haproxy, target: "_blank", rel: "noopener" }, "HAProxy"));
+      links.append(el("a", { href: s.mailpit, target: "_blank", rel: "noopener" }, "Mailpit (sent mail)"));
     }
   }
 
@@ -148,42 +163,77 @@
     toastTimer = setTimeout(() => { t.hidden = true; }, 5000);
   }
 
+  const palette = ["#2f6fde", "#1f8a5b", "#b7791f", "#8a4fd6", "#c2413a", "#3a9bb5"];
+
+  // trafficBlock is one app's row of the traffic card: its numbers and
+  // its charts (success rate, p50/p99, requests per instance).
+  function trafficBlock(g) {
+    const box = $("traffic-apps");
+    let b = box.querySelector(`[data-app="${g.id}"]`);
+    if (b) return b;
+    const kpi = (key, label) => el("div", { class: "kpi" }, el("span", { class: "kpi-label" }, label),
+      el("span", { class: "kpi-value", "data-kpi": key }, "–"));
+    const fig = (key, caption) => el("figure", {}, el("figcaption", {}, caption), el("div", { class: "chart", "data-chart": key, id: "chart-" + key + "-" + g.id }));
+    const withLoad = g.id !== "apps";
+    b = el("div", { class: "app-traffic", "data-app": g.id },
+      el("div", { class: "app-traffic-head" }, el("h3", {}, g.title), el("span", { class: "meta" }, g.load || "")),
+      withLoad ? el("div", { class: "kpis" }, kpi("ok", "Success"), kpi("rps", g.unit === "logins/s" ? "Logins/s" : "Requests/s"),
+        kpi("p50", "p50"), kpi("p99", "p99"), kpi("done", g.id === "sso" ? "Logins" : "Orders"),
+        kpi("failed", g.id === "sso" ? "Failed logins" : "Failed requests")) : null,
+      el("div", { class: "charts" + (withLoad ? "" : " one") },
+        withLoad ? fig("ok", "Success rate (%)") : null,
+        withLoad ? fig("lat", (g.id === "sso" ? "Sign-in flow" : "Request") + " latency p50 / p99 (ms)") : null,
+        fig("rps", "Requests/s per instance (HAProxy)")));
+    box.append(b);
+    return b;
+  }
+
   function renderTraffic(s) {
-    const samples = s.samples || [];
-    const last = samples[samples.length - 1];
     const on = s.load && s.load.on;
-    $("traffic").hidden = !s.load && !s.rates.length;
+    const groups = (s.groups || []).slice();
+    if (!groups.length && s.apps.length) groups.push({ id: "apps", title: "Stand-in apps" });
+    $("traffic").hidden = !groups.length;
     $("load-summary").textContent = !s.load ? "per instance, as HAProxy counts it"
-      : on ? "scripted customers through HAProxy: on" : "scripted customers through HAProxy: off";
-    const set = (id, v, cls) => { const e = $(id); e.textContent = v; e.className = "kpi-value" + (cls ? " " + cls : ""); };
-    if (last) {
-      set("kpi-ok", last.ok_pct.toFixed(2) + " %", last.ok_pct >= 99 ? "good" : "bad");
-      set("kpi-rps", last.rps.toFixed(1));
-      set("kpi-p50", last.p50_ms.toFixed(0) + " ms");
-      set("kpi-p99", last.p99_ms.toFixed(0) + " ms");
-      set("kpi-orders", String(last.orders));
-      set("kpi-failed", String(last.all_failed), last.all_failed ? "bad" : "");
-    }
-    const t = samples.map((x) => Date.parse(x.time) / 1000);
-    chart("chart-ok", [t, samples.map((x) => x.ok_pct)],
-      [{ label: "success %", stroke: "#1f8a5b", fill: "rgba(31,138,91,0.08)", width: 2 }], { min: 90, max: 100 });
-    chart("chart-lat", [t, samples.map((x) => x.p50_ms), samples.map((x) => x.p99_ms)],
-      [{ label: "p50 ms", stroke: "#2f6fde", width: 2 }, { label: "p99 ms", stroke: "#b7791f", width: 2 }], { min: 0 });
+      : on ? "load through HAProxy: on" : "load through HAProxy: off";
     const rates = s.rates || [];
-    const names = s.apps.map((a) => a.name);
-    const palette = ["#2f6fde", "#1f8a5b", "#b7791f", "#8a4fd6", "#c2413a", "#3a9bb5"];
-    chart("chart-rps", [rates.map((r) => Date.parse(r.time) / 1000), ...names.map((n) => rates.map((r) => r.rps[n] || 0))],
-      names.map((n, i) => ({ label: n, stroke: palette[i % palette.length], width: 1.6, dash: i % 2 ? [5, 3] : undefined })), { min: 0 });
+    for (const g of groups) {
+      const b = trafficBlock(g);
+      const samples = (s.samples || []).filter((x) => x.app === g.id);
+      const last = samples[samples.length - 1];
+      const set = (key, v, cls) => {
+        const e = b.querySelector(`[data-kpi="${key}"]`);
+        if (e) { e.textContent = v; e.className = "kpi-value" + (cls ? " " + cls : ""); }
+      };
+      if (last) {
+        set("ok", last.ok_pct.toFixed(2) + " %", last.ok_pct >= 99 ? "good" : "bad");
+        set("rps", last.rps.toFixed(1));
+        set("p50", last.p50_ms.toFixed(0) + " ms");
+        set("p99", last.p99_ms.toFixed(0) + " ms");
+        set("done", String(g.id === "sso" ? last.logins : last.orders));
+        set("failed", String(last.all_failed), last.all_failed ? "bad" : "");
+      }
+      const t = samples.map((x) => Date.parse(x.time) / 1000);
+      if (g.id !== "apps") {
+        chart("chart-ok-" + g.id, [t, samples.map((x) => x.ok_pct)],
+          [{ label: "success %", stroke: "#1f8a5b", fill: "rgba(31,138,91,0.08)", width: 2 }], { min: 90, max: 100 });
+        chart("chart-lat-" + g.id, [t, samples.map((x) => x.p50_ms), samples.map((x) => x.p99_ms)],
+          [{ label: "p50 ms", stroke: "#2f6fde", width: 2 }, { label: "p99 ms", stroke: "#b7791f", width: 2 }], { min: 0 });
+      }
+      const names = s.apps.filter((a) => (g.id === "apps" ? !a.app : a.app === g.id)).map((a) => a.name);
+      chart("chart-rps-" + g.id, [rates.map((r) => Date.parse(r.time) / 1000), ...names.map((n) => rates.map((r) => r.rps[n] || 0))],
+        names.map((n, i) => ({ label: n, stroke: palette[i % palette.length], width: 1.6, dash: i % 2 ? [5, 3] : undefined })), { min: 0 });
+    }
   }
 
   function chart(id, data, series, range) {
     const box = $(id);
     const width = Math.max(240, box.clientWidth || 360);
+    const height = 150;
     let c = charts[id];
     if (c && c.series.length !== series.length + 1) { c.destroy(); c = null; }
     if (!c) {
       c = new uPlot({
-        width, height: 170, legend: { show: true, live: false }, cursor: { drag: { x: false, y: false } },
+        width, height, legend: { show: true, live: false }, cursor: { drag: { x: false, y: false } },
         scales: { x: { time: true }, y: { range: (u, lo, hi) => [Math.min(range.min ?? lo, lo ?? 0), Math.max(range.max ?? hi, hi ?? 0, (range.min ?? 0) + 1)] } },
         axes: [{ stroke: "#6b7380", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#eef0f3" } },
           { stroke: "#6b7380", grid: { stroke: "#eef0f3" }, ticks: { stroke: "#eef0f3" }, size: 56 }],
@@ -191,7 +241,7 @@
       }, data, box);
       charts[id] = c;
     } else {
-      if (Math.abs(c.width - width) > 4) c.setSize({ width, height: 170 });
+      if (Math.abs(c.width - width) > 4) c.setSize({ width, height });
       c.setData(data);
     }
   }
