@@ -25,7 +25,10 @@ import (
 	"io/fs"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/mail"
+	"net/url"
 	"os"
 	"time"
 
@@ -64,6 +67,10 @@ type config struct {
 
 	throttleWindow              time.Duration
 	throttleAccount, throttleIP int
+
+	mail                      mailConfig
+	requireVerified           bool
+	mailPerAddress, mailPerIP int
 }
 
 func readConfig(env *hakit.Env) config {
@@ -97,6 +104,37 @@ func readConfig(env *hakit.Env) config {
 		IDToken:      env.Duration("SSO_ID_TOKEN_TTL", time.Hour, "lifetime of an ID token"),
 	}
 	c.keys.Retain = max(c.life.IDToken, c.life.AccessToken) + time.Minute
+	c.mail = mailConfig{
+		SMTPAddr:  env.String("SSO_SMTP_ADDR", "", "SMTP server for verification and password-reset mail, host:port (no TLS, no authentication: a local relay); required unless SSO_DEV, where without it mail is logged"),
+		From:      env.String("SSO_MAIL_FROM", "", "sender address of the provider's mail; default no-reply@<the issuer's host>"),
+		VerifyTTL: env.Duration("SSO_VERIFY_TTL", 48*time.Hour, "how long an e-mail verification link works"),
+		ResetTTL:  env.Duration("SSO_RESET_TTL", time.Hour, "how long a password-reset link works"),
+	}
+	c.requireVerified = env.Bool("SSO_REQUIRE_VERIFIED_EMAIL", false, "an account must verify its e-mail address before it can sign in to a client")
+	c.mailPerAddress = env.Int("SSO_MAIL_THROTTLE_ADDRESS", 5, "mails (verification again, password reset) per e-mail address per SSO_THROTTLE_WINDOW before 429")
+	c.mailPerIP = env.Int("SSO_MAIL_THROTTLE_IP", 30, "mails asked for per client address per SSO_THROTTLE_WINDOW before 429")
+	if c.mail.From == "" {
+		c.mail.From = "no-reply@localhost"
+		if u, err := url.Parse(c.issuer); err == nil && u.Hostname() != "" {
+			c.mail.From = "no-reply@" + u.Hostname()
+		}
+	}
+	if c.mail.SMTPAddr == "" && !c.dev {
+		env.Invalid("SSO_SMTP_ADDR", errors.New("required (verification and password-reset mail); only SSO_DEV logs mail instead"))
+	} else if c.mail.SMTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.mail.SMTPAddr); err != nil {
+			env.Invalid("SSO_SMTP_ADDR", fmt.Errorf("want host:port: %w", err))
+		}
+	}
+	if _, err := mail.ParseAddress(c.mail.From); err != nil {
+		env.Invalid("SSO_MAIL_FROM", err)
+	}
+	if c.mail.VerifyTTL <= 0 || c.mail.ResetTTL <= 0 {
+		env.Invalid("SSO_RESET_TTL", errors.New("SSO_VERIFY_TTL and SSO_RESET_TTL must be positive"))
+	}
+	if c.mailPerAddress < 1 || c.mailPerIP < 1 {
+		env.Invalid("SSO_MAIL_THROTTLE_ADDRESS", errors.New("SSO_MAIL_THROTTLE_ADDRESS and SSO_MAIL_THROTTLE_IP must be at least 1"))
+	}
 	if len(c.secret) > 0 && len(c.secret) < 32 {
 		env.Invalid("SSO_SECRET", errors.New("needs at least 32 characters"))
 	}
@@ -157,7 +195,8 @@ func serve(ctx context.Context, hcfg hakit.Config, cfg config) error {
 	}
 	worker, err1 := app.Worker(jobs.WorkerConfig{})
 	sched, err2 := app.Scheduler(jobs.SchedulerConfig{})
-	if err := errors.Join(err1, err2); err != nil {
+	_, err3 := app.Relay(jobs.RelayConfig{}) // the outbox: mail asked for in a transaction
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return fail(fmt.Errorf("jobs need Redis (HAKIT_REDIS_*): %w", err))
 	}
 	kek := derive(cfg.secret, "sso signing keys")
@@ -182,6 +221,12 @@ func serve(ctx context.Context, hcfg hakit.Config, cfg config) error {
 		return err
 	})
 	jobs.Handle(worker, "sso:cleanup", func(ctx context.Context, _ struct{}) error { return cleanup(ctx, app.DB()) })
+	ml := &mailer{db: app.DB(), outbox: jobs.NewOutbox(""), key: derive(cfg.secret, "sso mail links"),
+		issuer: cfg.issuer, cfg: cfg.mail, log: lg}
+	jobs.Handle(worker, mailTask, ml.send)
+	if cfg.mail.SMTPAddr == "" {
+		lg.Warn("SSO_SMTP_ADDR unset (SSO_DEV): verification and password-reset mail is logged, links included, not sent")
+	}
 	every := max(min(cfg.keys.Lead/4, time.Hour), time.Second)
 	err1 = sched.Add("sso-rotate-keys", "@every "+every.String(), "sso:rotate-keys", nil, jobs.Options{})
 	err2 = sched.Add("sso-cleanup", "@every 1h", "sso:cleanup", nil, jobs.Options{})
@@ -203,7 +248,8 @@ func serve(ctx context.Context, hcfg hakit.Config, cfg config) error {
 	}
 	wb := &web{st: st, db: app.DB(), sessions: sessions, pages: pages, provider: provider,
 		callback: op.AuthCallbackURL(provider), argon: &cfg.argon, admins: cfg.admins,
-		checkSector: cfg.checkSector, hc: &http.Client{Timeout: 10 * time.Second}, log: lg, dummyHash: dummy}
+		checkSector: cfg.checkSector, hc: &http.Client{Timeout: 10 * time.Second}, log: lg, dummyHash: dummy,
+		mail: ml, requireVerified: cfg.requireVerified, mailPerAddress: int64(cfg.mailPerAddress), mailPerIP: int64(cfg.mailPerIP)}
 	app.SetErrorPage(func(w http.ResponseWriter, r *http.Request, e *hakit.HTTPError) {
 		pages.Render(w, r, e.Status, "error.html", page{Title: http.StatusText(e.Status), Data: e})
 	})
@@ -306,13 +352,16 @@ func bootstrapClients(ctx context.Context, db *dbrouter.Router, js string, lg *s
 }
 
 // cleanup deletes what can no longer be used: auth requests over a day
-// old and tokens expired for a day.
+// old, tokens expired for a day, mailed links expired for a week.
 func cleanup(ctx context.Context, db *dbrouter.Router) error {
 	return db.Write(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "DELETE FROM tokens WHERE expires_at < now() - interval '1 day'"); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, "DELETE FROM auth_requests WHERE created_at < now() - interval '1 day'")
+		if _, err := tx.Exec(ctx, "DELETE FROM auth_requests WHERE created_at < now() - interval '1 day'"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "DELETE FROM mail_tokens WHERE expires_at < now() - interval '7 days'")
 		return err
 	})
 }

@@ -525,20 +525,27 @@ func (s *storage) userBySubject(ctx context.Context, c *client, sub string) (str
 // user is an account, as pages show it.
 type user struct {
 	ID, Email, Name string
+	EmailVerified   bool
 	CreatedAt       time.Time
 }
 
 func (s *storage) userByID(ctx context.Context, id string) (*user, error) {
 	u := &user{}
 	err := s.read(ctx, func(q dbrouter.Querier) error {
-		return q.QueryRow(ctx, "SELECT id, email, name, created_at FROM users WHERE id = $1", id).
-			Scan(&u.ID, &u.Email, &u.Name, &u.CreatedAt)
+		return q.QueryRow(ctx, "SELECT id, email, name, email_verified_at IS NOT NULL, created_at FROM users WHERE id = $1", id).
+			Scan(&u.ID, &u.Email, &u.Name, &u.EmailVerified, &u.CreatedAt)
 	})
 	return u, err
 }
 
 func (s *storage) setUserinfo(ctx context.Context, info *oidc.UserInfo, userID, sub string, scopes []string) error {
-	u, err := s.userByID(ctx, userID)
+	// On the primary: a verification (or a new name) counts at once, on
+	// every instance, whatever a replica has replayed.
+	u := &user{}
+	err := s.primary(ctx, func(q dbrouter.Querier) error {
+		return q.QueryRow(ctx, "SELECT email, name, email_verified_at IS NOT NULL FROM users WHERE id = $1", userID).
+			Scan(&u.Email, &u.Name, &u.EmailVerified)
+	})
 	if err != nil {
 		return err
 	}
@@ -547,7 +554,11 @@ func (s *storage) setUserinfo(ctx context.Context, info *oidc.UserInfo, userID, 
 		switch sc {
 		case oidc.ScopeEmail:
 			info.Email = u.Email
-			info.EmailVerified = false // no verification yet
+			// oidc.UserInfo omits a false email_verified: say it.
+			info.EmailVerified = oidc.Bool(u.EmailVerified)
+			if !u.EmailVerified {
+				info.AppendClaims("email_verified", false)
+			}
 		case oidc.ScopeProfile:
 			info.Name = u.Name
 			info.PreferredUsername = u.Email

@@ -104,3 +104,35 @@ func (th *throttle) tokenThrottle(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// take counts one use of something limited per key and per client address
+// (mails sent: a verification link again, a password reset) and returns
+// how long to wait when either count is past its limit in the window, or
+// 0. Every call counts, refused ones included, so hammering keeps the
+// window shut. A Redis outage lets the use through (logged).
+func (th *throttle) take(ctx context.Context, kind, key, ip string, perKey, perIP int64) time.Duration {
+	if th == nil || th.rdb == nil {
+		return 0
+	}
+	keys := []string{throttleKey(kind, key), throttleKey(kind+"-ip", ip)}
+	limits := []int64{perKey, perIP}
+	pipe := th.rdb.Pipeline()
+	incrs := make([]*redis.IntCmd, len(keys))
+	ttls := make([]*redis.DurationCmd, len(keys))
+	for i, k := range keys {
+		incrs[i] = pipe.Incr(ctx, k)
+		pipe.ExpireNX(ctx, k, th.window)
+		ttls[i] = pipe.PTTL(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		th.log.WarnContext(ctx, "throttle: redis unavailable; not throttling", "kind", kind, "err", err)
+		return 0
+	}
+	var wait time.Duration
+	for i := range keys {
+		if incrs[i].Val() > limits[i] {
+			wait = max(wait, ttls[i].Val(), time.Second)
+		}
+	}
+	return wait
+}

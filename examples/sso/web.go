@@ -26,6 +26,7 @@ import (
 // Session keys.
 const (
 	sessAuthTime = "auth_time" // Unix seconds of the last password check
+	sessEpoch    = "epoch"     // the users.session_epoch the login was made under
 )
 
 // authRequestMaxAge bounds the time between /authorize and the login.
@@ -48,23 +49,40 @@ type web struct {
 	// dummyHash is checked against when the e-mail is unknown, so that a
 	// login takes as long whether or not the account exists.
 	dummyHash string
+	// mail makes and sends the verification and password-reset links.
+	mail *mailer
+	// requireVerified: an account whose address is not verified cannot
+	// sign in to a client (SSO_REQUIRE_VERIFIED_EMAIL).
+	requireVerified bool
+	// mailPerAddress, mailPerIP: mails (links) per address and per client
+	// address per throttle window.
+	mailPerAddress, mailPerIP int64
 }
 
 func (wb *web) routes(r chi.Router) {
-	r.Get("/", wb.home)
-	r.Get("/register", wb.registerForm)
-	r.Post("/register", wb.register)
-	r.Get("/login", wb.loginForm)
-	r.Post("/login", wb.login)
-	r.Get("/consent", wb.consentForm)
-	r.Post("/consent", wb.consent)
-	r.Get("/logout", wb.logoutForm)
-	r.Post("/logout", wb.logout)
-	r.Get("/logged-out", wb.loggedOut)
-	r.Post("/account/apps/{client}/revoke", wb.revokeApp)
-	r.Get("/admin/clients", wb.adminClients)
-	r.Post("/admin/clients", wb.adminAddClient)
-	r.Post("/admin/clients/{client}/delete", wb.adminDeleteClient)
+	r.Group(func(r chi.Router) {
+		r.Use(wb.currentSession) // a session from before a password reset is signed out
+		r.Get("/", wb.home)
+		r.Get("/register", wb.registerForm)
+		r.Post("/register", wb.register)
+		r.Get("/login", wb.loginForm)
+		r.Post("/login", wb.login)
+		r.Get("/consent", wb.consentForm)
+		r.Post("/consent", wb.consent)
+		r.Get("/logout", wb.logoutForm)
+		r.Post("/logout", wb.logout)
+		r.Get("/logged-out", wb.loggedOut)
+		r.Post("/account/apps/{client}/revoke", wb.revokeApp)
+		r.Post("/account/verify-email", wb.resendVerification)
+		r.Get("/verify", wb.verifyEmail)
+		r.Get("/forgot", wb.forgotForm)
+		r.Post("/forgot", wb.forgot)
+		r.Get("/reset", wb.resetForm)
+		r.Post("/reset", wb.reset)
+		r.Get("/admin/clients", wb.adminClients)
+		r.Post("/admin/clients", wb.adminAddClient)
+		r.Post("/admin/clients/{client}/delete", wb.adminDeleteClient)
+	})
 }
 
 // page is what every page template gets.
@@ -230,12 +248,8 @@ func (wb *web) register(w http.ResponseWriter, r *http.Request) {
 		problem = "Enter a valid e-mail address."
 	case utf8.RuneCountInString(d.Name) > 100:
 		problem = "The name is too long (100 characters at most)."
-	case utf8.RuneCountInString(pw) < 10:
-		problem = "The password needs at least 10 characters."
-	case len(pw) > 1024:
-		problem = "The password is too long."
-	case pw != f.Get("password2"):
-		problem = "The two passwords differ."
+	default:
+		problem = passwordProblem(pw, f.Get("password2"))
 	}
 	if problem != "" {
 		wb.render(w, r, http.StatusUnprocessableEntity, "register.html", page{Title: "Create your account", Error: problem, Data: d})
@@ -248,8 +262,13 @@ func (wb *web) register(w http.ResponseWriter, r *http.Request) {
 	}
 	var uid string
 	err = wb.db.Write(ctx, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, "INSERT INTO users (email, name, password_hash) VALUES ($1, $2, $3) RETURNING id",
-			d.Email, d.Name, hash).Scan(&uid)
+		if err := tx.QueryRow(ctx, "INSERT INTO users (email, name, password_hash) VALUES ($1, $2, $3) RETURNING id",
+			d.Email, d.Name, hash).Scan(&uid); err != nil {
+			return err
+		}
+		// The verification mail, in the same transaction (the outbox):
+		// an account never misses it, a rolled-back one never gets it.
+		return wb.mail.enqueue(ctx, tx, purposeVerify, uid, d.Email)
 	})
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23505" {
@@ -262,7 +281,22 @@ func (wb *web) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wb.log.InfoContext(ctx, "account created", "user", uid)
-	wb.signedIn(w, r, a, c, uid)
+	wb.sessions.Flash(ctx, "info", "Welcome! We sent a link to "+d.Email+" to confirm the address.")
+	wb.signedIn(w, r, a, c, uid, 0)
+}
+
+// passwordProblem says what is wrong with a new password (pw, typed twice),
+// or "".
+func passwordProblem(pw, again string) string {
+	switch {
+	case utf8.RuneCountInString(pw) < 10:
+		return "The password needs at least 10 characters."
+	case len(pw) > 1024:
+		return "The password is too long."
+	case pw != again:
+		return "The two passwords differ."
+	}
+	return ""
 }
 
 func validEmail(s string) bool {
@@ -334,8 +368,9 @@ func (wb *web) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var uid, hash string
+	var epoch int64
 	err := wb.st.read(ctx, func(q dbrouter.Querier) error {
-		return q.QueryRow(ctx, "SELECT id, password_hash FROM users WHERE email = $1", d.Email).Scan(&uid, &hash)
+		return q.QueryRow(ctx, "SELECT id, password_hash, session_epoch FROM users WHERE email = $1", d.Email).Scan(&uid, &hash, &epoch)
 	})
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		hakit.Error(w, r, err)
@@ -351,18 +386,19 @@ func (wb *web) login(w http.ResponseWriter, r *http.Request) {
 		wb.render(w, r, http.StatusUnauthorized, "login.html", page{Title: "Sign in", Error: "Wrong e-mail address or password.", Data: d})
 		return
 	}
-	wb.signedIn(w, r, a, c, uid)
+	wb.signedIn(w, r, a, c, uid, epoch)
 }
 
-// signedIn logs uid in on the session (a new token, durable), then goes
-// on with the auth request, if any.
-func (wb *web) signedIn(w http.ResponseWriter, r *http.Request, a *authRequest, c *client, uid string) {
+// signedIn logs uid in on the session (a new token, durable), under the
+// account's session epoch, then goes on with the auth request, if any.
+func (wb *web) signedIn(w http.ResponseWriter, r *http.Request, a *authRequest, c *client, uid string, epoch int64) {
 	ctx := r.Context()
 	if err := wb.sessions.Login(ctx, uid); err != nil {
 		hakit.Error(w, r, err)
 		return
 	}
 	wb.sessions.Put(ctx, sessAuthTime, time.Now().Unix())
+	wb.sessions.Put(ctx, sessEpoch, epoch)
 	if a == nil {
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return
@@ -375,6 +411,22 @@ func (wb *web) signedIn(w http.ResponseWriter, r *http.Request, a *authRequest, 
 // the provider, which answers the client with a code.
 func (wb *web) afterLogin(w http.ResponseWriter, r *http.Request, a *authRequest, c *client, uid string) {
 	ctx := r.Context()
+	if wb.requireVerified {
+		u, err := wb.st.userByID(ctx, uid)
+		if err != nil {
+			hakit.Error(w, r, err)
+			return
+		}
+		if !u.EmailVerified {
+			if a.hasPrompt(oidc.PromptNone) {
+				op.AuthRequestError(w, r, a, oidc.ErrInteractionRequired().WithDescription("the e-mail address is not verified"), wb.provider)
+				return
+			}
+			wb.render(w, r, http.StatusForbidden, "unverified.html", page{Title: "Confirm your e-mail address", User: u,
+				Data: loginData{AuthRequestID: a.id, Client: c.name, Email: u.Email}})
+			return
+		}
+	}
 	ok, err := wb.st.hasConsent(ctx, uid, c.id, a.scopes)
 	if err != nil {
 		hakit.Error(w, r, err)

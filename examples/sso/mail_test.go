@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"hakit.dev/dbrouter"
+	"hakit.dev/hatest"
+)
+
+// mailTimeout bounds the wait for a mail: outbox, relay, queue, worker,
+// SMTP, on a loaded machine.
+const mailTimeout = 60 * time.Second
+
+// mailCluster is one instance sending its mail to a Mailpit of its own.
+func mailCluster(t *testing.T, extraEnv ...string) (*cluster, *hatest.Mailpit) {
+	t.Helper()
+	services(t)
+	mp := hatest.NewMailpit(t, hatest.MailpitOptions{})
+	env := append([]string{"SSO_SMTP_ADDR=" + mp.SMTPAddr, "SSO_MAIL_FROM=sso@example.test"}, extraEnv...)
+	return newCluster(t, 1, false, env...), mp
+}
+
+// mailsTo returns the messages Mailpit has for addr, oldest first.
+func mailsTo(t *testing.T, mp *hatest.Mailpit, addr string) []hatest.MailSummary {
+	t.Helper()
+	all, err := mp.Messages(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []hatest.MailSummary
+	for _, m := range all {
+		if slices.ContainsFunc(m.To, func(a hatest.MailAddress) bool { return strings.EqualFold(a.Address, addr) }) {
+			out = append(out, m)
+		}
+	}
+	slices.SortFunc(out, func(a, b hatest.MailSummary) int { return a.Created.Compare(b.Created) })
+	return out
+}
+
+// waitMail waits for the n-th mail to addr and returns it, whole.
+func waitMail(t *testing.T, mp *hatest.Mailpit, addr string, n int) hatest.Mail {
+	t.Helper()
+	var got []hatest.MailSummary
+	hatest.WaitFor(t, mailTimeout, "mail to "+addr, func() bool {
+		got = mailsTo(t, mp, addr)
+		return len(got) >= n
+	})
+	m, err := mp.Message(context.Background(), got[n-1].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+var mailLinkRe = regexp.MustCompile(`https?://\S+/(verify|reset)\?token=([A-Za-z0-9_-]{43})\b`)
+
+// mailLink returns the link in a mail and its token, and checks its form:
+// <issuer>/<purpose>?token=<43 characters>.
+func mailLink(t *testing.T, c *cluster, m hatest.Mail, purpose string) (link, token string) {
+	t.Helper()
+	sm := mailLinkRe.FindStringSubmatch(m.Text)
+	if sm == nil {
+		t.Fatalf("no link in the mail %q:\n%s", m.Subject, m.Text)
+	}
+	if want := c.issuer + "/" + purpose + "?token="; !strings.HasPrefix(sm[0], want) {
+		t.Fatalf("link %s, want %s…", sm[0], want)
+	}
+	return sm[0], sm[2]
+}
+
+// emailVerified returns the email_verified claim of an ID token (nil when
+// absent).
+func emailVerified(t *testing.T, tk *tokens) *bool {
+	t.Helper()
+	var cl struct {
+		EmailVerified *bool `json:"email_verified"`
+	}
+	if err := tk.idToken.Claims(&cl); err != nil {
+		t.Fatal(err)
+	}
+	return cl.EmailVerified
+}
+
+// userinfoClaims returns the userinfo answer for an access token.
+func userinfoClaims(t *testing.T, r *rp, access string) map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest("GET", r.provider.UserInfoEndpoint(), nil)
+	req.Header.Set("Authorization", "Bearer "+access)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("userinfo: %d", resp.StatusCode)
+	}
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestEmailVerification: a registration mails a verification link (the
+// outbox, Mailpit); userinfo says email_verified=false until the link is
+// opened, true after. A forged, an expired and a
+// replayed link get a clear error page and change nothing; "send again"
+// mails a new link. The mail task run again sends no second mail, and two
+// runs at once send one.
+func TestEmailVerification(t *testing.T) {
+	t.Parallel()
+	c, mp := mailCluster(t)
+	const addr = "vera@example.com"
+	a1 := c.rp("client-a1")
+	b := c.browser()
+	f := newFlow()
+	tk := a1.mustExchange(t, f, b.login(a1, f, addr, "correct horse battery", true))
+	// With an access token, the claims of the email scope are at userinfo
+	// (OIDC Core 5.4); an ID token that has one must agree.
+	if v := emailVerified(t, tk); v != nil && *v {
+		t.Fatalf("ID token email_verified of a new account: %v, want false or absent", *v)
+	}
+	if v, ok := userinfoClaims(t, a1, tk.tok.AccessToken)["email_verified"]; !ok || v != false {
+		t.Errorf("userinfo email_verified of a new account: %v, want false", v)
+	}
+
+	first := waitMail(t, mp, addr, 1)
+	if first.Subject != "Confirm your e-mail address for hakit SSO" || first.From == nil || first.From.Address != "sso@example.test" {
+		t.Errorf("mail: subject %q from %v", first.Subject, first.From)
+	}
+	link1, token1 := mailLink(t, c, first, "verify")
+	if n := c.queryInt("SELECT count(*) FROM mail_tokens WHERE token_hash = $1 AND purpose = 'verify'", hashToken(token1)); n != 1 {
+		t.Fatalf("%d rows with the link's hash, want 1", n)
+	}
+	verified := func() int {
+		return c.queryInt("SELECT count(*) FROM users WHERE email = $1 AND email_verified_at IS NOT NULL", addr)
+	}
+
+	// The account page offers to send the link again; it sends a new one.
+	if p := b.get(c.issuer + "/"); !strings.Contains(p.body, "not verified") || !strings.Contains(p.body, `action="/account/verify-email"`) {
+		t.Fatalf("account page of an unverified account: %d %.600s", p.status, p.body)
+	}
+	if p := b.post("/account/verify-email", url.Values{}); p.status != 200 || !strings.Contains(p.body, "We sent a new link") {
+		t.Fatalf("send again: %d %.600s", p.status, p.body)
+	}
+	_, token2 := mailLink(t, c, waitMail(t, mp, addr, 2), "verify")
+	if token2 == token1 {
+		t.Fatal("the second link is the first one")
+	}
+
+	// The mail task again, from this process, on the mailed row: nothing
+	// is sent, three runs at once included. A claim by a run in progress
+	// holds another off; an expired claim is taken over and sends (the
+	// count below can see a mail).
+	ctx := context.Background()
+	db, err := dbrouter.New(ctx, dbrouter.Config{Nodes: []string{c.pg.Nodes[0].DSNFor(c.db)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ml := &mailer{db: db, key: derive(testSecret, "sso mail links"), issuer: c.issuer,
+		cfg: mailConfig{SMTPAddr: mp.SMTPAddr, From: "sso@example.test", VerifyTTL: time.Hour, ResetTTL: time.Hour},
+		log: slog.New(slog.DiscardHandler)}
+	var id2 string
+	{
+		conn := c.conn()
+		if err := conn.QueryRow(ctx, "SELECT id FROM mail_tokens WHERE token_hash = $1", hashToken(token2)).Scan(&id2); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close(ctx)
+	}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			if err := ml.send(ctx, mailJob{ID: id2}); err != nil {
+				t.Errorf("mail task run again: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	c.sql("UPDATE mail_tokens SET mailed_at = NULL, mail_claimed_at = now() WHERE id = $1", id2)
+	if err := ml.send(ctx, mailJob{ID: id2}); !errors.Is(err, errMailClaimed) {
+		t.Errorf("mail task while another run holds the claim: %v, want errMailClaimed", err)
+	}
+	c.sql("UPDATE mail_tokens SET mail_claimed_at = now() - interval '1 hour' WHERE id = $1", id2)
+	if err := ml.send(ctx, mailJob{ID: id2}); err != nil {
+		t.Fatalf("mail task taking over an expired claim: %v", err)
+	}
+	if err := ml.send(ctx, mailJob{ID: id2}); err != nil {
+		t.Fatalf("mail task after the takeover: %v", err)
+	}
+	if err := ml.send(ctx, mailJob{ID: "not-a-row"}); err == nil {
+		t.Error("a mail task with a bad ID succeeded")
+	}
+	if got := mailsTo(t, mp, addr); len(got) != 3 {
+		t.Errorf("%d mails to %s, want 3 (registration, send again, the takeover)", len(got), addr)
+	}
+
+	// Forged, malformed and expired links: an error page, nothing changes.
+	forged := base64.RawURLEncoding.EncodeToString(randomBytes(32)) // well formed, never issued
+	c.sql("UPDATE mail_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1", hashToken(token2))
+	for _, tc := range []struct{ name, url, want string }{
+		{"forged", c.issuer + "/verify?token=" + string(forged), "not valid"},
+		{"malformed", c.issuer + "/verify?token=%27%20OR%201=1--", "not valid"},
+		{"missing", c.issuer + "/verify", "not valid"},
+		{"expired", c.issuer + "/verify?token=" + token2, "has expired"},
+	} {
+		if p := b.get(tc.url); p.status != http.StatusBadRequest || !strings.Contains(p.body, tc.want) {
+			t.Errorf("%s link: %d %.300s; want 400 with %q", tc.name, p.status, p.body, tc.want)
+		}
+	}
+	if n := verified(); n != 0 {
+		t.Fatal("a refused link verified the address")
+	}
+
+	// The link, opened in another browser (no session needed): verified.
+	if p := c.browser().get(link1); p.status != 200 || !strings.Contains(p.body, addr+" is verified") {
+		t.Fatalf("verification link: %d %.600s", p.status, p.body)
+	}
+	if verified() != 1 {
+		t.Fatal("the link did not verify the address")
+	}
+	var at1 time.Time
+	{
+		conn := c.conn()
+		_ = conn.QueryRow(ctx, "SELECT email_verified_at FROM users WHERE email = $1", addr).Scan(&at1)
+		conn.Close(ctx)
+	}
+	// The same link again: refused, the verification stays as it was.
+	if p := b.get(link1); p.status != http.StatusBadRequest || !strings.Contains(p.body, "already used") {
+		t.Errorf("replayed link: %d %.300s", p.status, p.body)
+	}
+	if n := c.queryInt("SELECT count(*) FROM users WHERE email = $1 AND email_verified_at = $2", addr, at1); n != 1 {
+		t.Error("the replayed link changed email_verified_at")
+	}
+
+	// The next sign-in: email_verified=true in the ID token and userinfo.
+	f2 := newFlow()
+	tk2 := a1.mustExchange(t, f2, b.codeFrom(a1, f2, b.authorize(a1, f2)))
+	if v := emailVerified(t, tk2); v != nil && !*v {
+		t.Errorf("ID token email_verified after the link: %v, want true or absent", *v)
+	}
+	if v := userinfoClaims(t, a1, tk2.tok.AccessToken)["email_verified"]; v != true {
+		t.Errorf("userinfo email_verified after the link: %v, want true", v)
+	}
+	if p := b.get(c.issuer + "/"); !strings.Contains(p.body, "E-mail address verified") {
+		t.Errorf("account page after verification: %.600s", p.body)
+	}
+	if p := b.post("/account/verify-email", url.Values{}); p.status != 200 || !strings.Contains(p.body, "already verified") {
+		t.Errorf("send again when verified: %d %.300s", p.status, p.body)
+	}
+}
