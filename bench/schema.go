@@ -1,14 +1,20 @@
 package main
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing/fstest"
@@ -26,11 +32,15 @@ import (
 // both releases: once the safe way (expand at start, contract after) and
 // once naively (plain CREATE INDEX and SET NOT NULL at start).
 func schemaSuite(ctx context.Context, r *report) error {
-	safe, err := runSchemaDeploy(ctx, schemaDeploy{Rows: 1_000_000})
+	var trace io.Writer
+	if os.Getenv("BENCH_SCHEMA_TRACE") != "" {
+		trace = os.Stderr
+	}
+	safe, err := runSchemaDeploy(ctx, schemaDeploy{Rows: 1_000_000, Trace: trace})
 	if err != nil {
 		return fmt.Errorf("safe deploy: %w", err)
 	}
-	naive, err := runSchemaDeploy(ctx, schemaDeploy{Rows: 1_000_000, Naive: true})
+	naive, err := runSchemaDeploy(ctx, schemaDeploy{Rows: 1_000_000, Naive: true, Trace: trace})
 	if err != nil {
 		return fmt.Errorf("naive deploy: %w", err)
 	}
@@ -52,8 +62,19 @@ func schemaSuite(ctx context.Context, r *report) error {
 	r.metric("schema_rolling_deploy_failed_requests_naive", naive.Failed)
 	r.metric("schema_max_write_stall_ms", wholeMS(safe.MaxWrite))
 	r.metric("schema_max_write_stall_ms_naive", wholeMS(naive.MaxWrite))
+	// The machine's noise: the longest write with v1 alone, before the
+	// change, and the raw stall beyond it (the raw number stays the one
+	// above).
+	r.metric("schema_max_write_stall_ms_baseline", wholeMS(safe.Phases[0].MaxWrite))
+	r.metric("schema_max_write_stall_beyond_baseline_ms", wholeMS(max(0, safe.MaxWrite-safe.Phases[0].MaxWrite)))
+	r.metric("schema_max_write_stall_beyond_baseline_ms_naive", wholeMS(max(0, naive.MaxWrite-naive.Phases[0].MaxWrite)))
 	return nil
 }
+
+// schemaBaseline is how long the load runs on v1 alone before the deploy,
+// to measure the machine's own noise: the longest write without any
+// schema change.
+const schemaBaseline = 10 * time.Second
 
 // wholeMS formats d in whole milliseconds.
 func wholeMS(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
@@ -64,6 +85,12 @@ type schemaDeploy struct {
 	Naive bool // the naive migrations instead of expand/contract
 	// Log receives the apps' logs. Defaults to none.
 	Log *slog.Logger
+	// Trace, if set, receives where the slowest writes spent their time:
+	// samples of pg_stat_activity and pg_locks, the bench process's
+	// scheduling delays, and PostgreSQL's log of lock waits, slow
+	// statements, autovacuum and checkpoints. The sampling is load of
+	// its own: off for the numbers reported.
+	Trace io.Writer
 }
 
 // schemaResult is what runSchemaDeploy measured.
@@ -131,7 +158,8 @@ func schemaApp(ctx context.Context, addr string, dsns []string, rows int, v2, na
 	db := app.DB()
 	app.Router().Post("/write", func(w http.ResponseWriter, r *http.Request) {
 		var err error
-		n := time.Now().Nanosecond()
+		start := time.Now()
+		n := start.Nanosecond()
 		if v2 {
 			_, err = db.Exec(r.Context(), `INSERT INTO items (n, tag) VALUES ($1, $2)`, n, "t"+strconv.Itoa(n%100))
 		} else {
@@ -141,6 +169,9 @@ func schemaApp(ctx context.Context, addr string, dsns []string, rows int, v2, na
 			hakit.Error(w, r, err)
 			return
 		}
+		// How long the database took, apart from HTTP, HAProxy and the
+		// scheduling of both processes.
+		w.Header().Set(dbTimeHeader, strconv.FormatInt(time.Since(start).Microseconds(), 10))
 		w.WriteHeader(http.StatusNoContent)
 	})
 	app.Router().Get("/read", func(w http.ResponseWriter, r *http.Request) {
@@ -212,10 +243,11 @@ type loadStats struct {
 	failed        int
 	samples       []string
 	writes, reads []time.Duration
-	writeAt       []time.Time // when each write started
+	writeAt       []time.Time     // when each write started
+	writeDB       []time.Duration // the database's part of each write, as the app measured it (0: unknown)
 }
 
-func (s *loadStats) add(write bool, at time.Time, d time.Duration, failure string) {
+func (s *loadStats) add(write bool, at time.Time, d, db time.Duration, failure string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests++
@@ -228,6 +260,7 @@ func (s *loadStats) add(write bool, at time.Time, d time.Duration, failure strin
 	if write {
 		s.writes = append(s.writes, d)
 		s.writeAt = append(s.writeAt, at)
+		s.writeDB = append(s.writeDB, db)
 	} else {
 		s.reads = append(s.reads, d)
 	}
@@ -252,6 +285,7 @@ func runLoad(ctx context.Context, url string, rows, writers, readers int, s *loa
 			resp, err := client.Do(req)
 			d := time.Since(start)
 			failure := ""
+			var db time.Duration
 			switch {
 			case err != nil:
 				failure = err.Error()
@@ -261,8 +295,11 @@ func runLoad(ctx context.Context, url string, rows, writers, readers int, s *loa
 				if resp.StatusCode != http.StatusNoContent {
 					failure = req.Method + " " + req.URL.Path + ": " + resp.Status
 				}
+				if us, err := strconv.ParseInt(resp.Header.Get(dbTimeHeader), 10, 64); err == nil {
+					db = time.Duration(us) * time.Microsecond
+				}
 			}
-			s.add(write, start, d, failure)
+			s.add(write, start, d, db, failure)
 			select {
 			case <-ctx.Done():
 			case <-time.After(10 * time.Millisecond): // pacing: a bounded load
@@ -284,12 +321,29 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	pg, err := hatest.StartPostgres(ctx, hatest.PostgresOptions{})
+	// A database server of 2 cores: an index build (CONCURRENTLY or
+	// not) uses no parallel workers, which would take both cores from
+	// the app's queries.
+	pgOpts := hatest.PostgresOptions{Settings: map[string]string{"max_parallel_maintenance_workers": "0"}}
+	if o.Trace != nil {
+		maps.Copy(pgOpts.Settings, map[string]string{
+			"log_lock_waits": "on", "deadlock_timeout": "'20ms'", "log_min_duration_statement": "50",
+			"log_autovacuum_min_duration": "0", "log_checkpoints": "on",
+		})
+	}
+	pg, err := hatest.StartPostgres(ctx, pgOpts)
 	if err != nil {
 		return res, err
 	}
 	defer pg.Close()
-	dsns := pg.DSNs()
+	// Each instance's pool holds a connection for each of the load's 8
+	// clients (HAProxy sends them all to one instance while the other
+	// restarts), opened at start: a write waits neither for a pool
+	// connection nor for a new backend.
+	var dsns []string
+	for _, dsn := range pg.DSNs() {
+		dsns = append(dsns, dsn+"&pool_max_conns=10&pool_min_conns=8")
+	}
 
 	// Two slots, each on its own port: v1, then v2 in its place.
 	var addrs []string
@@ -335,6 +389,14 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 
 	stats := &loadStats{}
 	lctx, stopLoad := context.WithCancel(ctx)
+	tracer := &schemaTracer{}
+	stopTrace := func() {}
+	if o.Trace != nil {
+		if stopTrace, err = tracer.start(lctx, pg.DSNs()[0]); err != nil {
+			stopLoad()
+			return res, err
+		}
+	}
 	wg := runLoad(lctx, lb.URL, o.Rows, 4, 4, stats)
 	loadStopped := false
 	defer func() {
@@ -348,8 +410,8 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 		at   time.Time
 	}
 	marks := []mark{{"v1 alone", time.Now()}}
-	// Load on v1 alone first: the machine's noise.
-	if err := sleepCtx(ctx, 3*time.Second); err != nil {
+	// Load on v1 alone first: the machine's noise, the baseline.
+	if err := sleepCtx(ctx, schemaBaseline); err != nil {
 		return res, err
 	}
 	marks = append(marks, mark{"rolling deploy, start-up migrations", time.Now()})
@@ -382,21 +444,20 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 
 	if !o.Naive {
 		marks = append(marks, mark{"backfill in batches", time.Now()})
-		// Every instance runs v2: the backfill, in batches of 10 000 rows
-		// (each its own transaction), then the contract step.
+		// Every instance runs v2: the backfill, paced batches of 1000
+		// keys (each its own transaction), then the contract step.
+		// Up to the last row v1 inserted before the column existed.
 		pool, err := first.DB().Primary()
 		if err != nil {
 			return res, err
 		}
-		// Up to the last row v1 inserted before the column existed.
 		var last int64
 		if err := pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM items`).Scan(&last); err != nil {
 			return res, err
 		}
-		for lo := int64(0); lo < last; lo += 10_000 {
-			if _, err := pool.Exec(ctx, `UPDATE items SET tag = 't' || (n % 100) WHERE id > $1 AND id <= $2 AND tag IS NULL`, lo, lo+10_000); err != nil {
-				return res, fmt.Errorf("backfill: %w", err)
-			}
+		if _, err := hakit.Backfill(ctx, first.DB(), `UPDATE items SET tag = 't' || (n % 100) WHERE id > $1 AND id <= $2 AND tag IS NULL`,
+			0, last, hakit.BackfillOptions{Log: log}); err != nil {
+			return res, err
 		}
 		marks = append(marks, mark{"contract", time.Now()})
 		if err := first.MigrateContract(ctx); err != nil {
@@ -411,6 +472,7 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 	marks = append(marks, mark{"", time.Now()})
 	stopLoad()
 	wg.Wait()
+	stopTrace()
 	loadStopped = true
 
 	// The schema is as v2 wants it, either way.
@@ -441,6 +503,32 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 		}
 		res.Phases = append(res.Phases, p)
 	}
+	if o.Trace != nil {
+		phaseOf := func(at time.Time) string {
+			for i := len(marks) - 1; i >= 0; i-- {
+				if !at.Before(marks[i].at) {
+					return marks[i].name
+				}
+			}
+			return ""
+		}
+		title := "safe"
+		if o.Naive {
+			title = "naive"
+		}
+		tracer.report(o.Trace, title, stats, phaseOf, 12)
+		if f, err := os.Open(pg.Nodes[0].LogPath()); err == nil {
+			fmt.Fprintf(o.Trace, "-- PostgreSQL's log (%s): lock waits, slow statements, autovacuum, checkpoints\n", title)
+			sc := bufio.NewScanner(f)
+			for sc.Scan() {
+				if l := sc.Text(); strings.Contains(l, "still waiting") || strings.Contains(l, "acquired") ||
+					strings.Contains(l, "duration:") || strings.Contains(l, "automatic") || strings.Contains(l, "checkpoint") {
+					fmt.Fprintln(o.Trace, l)
+				}
+			}
+			f.Close()
+		}
+	}
 	return res, nil
 }
 
@@ -453,3 +541,167 @@ func maxDuration(ds []time.Duration) time.Duration {
 }
 
 func medianDuration(ds []time.Duration) time.Duration { return median(ds) }
+
+// dbTimeHeader carries the database's part of a write, in microseconds,
+// from the app to the load.
+const dbTimeHeader = "X-Db-Us"
+
+// schemaTracer samples, while the load runs, what PostgreSQL's backends
+// are doing and waiting for (pg_stat_activity, pg_locks) and how late the
+// bench process's goroutines are scheduled: the evidence of where a slow
+// write spent its time. Only with schemaDeploy.Trace: it is load itself.
+type schemaTracer struct {
+	mu      sync.Mutex
+	samples []pgSample
+	lags    []schedLag
+}
+
+// pgSample is one look at pg_stat_activity: a line per busy backend.
+type pgSample struct {
+	at    time.Time
+	lines []traceLine
+}
+
+// traceLine is a busy backend: its statement and wait, and since when.
+type traceLine struct {
+	what string
+	ms   int
+}
+
+// schedLag is a wake-up of a 5 ms timer that came late.
+type schedLag struct {
+	at   time.Time
+	late time.Duration
+}
+
+// traceActivity lists the busy backends: client backends not idle, the
+// others when not in their main wait, with the locks they wait for.
+const traceActivity = `SELECT a.backend_type, coalesce(a.wait_event_type, ''), coalesce(a.wait_event, ''),
+	left(regexp_replace(coalesce(a.query, ''), '\s+', ' ', 'g'), 60),
+	coalesce(extract(epoch FROM clock_timestamp() - a.query_start) * 1000, 0)::int,
+	coalesce((SELECT string_agg(l.mode || ' on ' || coalesce(l.relation::regclass::text, l.locktype), ', ')
+		FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted), '')
+FROM pg_stat_activity a
+WHERE a.pid <> pg_backend_pid()
+	AND CASE WHEN a.backend_type = 'client backend' THEN a.state <> 'idle'
+		ELSE coalesce(a.wait_event_type, '') <> 'Activity' END`
+
+// start samples until ctx ends; the returned function waits for the
+// samplers to stop.
+func (t *schemaTracer) start(ctx context.Context, dsn string) (func(), error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("trace: %w", err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer conn.Close(context.WithoutCancel(ctx))
+		for ctx.Err() == nil {
+			at := time.Now()
+			rows, err := conn.Query(ctx, traceActivity)
+			if err != nil {
+				return
+			}
+			var lines []traceLine
+			for rows.Next() {
+				var typ, wtype, wevent, query, waiting string
+				var ms int
+				if rows.Scan(&typ, &wtype, &wevent, &query, &ms, &waiting) != nil {
+					continue
+				}
+				line := typ
+				if typ == "client backend" {
+					line = strconv.Quote(query)
+				}
+				if wtype != "" {
+					line += " waits " + wtype + "/" + wevent
+				}
+				if waiting != "" {
+					line += " for " + waiting
+				}
+				lines = append(lines, traceLine{what: line, ms: ms})
+			}
+			if rows.Err() != nil {
+				return
+			}
+			t.mu.Lock()
+			t.samples = append(t.samples, pgSample{at: at, lines: lines})
+			t.mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+	wg.Go(func() {
+		const tick = 5 * time.Millisecond
+		for ctx.Err() == nil {
+			before := time.Now()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(tick):
+			}
+			if late := time.Since(before) - tick; late > 10*time.Millisecond {
+				t.mu.Lock()
+				t.lags = append(t.lags, schedLag{at: before, late: late})
+				t.mu.Unlock()
+			}
+		}
+	})
+	return wg.Wait, nil
+}
+
+// report writes, for the slowest writes of stats, when they ran, how much
+// of them the database took, how late the bench process was scheduled
+// meanwhile, and what the backends were doing.
+func (t *schemaTracer) report(w io.Writer, title string, stats *loadStats, phaseOf func(time.Time) string, n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	idx := make([]int, len(stats.writes))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(stats.writes[b], stats.writes[a]) })
+	var first time.Time
+	if len(stats.writeAt) > 0 {
+		first = slices.MinFunc(stats.writeAt, func(a, b time.Time) int { return a.Compare(b) })
+	}
+	var lagMax time.Duration
+	for _, l := range t.lags {
+		lagMax = max(lagMax, l.late)
+	}
+	fmt.Fprintf(w, "-- trace %s: %d pg samples, %d late wake-ups of the bench process (> 10 ms late), the latest %s\n",
+		title, len(t.samples), len(t.lags), lagMax.Round(time.Millisecond))
+	for _, i := range idx[:min(n, len(idx))] {
+		at, d := stats.writeAt[i], stats.writes[i]
+		end := at.Add(d)
+		var late time.Duration
+		for _, l := range t.lags {
+			if l.at.Before(end) && l.at.Add(l.late).After(at) {
+				late = max(late, l.late)
+			}
+		}
+		fmt.Fprintf(w, "write at +%s (%s): %s, database %s, bench process late up to %s\n",
+			at.Sub(first).Round(time.Millisecond), phaseOf(at), d.Round(time.Millisecond),
+			stats.writeDB[i].Round(time.Millisecond), late.Round(time.Millisecond))
+		// One line per statement and wait: how often seen, the oldest.
+		seen, oldest := map[string]int{}, map[string]int{}
+		var order []string
+		for _, s := range t.samples {
+			if s.at.Before(at) || s.at.After(end) {
+				continue
+			}
+			for _, l := range s.lines {
+				if _, ok := seen[l.what]; !ok {
+					order = append(order, l.what)
+				}
+				seen[l.what]++
+				oldest[l.what] = max(oldest[l.what], l.ms)
+			}
+		}
+		for _, k := range order[:min(12, len(order))] {
+			fmt.Fprintf(w, "    %2d× %s (up to %d ms)\n", seen[k], k, oldest[k])
+		}
+	}
+}

@@ -83,11 +83,21 @@ type migrationFile struct {
 
 // MigrateOptions tune [MigrateWith]. The zero value is usable.
 type MigrateOptions struct {
-	// LockTimeout bounds each lock a migration waits for (PostgreSQL's
-	// lock_timeout, set for every migration): a migration stuck behind a
-	// long transaction gives up quickly instead of stalling every query
-	// queued behind the lock it waits for. Defaults to 5s.
+	// LockTimeout is the longest lock_timeout a migration runs with: a
+	// migration stuck behind a long transaction gives up instead of
+	// stalling every query queued behind the lock it waits for. The first
+	// attempt uses FirstLockTimeout, each retry after a lock timeout
+	// twice the last, up to LockTimeout. A migration holding
+	// CONCURRENTLY (which waits for the table's transactions without
+	// queueing them) always uses LockTimeout, as does every migration
+	// when LockRetry is negative. Defaults to 5s.
 	LockTimeout time.Duration
+
+	// FirstLockTimeout is the lock_timeout of the first attempt: how long
+	// the writers of a table queue behind a migration's ACCESS EXCLUSIVE
+	// lock while it waits for the transactions in flight. Defaults to
+	// 50ms (at most LockTimeout).
+	FirstLockTimeout time.Duration
 
 	// StatementTimeout bounds each migration file (PostgreSQL's
 	// statement_timeout, set for every migration; a file's statements
@@ -95,7 +105,8 @@ type MigrateOptions struct {
 	StatementTimeout time.Duration
 
 	// LockRetry is how long a migration that timed out waiting for a lock
-	// is retried, with backoff (1s doubling up to 15s, with jitter): the
+	// is retried, with backoff (250ms doubling up to 15s, with jitter),
+	// each time with a lock_timeout twice the last (see LockTimeout): the
 	// long transaction may end meanwhile. Each attempt releases every lock
 	// it took. Defaults to 2 minutes; negative: no retry, the first lock
 	// timeout is returned.
@@ -121,10 +132,27 @@ type MigrateOptions struct {
 }
 
 // undoState is what an attempt leaves to the next: the invalid indexes a
-// CONCURRENTLY statement cut short left, to drop before running it again.
+// CONCURRENTLY statement cut short left, to drop before running it again,
+// and the lock_timeout of the next attempt.
 type undoState struct {
-	mu      sync.Mutex
-	pending []string
+	mu          sync.Mutex
+	pending     []string
+	lockTimeout time.Duration
+}
+
+// attemptLockTimeout is the lock_timeout of the current attempt.
+func (u *undoState) attemptLockTimeout() time.Duration {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.lockTimeout
+}
+
+// raiseLockTimeout doubles the lock_timeout of the next attempt, up to
+// limit.
+func (u *undoState) raiseLockTimeout(limit time.Duration) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.lockTimeout = min(2*u.lockTimeout, limit)
 }
 
 func (o MigrateOptions) withDefaults() MigrateOptions {
@@ -143,8 +171,14 @@ func (o MigrateOptions) withDefaults() MigrateOptions {
 	if o.Status == nil {
 		o.Status = func(string) {}
 	}
+	if o.FirstLockTimeout <= 0 {
+		o.FirstLockTimeout = 50 * time.Millisecond
+	}
 	if o.undo == nil {
-		o.undo = &undoState{}
+		o.undo = &undoState{lockTimeout: min(o.FirstLockTimeout, o.LockTimeout)}
+		if o.LockRetry < 0 {
+			o.undo.lockTimeout = o.LockTimeout
+		}
 	}
 	return o
 }
@@ -239,7 +273,7 @@ func migrateDB(ctx context.Context, db *dbrouter.Router, lib []migrationSource, 
 func retryMigrations(ctx context.Context, opts MigrateOptions, attempt func() error) error {
 	log := opts.Log
 	delay := 100 * time.Millisecond
-	lockDelay := time.Second
+	lockDelay := 250 * time.Millisecond
 	var firstLockTimeout time.Time
 	defer opts.Status("")
 	for {
@@ -263,6 +297,7 @@ func retryMigrations(ctx context.Context, opts MigrateOptions, attempt func() er
 			// Jitter, so that instances do not retry in step.
 			wait = lockDelay/2 + rand.N(lockDelay)
 			lockDelay = min(2*lockDelay, 15*time.Second)
+			opts.undo.raiseLockTimeout(opts.LockTimeout)
 			reason := fmt.Sprintf("migrations: a migration timed out waiting for a table lock another transaction holds; retrying in %s (for up to %s): %v",
 				wait.Round(time.Millisecond), opts.LockRetry, err)
 			opts.Status(reason)
@@ -562,7 +597,7 @@ func applyLibrary(ctx context.Context, conn *pgx.Conn, files []migrationFile, op
 		start := time.Now()
 		ran, err := applyOne(ctx, conn, f, unrecorded == nil, opts)
 		if err != nil {
-			err = explainLockTimeout(err, opts.LockTimeout)
+			err = explainLockTimeout(err, opts.undo.attemptLockTimeout())
 			if unrecorded != nil {
 				return n, fmt.Errorf("hakit: library migration %s/%s (run unrecorded, as it could not %v): %w", f.pkg, f.name, unrecorded, err)
 			}
@@ -583,10 +618,13 @@ func applyLibrary(ctx context.Context, conn *pgx.Conn, files []migrationFile, op
 // applyOne runs f in a transaction that first records it (when record):
 // should another instance run it at the same time (its lock lost with its
 // connection), one of the two finds the record and leaves. Every lock the
-// transaction waits for is bounded by opts.LockTimeout.
+// transaction waits for is bounded by the attempt's lock_timeout.
 func applyOne(ctx context.Context, conn *pgx.Conn, f migrationFile, record bool, opts MigrateOptions) (bool, error) {
 	ran := false
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		// The record waits for another instance running the same
+		// migration (up to LockTimeout); the migration's own statements
+		// wait for their tables' locks up to the attempt's lock_timeout.
 		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, opts.LockTimeout.Milliseconds())); err != nil {
 			return err
 		}
@@ -599,6 +637,9 @@ func applyOne(ctx context.Context, conn *pgx.Conn, f migrationFile, record bool,
 			if err != nil || tag.RowsAffected() == 0 {
 				return err
 			}
+		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, opts.undo.attemptLockTimeout().Milliseconds())); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, f.sql); err != nil {
 			return err
@@ -626,56 +667,64 @@ func explainLockTimeout(err error, timeout time.Duration) error {
 		timeout, stmt, err)
 }
 
-// migrateApp runs the app's golang-migrate migrations in fsys up, each
-// with lock_timeout and statement_timeout set. A migration that timed out
-// waiting for a lock, or ran out of statement_timeout, is undone (see
-// undoFailed) and its error says so; lockTimedOut recognises the first.
+// migrateApp runs the app's golang-migrate migrations in fsys up, one at
+// a time, each with statement_timeout and the attempt's lock_timeout set
+// (opts.LockTimeout for a migration holding CONCURRENTLY: it waits for the
+// table's transactions without queueing its writers). A migration that
+// timed out waiting for a lock, or ran out of statement_timeout, is undone
+// (see undoFailed) and its error says so; lockTimedOut recognises the
+// first.
 func migrateApp(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, table string, libApplied int, start time.Time, opts MigrateOptions) error {
 	log := opts.Log
 	src, err := iofs.New(fsys, ".")
 	if err != nil {
 		return fmt.Errorf("hakit: migrations: %w", err)
 	}
-	// A connection of its own, with the timeouts set for its whole
-	// session: golang-migrate runs every migration on one connection.
-	cc := pool.Config().ConnConfig.Copy()
-	cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(opts.LockTimeout.Milliseconds(), 10)
-	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(max(opts.StatementTimeout.Milliseconds(), 0), 10)
-	sqlDB := stdlib.OpenDB(*cc)
-	defer sqlDB.Close()
-	drv, err := migratepgx.WithInstance(sqlDB, &migratepgx.Config{MigrationsTable: table})
-	if err != nil {
-		return fmt.Errorf("hakit: migrations: %w", err)
+	r := &appMigrator{pool: pool, src: keepOpen{src}, table: table, opts: opts}
+	defer r.close()
+	attemptTimeout := opts.undo.attemptLockTimeout()
+	if err := r.open(attemptTimeout); err != nil {
+		return err
 	}
-	m, err := migrate.NewWithInstance("iofs", src, "pgx5", drv)
-	if err != nil {
-		return fmt.Errorf("hakit: migrations: %w", err)
-	}
-	defer m.Close()
-	stop := context.AfterFunc(ctx, func() {
-		select {
-		case m.GracefulStop <- true:
-		default:
-		}
-	})
-	defer stop()
 	// Invalid indexes an earlier attempt left go first, under the same
 	// lock_timeout (DROP INDEX CONCURRENTLY waits for the writers too).
-	if err := opts.undo.drop(ctx, sqlDB, log); err != nil {
+	if err := opts.undo.drop(ctx, r.db, log); err != nil {
 		return fmt.Errorf("hakit: migrations: drop the invalid index a CONCURRENTLY statement cut short left: %w", err)
 	}
 	invalid, err := invalidIndexes(ctx, pool)
 	if err != nil {
 		return fmt.Errorf("hakit: migrations: %w", err)
 	}
-	err = m.Up()
-	switch {
-	case errors.Is(err, migrate.ErrNoChange):
-		if libApplied == 0 {
-			log.Info("hakit: migrations: up to date")
+	applied := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("hakit: migrations: %w", err)
 		}
-		return nil
-	case err != nil:
+		sqlText, more, err := r.next()
+		if err != nil {
+			return fmt.Errorf("hakit: migrations: %w", err)
+		}
+		if !more {
+			break
+		}
+		lockTimeout := attemptTimeout
+		if hasKeyword(sqlText, "CONCURRENTLY") {
+			lockTimeout = opts.LockTimeout
+		}
+		if lockTimeout != r.lockTimeout {
+			if err := r.open(lockTimeout); err != nil {
+				return err
+			}
+		}
+		err = r.m.Steps(1)
+		if err == nil {
+			applied++
+			continue
+		}
+		if errors.Is(err, migrate.ErrNoChange) {
+			break
+		}
+		m := r.m
 		var dirty migrate.ErrDirty
 		if errors.As(err, &dirty) {
 			return fmt.Errorf("hakit: migrations: %s failed in an earlier run and %s is marked dirty at version %d: "+
@@ -694,22 +743,198 @@ func migrateApp(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, table strin
 		// Nothing of the migration was applied: its statements ran as
 		// one transaction, or it was a single CONCURRENTLY statement,
 		// whose invalid index undoFailed drops.
-		if uerr := undoFailed(ctx, pool, sqlDB, m, src, uint(v), invalid, opts.undo, log); uerr != nil {
+		if uerr := undoFailed(ctx, pool, r.db, m, src, uint(v), invalid, opts.undo, log); uerr != nil {
 			return fmt.Errorf("hakit: migrations: %s: %w; and undoing it failed, so %s stays dirty at version %d "+
 				"(drop any invalid index it left, then migrate force to the previous version): %w", file, err, table, v, uerr)
 		}
 		if pgErr.Code == "55P03" {
 			return fmt.Errorf("hakit: migrations: %s waited lock_timeout (%s) for a lock another transaction holds%s; "+
 				"nothing of it was applied: end the long transactions on that table (pg_stat_activity), "+
-				"or raise Config.MigrationLockTimeout: %w", file, opts.LockTimeout, where(pgErr), pgErr)
+				"or raise Config.MigrationLockTimeout: %w", file, lockTimeout, where(pgErr), pgErr)
 		}
 		return fmt.Errorf("hakit: migrations: %s ran longer than statement_timeout (%s); nothing of it was applied: "+
 			"raise Config.MigrationStatementTimeout, or split the migration (a backfill in batches belongs in a job): %w",
 			file, opts.StatementTimeout, pgErr)
 	}
-	v, _, _ := m.Version()
-	log.Info("hakit: migrations applied", "version", v, "took", time.Since(start).Round(time.Millisecond))
+	if applied == 0 {
+		if libApplied == 0 {
+			log.Info("hakit: migrations: up to date")
+		}
+		return nil
+	}
+	v, _, _ := r.m.Version()
+	log.Info("hakit: migrations applied", "version", v, "count", applied, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// appMigrator runs golang-migrate on a connection of its own, whose
+// session carries the lock_timeout and statement_timeout of the
+// migrations it runs: golang-migrate runs every migration on one
+// connection, and a CONCURRENTLY statement cannot be preceded by a SET in
+// its file (it would no longer run outside a transaction), so a change of
+// lock_timeout is a new connection.
+type appMigrator struct {
+	pool        *pgxpool.Pool
+	src         source.Driver
+	table       string
+	opts        MigrateOptions
+	db          *sql.DB
+	m           *migrate.Migrate
+	lockTimeout time.Duration // of db's connections
+}
+
+// keepOpen is a source that golang-migrate's Close leaves open, for the
+// next connection.
+type keepOpen struct{ source.Driver }
+
+// Close does nothing.
+func (keepOpen) Close() error { return nil }
+
+// open (re)connects golang-migrate with lock_timeout set to lockTimeout.
+func (r *appMigrator) open(lockTimeout time.Duration) error {
+	r.close()
+	cc := r.pool.Config().ConnConfig.Copy()
+	cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(lockTimeout.Milliseconds(), 10)
+	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(max(r.opts.StatementTimeout.Milliseconds(), 0), 10)
+	r.db = stdlib.OpenDB(*cc)
+	r.lockTimeout = lockTimeout
+	drv, err := migratepgx.WithInstance(r.db, &migratepgx.Config{MigrationsTable: r.table})
+	if err != nil {
+		return fmt.Errorf("hakit: migrations: %w", err)
+	}
+	if r.m, err = migrate.NewWithInstance("iofs", r.src, "pgx5", drv); err != nil {
+		return fmt.Errorf("hakit: migrations: %w", err)
+	}
+	return nil
+}
+
+// next returns the SQL of the next up migration to run, and whether there
+// is one. A dirty version counts as one (running it reports the dirt); so
+// does a version without an up file (its SQL is then empty).
+func (r *appMigrator) next() (string, bool, error) {
+	v, dirty, err := r.m.Version()
+	var nextV uint
+	switch {
+	case errors.Is(err, migrate.ErrNilVersion):
+		nextV, err = r.src.First()
+	case err != nil:
+		return "", false, err
+	case dirty:
+		return "", true, nil
+	default:
+		nextV, err = r.src.Next(v)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	rc, _, err := r.src.ReadUp(nextV)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", true, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	return string(b), true, err
+}
+
+// close closes golang-migrate's connection.
+func (r *appMigrator) close() {
+	if r.m != nil {
+		r.m.Close() // closes r.db too
+		r.m, r.db = nil, nil
+	} else if r.db != nil {
+		r.db.Close()
+		r.db = nil
+	}
+}
+
+// hasKeyword reports whether sql holds word (ASCII, any case) as a
+// keyword or unquoted identifier: outside comments (-- and nested /* */),
+// string constants ('…', E'…', $tag$…$tag$) and quoted identifiers.
+func hasKeyword(sql, word string) bool {
+	isIdent := func(c byte) bool {
+		return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+	}
+	for i := 0; i < len(sql); {
+		c := sql[i]
+		switch {
+		case strings.HasPrefix(sql[i:], "--"):
+			j := strings.IndexByte(sql[i:], '\n')
+			if j < 0 {
+				return false
+			}
+			i += j
+		case strings.HasPrefix(sql[i:], "/*"):
+			depth := 0
+			for i < len(sql) {
+				if strings.HasPrefix(sql[i:], "/*") {
+					depth++
+					i += 2
+				} else if strings.HasPrefix(sql[i:], "*/") {
+					depth--
+					i += 2
+					if depth == 0 {
+						break
+					}
+				} else {
+					i++
+				}
+			}
+		case c == '\'' || c == '"':
+			// E'…' takes backslash escapes; the E was read as a word.
+			escapes := c == '\'' && i > 0 && (sql[i-1] == 'E' || sql[i-1] == 'e') && (i < 2 || !isIdent(sql[i-2]))
+			i++
+			for i < len(sql) {
+				switch {
+				case escapes && sql[i] == '\\':
+					i += 2
+					continue
+				case sql[i] == c && i+1 < len(sql) && sql[i+1] == c:
+					i += 2
+					continue
+				case sql[i] == c:
+					i++
+				default:
+					i++
+					continue
+				}
+				break
+			}
+		case c == '$':
+			// $tag$…$tag$ (not $1, a parameter).
+			j := i + 1
+			for j < len(sql) && isIdent(sql[j]) && sql[j] != '$' {
+				j++
+			}
+			if j < len(sql) && sql[j] == '$' && (j == i+1 || sql[i+1] < '0' || sql[i+1] > '9') {
+				tag := sql[i : j+1]
+				end := strings.Index(sql[j+1:], tag)
+				if end < 0 {
+					return false
+				}
+				i = j + 1 + end + len(tag)
+			} else {
+				i = j
+			}
+		case isIdent(c):
+			j := i
+			for j < len(sql) && isIdent(sql[j]) {
+				j++
+			}
+			if strings.EqualFold(sql[i:j], word) {
+				return true
+			}
+			i = j
+		default:
+			i++
+		}
+	}
+	return false
 }
 
 // where says where a statement failed, for errors: ", at …" or "".
@@ -984,4 +1209,121 @@ func (a *App) MigrateContract(ctx context.Context) error {
 	opts := a.cfg.migrateOptions()
 	opts.Log = a.log
 	return MigrateContract(ctx, a.db, fsys, opts)
+}
+
+// BackfillOptions tune [Backfill]. The zero value is usable.
+type BackfillOptions struct {
+	// BatchSize is the width of each batch's key range. Defaults to 1000:
+	// a batch holds its rows' locks, and competes with the app for the
+	// CPU, the disk and the WAL, for a few milliseconds.
+	BatchSize int64
+
+	// Pause is the pause between two batches (longer while a replica
+	// lags). Defaults to as long as the last batch took, so the backfill
+	// keeps at most half of one database connection busy.
+	Pause time.Duration
+
+	// MaxLag is how far behind the primary a replica (as the router
+	// probes it) may fall: while one lags more, the next batch waits
+	// (up to ctx). Defaults to 1s. Whatever the limit, each pause lasts
+	// at least the worst replica lag, so the replicas keep up.
+	MaxLag time.Duration
+
+	// Log receives the progress, about every 10 seconds. Defaults to
+	// slog.Default().
+	Log *slog.Logger
+}
+
+// Backfill runs stmt — an UPDATE or DELETE bounded by a key range, as
+// `UPDATE items SET tag = 'none' WHERE id > $1 AND id <= $2 AND tag IS
+// NULL` — over the keys from (excluded) to to (included), in batches of
+// opts.BatchSize keys, each its own transaction on the primary (with
+// dbrouter's retries through a failover), paced: between two batches it
+// pauses as long as the last one took, at least as long as the worst
+// replica lag, and while a replica lags more than opts.MaxLag. It returns
+// the rows the batches affected; on an error, those affected so far, and
+// the error names the batch: a backfill is idempotent by its WHERE clause
+// (tag IS NULL), so running it again from there is safe.
+//
+// A backfill of a large table belongs after the deploy that added the
+// column, outside the start-up migrations (a command or a job): see
+// docs/migrations.md.
+func Backfill(ctx context.Context, db *dbrouter.Router, stmt string, from, to int64, opts BackfillOptions) (int64, error) {
+	if db == nil {
+		return 0, errors.New("hakit: backfill: no database router")
+	}
+	if opts.BatchSize < 0 || opts.Pause < 0 || opts.MaxLag < 0 {
+		return 0, fmt.Errorf("hakit: backfill: negative BatchSize (%d), Pause (%s) or MaxLag (%s)", opts.BatchSize, opts.Pause, opts.MaxLag)
+	}
+	if opts.BatchSize == 0 {
+		opts.BatchSize = 1000
+	}
+	if opts.MaxLag == 0 {
+		opts.MaxLag = time.Second
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	var total int64
+	start, logged := time.Now(), time.Now()
+	for lo := from; lo < to; lo += opts.BatchSize {
+		hi := min(lo+opts.BatchSize, to)
+		began := time.Now()
+		tag, err := db.Exec(ctx, stmt, lo, hi)
+		if err != nil {
+			return total, fmt.Errorf("hakit: backfill: the batch (%d, %d] failed after %d rows: run it again from %d: %w", lo, hi, total, lo, err)
+		}
+		total += tag.RowsAffected()
+		took := time.Since(began)
+		if time.Since(logged) >= 10*time.Second {
+			logged = time.Now()
+			log.Info("hakit: backfill", "done", hi-from, "of", to-from, "rows", total, "took", time.Since(start).Round(time.Second))
+		}
+		if hi >= to {
+			break
+		}
+		pause := took
+		if opts.Pause > 0 {
+			pause = opts.Pause
+		}
+		for {
+			lag := replicaLag(db)
+			if lag <= opts.MaxLag {
+				pause = max(pause, lag)
+				break
+			}
+			log.Info("hakit: backfill: waiting for the replicas", "lag", lag, "max", opts.MaxLag)
+			if err := sleepCtx(ctx, min(lag, time.Second)); err != nil {
+				return total, fmt.Errorf("hakit: backfill: stopped at %d: %w", hi, err)
+			}
+		}
+		if err := sleepCtx(ctx, pause); err != nil {
+			return total, fmt.Errorf("hakit: backfill: stopped at %d: %w", hi, err)
+		}
+	}
+	return total, nil
+}
+
+// replicaLag is the worst lag of db's replicas, as last probed.
+func replicaLag(db *dbrouter.Router) time.Duration {
+	var lag time.Duration
+	for _, n := range db.Status() {
+		if n.Role == dbrouter.RoleReplica && n.Err == nil {
+			lag = max(lag, n.Lag)
+		}
+	}
+	return lag
+}
+
+// sleepCtx waits d, or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

@@ -155,3 +155,35 @@ func TestLibraryMigrationFiles(t *testing.T) {
 		t.Errorf("duplicate versions: %v", err)
 	}
 }
+
+// hasKeyword finds CONCURRENTLY as a word of the statement, never inside
+// a comment, a string or a quoted identifier.
+func TestHasKeyword(t *testing.T) {
+	for _, tc := range []struct {
+		sql  string
+		want bool
+	}{
+		{"CREATE INDEX CONCURRENTLY items_a ON items (a);", true},
+		{"create index concurrently items_a on items (a)", true},
+		{"-- alone in its file\nDROP INDEX CONCURRENTLY IF EXISTS items_a", true},
+		{"REINDEX INDEX CONCURRENTLY items_a", true},
+		{"ALTER TABLE items ADD COLUMN note text", false},
+		{"-- not CONCURRENTLY\nCREATE INDEX items_a ON items (a)", false},
+		{"/* CONCURRENTLY /* nested */ still a comment CONCURRENTLY */ CREATE INDEX items_a ON items (a)", false},
+		{"/* a comment */ CREATE INDEX CONCURRENTLY items_a ON items (a)", true},
+		{"INSERT INTO notes VALUES ('CONCURRENTLY')", false},
+		{"INSERT INTO notes VALUES ('it''s CONCURRENTLY')", false},
+		{`INSERT INTO notes VALUES (E'\' CONCURRENTLY')`, false},
+		{`ALTER TABLE items ADD COLUMN "concurrently" int`, false},
+		{"DO $$BEGIN RAISE NOTICE 'CONCURRENTLY'; END$$", false},
+		{"DO $body$ CONCURRENTLY $body$; CREATE INDEX CONCURRENTLY i ON t (a)", true},
+		{"SELECT $1 CONCURRENTLY", true},
+		{"SELECT concurrently_done FROM jobs", false},
+		{"-- CONCURRENTLY", false},
+		{"SELECT 'unterminated CONCURRENTLY", false},
+	} {
+		if got := hasKeyword(tc.sql, "CONCURRENTLY"); got != tc.want {
+			t.Errorf("hasKeyword(%q) = %v, want %v", tc.sql, got, tc.want)
+		}
+	}
+}
