@@ -81,6 +81,7 @@ func main() {
 		"scale":    {about: "past one machine: Redis Cluster sessions and outbox across a master's loss, failovers behind PgBouncer and Patroni's HAProxy, instances per primary, Redis bytes per session", run: scaleSuite},
 		"schema":   {about: "rolling deploy v1 → v2 with a schema change on 1 M rows under load: failed requests, longest write stall, safe vs naive", run: schemaSuite},
 		"shop":     {about: "the shop example: chaos run under a customer load (lost/duplicate orders and mails, oversold units, failed requests), product pages", run: shopSuite},
+		"sso":      {about: "the SSO example: chaos run under a login load (lost accounts, failed logins), code replay race, token endpoint p99, logins/s with production argon2id", run: ssoSuite},
 	}
 	list := flag.Bool("list", false, "list the suites and exit")
 	flag.Usage = func() {
