@@ -101,22 +101,20 @@ func (o *labOutput) tail(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// startChaosLab builds the provider (a plain go build: three
-// race-instrumented instances hashing passwords would outweigh everything
-// else on a small machine) and starts the lab with the cheap argon2id
-// parameters of the other tests. The lab stops when the test ends; a
-// failed test logs the instances' last output lines.
+// startChaosLab starts the lab with the test binary as the provider
+// (it runs the app's main with asApp=1, under the race detector when the
+// tests are: no second build) and the cheap argon2id parameters of the
+// other tests. The lab stops when the test ends; a failed test logs the
+// instances' last output lines.
 func startChaosLab(ctx context.Context, t *testing.T) *lab.Lab {
 	t.Helper()
-	t0 := time.Now()
-	bin, err := lab.Build(ctx, ".", t.TempDir())
+	bin, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("lab: provider built in %s", time.Since(t0).Round(100*time.Millisecond))
 	out := &labOutput{}
 	l, err := lab.Start(ctx, lab.Options{Bin: bin, Output: out, Logf: t.Logf,
-		Env: []string{"SSO_ARGON2_MEMORY_KIB=1024", "SSO_ARGON2_TIME=1", "SSO_ARGON2_THREADS=1"}})
+		Env: []string{asApp + "=1", "SSO_ARGON2_MEMORY_KIB=1024", "SSO_ARGON2_TIME=1", "SSO_ARGON2_THREADS=1"}})
 	if err != nil {
 		t.Fatalf("%v\n--- provider output:\n%s", err, out.tail(100))
 	}

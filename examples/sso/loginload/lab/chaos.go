@@ -52,14 +52,15 @@ type StepResult struct {
 	Step Step
 	Took time.Duration
 	// Load is the flows that finished from the step's start until its
-	// check (the step, then Settle).
+	// check had signed in every account (the step, Settle, the check):
+	// over a run, every flow after the first Settle is in one step.
 	Load loginload.Stats
 	// Window is the flows that finished from the kill until the service
 	// was back (the new leader or master, plus 2 s): PGFailover and
 	// RedisFailover only.
 	Window loginload.Stats
 	// Check is the sign-in of every account acknowledged before the
-	// check started.
+	// check started (the load runs on meanwhile).
 	Check loginload.CheckResult
 }
 
@@ -128,9 +129,9 @@ func (l *Lab) Chaos(ctx context.Context, opts ChaosOptions) (res ChaosResult, er
 		if err := sleep(ctx, opts.Settle); err != nil {
 			return res, err
 		}
+		sr.Check, err = loginload.Check(ctx, checkCfg, load.Accounts(), opts.CheckWorkers)
 		sr.Load = load.Since(mark)
 		sr.Took = time.Since(t0)
-		sr.Check, err = loginload.Check(ctx, checkCfg, load.Accounts(), opts.CheckWorkers)
 		res.Steps = append(res.Steps, sr)
 		if err != nil {
 			return res, err
