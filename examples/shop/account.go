@@ -202,30 +202,24 @@ func (s *shop) register(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
-// logout ends the session (and so the cart) and goes home.
+// logout ends the session (and so the cart) and goes home; a user signed
+// in with hakit SSO goes through the provider's end_session first, which
+// ends the provider's session too and sends the browser back to the shop.
 func (s *shop) logout(w http.ResponseWriter, r *http.Request) {
-	if err := s.sessions.Logout(r.Context()); err != nil {
+	ctx := r.Context()
+	idToken := s.sessions.GetString(ctx, keySSOIDToken)
+	if err := s.sessions.Logout(ctx); err != nil {
 		hakit.Error(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/", http.StatusSeeOther)
-}
-
-// ssoStart begins "Sign in with hakit SSO". Without SHOP_SSO_* the route
-// does not exist (404); the OpenID Connect flow itself comes with the SSO
-// example.
-func (s *shop) ssoStart(w http.ResponseWriter, r *http.Request) {
-	if !s.cfg.SSO.enabled() {
-		http.NotFound(w, r)
-		return
+	if idToken != "" && s.sso != nil {
+		if end := s.sso.logoutURL(ctx, idToken); end != "" {
+			http.Redirect(w, r, end, http.StatusSeeOther)
+			return
+		}
+		s.log.Warn("sso: signed out of the shop only: the provider's end_session cannot be reached")
 	}
-	fail(w, r, http.StatusNotImplemented, "Sign-in with hakit SSO is configured but not available in this version of the shop.")
-}
-
-// ssoCallback is the redirect URI of the SSO login
-// (SHOP_BASE_URL + "/login/sso/callback").
-func (s *shop) ssoCallback(w http.ResponseWriter, r *http.Request) {
-	s.ssoStart(w, r)
+	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
 // validEmail accepts a bare address (no display name) of sensible length.

@@ -107,6 +107,9 @@ type shopOptions struct {
 	Env map[string]string // extra variables (SHOP_*, HAKIT_*)
 	// WrapWriteOrder, if set, wraps the order's write (fault injection).
 	WrapWriteOrder func(write func(ctx context.Context, fn func(pgx.Tx) error) error) func(ctx context.Context, fn func(pgx.Tx) error) error
+	// Listener, if set, is where the shop serves (its URL known before it
+	// starts, as SHOP_BASE_URL needs); else a random port of 127.0.0.1.
+	Listener net.Listener
 }
 
 // startShop starts a shop with its own database (seeded) and Redis
@@ -156,9 +159,11 @@ func startShop(t testing.TB, opts shopOptions) *testShop {
 	if opts.WrapWriteOrder != nil {
 		s.writeOrder = opts.WrapWriteOrder(s.writeOrder)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ln := opts.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -115,6 +115,12 @@ func newShop(ctx context.Context, hcfg hakit.Config, cfg config) (*hakit.App, *s
 	if s.sessions, err = app.Sessions(session.Config{Insecure: cfg.Dev}); err != nil {
 		return nil, nil, err
 	}
+	if cfg.SSO.enabled() {
+		s.sso = newSSOClient(cfg.SSO, s.log)
+		if err := app.Registry().Register(s.sso.logins); err != nil {
+			return nil, nil, err
+		}
+	}
 	if hcfg.S3.Bucket != "" {
 		if s.files, err = app.Uploads(uploads.Config{MaxSize: maxImageBytes}); err != nil {
 			return nil, nil, err

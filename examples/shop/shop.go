@@ -83,6 +83,7 @@ type shop struct {
 	files    *uploads.Store // nil without S3 (HAKIT_S3_BUCKET)
 	pages    *hakit.Templates
 	log      *slog.Logger
+	sso      *ssoClient // nil without SHOP_SSO_*
 
 	// writeOrder runs the order's transaction: db.Write, and in tests a
 	// Write whose COMMIT answer is lost (dbrouter.ErrCommitUnknown).
@@ -213,7 +214,7 @@ func (s *shop) render(w http.ResponseWriter, r *http.Request, status int, page s
 	data["User"] = s.currentUser(ctx)
 	data["CartCount"] = s.cartCount(ctx)
 	data["Flashes"] = s.sessions.Flashes(ctx)
-	data["SSO"] = s.cfg.SSO.enabled()
+	data["SSO"] = s.sso != nil
 	for k, v := range map[string]any{"Q": "", "Errors": map[string]string{}} {
 		if _, ok := data[k]; !ok {
 			data[k] = v
