@@ -261,6 +261,9 @@ func (g *appGroup) rollingRestart(ctx context.Context) error {
 				return err
 			}
 			say(fmt.Sprintf("%s finished its requests and exited with %d after %.1fs", in.name, code, time.Since(t0).Seconds()))
+			if err := g.waitStatus(ctx, in, "DOWN"); err != nil {
+				return err
+			}
 		}
 		// Ready again in HAProxy's eyes: it takes the instance back once
 		// the new process passes its checks.
@@ -281,6 +284,9 @@ func (g *appGroup) rollingRestart(ctx context.Context) error {
 func (g *appGroup) drain(ctx context.Context, in *appInstance) error {
 	t0 := time.Now()
 	if err := g.lb.SetServerState(ctx, in.name, "drain"); err != nil {
+		return err
+	}
+	if err := g.waitStatus(ctx, in, "DRAIN"); err != nil {
 		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -308,6 +314,22 @@ func (g *appGroup) drain(ctx context.Context, in *appInstance) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// waitStatus waits until HAProxy reports the instance in status, and has
+// the dashboard, if any, look at once: each step of a rolling restart is
+// on the page and its timeline even on a machine too busy for its
+// once-a-second poll.
+func (g *appGroup) waitStatus(ctx context.Context, in *appInstance, status string) error {
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := g.lb.WaitServerStatus(wctx, in.name, status); err != nil {
+		return fmt.Errorf("%s not %s in HAProxy: %w", in.name, status, err)
+	}
+	if d := g.lab.dash; d != nil {
+		d.poll(ctx)
+	}
+	return nil
 }
 
 // stop stops every instance (SIGTERM, so they drain) and the extra

@@ -26,7 +26,7 @@ var webFS embed.FS
 
 const (
 	pollEvery   = time.Second
-	keepSamples = 180 // load samples (6 minutes at 2 s)
+	keepSamples = 360 // load samples (6 minutes at 2 s, two apps)
 	keepEvents  = 200
 	keepRates   = 300 // per-instance request rates (5 minutes at 1 s)
 )
@@ -44,6 +44,7 @@ type dashboard struct {
 	ln   net.Listener
 	done chan struct{} // closed by close: the streams end
 
+	pollMu   sync.Mutex // one poll at a time: each compares with the one before
 	mu       sync.Mutex
 	ready    bool
 	state    labState
@@ -510,6 +511,8 @@ func (d *dashboard) setReady(ctx context.Context) {
 
 // poll reads the lab's state and records what changed.
 func (d *dashboard) poll(ctx context.Context) {
+	d.pollMu.Lock()
+	defer d.pollMu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	l := d.lab

@@ -237,54 +237,59 @@ func TestDashboardFailover(t *testing.T) {
 	phase("the lab stopped")
 }
 
-// rollingRestart presses an app's rolling restart and checks that each of
-// its instances went DRAIN → DOWN → UP, never two out at once, with no
-// failed request of the app's load from the press to a sample after the
-// end.
+// rollingRestart presses an app's rolling restart and checks, on the
+// dashboard's timeline, that each of its instances went DRAIN → DOWN →
+// UP in HAProxy, one after the other, with no failed request of the
+// app's load from the press to a sample after the end.
 func rollingRestart(t *testing.T, base, app string, press func()) {
 	t.Helper()
 	restartAt := time.Now()
 	press()
-	seen := map[string][]string{}
 	label := "Rolling restart: " + map[string]string{"shop": "Shop", "sso": "SSO"}[app] + ": done"
-	waitState(t, base, 3*time.Minute, "the "+app+"'s rolling restart to finish", func(s state) error {
-		out := 0
-		for _, a := range s.Apps {
-			if a.App != app {
-				continue
-			}
-			if h := seen[a.Name]; len(h) == 0 || h[len(h)-1] != a.Status {
-				seen[a.Name] = append(seen[a.Name], a.Status)
-			}
-			if a.Status != "UP" {
-				out++
-			}
-		}
-		if out > 1 {
-			t.Errorf("%d %s instances out of HAProxy at once: %+v", out, app, s.Apps)
-		}
+	s := waitState(t, base, 3*time.Minute, "the "+app+"'s rolling restart to finish", func(s state) error {
 		for _, e := range s.Events {
-			// Done, and the last instance seen UP by the dashboard too.
-			if e.Time.After(restartAt) && strings.HasPrefix(e.Text, label) && out == 0 {
+			if e.Time.After(restartAt) && strings.HasPrefix(e.Text, label) {
 				return nil
 			}
 		}
-		return fmt.Errorf("not done; statuses so far %v", seen)
+		return fmt.Errorf("not done; busy: %q", s.Busy)
 	})
-	if len(seen) < 2 {
-		t.Errorf("%s instances seen: %v; want 2", app, seen)
+	// The instances' HAProxy statuses, in the timeline's order.
+	change := regexp.MustCompile(`^HAProxy: (` + app + `\d+) (.+) → (.+)$`)
+	seen := map[string][]string{}
+	var order []string // the instances, by their first change
+	for _, e := range s.Events {
+		m := change.FindStringSubmatch(e.Text)
+		if m == nil || !e.Time.After(restartAt) {
+			continue
+		}
+		if len(seen[m[1]]) == 0 {
+			seen[m[1]] = []string{m[2]}
+			order = append(order, m[1])
+		}
+		seen[m[1]] = append(seen[m[1]], m[3])
+		// In turn: once the next instance moves, the one before is UP.
+		if i := slices.Index(order, m[1]); i > 0 {
+			if h := seen[order[i-1]]; h[len(h)-1] != "UP" {
+				t.Errorf("%s left UP (%s) while %s was %s", m[1], e.Text, order[i-1], h[len(h)-1])
+			}
+		}
 	}
-	for name, h := range seen {
+	if len(order) != 2 {
+		t.Errorf("%s instances that changed in HAProxy: %v; want 2", app, order)
+	}
+	for _, name := range order {
+		h := seen[name]
 		joined := strings.Join(h, " → ")
 		drain := slices.IndexFunc(h, func(s string) bool { return strings.HasPrefix(s, "DRAIN") })
-		down := slices.IndexFunc(h, func(s string) bool { return s == "DOWN" })
+		down := slices.Index(h, "DOWN")
 		if drain < 0 || down < drain || h[len(h)-1] != "UP" {
 			t.Errorf("%s went %s; want DRAIN, then DOWN, then UP", name, joined)
 		}
 		t.Logf("%s: %s", name, joined)
 	}
 	end := time.Now()
-	s := waitState(t, base, time.Minute, "a load sample after the restart", func(s state) error {
+	s = waitState(t, base, time.Minute, "a load sample after the restart", func(s state) error {
 		if samplesSince(s, app, end) < 1 {
 			return fmt.Errorf("no %s sample since the restart", app)
 		}
