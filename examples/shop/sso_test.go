@@ -447,28 +447,62 @@ func TestSSO(t *testing.T) {
 	want(t, "local registration", pageOf(local.do(http.MethodPost, l.base+"/register", url.Values{
 		"name": {"Local Linus"}, "email": {"linus@example.test"}, "password": {"local password"}})), http.StatusSeeOther, l.base+"/")
 	before = users()
-	intruder := newRPBrowser(t)
-	cb = l.signIn(intruder, "/login/sso", "linus@example.test", "intruder password", true, "allow")
-	taken := intruder.get(cb.Location, "")
+	linus := newRPBrowser(t)
+	cb = l.signIn(linus, "/login/sso", "linus@example.test", "linus at the provider", true, "allow")
+	taken := linus.get(cb.Location, "")
 	if taken.Status != http.StatusConflict || !strings.Contains(taken.Body, "not verified") {
 		t.Fatalf("unverified address of a local account: %d\n%s", taken.Status, excerpt(taken.Body))
 	}
-	if l.shopUser(intruder) != "" || users() != before || identities() != 1 {
+	if l.shopUser(linus) != "" || users() != before || identities() != 1 {
 		t.Fatal("an unverified address was linked to the local account")
 	}
 	if l.shopUser(local) != "Local Linus" {
 		t.Fatal("the local account's session is gone")
+	}
+	// The address verified at the provider (the link of its mail): the
+	// next sign-in links the local account, and makes none.
+	verify := l.verificationLink(t, "linus@example.test")
+	if r := linus.get(verify, ""); r.Status != http.StatusOK || !strings.Contains(r.Body, "is verified") {
+		t.Fatalf("verification link: %d\n%.1500s", r.Status, r.Body)
+	}
+	cb = l.signIn(linus, "/login/sso", "", "", false, "allow")
+	want(t, "linking callback", pageOf(linus.do(http.MethodGet, cb.Location, nil)), http.StatusSeeOther, l.base+"/")
+	if l.shopUser(linus) != "Local Linus" || users() != before || identities() != 2 {
+		t.Fatalf("verified address: signed in as %q, %d users (%d before), %d identities; want the local account linked",
+			l.shopUser(linus), users(), before, identities())
 	}
 
 	// The counts of sign-ins by result, on /metrics.
 	metrics := newRPBrowser(t).get(ts.URL+"/metrics", "").Body
 	for _, m := range []string{`shop_sso_logins_total{result="created"} 1`, `shop_sso_logins_total{result="ok"} 1`,
 		`shop_sso_logins_total{result="bad_state"} 3`, `shop_sso_logins_total{result="email_taken"} 1`,
-		`shop_sso_logins_total{result="access_denied"} 1`, `shop_sso_logins_total{result="unreachable"} `} {
+		`shop_sso_logins_total{result="access_denied"} 1`, `shop_sso_logins_total{result="linked"} 1`, `shop_sso_logins_total{result="unreachable"} `} {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("/metrics lacks %s", m)
 		}
 	}
+}
+
+// verificationLink waits for the provider's verification mail to addr
+// and returns its link (<issuer>/verify?token=…).
+func (l *ssoLab) verificationLink(t *testing.T, addr string) string {
+	t.Helper()
+	re := regexp.MustCompile(regexp.QuoteMeta(l.provider.Issuer) + `/verify\?token=[A-Za-z0-9_-]{43}`)
+	var link string
+	hatest.WaitFor(t, 60*time.Second, "the verification mail to "+addr, func() bool {
+		for _, m := range l.shop.mailsTo(t, addr) {
+			full, err := l.shop.svc.mail.Message(context.Background(), m.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if found := re.FindString(full.Text); found != "" {
+				link = found
+				return true
+			}
+		}
+		return false
+	})
+	return link
 }
 
 func pageOf(r resp) page { return page{Status: r.Status, Location: r.Location, Body: r.Body} }
