@@ -172,7 +172,10 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 		// it, and only that standby may be promoted, so an account the
 		// SSO acknowledged survives the leader's loss.
 		log.Info("starting PostgreSQL under Patroni with etcd", "nodes", cfg.pgNodes, "synchronous", cfg.pgNodes > 1)
-		l.pg, pgErr = hatest.StartPatroni(ctx, hatest.PatroniOptions{Nodes: cfg.pgNodes, Synchronous: cfg.pgNodes > 1})
+		// A busy machine (builds of the apps, other work) can take
+		// minutes over a replica's base backup.
+		l.pg, pgErr = hatest.StartPatroni(ctx, hatest.PatroniOptions{Nodes: cfg.pgNodes, Synchronous: cfg.pgNodes > 1,
+			StartTimeout: 5 * time.Minute})
 	})
 	wg.Go(func() {
 		log.Info("starting Redis with a replica and 3 Sentinels")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -85,9 +86,10 @@ func TestLabUpChaosDown(t *testing.T) {
 	}
 }
 
-// TestLabRunsTheShop runs the lab with two shop instances, checks the shop
-// answers through HAProxy, and uses the shop's chaos commands and the
-// customer load through the prompt.
+// TestLabRunsTheShop runs the lab with two shop instances and one of the
+// SSO provider, checks both answer through their HAProxy, and uses the
+// apps' chaos commands (old and new forms) and the load through the
+// prompt.
 func TestLabRunsTheShop(t *testing.T) {
 	if os.Getenv(hatest.EnvSkipServices) == "1" {
 		t.Skip("HAKIT_SKIP_SERVICES=1")
@@ -97,12 +99,13 @@ func TestLabRunsTheShop(t *testing.T) {
 	bin := hatest.Build(t, ".")
 	stdin, cmds := io.Pipe()
 	defer cmds.Close()
-	p := hatest.NewProcess(t, hatest.ProcessOptions{Path: bin, Args: []string{"-shop", "2", "-pg", "1"}, Stdin: stdin})
+	p := hatest.NewProcess(t, hatest.ProcessOptions{Path: bin, Args: []string{"-shop", "2", "-sso", "1", "-pg", "1"}, Stdin: stdin})
 	if err := p.WaitOutput(ctx, "halab: ready"); err != nil {
 		t.Fatal(err)
 	}
 	out := p.Output()
-	for _, want := range []string{"mailpit", "web UI", "admin login admin@example.test", "shop shop1"} {
+	for _, want := range []string{"mailpit", "web UI", "admin login admin@example.test", "shop shop1",
+		"sso (OpenID provider)", "client_id demo", "client_id shop", "sso sso0", "master name \"sso\"", "/sso?sslmode"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("endpoint table lacks %q:\n%s", want, out)
 		}
@@ -121,6 +124,23 @@ func TestLabRunsTheShop(t *testing.T) {
 		t.Fatalf("shop home page through HAProxy: %d %.300q", resp.StatusCode, body)
 	}
 
+	m = regexp.MustCompile(`(?m)^sso \(OpenID provider\)\s+(http://\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no SSO URL in:\n%s", out)
+	}
+	resp, err = http.Get(m[1] + "/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var disc struct {
+		Issuer string `json:"issuer"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&disc)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || disc.Issuer != m[1] {
+		t.Fatalf("SSO discovery through HAProxy: %d, issuer %q, %v; want %s", resp.StatusCode, disc.Issuer, err, m[1])
+	}
+
 	step := func(cmd, want string) {
 		t.Helper()
 		fmt.Fprintln(cmds, cmd)
@@ -129,12 +149,18 @@ func TestLabRunsTheShop(t *testing.T) {
 		}
 	}
 	step("load on", "req/s")
+	// The login load signs in through the whole code flow.
+	if err := p.WaitOutput(ctx, "logins/s  100.00% ok"); err != nil {
+		t.Fatal(err)
+	}
 	step("kill-app shop1", "killed shop1 (kill -9)")
 	step("kill-app shop1", "shop1 is not running")
 	step("start-app shop1", "shop1 is up behind HAProxy again")
-	step("rolling-restart", "rolling restart done")
+	step("kill-app sso", "killed sso0 (kill -9)")
+	step("start-app sso sso0", "sso0 is up behind HAProxy again")
+	step("rolling-restart", "rolling restart of the shop done")
 	step("load off", "load: stopped")
-	step("kill-app nosuch", `no shop instance "nosuch"`)
+	step("kill-app nosuch", `no app instance "nosuch"`)
 	step("load maybe", "load needs on or off")
 
 	if err := p.Terminate(); err != nil {
