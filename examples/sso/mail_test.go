@@ -64,6 +64,19 @@ func waitMail(t *testing.T, mp *hatest.Mailpit, addr string, n int) hatest.Mail 
 	return m
 }
 
+var leadRe = regexp.MustCompile(`(?s)<p class="lead">(.*?)</p>`)
+
+// lead is a page's message (its lead paragraph), for failure reports.
+func lead(body string) string {
+	if m := leadRe.FindStringSubmatch(body); m != nil {
+		return m[1]
+	}
+	if len(body) > 300 {
+		return body[:300]
+	}
+	return body
+}
+
 var mailLinkRe = regexp.MustCompile(`https?://\S+/(verify|reset)\?token=([A-Za-z0-9_-]{43})\b`)
 
 // mailLink returns the link in a mail and its token, and checks its form:
@@ -218,7 +231,7 @@ func TestEmailVerification(t *testing.T) {
 		{"expired", c.issuer + "/verify?token=" + token2, "has expired"},
 	} {
 		if p := b.get(tc.url); p.status != http.StatusBadRequest || !strings.Contains(p.body, tc.want) {
-			t.Errorf("%s link: %d %.300s; want 400 with %q", tc.name, p.status, p.body, tc.want)
+			t.Errorf("%s link: %d %s; want 400 with %q", tc.name, p.status, lead(p.body), tc.want)
 		}
 	}
 	if n := verified(); n != 0 {
@@ -240,7 +253,7 @@ func TestEmailVerification(t *testing.T) {
 	}
 	// The same link again: refused, the verification stays as it was.
 	if p := b.get(link1); p.status != http.StatusBadRequest || !strings.Contains(p.body, "already used") {
-		t.Errorf("replayed link: %d %.300s", p.status, p.body)
+		t.Errorf("replayed link: %d %s", p.status, lead(p.body))
 	}
 	if n := c.queryInt("SELECT count(*) FROM users WHERE email = $1 AND email_verified_at = $2", addr, at1); n != 1 {
 		t.Error("the replayed link changed email_verified_at")
@@ -259,6 +272,163 @@ func TestEmailVerification(t *testing.T) {
 		t.Errorf("account page after verification: %.600s", p.body)
 	}
 	if p := b.post("/account/verify-email", url.Values{}); p.status != 200 || !strings.Contains(p.body, "already verified") {
-		t.Errorf("send again when verified: %d %.300s", p.status, p.body)
+		t.Errorf("send again when verified: %d %s", p.status, lead(p.body))
+	}
+}
+
+// postFrom posts a form as b from client address ip (X-Forwarded-For: the
+// test instances trust 127.0.0.1 as a proxy).
+func (b *browser) postFrom(path string, form url.Values, ip string) pageResp {
+	b.t.Helper()
+	req, _ := http.NewRequest("POST", b.c.issuer+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Forwarded-For", ip)
+	return b.do(req)
+}
+
+// TestPasswordReset: "forgot password" mails a single-use link; the new
+// password works and the old one no longer does; the refresh and access
+// tokens of before are revoked and every login session is signed out. An
+// unknown address gets the same answer and no mail. A replayed, forged or
+// expired link is refused and changes nothing. Requests are throttled per
+// address (known or not) and per client address.
+func TestPasswordReset(t *testing.T) {
+	t.Parallel()
+	c, mp := mailCluster(t, "SSO_MAIL_THROTTLE_ADDRESS=3", "SSO_MAIL_THROTTLE_IP=8")
+	const addr, oldPW, newPW = "rosa@example.com", "correct horse battery", "new staple battery horse"
+	a1 := c.rp("client-a1")
+	b := c.browser()
+	f := newFlow()
+	tk := a1.mustExchange(t, f, b.login(a1, f, addr, oldPW, true))
+	if tk.tok.RefreshToken == "" {
+		t.Fatal("no refresh token")
+	}
+	waitMail(t, mp, addr, 1) // the verification mail
+	b2 := c.browser()        // signed in on a second browser too
+	if p := b2.post("/login", url.Values{"email": {addr}, "password": {oldPW}}); p.status != 200 || !strings.Contains(p.body, "Apps you signed in to") {
+		t.Fatalf("login on a second browser: %d %.400s", p.status, p.body)
+	}
+
+	// Known and unknown addresses: the same page, a mail only for the known.
+	anon := c.browser()
+	if p := anon.get(c.issuer + "/forgot"); p.status != 200 || !strings.Contains(p.body, `action="/forgot"`) {
+		t.Fatalf("forgot form: %d %.400s", p.status, p.body)
+	}
+	known := anon.post("/forgot", url.Values{"email": {addr}})
+	unknown := anon.post("/forgot", url.Values{"email": {"nobody@example.com"}})
+	if known.status != 200 || !strings.Contains(known.body, "Check your mail") {
+		t.Fatalf("forgot, known address: %d %.400s", known.status, known.body)
+	}
+	if unknown.status != known.status || strings.NewReplacer("nobody@example.com", addr, "nobody%40example.com", url.QueryEscape(addr)).Replace(unknown.body) != known.body {
+		t.Errorf("forgot answers differently for an unknown address:\n%d %s\n---\n%d %s", known.status, known.body, unknown.status, unknown.body)
+	}
+	if p := anon.post("/forgot", url.Values{"email": {"not an address"}}); p.status != http.StatusUnprocessableEntity || !strings.Contains(p.body, "valid e-mail") {
+		t.Errorf("forgot with a malformed address: %d %s", p.status, lead(p.body))
+	}
+	m := waitMail(t, mp, addr, 2)
+	if m.Subject != "Reset your hakit SSO password" {
+		t.Errorf("reset mail subject %q", m.Subject)
+	}
+	link, token := mailLink(t, c, m, "reset")
+	if n := c.queryInt("SELECT count(*) FROM mail_tokens WHERE email = 'nobody@example.com'"); n != 0 {
+		t.Errorf("%d links made for an unknown address", n)
+	}
+
+	// The link opens the form; a bad form does not spend it.
+	p := anon.get(link)
+	if p.status != 200 || !strings.Contains(p.body, `name="token" value="`+token+`"`) {
+		t.Fatalf("reset form: %d %.400s", p.status, p.body)
+	}
+	if p := anon.post("/reset", url.Values{"token": {token}, "password": {newPW}, "password2": {newPW + "x"}}); p.status != http.StatusUnprocessableEntity {
+		t.Errorf("reset with two different passwords: %d %s", p.status, lead(p.body))
+	}
+	if p := anon.get(link); p.status != 200 {
+		t.Fatalf("the link after a refused form: %d %s", p.status, lead(p.body))
+	}
+	if p := anon.post("/reset", url.Values{"token": {token}, "password": {newPW}, "password2": {newPW}}); p.status != 200 ||
+		p.url.Path != "/login" || !strings.Contains(p.body, "Your password is changed") {
+		t.Fatalf("reset: %d %s %.400s", p.status, p.url, p.body)
+	}
+
+	// The old password is refused, the new one works.
+	if p := c.browser().post("/login", url.Values{"email": {addr}, "password": {oldPW}}); p.status != http.StatusUnauthorized {
+		t.Errorf("old password after the reset: %d", p.status)
+	}
+	if p := c.browser().post("/login", url.Values{"email": {addr}, "password": {newPW}}); p.status != 200 || !strings.Contains(p.body, "Apps you signed in to") {
+		t.Errorf("new password: %d %s", p.status, lead(p.body))
+	}
+	// The tokens of before: refresh refused, access token dead.
+	if st, body := a1.tokenRequest(t, c.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tk.tok.RefreshToken}}); st == 200 {
+		t.Errorf("the refresh token of before the reset still works: %v", body)
+	}
+	if _, st := a1.userinfo(t, tk.tok.AccessToken); st == 200 {
+		t.Error("the access token of before the reset still works")
+	}
+	// Both browsers' sessions are signed out: the account page is gone,
+	// and a sign-in to the app asks for the password.
+	if p := b2.get(c.issuer + "/"); strings.Contains(p.body, "Apps you signed in to") || !strings.Contains(p.body, "One sign-in for every site") {
+		t.Errorf("the second browser is still signed in after the reset: %.400s", p.body)
+	}
+	f2 := newFlow()
+	if p := b.authorize(a1, f2); p.location != "" || !strings.Contains(p.url.Path, "/login") {
+		t.Errorf("the first browser signs in to the app without the password after the reset: %d %s %s", p.status, p.url, p.location)
+	}
+
+	// The link again, a forged one, an expired one: refused; the password
+	// stays the new one.
+	var hashAfter string
+	{
+		conn := c.conn()
+		_ = conn.QueryRow(context.Background(), "SELECT password_hash FROM users WHERE email = $1", addr).Scan(&hashAfter)
+		conn.Close(context.Background())
+	}
+	if p := anon.get(link); p.status != http.StatusBadRequest || !strings.Contains(p.body, "already used") {
+		t.Errorf("reset link opened again: %d %s", p.status, lead(p.body))
+	}
+	if p := anon.post("/reset", url.Values{"token": {token}, "password": {oldPW}, "password2": {oldPW}}); p.status != http.StatusBadRequest || !strings.Contains(p.body, "already used") {
+		t.Errorf("reset link replayed: %d %s", p.status, lead(p.body))
+	}
+	forged := base64.RawURLEncoding.EncodeToString(randomBytes(32))
+	if p := anon.post("/reset", url.Values{"token": {forged}, "password": {oldPW}, "password2": {oldPW}}); p.status != http.StatusBadRequest || !strings.Contains(p.body, "not valid") {
+		t.Errorf("forged reset link: %d %s", p.status, lead(p.body))
+	}
+	if p := anon.get(c.issuer + "/reset?token=" + forged); p.status != http.StatusBadRequest {
+		t.Errorf("forged reset link opened: %d", p.status)
+	}
+	anon.post("/forgot", url.Values{"email": {addr}})
+	_, token3 := mailLink(t, c, waitMail(t, mp, addr, 3), "reset")
+	c.sql("UPDATE mail_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1", hashToken(token3))
+	if p := anon.post("/reset", url.Values{"token": {token3}, "password": {oldPW}, "password2": {oldPW}}); p.status != http.StatusBadRequest || !strings.Contains(p.body, "has expired") {
+		t.Errorf("expired reset link: %d %s", p.status, lead(p.body))
+	}
+	if n := c.queryInt("SELECT count(*) FROM users WHERE email = $1 AND password_hash = $2", addr, hashAfter); n != 1 {
+		t.Error("a refused link changed the password")
+	}
+
+	// Throttling, from another client address: 3 mails per address in the
+	// window, known (2 asked already) or unknown alike; 8 per client
+	// address; another client address is not held back.
+	const ip1, ip2 = "203.0.113.7", "203.0.113.8"
+	for i, tc := range []struct {
+		email, ip string
+		status    int
+	}{
+		{addr, ip1, 200}, {addr, ip1, 429}, // the 3rd and 4th for the known address
+		{"ghost@example.com", ip1, 200}, {"ghost@example.com", ip1, 200}, {"ghost@example.com", ip1, 200},
+		{"ghost@example.com", ip1, 429},
+		{"x1@example.com", ip1, 200}, {"x2@example.com", ip1, 200}, // the 7th and 8th from ip1
+		{"x3@example.com", ip1, 429}, // the 9th from ip1
+		{"x3@example.com", ip2, 200},
+	} {
+		p := anon.postFrom("/forgot", url.Values{"email": {tc.email}}, tc.ip)
+		if p.status != tc.status {
+			t.Errorf("forgot #%d (%s from %s): %d, want %d", i, tc.email, tc.ip, p.status, tc.status)
+		}
+		if tc.status == 429 && !strings.Contains(p.body, "Too many mails") {
+			t.Errorf("forgot #%d: 429 page %s", i, lead(p.body))
+		}
+	}
+	if n := c.queryInt("SELECT count(*) FROM mail_tokens WHERE email = $1 AND purpose = 'reset'", addr); n != 3 {
+		t.Errorf("%d reset links for %s, want 3 (the throttled one made none)", n, addr)
 	}
 }

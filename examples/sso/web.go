@@ -380,6 +380,16 @@ func (wb *web) login(w http.ResponseWriter, r *http.Request) {
 		hash = wb.dummyHash
 	}
 	match, err := argon2id.ComparePasswordAndHash(pw, hash)
+	if err == nil && match && uid != "" {
+		// The replica may not have replayed a password reset yet: a match
+		// is confirmed on the primary (the old password must stop working
+		// at once), with the primary's hash if it is another.
+		match, epoch, err = wb.confirmPassword(ctx, uid, pw, hash)
+		if err != nil {
+			hakit.Error(w, r, err)
+			return
+		}
+	}
 	if err != nil || !match || uid == "" || pw == "" {
 		wb.log.InfoContext(ctx, "login failed", "ip", clientIP(r))
 		wb.st.throttle.failed(ctx, "acct", d.Email, clientIP(r))
@@ -387,6 +397,25 @@ func (wb *web) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wb.signedIn(w, r, a, c, uid, epoch)
+}
+
+// confirmPassword reads the account's hash and session epoch on the
+// primary; if the hash is the one pw matched, pw matches, else pw is
+// compared with the primary's hash.
+func (wb *web) confirmPassword(ctx context.Context, uid, pw, checked string) (bool, int64, error) {
+	var hash string
+	var epoch int64
+	err := wb.st.primary(ctx, func(q dbrouter.Querier) error {
+		return q.QueryRow(ctx, "SELECT password_hash, session_epoch FROM users WHERE id = $1", uid).Scan(&hash, &epoch)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, 0, nil // deleted meanwhile
+	}
+	if err != nil || hash == checked {
+		return err == nil, epoch, err
+	}
+	match, err := argon2id.ComparePasswordAndHash(pw, hash)
+	return err == nil && match, epoch, nil
 }
 
 // signedIn logs uid in on the session (a new token, durable), under the
