@@ -137,11 +137,12 @@ type Config struct {
 	// docs/migrations.md.
 	ContractMigrations fs.FS
 
-	// MigrationLockTimeout bounds each lock a migration waits for
-	// (PostgreSQL's lock_timeout) [HAKIT_MIGRATION_LOCK_TIMEOUT]: behind a
-	// long transaction, the migration gives up, is undone and retried,
-	// instead of queueing every query on the table behind its lock.
-	// Defaults to 5s.
+	// MigrationLockTimeout is the longest a migration waits for a lock
+	// (PostgreSQL's lock_timeout) [HAKIT_MIGRATION_LOCK_TIMEOUT]: the
+	// first attempt waits 50ms, each retry twice as long, up to this (a
+	// file holding CONCURRENTLY: this long). Behind a long transaction,
+	// the migration gives up, is undone and retried, instead of queueing
+	// every query on the table behind its lock. Defaults to 5s.
 	MigrationLockTimeout time.Duration
 
 	// MigrationStatementTimeout bounds each migration file (PostgreSQL's
@@ -284,7 +285,7 @@ func EnvVars() []EnvVar {
 		{"HAKIT_READ_HEADER_TIMEOUT", "ReadHeaderTimeout", "10s", "http.Server ReadHeaderTimeout; 0: none"},
 		{"HAKIT_IDLE_TIMEOUT", "IdleTimeout", "120s", "http.Server IdleTimeout; 0: none"},
 		{"HAKIT_DATABASE_URL_n", "DatabaseURLs", "", "PostgreSQL connection strings, one per variable: HAKIT_DATABASE_URL_1, _2, … without gaps"},
-		{"HAKIT_MIGRATION_LOCK_TIMEOUT", "MigrationLockTimeout", "5s", "lock_timeout of each migration; a timed-out migration is undone and retried"},
+		{"HAKIT_MIGRATION_LOCK_TIMEOUT", "MigrationLockTimeout", "5s", "the longest lock_timeout of a migration (the first attempt: 50ms, doubling per retry); a timed-out migration is undone and retried"},
 		{"HAKIT_MIGRATION_STATEMENT_TIMEOUT", "MigrationStatementTimeout", "10m", "statement_timeout of each migration file; 0: none"},
 		{"HAKIT_MIGRATION_LOCK_RETRY", "MigrationLockRetry", "2m", "how long lock timeouts of the start-up migrations are retried; 0: not retried"},
 		{"HAKIT_SKIP_LIBRARY_MIGRATIONS", "SkipLibraryMigrations", "false", "do not run the library's own migrations at start (the DBA applies them)"},
