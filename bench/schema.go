@@ -49,6 +49,8 @@ func schemaSuite(ctx context.Context, r *report) error {
 	r.row("  longest write (ms)", wholeMS(safe.MaxWrite), wholeMS(naive.MaxWrite), "")
 	r.row("  longest read (ms)", wholeMS(safe.MaxRead), wholeMS(naive.MaxRead), "")
 	r.row("  median write (ms)", wholeMS(safe.MedianWrite), wholeMS(naive.MedianWrite), "")
+	r.row("  longest wait of a write for its table lock (ms)", wholeMS(safe.MaxLockWait), wholeMS(naive.MaxLockWait),
+		fmt.Sprintf("as PostgreSQL logged them (≥ 50 ms): %d and %d waits", safe.LockWaits, naive.LockWaits))
 	r.row("  migrations at start of the first v2 (ms)", wholeMS(safe.Migrate), wholeMS(naive.Migrate), "safe: + batched backfill and contract after the deploy")
 	for i, res := range []schemaResult{safe, naive} {
 		for _, p := range res.Phases {
@@ -70,6 +72,9 @@ func schemaSuite(ctx context.Context, r *report) error {
 	// The machine's noise: the longest write with v1 alone, before the
 	// change, and the raw stall beyond it (the raw number stays the one
 	// above).
+	// The stall the change's locks caused, whatever the machine's noise.
+	r.metric("schema_max_writer_lock_wait_ms", wholeMS(safe.MaxLockWait))
+	r.metric("schema_max_writer_lock_wait_ms_naive", wholeMS(naive.MaxLockWait))
 	r.metric("schema_max_write_stall_ms_baseline", wholeMS(safe.Phases[0].MaxWrite))
 	r.metric("schema_max_write_stall_beyond_baseline_ms", wholeMS(max(0, safe.MaxWrite-safe.Phases[0].MaxWrite)))
 	r.metric("schema_max_write_stall_beyond_baseline_ms_naive", wholeMS(max(0, naive.MaxWrite-naive.Phases[0].MaxWrite)))
@@ -104,6 +109,11 @@ type schemaResult struct {
 	FailedSamples        []string      // the first few failures
 	MaxWrite, MaxRead    time.Duration // the longest write and read, as the load saw them
 	MedianWrite, Migrate time.Duration // Migrate: the first v2 instance's start-up migrations
+	// MaxLockWait is the longest a write waited for its lock on the table
+	// (RowExclusiveLock), as PostgreSQL logged it: only waits of 50 ms or
+	// more are logged, so 0 means none that long. LockWaits counts them.
+	MaxLockWait time.Duration
+	LockWaits   int
 	// Phases are the longest write started in each phase of the run, in
 	// order: v1 alone (the machine's noise), the rolling deploy with the
 	// start-up migrations, the backfill, the contract step, v2 alone.
@@ -341,11 +351,16 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 	// A database server of 2 cores: an index build (CONCURRENTLY or
 	// not) uses no parallel workers, which would take both cores from
 	// the app's queries.
-	pgOpts := hatest.PostgresOptions{Settings: map[string]string{"max_parallel_maintenance_workers": "0"}}
+	// Every lock wait of 50 ms or more is logged (log_lock_waits after
+	// deadlock_timeout, which is also when an autovacuum in the way of a
+	// lock request is cancelled: 50 ms, the runner's first lock_timeout,
+	// rather than 1 s).
+	pgOpts := hatest.PostgresOptions{Settings: map[string]string{
+		"max_parallel_maintenance_workers": "0", "log_lock_waits": "on", "deadlock_timeout": "'50ms'",
+	}}
 	if o.Trace != nil {
 		maps.Copy(pgOpts.Settings, map[string]string{
-			"log_lock_waits": "on", "deadlock_timeout": "'20ms'", "log_min_duration_statement": "50",
-			"log_autovacuum_min_duration": "0", "log_checkpoints": "on",
+			"log_min_duration_statement": "50", "log_autovacuum_min_duration": "0", "log_checkpoints": "on",
 		})
 	}
 	pg, err := hatest.StartPostgres(ctx, pgOpts)
@@ -507,6 +522,13 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 	if !notNull || !valid {
 		return res, fmt.Errorf("after the deploy: tag NOT NULL %v, index valid %v", notNull, valid)
 	}
+	var items uint32
+	if err := pool.QueryRow(ctx, `SELECT 'items'::regclass::oid`).Scan(&items); err != nil {
+		return res, err
+	}
+	if res.MaxLockWait, res.LockWaits, err = writerLockWaits(pg.Nodes[0].LogPath(), items); err != nil {
+		return res, err
+	}
 
 	stats.mu.Lock()
 	defer stats.mu.Unlock()
@@ -565,6 +587,47 @@ func maxDuration(ds []time.Duration) time.Duration {
 }
 
 func medianDuration(ds []time.Duration) time.Duration { return median(ds) }
+
+// writerLockWaits reads PostgreSQL's log at path for the writers' lock
+// waits on the relation of OID rel ("process N acquired RowExclusiveLock
+// on relation REL of database D after X ms", logged by log_lock_waits)
+// and returns the longest and how many there were. A writer still waiting
+// when the log ends counts as long as the last time it was logged.
+func writerLockWaits(path string, rel uint32) (time.Duration, int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, fmt.Errorf("lock waits: %w", err)
+	}
+	defer f.Close()
+	var longest time.Duration
+	n := 0
+	onRel := fmt.Sprintf(" RowExclusiveLock on relation %d of database ", rel)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		i := strings.Index(line, onRel)
+		if i < 0 {
+			continue
+		}
+		acquired := strings.HasSuffix(line[:i], " acquired")
+		if !acquired && !strings.HasSuffix(line[:i], " still waiting for") {
+			continue
+		}
+		_, after, ok := strings.Cut(line[i+len(onRel):], " after ")
+		ms, err := strconv.ParseFloat(strings.TrimSuffix(after, " ms"), 64)
+		if !ok || err != nil {
+			return 0, 0, fmt.Errorf("lock waits: cannot read %q", line)
+		}
+		if acquired {
+			n++
+		}
+		longest = max(longest, time.Duration(ms*float64(time.Millisecond)))
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, fmt.Errorf("lock waits: %w", err)
+	}
+	return longest, n, nil
+}
 
 // dbTimeHeader carries the database's part of a write, in microseconds,
 // from the app to the load.
