@@ -128,3 +128,92 @@ func startChaosLab(ctx context.Context, t *testing.T) *lab.Lab {
 	})
 	return l
 }
+
+// TestLoginLoad runs the chaos test's instruments on a quiet cluster
+// (two instances behind HAProxy): the load signs up and signs in without
+// a failure and counts what it did; the check signs every acknowledged
+// account in and reports an account that was never created, or whose
+// password changed, as lost; the replay race finds exactly one winner per
+// round; the token and login measurements count their requests.
+func TestLoginLoad(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2, true)
+	a1 := testClients[0]
+	cfg := loginload.Config{Issuer: c.issuer, Client: loginload.Client{ID: a1.ID, Secret: a1.Secret, RedirectURI: a1.RedirectURIs[0]}}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	lc := cfg
+	lc.Users, lc.MaxFlows, lc.SignupEvery, lc.Duration = 2, 12, 3, 2*time.Minute
+	load, err := loginload.Start(ctx, lc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-load.Done()
+	st := load.Stop()
+	t.Logf("load: %s", st)
+	accounts := load.Accounts()
+	// Each user signs up, signs in twice, signs up as someone else…;
+	// the 12 flows are shared out as the users ask for them.
+	if st.Flows != 12 || st.Failed != 0 || st.Signups < 4 || st.Signups > 6 || st.Acknowledged != st.Signups || len(accounts) != st.Signups {
+		t.Fatalf("load: %s; %d accounts; want 12 flows, 4 to 6 sign-ups, all acknowledged, none failed", st, len(accounts))
+	}
+	for _, s := range []loginload.Step{loginload.StepAuthorize, loginload.StepToken, loginload.StepVerify, loginload.StepRefresh} {
+		if n := st.Steps[s].Attempts; n != 12 || st.Steps[s].Failures != 0 {
+			t.Errorf("step %s: %d attempts, %d failures; want 12 and 0", s, n, st.Steps[s].Failures)
+		}
+	}
+	if l, r := st.Steps[loginload.StepLogin].Attempts, st.Steps[loginload.StepRegister].Attempts; l != 12-st.Signups || r != st.Signups {
+		t.Errorf("login %d, register %d attempts; want %d and %d", l, r, 12-st.Signups, st.Signups)
+	}
+
+	// The check finds the accounts, and misses one that does not exist
+	// or whose password is not the one acknowledged.
+	wrong := accounts[0]
+	wrong.Password = "another password, not this one"
+	check := append(accounts, loginload.Account{Email: "never-created@example.com", Password: lc.Password}, wrong)
+	res, err := loginload.Check(ctx, cfg, check, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Checked != 6 || len(res.Lost) != 2 || len(res.Unknown) != 0 || res.OK() {
+		t.Errorf("check: %s; want 6 checked, 2 lost", res)
+	}
+
+	race, err := loginload.ReplayRace(ctx, cfg, accounts[1], []string{c.instances[0].url(), c.instances[1].url()}, 20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if race.Rounds != 2 || race.Successes != 2 || race.Extra != 0 || race.NoWinner != 0 || race.Errors != 0 {
+		t.Errorf("replay race: %+v; want one success in each of 2 rounds", race)
+	}
+
+	tok, err := loginload.TokenLatency(ctx, cfg, accounts[1], 2, 10, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Requests != 10 || tok.Failed != 0 || tok.P99 <= 0 {
+		t.Errorf("token latency: %s; want 10 requests, none failed", tok)
+	}
+	lr, err := loginload.LoginRate(ctx, cfg, accounts, 2, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lr.Flows == 0 || lr.Failed != 0 || lr.PerSecond() <= 0 {
+		t.Errorf("login rate: %s", lr)
+	}
+
+	// Bad input is refused before anything runs.
+	if _, err := loginload.Start(ctx, loginload.Config{Issuer: c.issuer}); err == nil {
+		t.Error("Start without a client: no error")
+	}
+	if _, err := loginload.ReplayRace(ctx, cfg, accounts[1], nil, 1, 1); err == nil {
+		t.Error("ReplayRace with one racer: no error")
+	}
+	if _, err := loginload.TokenLatency(ctx, cfg, accounts[1], 1, 0, time.Second); err == nil {
+		t.Error("TokenLatency at rate 0: no error")
+	}
+	if _, err := loginload.LoginRate(ctx, cfg, nil, 1, time.Second); err == nil {
+		t.Error("LoginRate without accounts: no error")
+	}
+}

@@ -44,7 +44,7 @@ func (c CheckResult) String() string {
 // Check signs every account in (a full flow from a fresh browser: login,
 // code, verified ID token, refresh), with workers at once. A flow that
 // fails for another reason than a refused password is tried again for
-// up to 30 s; a refused password is asked again for 5 s (a replica may
+// up to a minute; a refused password is asked again for 5 s (a replica may
 // lag behind for a moment) before the account counts as lost.
 func Check(ctx context.Context, cfg Config, accounts []Account, workers int) (CheckResult, error) {
 	if workers < 1 {
@@ -115,7 +115,7 @@ func (l *runner) check(ctx context.Context, a Account) (refused bool, errs []err
 		} else {
 			firstRefusal = time.Time{}
 		}
-		if time.Since(start) > 30*time.Second || ctx.Err() != nil {
+		if time.Since(start) > time.Minute || ctx.Err() != nil {
 			return false, errs
 		}
 		select {
