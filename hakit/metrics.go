@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,7 +14,7 @@ import (
 // are cached per label set, so a request costs a map lookup and an
 // observation, not a label hash.
 type httpMetrics struct {
-	inFlight prometheus.Gauge
+	inFlight atomic.Int64 // read by a GaugeFunc: one atomic add per change
 	duration *prometheus.HistogramVec
 	cache    sync.Map // metricKey -> prometheus.Observer
 }
@@ -25,13 +26,13 @@ type metricKey struct {
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 	m := &httpMetrics{
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "hakit", Subsystem: "http", Name: "requests_in_flight",
-			Help: "Requests being served."}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "hakit", Subsystem: "http", Name: "request_duration_seconds",
 			Help:    "Time to serve a request, by method, route pattern and status code.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"method", "route", "code"}),
 	}
-	reg.MustRegister(m.inFlight, m.duration)
+	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "hakit", Subsystem: "http", Name: "requests_in_flight",
+		Help: "Requests being served."}, func() float64 { return float64(m.inFlight.Load()) })
+	reg.MustRegister(inFlight, m.duration)
 	return m
 }
 

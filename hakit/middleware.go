@@ -210,7 +210,11 @@ var (
 
 func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	start := time.Now()
-	rc := &reqContext{parent: r.Context()}
+	// The context and the request copy that carries it are one
+	// allocation (see reqState).
+	st := &reqState{}
+	rc := &st.ctx
+	rc.parent = r.Context()
 	ri := &rc.info
 	ri.scheme, ri.bodyLimit = "http", s.cfg.MaxBodyBytes
 	if r.TLS != nil {
@@ -243,7 +247,8 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		ri.id = unsafe.String(unsafe.SliceData(b), len(b))
 	}
 
-	sw := getStatusWriter(w, ri)
+	sw := &st.sw
+	sw.ResponseWriter, sw.ri = w, ri
 	ri.sw = sw
 	h := w.Header()
 	h["X-Content-Type-Options"] = hdrNosniff
@@ -261,18 +266,20 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	if rctx == nil {
 		rctx = routeContexts.Get().(*chi.Context)
 		rctx.Reset()
-		rc.rctx = rctx
-		defer routeContexts.Put(rctx)
+		rc.rctx = rctx // back to the pool in finish
 	}
 	if s.cfg.RequestTimeout > 0 {
 		rc.deadline = start.Add(s.cfg.RequestTimeout)
 	}
-	defer rc.release()
-	r = r.WithContext(rc)
+	// WithContext is inlined and its copy does not escape: the request
+	// lands in st without an allocation of its own.
+	st.req = *r.WithContext(rc)
+	r = &st.req
 	if s.metrics != nil {
-		s.metrics.inFlight.Inc()
+		s.metrics.inFlight.Add(1)
 	}
-	defer s.finish(sw, r, ri, rctx, start)
+	// One deferred call for everything after the handler.
+	defer s.finish(sw, r, rc, rctx, start)
 
 	if err := s.cop.Check(r); err != nil {
 		Error(sw, r, ErrCrossOrigin)
@@ -290,7 +297,10 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 // closes the connection (HTTP/1) or resets the stream (HTTP/2) without
 // ending the response, so the client sees an error, not a truncated
 // success. A handler's own http.ErrAbortHandler is passed on unlogged.
-func (s *stack) finish(sw *statusWriter, r *http.Request, ri *requestInfo, rctx *chi.Context, start time.Time) {
+// Then it ends the request's deadline context, if one was made, and gives
+// the route context back to the pool.
+func (s *stack) finish(sw *statusWriter, r *http.Request, rc *reqContext, rctx *chi.Context, start time.Time) {
+	ri := &rc.info
 	v := recover()
 	abort := v == http.ErrAbortHandler
 	if v != nil && !abort {
@@ -304,21 +314,30 @@ func (s *stack) finish(sw *statusWriter, r *http.Request, ri *requestInfo, rctx 
 		}
 	}
 	s.account(sw, r, ri, rctx, start)
-	putStatusWriter(sw)
+	ri.sw = nil // the response is over: Error after the handler returned does not look at it
+	sw.ResponseWriter = nil
+	// (If the error page panicked, this is skipped: net/http's cancel of
+	// the request's context ends the deadline context then.)
+	rc.release()
+	if rc.rctx != nil {
+		routeContexts.Put(rc.rctx)
+	}
 	if abort {
 		panic(http.ErrAbortHandler) // net/http's way to abort the response
 	}
 }
 
 func (s *stack) account(sw *statusWriter, r *http.Request, ri *requestInfo, rctx *chi.Context, start time.Time) {
-	end := time.Now()
-	took := end.Sub(start)
+	// One monotonic clock read (time.Now reads the wall clock too); the
+	// record's time is the start's wall time plus the duration.
+	took := time.Since(start)
+	end := start.Add(took)
 	status := sw.status
 	if status == 0 {
 		status = http.StatusOK
 	}
 	if s.metrics != nil {
-		s.metrics.inFlight.Dec()
+		s.metrics.inFlight.Add(-1)
 		s.metrics.observe(r.Method, rctx.RoutePattern(), status, took)
 	}
 	// The record goes straight to the handler: Logger.LogAttrs would also
@@ -461,20 +480,6 @@ type statusWriter struct {
 	http.ResponseWriter
 	ri     *requestInfo
 	status int // 0 until the response starts
-}
-
-var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
-
-func getStatusWriter(w http.ResponseWriter, ri *requestInfo) *statusWriter {
-	sw := statusWriters.Get().(*statusWriter)
-	*sw = statusWriter{ResponseWriter: w, ri: ri}
-	return sw
-}
-
-func putStatusWriter(sw *statusWriter) {
-	sw.ri.sw = nil
-	sw.ResponseWriter, sw.ri = nil, nil
-	statusWriters.Put(sw)
 }
 
 // start is called once, before the status line goes out.

@@ -28,6 +28,17 @@ type reqContext struct {
 	inner    atomic.Pointer[deadlineCtx]
 }
 
+// reqState is all the stack allocates per request: the context, the copy
+// of the request that carries it, and the response writer's wrapper, in
+// one allocation (sync.Pool's Get and Put would cost more than the bytes).
+// A handler that keeps the context keeps the request copy alive with it
+// (it usually keeps both).
+type reqState struct {
+	ctx reqContext
+	req http.Request
+	sw  statusWriter
+}
+
 type reqCtxKey struct{}
 
 type deadlineCtx struct {
