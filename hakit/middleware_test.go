@@ -132,7 +132,7 @@ func benchHello(b *testing.B, mw func(http.Handler) http.Handler) {
 	}
 	// CPU time per request, steadier than ns/op on a shared machine,
 	// where ns/op also counts the time other processes had the CPU.
-	b.ReportMetric(float64((processCPU() - cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
 
 // processCPU returns the CPU time this process has used.
