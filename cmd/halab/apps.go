@@ -170,6 +170,7 @@ func (g *appGroup) start(ctx context.Context, in *appInstance) error {
 		if err != nil {
 			return fmt.Errorf("%s did not come up: %w (log: %s)", in.name, err, in.logPath)
 		}
+		g.lab.look(ctx)
 		return nil
 	case <-p.Done():
 		cancel()
@@ -326,10 +327,15 @@ func (g *appGroup) waitStatus(ctx context.Context, in *appInstance, status strin
 	if err := g.lb.WaitServerStatus(wctx, in.name, status); err != nil {
 		return fmt.Errorf("%s not %s in HAProxy: %w", in.name, status, err)
 	}
-	if d := g.lab.dash; d != nil {
-		d.poll(ctx)
-	}
+	g.lab.look(ctx)
 	return nil
+}
+
+// look has the dashboard, if any, read the lab's state now.
+func (l *lab) look(ctx context.Context) {
+	if l.dash != nil {
+		l.dash.look(ctx)
+	}
 }
 
 // stop stops every instance (SIGTERM, so they drain) and the extra

@@ -509,6 +509,17 @@ func (d *dashboard) setReady(ctx context.Context) {
 	}()
 }
 
+// look polls now, once the lab is ready: a chaos command calls it when
+// HAProxy reports a state the page must show.
+func (d *dashboard) look(ctx context.Context) {
+	d.mu.Lock()
+	ready := d.ready
+	d.mu.Unlock()
+	if ready {
+		d.poll(ctx)
+	}
+}
+
 // poll reads the lab's state and records what changed.
 func (d *dashboard) poll(ctx context.Context) {
 	d.pollMu.Lock()

@@ -268,14 +268,19 @@ func (l *lab) close() error {
 	if l.dash != nil {
 		errs = append(errs, l.dash.close())
 	}
+	// The apps stop together: each instance drains for a few seconds.
+	var shopErr, ssoErr error
+	var wg sync.WaitGroup
 	if l.shop != nil {
-		errs = append(errs, l.shop.close())
+		wg.Go(func() { shopErr = l.shop.close() })
 	}
 	if l.sso != nil {
-		errs = append(errs, l.sso.close())
-		if l.sso.lb != nil {
-			errs = append(errs, l.sso.lb.Close())
-		}
+		wg.Go(func() { ssoErr = l.sso.close() })
+	}
+	wg.Wait()
+	errs = append(errs, shopErr, ssoErr)
+	if l.sso != nil && l.sso.lb != nil {
+		errs = append(errs, l.sso.lb.Close())
 	}
 	if l.lb != nil {
 		errs = append(errs, l.lb.Close())

@@ -119,13 +119,17 @@ func TestDashboardFailover(t *testing.T) {
 		sctx, cancel := context.WithTimeout(bctx, timeout)
 		defer cancel()
 		if err := chromedp.Do(sctx, actions...); err != nil {
-			html, _ := chromedp.Run(bctx, chromedp.OuterHTML(css("main")))
-			t.Fatalf("%s: %v\npage: %.3000s", what, err, html)
+			dctx, cancel := context.WithTimeout(bctx, 10*time.Second)
+			defer cancel()
+			page, _ := chromedp.Run(dctx, chromedp.Text(css("body")))
+			t.Fatalf("%s: %v\nthe page's text: %.6000s", what, err, page)
 		}
 	}
 	text := func(sel string) string {
 		t.Helper()
-		s, err := chromedp.Run(bctx, chromedp.Text(css(sel)))
+		sctx, cancel := context.WithTimeout(bctx, 20*time.Second)
+		defer cancel()
+		s, err := chromedp.Run(sctx, chromedp.Text(css(sel)))
 		if err != nil {
 			t.Fatalf("text of %s: %v", sel, err)
 		}
@@ -133,7 +137,9 @@ func TestDashboardFailover(t *testing.T) {
 	}
 	shot := func(name string) {
 		t.Helper()
-		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+		sctx, cancel := context.WithTimeout(bctx, time.Minute)
+		defer cancel()
+		png, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -225,7 +231,8 @@ func TestDashboardFailover(t *testing.T) {
 		phase("rolling restart of the " + app + " done")
 	}
 	shot("lab-dashboard-after-restarts.png")
-	step("stop the load", 20*time.Second, chromedp.Click(css(`button[data-action="load off"]`)),
+	step("stop the load", 30*time.Second, chromedp.WaitEnabled(css(`button[data-action="load off"]`)),
+		chromedp.Click(css(`button[data-action="load off"]`)),
 		chromedp.WaitEnabled(css(`button[data-action="load on"]`)))
 
 	if err := lab.Terminate(); err != nil {
