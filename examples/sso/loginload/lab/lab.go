@@ -314,15 +314,26 @@ func (l *Lab) stopInstance(ctx context.Context, in *Instance) error {
 }
 
 // RollingRestart SIGTERMs and starts every instance in turn, waiting until
-// HAProxy has each up again before the next, as a deploy does.
-func (l *Lab) RollingRestart(ctx context.Context) error {
+// HAProxy has each up again before the next, as a deploy does. env, if
+// any, is added to each instance's environment (KEY=value, overriding
+// an earlier value) before it starts again: a deploy of a new
+// configuration.
+func (l *Lab) RollingRestart(ctx context.Context, env ...string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for _, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fmt.Errorf("lab: environment entry %q: want KEY=value", kv)
+		}
+	}
 	for _, in := range l.Instances {
 		t0 := time.Now()
 		if err := l.stopInstance(ctx, in); err != nil {
 			return err
 		}
+		in.mu.Lock()
+		in.env = append(in.env, env...)
+		in.mu.Unlock()
 		if err := l.startInstance(ctx, in); err != nil {
 			return err
 		}

@@ -28,6 +28,9 @@ func TestBadOptions(t *testing.T) {
 	if _, err := l.Chaos(ctx, ChaosOptions{Steps: []Step{"minio-down"}}); err == nil || !strings.Contains(err.Error(), `unknown chaos step "minio-down"`) {
 		t.Errorf("Chaos with an unknown step: %v", err)
 	}
+	if err := l.RollingRestart(ctx, "NO_EQUALS_SIGN"); err == nil || !strings.Contains(err.Error(), "want KEY=value") {
+		t.Errorf("RollingRestart with a bad environment entry: %v", err)
+	}
 	if err := l.KillInstance(ctx, 3); err == nil {
 		t.Error("KillInstance of a missing instance: no error")
 	}
