@@ -432,3 +432,53 @@ func TestPasswordReset(t *testing.T) {
 		t.Errorf("%d reset links for %s, want 3 (the throttled one made none)", n, addr)
 	}
 }
+
+// TestMailMessage checks the mail's text without services: headers, the
+// link alone on its line, a name with line breaks kept out of the headers
+// and the greeting, the lifetimes in words, and the token's form.
+func TestMailMessage(t *testing.T) {
+	m := &mailer{key: derive(testSecret, "sso mail links"), issuer: "https://login.example.com/",
+		cfg: mailConfig{From: "sso@example.com", VerifyTTL: 48 * time.Hour, ResetTTL: time.Hour}}
+	id := "0b6c2c1e-4f5a-4c0e-9c43-6e0c2b1a9d11"
+	tok := m.token(id)
+	if !validToken(tok) || tok != m.token(id) || tok == m.token("0b6c2c1e-4f5a-4c0e-9c43-6e0c2b1a9d12") {
+		t.Fatalf("token %q: not a stable 43-character base64url token per row", tok)
+	}
+	for _, bad := range []string{"", "short", tok + "x", strings.Repeat("!", 43), tok[:42] + "="} {
+		if validToken(bad) {
+			t.Errorf("validToken(%q) = true", bad)
+		}
+	}
+	link := m.link(purposeReset, tok)
+	if link != "https://login.example.com/reset?token="+tok {
+		t.Errorf("link %s", link)
+	}
+	msg := string(m.message(id, purposeReset, "Eve\r\nBcc: victim@example.com", "eve@example.com", link, time.Unix(0, 0)))
+	head, body, ok := strings.Cut(msg, "\r\n\r\n")
+	if !ok {
+		t.Fatalf("no header/body separator:\n%s", msg)
+	}
+	for _, h := range strings.Split(head, "\r\n") {
+		name, _, _ := strings.Cut(h, ":")
+		if !slices.Contains([]string{"From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type", "Content-Transfer-Encoding"}, name) {
+			t.Errorf("unexpected header line %q", h)
+		}
+	}
+	if !strings.Contains(head, "Subject: Reset your hakit SSO password\r\n") {
+		t.Errorf("headers:\n%s", head)
+	}
+	if !strings.Contains(body, "\r\n  "+link+"\r\n") || !strings.Contains(body, "within 1 hour") ||
+		!strings.HasPrefix(body, "Hello EveBcc: victim@example.com,\r\n") {
+		t.Errorf("body:\n%s", body)
+	}
+	verify := string(m.message(id, purposeVerify, "", "a@example.com", m.link(purposeVerify, tok), time.Unix(0, 0)))
+	if !strings.Contains(verify, "Subject: Confirm your e-mail address for hakit SSO") || !strings.Contains(verify, "within 48 hours") ||
+		!strings.Contains(verify, "\r\n\r\nHello,\r\n") {
+		t.Errorf("verification mail:\n%s", verify)
+	}
+	for d, want := range map[time.Duration]string{time.Hour: "1 hour", 48 * time.Hour: "48 hours", 30 * time.Minute: "30 minutes", 90 * time.Minute: "90 minutes"} {
+		if got := ttlText(d); got != want {
+			t.Errorf("ttlText(%s) = %q, want %q", d, got, want)
+		}
+	}
+}

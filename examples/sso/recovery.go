@@ -47,22 +47,32 @@ func (wb *web) currentSession(next http.Handler) http.Handler {
 	})
 }
 
-// linkError answers a refused mailed link with a page saying why; other
-// errors as errors.
-func (wb *web) linkError(w http.ResponseWriter, r *http.Request, err error, again string) {
-	var msg string
+// linkError answers a refused mailed link with a page saying why and
+// where to get a new one; other errors as errors.
+func (wb *web) linkError(w http.ResponseWriter, r *http.Request, err error, purpose string) {
+	d := linkErrorData{Again: "/", AgainText: "Your account"}
+	if purpose == purposeReset {
+		d.Again, d.AgainText = "/forgot", "Ask for a new link"
+	}
 	switch {
 	case errors.Is(err, errLinkInvalid):
-		msg = "This link is not valid. Copy the whole link from the mail, or ask for a new one" + again
+		d.Message = "This link is not valid. Copy the whole link from the mail, or ask for a new one."
 	case errors.Is(err, errLinkUsed):
-		msg = "This link was already used: each link works once. If you need another, ask for a new one" + again
+		d.Message = "This link was already used: each link works once. If you need another, ask for a new one."
 	case errors.Is(err, errLinkExpired):
-		msg = "This link has expired. Ask for a new one" + again
+		d.Message = "This link has expired. Ask for a new one."
 	default:
 		hakit.Error(w, r, err)
 		return
 	}
-	wb.fail(w, r, http.StatusBadRequest, msg)
+	if purpose == purposeVerify {
+		d.Message += " A new one is on your account page, once you are signed in."
+	}
+	wb.render(w, r, http.StatusBadRequest, "link.html", page{Title: "This link does not work", Data: d})
+}
+
+type linkErrorData struct {
+	Message, Again, AgainText string
 }
 
 // ---- e-mail verification
@@ -87,7 +97,7 @@ func (wb *web) verifyEmail(w http.ResponseWriter, r *http.Request) {
 		return err
 	})
 	if err != nil {
-		wb.linkError(w, r, err, " from your account page.")
+		wb.linkError(w, r, err, purposeVerify)
 		return
 	}
 	msg := email + " is verified. Sites you sign in to with hakit SSO now see a verified address."
@@ -209,7 +219,7 @@ type resetData struct {
 func (wb *web) resetForm(w http.ResponseWriter, r *http.Request) {
 	tok := r.URL.Query().Get("token")
 	if err := wb.mail.checkToken(r.Context(), purposeReset, tok); err != nil {
-		wb.linkError(w, r, err, ` on the "Forgot your password?" page.`)
+		wb.linkError(w, r, err, purposeReset)
 		return
 	}
 	wb.render(w, r, http.StatusOK, "reset.html", page{Title: "Choose a new password", Data: resetData{Token: tok}})
@@ -230,14 +240,14 @@ func (wb *web) reset(w http.ResponseWriter, r *http.Request) {
 	d := resetData{Token: f.Get("token")}
 	if problem := passwordProblem(f.Get("password"), f.Get("password2")); problem != "" {
 		if err := wb.mail.checkToken(ctx, purposeReset, d.Token); err != nil {
-			wb.linkError(w, r, err, ` on the "Forgot your password?" page.`)
+			wb.linkError(w, r, err, purposeReset)
 			return
 		}
 		wb.render(w, r, http.StatusUnprocessableEntity, "reset.html", page{Title: "Choose a new password", Error: problem, Data: d})
 		return
 	}
 	if !validToken(d.Token) { // before the slow hash
-		wb.linkError(w, r, errLinkInvalid, ` on the "Forgot your password?" page.`)
+		wb.linkError(w, r, errLinkInvalid, purposeReset)
 		return
 	}
 	hash, err := argon2id.CreateHash(f.Get("password"), wb.argon)
@@ -264,7 +274,7 @@ func (wb *web) reset(w http.ResponseWriter, r *http.Request) {
 		return err
 	})
 	if err != nil {
-		wb.linkError(w, r, err, ` on the "Forgot your password?" page.`)
+		wb.linkError(w, r, err, purposeReset)
 		return
 	}
 	wb.log.InfoContext(ctx, "password reset", "user", uid)
