@@ -206,8 +206,14 @@ func Migrate(ctx context.Context, db *dbrouter.Router, fsys fs.FS, log *slog.Log
 //
 // # Locks
 //
-// Each migration runs with lock_timeout and statement_timeout set
-// (opts.LockTimeout, opts.StatementTimeout). A file's statements run as
+// Each migration runs with lock_timeout and statement_timeout set: a
+// short lock_timeout first (opts.FirstLockTimeout, 50ms), so that the
+// writers queued behind an ALTER TABLE waiting for its ACCESS EXCLUSIVE
+// lock wait no longer, twice as long at each retry, up to
+// opts.LockTimeout; a file holding CONCURRENTLY, which waits for the
+// table's transactions without queueing its writers, runs with
+// opts.LockTimeout at once. statement_timeout is opts.StatementTimeout.
+// A file's statements run as
 // one implicit transaction, so a migration that fails leaves nothing
 // behind; a CONCURRENTLY statement (CREATE INDEX CONCURRENTLY, DROP INDEX
 // CONCURRENTLY, REINDEX CONCURRENTLY) cannot run in one, so it must be
