@@ -174,8 +174,15 @@ func run(ctx context.Context, cfg config, in io.Reader, out io.Writer, log *slog
 		log.Info("starting PostgreSQL under Patroni with etcd", "nodes", cfg.pgNodes, "synchronous", cfg.pgNodes > 1)
 		// A busy machine (builds of the apps, other work) can take
 		// minutes over a replica's base backup.
-		l.pg, pgErr = hatest.StartPatroni(ctx, hatest.PatroniOptions{Nodes: cfg.pgNodes, Synchronous: cfg.pgNodes > 1,
-			StartTimeout: 5 * time.Minute})
+		opts := hatest.PatroniOptions{Nodes: cfg.pgNodes, Synchronous: cfg.pgNodes > 1, StartTimeout: 5 * time.Minute}
+		l.pg, pgErr = hatest.StartPatroni(ctx, opts)
+		if pgErr != nil && ctx.Err() == nil {
+			// Patroni gives up on a bootstrap whose steps time out
+			// ("Failed to bootstrap cluster") when the machine is
+			// overloaded: one more try, from scratch.
+			log.Warn("PostgreSQL under Patroni did not start; trying once more", "err", pgErr)
+			l.pg, pgErr = hatest.StartPatroni(ctx, opts)
+		}
 	})
 	wg.Go(func() {
 		log.Info("starting Redis with a replica and 3 Sentinels")
