@@ -225,7 +225,7 @@ func authRequestID(t *testing.T, r resp) string {
 // ssoLab is a shop with SSO and its provider.
 type ssoLab struct {
 	shop     *testShop
-	base     string // the shop's URL, on the host "localhost"
+	base     string // the shop's URL (SHOP_BASE_URL)
 	provider *testProvider
 	callback string
 }
@@ -239,10 +239,12 @@ func newSSOLab(t *testing.T) *ssoLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The shop on "localhost", the provider on "127.0.0.1": two sites, as
-	// in production, so that their cookies (both hakit's "session") do not
-	// meet in the browser's jar, which ignores ports.
-	base := "http://localhost:" + fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+	// The shop and the provider on one host, as on a laptop or in the
+	// lab: a browser keeps one cookie per name and host, whatever the
+	// port, and the two cookies have different names ("session", "sso").
+	// The browser test in examples/sso puts them on two sites, as in
+	// production.
+	base := "http://" + ln.Addr().String()
 	paddr := freeAddr(t)
 	p := newProvider(t, paddr, base)
 	ts := startShop(t, shopOptions{Listener: ln, Env: map[string]string{
