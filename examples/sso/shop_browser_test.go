@@ -23,8 +23,7 @@ const shopScreenshotDir = "../shop/docs/screenshots"
 
 // startShopRP builds examples/shop and runs it as the provider's relying
 // party on http://localhost:<port> (another site than the provider's
-// 127.0.0.1, as in production: the two apps' session cookies, both
-// hakit's, do not meet), with its own database, a Redis database and
+// 127.0.0.1, as in production), with its own database, a Redis database and
 // mail to mp. The client "shop" is registered with the CLI. It returns
 // the shop's URL.
 func startShopRP(t *testing.T, c *cluster, mp *hatest.Mailpit) string {
@@ -197,7 +196,6 @@ func TestShopBrowser(t *testing.T) {
 	if flash := text(".flash"); !strings.Contains(flash, "Welcome, Ada Lovelace") {
 		t.Errorf("first sign-in flash %q", flash)
 	}
-	shot("sso-signed-in.png")
 
 	// Sign out of the shop: the provider's session ends too.
 	step("sign out everywhere", chromedp.Click(css("form[action='/logout'] button")),
