@@ -15,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"hakit.dev/dbrouter"
+	"hakit.dev/hakit"
 	"hakit.dev/hatest"
 )
 
@@ -480,5 +483,86 @@ func TestMailMessage(t *testing.T) {
 		if got := ttlText(d); got != want {
 			t.Errorf("ttlText(%s) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// TestMailConfig: SSO_SMTP_ADDR is required outside SSO_DEV and must be
+// host:port; SSO_MAIL_FROM must be an address and defaults to one at the
+// issuer's host; lifetimes and limits must be positive.
+func TestMailConfig(t *testing.T) {
+	base := map[string]string{"SSO_ISSUER": "https://login.example.com", "SSO_SECRET": testSecret}
+	read := func(vars map[string]string) (config, error) {
+		all := map[string]string{}
+		for k, v := range base {
+			all[k] = v
+		}
+		for k, v := range vars {
+			all[k] = v
+		}
+		env := hakit.NewEnv(func(k string) string { return all[k] })
+		c := readConfig(env)
+		return c, env.Err()
+	}
+	c, err := read(map[string]string{"SSO_SMTP_ADDR": "127.0.0.1:25"})
+	if err != nil || c.mail.From != "no-reply@login.example.com" || c.mail.ResetTTL != time.Hour || c.requireVerified {
+		t.Errorf("defaults: %+v, %v", c.mail, err)
+	}
+	if _, err := read(map[string]string{"SSO_DEV": "true"}); err != nil {
+		t.Errorf("SSO_DEV without SMTP: %v", err)
+	}
+	for _, tc := range []struct {
+		vars map[string]string
+		want string
+	}{
+		{map[string]string{}, "SSO_SMTP_ADDR"},
+		{map[string]string{"SSO_SMTP_ADDR": "mailhost"}, "SSO_SMTP_ADDR"},
+		{map[string]string{"SSO_SMTP_ADDR": "127.0.0.1:25", "SSO_MAIL_FROM": "not an address"}, "SSO_MAIL_FROM"},
+		{map[string]string{"SSO_SMTP_ADDR": "127.0.0.1:25", "SSO_RESET_TTL": "0s"}, "SSO_RESET_TTL"},
+		{map[string]string{"SSO_SMTP_ADDR": "127.0.0.1:25", "SSO_MAIL_THROTTLE_IP": "0"}, "SSO_MAIL_THROTTLE"},
+	} {
+		if _, err := read(tc.vars); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one naming %s", tc.vars, err, tc.want)
+		}
+	}
+}
+
+// TestRequireVerifiedEmail: with SSO_REQUIRE_VERIFIED_EMAIL, an account
+// whose address is not verified stops at a page saying so instead of
+// signing in to the client (prompt=none: interaction_required); after the
+// mailed link, the same sign-in goes through.
+func TestRequireVerifiedEmail(t *testing.T) {
+	t.Parallel()
+	c, mp := mailCluster(t, "SSO_REQUIRE_VERIFIED_EMAIL=true")
+	const addr = "ursula@example.com"
+	a1 := c.rp("client-a1")
+	b := c.browser()
+	f := newFlow()
+	id := formID(t, b.authorize(a1, f))
+	p := b.post("/register", url.Values{"authRequestID": {id}, "email": {addr}, "password": {"left hand darkness"},
+		"password2": {"left hand darkness"}})
+	if p.location != "" || p.status != http.StatusForbidden || !strings.Contains(p.body, "accepts verified addresses only") {
+		t.Fatalf("unverified sign-in to a client: %d %s %s", p.status, p.location, lead(p.body))
+	}
+	fn := newFlow()
+	fn.extra = append(fn.extra, oauth2.SetAuthURLParam("prompt", "none"))
+	if p := b.authorize(a1, fn); p.location == "" || !strings.Contains(p.location, "error=interaction_required") {
+		t.Errorf("prompt=none, unverified: %d %s", p.status, p.location)
+	}
+	// "Send the link again" from that page comes back to it.
+	if p := b.post("/account/verify-email", url.Values{"authRequestID": {id}}); p.url.Path != "/login" ||
+		!strings.Contains(p.body, "We sent a new link") {
+		t.Errorf("send again from the sign-in: %d %s %s", p.status, p.url, lead(p.body))
+	}
+	link, _ := mailLink(t, c, waitMail(t, mp, addr, 1), "verify")
+	if p := b.get(link); p.status != 200 {
+		t.Fatalf("verification link: %d %s", p.status, lead(p.body))
+	}
+	p = b.get(c.issuer + "/login?authRequestID=" + id)
+	if p.location == "" && strings.Contains(p.url.Path, "/consent") {
+		p = b.post("/consent", url.Values{"authRequestID": {formID(t, p)}, "decision": {"allow"}})
+	}
+	tk := a1.mustExchange(t, f, b.codeFrom(a1, f, p))
+	if v := userinfoClaims(t, a1, tk.tok.AccessToken)["email_verified"]; v != true {
+		t.Errorf("email_verified: %v", v)
 	}
 }
