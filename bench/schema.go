@@ -613,9 +613,11 @@ func writerLockWaits(path string, rel uint32) (time.Duration, int, error) {
 		if !acquired && !strings.HasSuffix(line[:i], " still waiting for") {
 			continue
 		}
+		// "after 50.145 ms", perhaps followed by " at character 13".
 		_, after, ok := strings.Cut(line[i+len(onRel):], " after ")
-		ms, err := strconv.ParseFloat(strings.TrimSuffix(after, " ms"), 64)
-		if !ok || err != nil {
+		num, unit, _ := strings.Cut(after, " ")
+		ms, err := strconv.ParseFloat(num, 64)
+		if !ok || err != nil || !strings.HasPrefix(unit, "ms") {
 			return 0, 0, fmt.Errorf("lock waits: cannot read %q", line)
 		}
 		if acquired {
