@@ -64,6 +64,11 @@ type Config struct {
 	// Timeout bounds each HTTP request. Defaults to 30s: a failover
 	// holds requests that long at most.
 	Timeout time.Duration
+	// ErrorPause is how long a user whose flow failed waits before the
+	// next, as a person reading an error page does; without it a user
+	// looping as fast as the answers come would count one short outage
+	// many times. Defaults to 1s; negative: no pause.
+	ErrorPause time.Duration
 }
 
 func (c *Config) defaults() error {
@@ -96,6 +101,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 30 * time.Second
+	}
+	if c.ErrorPause == 0 {
+		c.ErrorPause = time.Second
 	}
 	return nil
 }
@@ -231,15 +239,25 @@ func (l *Load) user(ctx context.Context, u int, tickets <-chan struct{}) {
 			l.loginFlow(ctx, &rec, *acct)
 		}
 		rec.took = time.Since(rec.start)
-		if ctx.Err() != nil && rec.failed() {
-			return // cut by the end of the run: not the provider's failure
-		}
+		cut := ctx.Err() != nil && rec.failed() // cut by the end of the run: not the provider's failure
 		l.mu.Lock()
-		l.flows = append(l.flows, rec)
+		if !cut {
+			l.flows = append(l.flows, rec)
+		}
 		if rec.acked {
 			l.accounts = append(l.accounts, Account{Email: email, Password: l.cfg.Password, At: rec.ackAt})
 		}
 		l.mu.Unlock()
+		if cut {
+			return
+		}
+		if rec.failed() && l.cfg.ErrorPause > 0 {
+			select {
+			case <-time.After(l.cfg.ErrorPause):
+			case <-ctx.Done():
+				return
+			}
+		}
 	}
 }
 

@@ -44,8 +44,9 @@ func (c CheckResult) String() string {
 // Check signs every account in (a full flow from a fresh browser: login,
 // code, verified ID token, refresh), with workers at once. A flow that
 // fails for another reason than a refused password is tried again for
-// up to a minute; a refused password is asked again for 5 s (a replica may
-// lag behind for a moment) before the account counts as lost.
+// up to a minute; a refused password is asked again, three times over 5 s
+// (a replica may lag behind for a moment), before the account counts as
+// lost.
 func Check(ctx context.Context, cfg Config, accounts []Account, workers int) (CheckResult, error) {
 	if workers < 1 {
 		workers = 4
@@ -93,11 +94,13 @@ func Check(ctx context.Context, cfg Config, accounts []Account, workers int) (Ch
 }
 
 // check signs a in until it works or the retries are used up. refused
-// means the password was refused for 5 s; errs are the failed attempts'
-// errors, the last nil when an attempt succeeded.
+// means the password was refused three times over at least 5 s (fewer
+// failures than the provider's per-account throttle allows); errs are
+// the failed attempts' errors, the last nil when an attempt succeeded.
 func (l *runner) check(ctx context.Context, a Account) (refused bool, errs []error) {
 	start := time.Now()
 	var firstRefusal time.Time
+	refusals := 0
 	for {
 		var rec flowRecord
 		l.loginFlow(ctx, &rec, a)
@@ -105,21 +108,24 @@ func (l *runner) check(ctx context.Context, a Account) (refused bool, errs []err
 			return false, append(errs, nil)
 		}
 		errs = append(errs, errors.New(rec.err))
+		wait := 500 * time.Millisecond
 		if rec.refused {
-			if firstRefusal.IsZero() {
+			if refusals == 0 {
 				firstRefusal = time.Now()
 			}
-			if time.Since(firstRefusal) > 5*time.Second {
+			refusals++
+			if refusals >= 3 && time.Since(firstRefusal) >= 5*time.Second {
 				return true, errs
 			}
+			wait = 2500 * time.Millisecond
 		} else {
-			firstRefusal = time.Time{}
+			refusals = 0
 		}
 		if time.Since(start) > time.Minute || ctx.Err() != nil {
 			return false, errs
 		}
 		select {
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(wait):
 		case <-ctx.Done():
 		}
 	}
