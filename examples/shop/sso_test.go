@@ -317,8 +317,9 @@ func (l *ssoLab) shopUser(b *rpBrowser) string {
 // ?next=, a tampered state, a replayed callback and a callback in another
 // browser are refused with nothing changed, a declined consent says so, a
 // second sign-in finds the same account, an existing local account with
-// the same unverified address is not taken over, and signing out of the
-// shop signs out of the provider too.
+// the same unverified address is not taken over until the provider has
+// verified it, signing out of the shop signs out of the provider too, and
+// a callback arriving while the provider is down gets a 503 page.
 func TestSSO(t *testing.T) {
 	l := newSSOLab(t)
 	ts := l.shop
@@ -472,6 +473,20 @@ func TestSSO(t *testing.T) {
 	if l.shopUser(linus) != "Local Linus" || users() != before || identities() != 2 {
 		t.Fatalf("verified address: signed in as %q, %d users (%d before), %d identities; want the local account linked",
 			l.shopUser(linus), users(), before, identities())
+	}
+
+	// The provider gone between the authorization and the callback: the
+	// code cannot be redeemed, a 503 page, nothing changed.
+	late := newRPBrowser(t)
+	cb = l.signIn(late, "/login/sso", "late@example.test", "late at the provider", true, "allow")
+	before = users()
+	l.provider.stop(t)
+	gone := late.get(cb.Location, "")
+	if gone.Status != http.StatusServiceUnavailable || dataPage(gone.Body) != "sso_error" || !strings.Contains(gone.Body, "cannot be reached") {
+		t.Fatalf("callback with the provider down: %d\n%s", gone.Status, excerpt(gone.Body))
+	}
+	if l.shopUser(late) != "" || users() != before || identities() != 2 {
+		t.Fatal("a callback the provider could not complete changed something")
 	}
 
 	// The counts of sign-ins by result, on /metrics.
