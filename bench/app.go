@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -63,115 +64,113 @@ const (
 // row from a replica with read-your-writes, render a template — once on
 // hakit.App (its stack, sessions on Redis, dbrouter) and once wired by
 // hand on chi (its RequestID, RealIP, Logger, Recoverer) + scs with its
-// Redis store + pgxpool, and loads both with wrk in alternating rounds.
+// Redis store + pgxpool. Each app runs in a process of its own with
+// PostgreSQL (primary and replica) and Redis of its own, so that every CPU
+// second a page costs is counted for its app; wrk loads one, then the
+// other, in paired rounds whose order turns each round.
 func appSuite(ctx context.Context, r *report) error {
 	wrk, err := exec.LookPath("wrk")
 	if err != nil {
 		return errors.New("wrk not found: install the Debian package wrk (make deps)")
 	}
-	pg, err := hatest.StartPostgres(ctx, hatest.PostgresOptions{Replicas: 1})
+	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	defer pg.Close()
-	rd, err := hatest.StartRedis(ctx, hatest.RedisOptions{})
-	if err != nil {
-		return err
+	type side struct {
+		kind, url, cookie string
+		pg                *hatest.PostgresCluster
+		rd                *hatest.RedisCluster
+		pid               int
 	}
-	defer rd.Close()
-	if err := pg.Nodes[0].Exec(ctx, `CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price int8 NOT NULL, visits int8 NOT NULL DEFAULT 0);
-		INSERT INTO items (id, name, price) SELECT g, 'item ' || g, g * 100 FROM generate_series(1, 1000) g`); err != nil {
-		return err
+	sides := [2]*side{{kind: "app-hakit"}, {kind: "app-hand"}}
+	for _, sd := range sides {
+		if sd.pg, err = hatest.StartPostgres(ctx, hatest.PostgresOptions{Replicas: 1}); err != nil {
+			return err
+		}
+		defer sd.pg.Close()
+		if sd.rd, err = hatest.StartRedis(ctx, hatest.RedisOptions{}); err != nil {
+			return err
+		}
+		defer sd.rd.Close()
+		if err := sd.pg.Nodes[0].Exec(ctx, `CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price int8 NOT NULL, visits int8 NOT NULL DEFAULT 0);
+			INSERT INTO items (id, name, price) SELECT g, 'item ' || g, g * 100 FROM generate_series(1, 1000) g`); err != nil {
+			return err
+		}
+		if err := sd.pg.WaitReplicated(ctx); err != nil {
+			return err
+		}
+		cmd := exec.CommandContext(ctx, self)
+		cmd.Env = append(os.Environ(), envHTTPServer+"="+sd.kind,
+			envAppDSNs+"="+strings.Join(sd.pg.DSNs(), "\n"), envAppRedis+"="+sd.rd.Addr())
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("the %s server did not start: %v", sd.kind, err)
+		}
+		sd.url, sd.pid = "http://"+strings.TrimSpace(line), cmd.Process.Pid
+		// Log in (a write, so the session carries a position), then load
+		// the page with that session's cookie.
+		if sd.cookie, err = loginCookie(ctx, sd.url); err != nil {
+			return fmt.Errorf("%s: %w", sd.kind, err)
+		}
 	}
-	if err := pg.WaitReplicated(ctx); err != nil {
-		return err
-	}
-
-	hakitURL, stopHakit, err := hakitPage(ctx, pg, rd)
-	if err != nil {
-		return fmt.Errorf("hakit app: %w", err)
-	}
-	defer stopHakit()
-	handURL, stopHand, err := handPage(ctx, pg, rd)
-	if err != nil {
-		return fmt.Errorf("hand-wired app: %w", err)
-	}
-	defer stopHand()
-
-	// Log in on each (a write, so the session carries a position), then
-	// load the page with that session's cookie.
-	hakitCookie, err := loginCookie(ctx, hakitURL)
-	if err != nil {
-		return fmt.Errorf("hakit app: %w", err)
-	}
-	handCookie, err := loginCookie(ctx, handURL)
-	if err != nil {
-		return fmt.Errorf("hand-wired app: %w", err)
-	}
-	// The services' processes, whose CPU time counts in a page's cost:
-	// listed again before each load, as the pools open connections (a
-	// backend process each) while they warm up.
-	servicePids := func() []int {
-		var pids []int
-		for _, n := range pg.Nodes {
+	// An app's processes: its own, its PostgreSQL's (listed again each
+	// round, as the pools open connections, a backend process each, while
+	// they warm up) and its Redis.
+	pidsOf := func(sd *side) []int {
+		pids := []int{sd.pid}
+		for _, n := range sd.pg.Nodes {
 			pids = append(pids, n.Pids()...)
 		}
-		if m, err := rd.Master(ctx); err == nil {
+		if m, err := sd.rd.Master(ctx); err == nil {
 			pids = append(pids, m.Pid())
 		}
 		return pids
 	}
-	// load runs wrk on the page; cpuPerReq becomes the CPU time per page
-	// of this process and of the services together.
-	load := func(base, cookie string, d time.Duration) (wrkResult, error) {
-		pids := servicePids()
-		s0 := processesCPU(pids)
-		res, err := runWrkArgs(ctx, wrk, base+"/items/42", d, 16, "-H", "Cookie: "+cookie)
-		res.cpuPerReq += float64((processesCPU(pids) - s0).Nanoseconds()) / max(res.requests, 1)
+	// load runs wrk on one app's page for d; cpuPerReq becomes the app's
+	// CPU time per page, its services' included.
+	load := func(sd *side, d time.Duration) (wrkResult, error) {
+		pids := pidsOf(sd)
+		cpu0 := processesCPUPrecise(pids)
+		res, err := runWrkArgs(ctx, wrk, sd.url+"/items/42", d, 16, "-H", "Cookie: "+sd.cookie)
+		res.cpuPerReq = float64((processesCPUPrecise(pids) - cpu0).Nanoseconds()) / max(res.requests, 1)
 		return res, err
 	}
-	for _, s := range [][2]string{{hakitURL, hakitCookie}, {handURL, handCookie}} {
-		if _, err := load(s[0], s[1], 2*time.Second); err != nil {
+	// round loads one app after the other, the order turning each round.
+	round := func(i int, d time.Duration) ([2]wrkResult, error) {
+		var res [2]wrkResult
+		var errs [2]error
+		for _, j := range [2][2]int{{0, 1}, {1, 0}}[i%2] {
+			res[j], errs[j] = load(sides[j], d)
+		}
+		return res, errors.Join(errs[:]...)
+	}
+	for i := range 2 { // warm-up
+		if _, err := round(i, time.Second); err != nil {
 			return err
 		}
 	}
-	if path := os.Getenv("BENCH_APP_CPUPROFILE"); path != "" {
-		// Profiles of each app under load, for finding where its time goes.
-		for _, s := range [][3]string{{hakitURL, hakitCookie, "hakit"}, {handURL, handCookie, "hand"}} {
-			f, err := os.Create(path + "." + s[2])
-			if err != nil {
-				return err
-			}
-			if err := pprof.StartCPUProfile(f); err != nil {
-				return err
-			}
-			_, err = load(s[0], s[1], 5*time.Second)
-			pprof.StopCPUProfile()
-			f.Close()
-			if err != nil {
-				return err
-			}
-		}
-	}
-	// Paired rounds, the order turning each round (hakit first, then the
-	// hand-wired app first): a round's ratios compare two loads a couple
-	// of seconds apart, and the median of the rounds leaves out those the
-	// machine's other work upset.
 	const rounds = 21
 	var rpsRatios, cpuRatios, ours, theirs, oursP99, theirsP99, oursCPU, theirsCPU []float64
 	for i := range rounds {
-		var a, b wrkResult
-		var errA, errB error
-		if i%2 == 0 {
-			a, errA = load(hakitURL, hakitCookie, 2*time.Second)
-			b, errB = load(handURL, handCookie, 2*time.Second)
-		} else {
-			b, errB = load(handURL, handCookie, 2*time.Second)
-			a, errA = load(hakitURL, hakitCookie, 2*time.Second)
-		}
-		if err := errors.Join(errA, errB); err != nil {
+		res, err := round(i, 2*time.Second)
+		if err != nil {
 			return err
 		}
+		a, b := res[0], res[1]
 		rpsRatios = append(rpsRatios, a.rps/b.rps)
 		cpuRatios = append(cpuRatios, b.cpuPerReq/a.cpuPerReq)
 		oursCPU, theirsCPU = append(oursCPU, a.cpuPerReq), append(theirsCPU, b.cpuPerReq)
@@ -184,14 +183,13 @@ func appSuite(ctx context.Context, r *report) error {
 		fmt.Sprintf("chi + scs/goredisstore + pgxpool, chi's access log; req/s ratio %.3f (quartiles %.3f–%.3f)",
 			median(rpsRatios), quantile(rpsRatios, 0.25), quantile(rpsRatios, 0.75)))
 	r.row("  p99 latency (ms)", fmt.Sprintf("%.2f", median(oursP99)), fmt.Sprintf("%.2f", median(theirsP99)), "")
-	r.row("  CPU per page: this process, PostgreSQL, Redis (µs)", fmt.Sprintf("%.0f", median(oursCPU)/1e3), fmt.Sprintf("%.0f", median(theirsCPU)/1e3),
+	r.row("  CPU per page: the app's process, its PostgreSQL and Redis (µs)", fmt.Sprintf("%.0f", median(oursCPU)/1e3), fmt.Sprintf("%.0f", median(theirsCPU)/1e3),
 		fmt.Sprintf("pages per CPU second, hakit / hand-wired: %.3f (quartiles %.3f–%.3f)",
 			median(cpuRatios), quantile(cpuRatios, 0.25), quantile(cpuRatios, 0.75)))
 	// The headline is throughput per CPU second: what each app serves when
-	// the CPU is what limits it, as it is here (both apps, PostgreSQL,
-	// Redis and wrk on 2 cores). Requests per second, printed beside it,
-	// also depend on how much of the machine other processes took during
-	// each app's seconds.
+	// the CPU is what limits it, as it is here. Requests per second,
+	// printed beside it, also depend on how much of the two cores other
+	// processes took during each app's seconds.
 	r.metric("app_page_ratio", fmt.Sprintf("%.3f", median(cpuRatios)))
 	r.metric("app_page_rps_ratio", fmt.Sprintf("%.3f", median(rpsRatios)))
 	r.metric("app_page_p99_ms", fmt.Sprintf("%.2f", median(oursP99)))
@@ -200,22 +198,93 @@ func appSuite(ctx context.Context, r *report) error {
 	return nil
 }
 
-// hakitPage serves the page on hakit.App and returns its URL and a stop
-// function.
-func hakitPage(ctx context.Context, pg *hatest.PostgresCluster, rd *hatest.RedisCluster) (string, func(), error) {
+// The app suite's servers (envHTTPServer "app-hakit", "app-hand") find
+// their PostgreSQL (primary first, newline-separated) and Redis here.
+const (
+	envAppDSNs  = "HAKIT_BENCH_APP_DSNS"
+	envAppRedis = "HAKIT_BENCH_APP_REDIS"
+)
+
+// appChild serves one of the app suite's pages until ctx ends, after
+// printing its address. With BENCH_APP_CPUPROFILE=path it writes a CPU
+// profile of its whole run to path.hakit or path.hand.
+func appChild(ctx context.Context, kind string, ln net.Listener) error {
+	dsns := strings.Split(os.Getenv(envAppDSNs), "\n")
+	redisAddr := os.Getenv(envAppRedis)
+	if len(dsns) < 2 || redisAddr == "" {
+		return fmt.Errorf("%s and %s must name a primary, a replica and Redis", envAppDSNs, envAppRedis)
+	}
+	if path := os.Getenv("BENCH_APP_CPUPROFILE"); path != "" {
+		f, err := os.Create(path + "." + strings.TrimPrefix(kind, "app-"))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	var (
+		h    http.Handler
+		stop func()
+		err  error
+	)
+	if kind == "app-hakit" {
+		h, stop, err = hakitPage(ctx, dsns, redisAddr)
+	} else {
+		h, stop, err = handPage(ctx, dsns[0], dsns[1], redisAddr)
+	}
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if app, ok := h.(*hakit.App); ok {
+		served := make(chan error, 1)
+		go func() { served <- app.Serve(ctx, ln) }()
+		if err := waitOK(ctx, "http://"+ln.Addr().String()+"/readyz"); err != nil {
+			return err
+		}
+		fmt.Println(ln.Addr().String())
+		return <-served
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	fmt.Println(ln.Addr().String())
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// processesCPUPrecise returns the CPU time the processes pids have used
+// (those still running), in nanoseconds from their threads' schedstat.
+func processesCPUPrecise(pids []int) time.Duration {
+	var total time.Duration
+	for _, p := range pids {
+		if d, err := processCPUOf(p); err == nil {
+			total += d
+		}
+	}
+	return total
+}
+
+// hakitPage wires the page on hakit.App and returns the app (served by
+// its own Serve) and a stop function.
+func hakitPage(ctx context.Context, dsns []string, redisAddr string) (http.Handler, func(), error) {
 	app, err := hakit.New(ctx, hakit.Config{
 		Logger:       slog.New(slog.NewJSONHandler(io.Discard, nil)),
-		DatabaseURLs: pg.DSNs(),
-		Redis:        hakit.RedisConfig{URL: "redis://" + rd.Addr(), NoReplicas: true},
+		DatabaseURLs: dsns,
+		Redis:        hakit.RedisConfig{URL: "redis://" + redisAddr, NoReplicas: true},
 		NoSignals:    true,
 		DrainDelay:   -1,
 	})
 	if err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	sessions, err := app.Sessions(session.Config{Insecure: true})
 	if err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	db := app.DB()
 	rt := app.Router()
@@ -244,45 +313,32 @@ func hakitPage(ctx context.Context, pg *hatest.PostgresCluster, rd *hatest.Redis
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = pageTemplate.Execute(w, d)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	actx, cancel := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- app.Serve(actx, ln) }()
-	u := "http://" + ln.Addr().String()
-	stop := func() { cancel(); <-served }
-	if err := waitOK(ctx, u+"/readyz"); err != nil {
-		stop()
-		return "", nil, err
-	}
-	return u, stop, nil
+	return app, func() {}, nil
 }
 
-// handPage serves the page as one would wire it by hand: chi and its
+// handPage wires the page as one would by hand: chi and its
 // middleware (request ID, real IP, access log, recovery), scs with its
 // Redis store, a pgxpool on the primary and one on the replica; read-your-
 // writes by the position kept in the session, checked against the
 // replica's replay position in the same query, the primary when the
 // replica is behind.
-func handPage(ctx context.Context, pg *hatest.PostgresCluster, rd *hatest.RedisCluster) (string, func(), error) {
-	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr()})
+func handPage(ctx context.Context, primaryDSN, replicaDSN, redisAddr string) (http.Handler, func(), error) {
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
 	sm := scs.New()
 	sm.Store = goredisstore.New(rdb)
 	// The expiry hakit's sessions have by default: every request of a
 	// session extends it (for scs, a save of the session each request).
 	sm.IdleTimeout = 2 * time.Hour
-	primary, err := pgxpool.New(ctx, pg.Nodes[0].DSN())
+	primary, err := pgxpool.New(ctx, primaryDSN)
 	if err != nil {
 		rdb.Close()
-		return "", nil, err
+		return nil, nil, err
 	}
-	replica, err := pgxpool.New(ctx, pg.Nodes[1].DSN())
+	replica, err := pgxpool.New(ctx, replicaDSN)
 	if err != nil {
 		primary.Close()
 		rdb.Close()
-		return "", nil, err
+		return nil, nil, err
 	}
 	rt := chi.NewRouter()
 	//lint:ignore SA1019 chi's stack as users have it, RealIP included
@@ -332,14 +388,7 @@ func handPage(ctx context.Context, pg *hatest.PostgresCluster, rd *hatest.RedisC
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = pageTemplate.Execute(w, d)
 	})
-	u, stopServer, err := serveLocal(rt)
-	if err != nil {
-		replica.Close()
-		primary.Close()
-		rdb.Close()
-		return "", nil, err
-	}
-	return u, func() { stopServer(); replica.Close(); primary.Close(); rdb.Close() }, nil
+	return rt, func() { replica.Close(); primary.Close(); rdb.Close() }, nil
 }
 
 // loginCookie logs in on the app at base and returns its session cookie

@@ -113,8 +113,9 @@ func httpSuite(ctx context.Context, r *report) error {
 
 // envHTTPServer makes the bench binary one of the http suite's
 // hello-world servers: "bare" (chi alone), "chi" (chi's own four
-// middlewares) or "hakit" (hakit.App), each in a process of its own so that
-// its CPU time is its own. It prints its address and serves until its
+// middlewares) or "hakit" (hakit.App), or one of the app suite's pages
+// ("app-hakit", "app-hand"; see appChild), each in a process of its own so
+// that its CPU time is its own. It prints its address and serves until its
 // standard input closes (the suite ends, or dies).
 const envHTTPServer = "HAKIT_BENCH_HTTP_SERVER"
 
@@ -126,6 +127,9 @@ func httpServerChild(kind string) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
+	}
+	if strings.HasPrefix(kind, "app-") {
+		return appChild(ctx, kind, ln) // the app suite's
 	}
 	var h http.Handler
 	switch kind {
@@ -291,16 +295,6 @@ func quantile(v []float64, q float64) float64 {
 }
 
 func hello(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "hello, world\n") }
-
-func serveLocal(h http.Handler) (string, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
-}
 
 func waitOK(ctx context.Context, url string) error {
 	deadline := time.Now().Add(30 * time.Second)
