@@ -36,6 +36,19 @@ type mailJob struct {
 	ID string `json:"id"`
 }
 
+// resetTask is the task of a "forgot password" request: it mails a reset
+// link if the address has an account. The request enqueues it for any
+// address, so the request does the same work whether or not an account
+// has it.
+const resetTask = "sso:reset"
+
+// resetJob is resetTask's payload: the ID the link's row gets (so a task
+// that runs again finds its row and sends nothing more) and the address.
+type resetJob struct {
+	ID    string `json:"id"`
+	Email string `json:"email"`
+}
+
 // mailClaimFor is how long a run that claimed a mail has to send it
 // before another run may take it over: longer than sendMail's timeout.
 const mailClaimFor = 2 * time.Minute
@@ -109,6 +122,43 @@ func (m *mailer) enqueue(ctx context.Context, tx pgx.Tx, purpose, userID, email 
 	}
 	_, err := m.outbox.EnqueueTx(ctx, tx, mailTask, mailJob{ID: id}, jobs.Options{MaxRetry: 10, Timeout: time.Minute})
 	return err
+}
+
+// enqueueReset puts the task of a "forgot password" request for email in
+// the outbox, inside tx, whether or not an account has the address.
+func (m *mailer) enqueueReset(ctx context.Context, tx pgx.Tx, email string) error {
+	_, err := m.outbox.EnqueueTx(ctx, tx, resetTask, resetJob{ID: uuid.NewString(), Email: email},
+		jobs.Options{MaxRetry: 10, Timeout: time.Minute})
+	return err
+}
+
+// reset is resetTask's handler: for an address with an account, it makes
+// the link's row under the task's ID (once: a run again finds it) and
+// sends it (send); for another address, nothing.
+func (m *mailer) reset(ctx context.Context, t resetJob) error {
+	if _, err := uuid.Parse(t.ID); err != nil {
+		return fmt.Errorf("reset %q: not an ID: %w", t.ID, jobs.SkipRetry)
+	}
+	found := false
+	err := m.db.Write(ctx, func(tx pgx.Tx) error {
+		var uid string
+		err := tx.QueryRow(ctx, "SELECT id FROM users WHERE email = $1", t.Email).Scan(&uid)
+		found = err == nil
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO mail_tokens (id, purpose, user_id, email, token_hash, expires_at)
+			VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) ON CONFLICT (id) DO NOTHING`,
+			t.ID, purposeReset, uid, t.Email, hashToken(m.token(t.ID)), m.cfg.ResetTTL.Seconds())
+		return err
+	})
+	if err != nil || !found {
+		return err
+	}
+	return m.send(ctx, mailJob{ID: t.ID})
 }
 
 // useToken spends a link token of the given purpose, in one transaction

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"golang.org/x/oauth2"
 
 	"hakit.dev/dbrouter"
@@ -129,6 +130,20 @@ func userinfoClaims(t *testing.T, r *rp, access string) map[string]any {
 	return m
 }
 
+// testMailer is the app's mailer in this process, on the cluster's
+// database and Mailpit, to run its tasks again.
+func testMailer(t *testing.T, c *cluster, mp *hatest.Mailpit) *mailer {
+	t.Helper()
+	db, err := dbrouter.New(context.Background(), dbrouter.Config{Nodes: []string{c.pg.Nodes[0].DSNFor(c.db)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return &mailer{db: db, key: derive(testSecret, "sso mail links"), issuer: c.issuer,
+		cfg: mailConfig{SMTPAddr: mp.SMTPAddr, From: "sso@example.test", VerifyTTL: time.Hour, ResetTTL: time.Hour},
+		log: slog.New(slog.DiscardHandler)}
+}
+
 // TestEmailVerification: a registration mails a verification link (the
 // outbox, Mailpit); userinfo says email_verified=false until the link is
 // opened, true after. A forged, an expired and a
@@ -181,14 +196,7 @@ func TestEmailVerification(t *testing.T) {
 	// holds another off; an expired claim is taken over and sends (the
 	// count below can see a mail).
 	ctx := context.Background()
-	db, err := dbrouter.New(ctx, dbrouter.Config{Nodes: []string{c.pg.Nodes[0].DSNFor(c.db)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ml := &mailer{db: db, key: derive(testSecret, "sso mail links"), issuer: c.issuer,
-		cfg: mailConfig{SMTPAddr: mp.SMTPAddr, From: "sso@example.test", VerifyTTL: time.Hour, ResetTTL: time.Hour},
-		log: slog.New(slog.DiscardHandler)}
+	ml := testMailer(t, c, mp)
 	var id2 string
 	{
 		conn := c.conn()
@@ -333,9 +341,6 @@ func TestPasswordReset(t *testing.T) {
 		t.Errorf("reset mail subject %q", m.Subject)
 	}
 	link, token := mailLink(t, c, m, "reset")
-	if n := c.queryInt("SELECT count(*) FROM mail_tokens WHERE email = 'nobody@example.com'"); n != 0 {
-		t.Errorf("%d links made for an unknown address", n)
-	}
 
 	// The link opens the form; a bad form does not spend it.
 	p := anon.get(link)
@@ -431,8 +436,42 @@ func TestPasswordReset(t *testing.T) {
 			t.Errorf("forgot #%d: 429 page %s", i, lead(p.body))
 		}
 	}
+	waitMail(t, mp, addr, 4) // verification, 3 reset links
 	if n := c.queryInt("SELECT count(*) FROM mail_tokens WHERE email = $1 AND purpose = 'reset'", addr); n != 3 {
 		t.Errorf("%d reset links for %s, want 3 (the throttled one made none)", n, addr)
+	}
+
+	// The reset task run again, three runs at once: one mail. For an
+	// unknown address: nothing.
+	ml := testMailer(t, c, mp)
+	job := resetJob{ID: uuid.NewString(), Email: addr}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			if err := ml.reset(context.Background(), job); err != nil && !errors.Is(err, errMailClaimed) {
+				t.Errorf("reset task: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := ml.reset(context.Background(), job); err != nil {
+		t.Errorf("reset task run again: %v", err)
+	}
+	if err := ml.reset(context.Background(), resetJob{ID: uuid.NewString(), Email: "nobody@example.com"}); err != nil {
+		t.Errorf("reset task for an unknown address: %v", err)
+	}
+	if got := mailsTo(t, mp, addr); len(got) != 5 {
+		t.Errorf("%d mails to %s, want 5 (the task's, once)", len(got), addr)
+	}
+	// By now the tasks of the unknown addresses ran long ago: no link, no
+	// mail for any of them.
+	for _, a := range []string{"nobody@example.com", "ghost@example.com", "x1@example.com", "x2@example.com", "x3@example.com"} {
+		if n := c.queryInt("SELECT count(*) FROM mail_tokens WHERE email = $1", a); n != 0 {
+			t.Errorf("%d links made for the unknown address %s", n, a)
+		}
+		if got := mailsTo(t, mp, a); len(got) != 0 {
+			t.Errorf("%d mails to the unknown address %s", len(got), a)
+		}
 	}
 }
 
@@ -556,6 +595,11 @@ func TestRequireVerifiedEmail(t *testing.T) {
 	link, _ := mailLink(t, c, waitMail(t, mp, addr, 1), "verify")
 	if p := b.get(link); p.status != 200 {
 		t.Fatalf("verification link: %d %s", p.status, lead(p.body))
+	}
+	// The other link (send again), on a verified address: nothing changes.
+	link2, _ := mailLink(t, c, waitMail(t, mp, addr, 2), "verify")
+	if p := b.get(link2); p.status != 200 || !strings.Contains(p.body, addr+" was already verified") {
+		t.Errorf("second link on a verified address: %d %s", p.status, lead(p.body))
 	}
 	p = b.get(c.issuer + "/login?authRequestID=" + id)
 	if p.location == "" && strings.Contains(p.url.Path, "/consent") {

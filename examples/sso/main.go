@@ -224,6 +224,7 @@ func serve(ctx context.Context, hcfg hakit.Config, cfg config) error {
 	ml := &mailer{db: app.DB(), outbox: jobs.NewOutbox(""), key: derive(cfg.secret, "sso mail links"),
 		issuer: cfg.issuer, cfg: cfg.mail, log: lg}
 	jobs.Handle(worker, mailTask, ml.send)
+	jobs.Handle(worker, resetTask, ml.reset)
 	if cfg.mail.SMTPAddr == "" {
 		lg.Warn("SSO_SMTP_ADDR unset (SSO_DEV): verification and password-reset mail is logged, links included, not sent")
 	}
