@@ -64,8 +64,10 @@ type StackConfig struct {
 //     only: see Config.RequestTimeout); routes change them with
 //     [BodyLimit] and [Timeout].
 //
-// It is one function, not eight, so a request pays for one context and
-// one request copy. It returns an error for a bad TrustedOrigins entry.
+// It is one function, not eight, so a request pays for one allocation:
+// its context, the request copy that carries it and the response
+// writer's wrapper together. It returns an error for a bad TrustedOrigins
+// entry.
 func Stack(cfg StackConfig) (func(http.Handler) http.Handler, error) {
 	if cfg.Logger == nil {
 		return nil, errors.New("hakit: StackConfig.Logger is nil")
@@ -97,7 +99,7 @@ type stack struct {
 }
 
 // requestInfo is what the stack learned about a request. It lives in the
-// request's context (one allocation per request, see reqContext), and the
+// request's context (one allocation per request, see reqState), and the
 // strings it makes per request point into its own arrays. It is written
 // before the handler runs, and only read from then on (handlers may read
 // it from several goroutines).
