@@ -344,6 +344,26 @@ func TestSSO(t *testing.T) {
 	})
 	before := users()
 
+	// A session keeps the last ssoMaxFlows flows: the oldest of one more
+	// is gone (its state unknown), the newest is there (its made-up code
+	// reaches the provider, which refuses it).
+	tabs := newRPBrowser(t)
+	var states []string
+	for range ssoMaxFlows + 1 {
+		r := tabs.do(http.MethodGet, l.base+"/login/sso", nil)
+		u, err := url.Parse(r.Location)
+		if err != nil || r.Status != http.StatusFound {
+			t.Fatalf("start: %d %q %v", r.Status, r.Location, err)
+		}
+		states = append(states, u.Query().Get("state"))
+	}
+	oldest := tabs.get(l.callback+"?"+url.Values{"state": {states[0]}, "code": {"made-up"}}.Encode(), "")
+	newest := tabs.get(l.callback+"?"+url.Values{"state": {states[ssoMaxFlows]}, "code": {"made-up"}}.Encode(), "")
+	if oldest.Status != http.StatusBadRequest || !strings.Contains(oldest.Body, "not valid here") ||
+		newest.Status != http.StatusBadRequest || !strings.Contains(newest.Body, "did not accept") {
+		t.Fatalf("flows kept: oldest %d, newest %d\n%s\n%s", oldest.Status, newest.Status, excerpt(oldest.Body), excerpt(newest.Body))
+	}
+
 	// First sign-in: registration at the provider, consent, account made.
 	cb := l.signIn(b, "/login/sso?next=/cart", "ada@example.test", "analytical engine", true, "allow")
 	q, _ := url.Parse(cb.Location)
@@ -492,7 +512,7 @@ func TestSSO(t *testing.T) {
 	// The counts of sign-ins by result, on /metrics.
 	metrics := newRPBrowser(t).get(ts.URL+"/metrics", "").Body
 	for _, m := range []string{`shop_sso_logins_total{result="created"} 1`, `shop_sso_logins_total{result="ok"} 1`,
-		`shop_sso_logins_total{result="bad_state"} 3`, `shop_sso_logins_total{result="email_taken"} 1`,
+		`shop_sso_logins_total{result="bad_state"} 4`, `shop_sso_logins_total{result="code_refused"} 1`, `shop_sso_logins_total{result="email_taken"} 1`,
 		`shop_sso_logins_total{result="access_denied"} 1`, `shop_sso_logins_total{result="linked"} 1`, `shop_sso_logins_total{result="unreachable"} `} {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("/metrics lacks %s", m)
@@ -578,5 +598,33 @@ func TestSSOAccountRules(t *testing.T) {
 	}
 	if users() != before+1 || ts.count(t, "SELECT count(*) FROM sso_identities") != 2 {
 		t.Fatal("want one account made and two identities")
+	}
+
+	// Eight first sign-ins of one identity at once (a double click, two
+	// tabs): one account, one identity, every call signs in that account.
+	ids := make(chan int64, 8)
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			u, _, err := s.ssoAccount(ctx, iss, ssoClaims{Subject: "s-racer", Email: "racer@example.test", EmailVerified: true})
+			ids <- u.ID
+			errs <- err
+		}()
+	}
+	var first int64
+	for range 8 {
+		id, err := <-ids, <-errs
+		if err != nil {
+			t.Fatalf("concurrent first sign-in: %v", err)
+		}
+		if first == 0 {
+			first = id
+		}
+		if id != first || id == 0 {
+			t.Fatalf("concurrent first sign-ins got accounts %d and %d", first, id)
+		}
+	}
+	if users() != before+2 || ts.count(t, "SELECT count(*) FROM sso_identities WHERE subject = 's-racer'") != 1 {
+		t.Fatal("concurrent first sign-ins made more than one account or identity")
 	}
 }
