@@ -294,6 +294,7 @@ func runLoad(ctx context.Context, url string, rows, writers, readers int, s *loa
 	client := &http.Client{Timeout: 60 * time.Second, Transport: tr}
 	var wg sync.WaitGroup
 	var seq atomic.Int64
+	began := time.Now()
 	one := func(write bool) {
 		for ctx.Err() == nil {
 			var req *http.Request
@@ -312,10 +313,14 @@ func runLoad(ctx context.Context, url string, rows, writers, readers int, s *loa
 			case err != nil:
 				failure = err.Error()
 			default:
+				// The start of the body tells who answered: HAProxy
+				// (no server), the app starting, or the app's error.
+				body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusNoContent {
-					failure = req.Method + " " + req.URL.Path + ": " + resp.Status
+					failure = fmt.Sprintf("%s %s at +%s: %s: %.120q", req.Method, req.URL.Path,
+						start.Sub(began).Round(time.Millisecond), resp.Status, body)
 				}
 				if us, err := strconv.ParseInt(resp.Header.Get(dbTimeHeader), 10, 64); err == nil {
 					db = time.Duration(us) * time.Microsecond
