@@ -43,8 +43,10 @@ const (
 	// together); the oldest is dropped beyond.
 	ssoMaxFlows = 5
 	// ssoDiscoveryTTL is how long the provider's discovery document is
-	// used before it is fetched again.
-	ssoDiscoveryTTL = 10 * time.Minute
+	// used before it is fetched again: also how long the button may still
+	// send browsers to a provider that went down (after that, the 503
+	// page).
+	ssoDiscoveryTTL = time.Minute
 	// ssoRetryAfterFailure is how long a failed discovery is remembered:
 	// while the provider is down, clicks get the 503 page at once instead
 	// of each waiting for a connection.
@@ -68,6 +70,8 @@ var errSSOUnavailable = errors.New("the SSO provider cannot be reached")
 // ssoClient is the shop's client of the provider. It does not contact the
 // provider until the first sign-in (the provider may be down when the shop
 // starts); the discovery document is then cached for ssoDiscoveryTTL.
+// The provider's keys (JWKS) are fetched by go-oidc when an ID token names
+// a key it does not know yet.
 type ssoClient struct {
 	cfg    ssoConfig
 	http   *http.Client
@@ -75,6 +79,7 @@ type ssoClient struct {
 	logins *prometheus.CounterVec // sign-ins by result
 
 	mu         sync.Mutex
+	ttl        time.Duration // ssoDiscoveryTTL
 	provider   *oidc.Provider
 	endSession string
 	fetched    time.Time
@@ -88,6 +93,7 @@ func newSSOClient(cfg ssoConfig, log *slog.Logger) *ssoClient {
 		cfg:  cfg,
 		http: &http.Client{Timeout: 10 * time.Second},
 		log:  log,
+		ttl:  ssoDiscoveryTTL,
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shop_sso_logins_total",
 			Help: "Sign-ins with the SSO provider by result: ok, created, linked, or why it failed.",
@@ -104,7 +110,7 @@ func (c *ssoClient) discover(ctx context.Context) (*oidc.Provider, *oauth2.Confi
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
-	if c.provider == nil || now.Sub(c.fetched) >= ssoDiscoveryTTL {
+	if c.provider == nil || now.Sub(c.fetched) >= c.ttl {
 		if !c.failed.IsZero() && now.Sub(c.failed) < ssoRetryAfterFailure {
 			return nil, nil, fmt.Errorf("%w: %v", errSSOUnavailable, c.failErr)
 		}

@@ -508,6 +508,14 @@ func TestSSO(t *testing.T) {
 	if l.shopUser(late) != "" || users() != before || identities() != 2 {
 		t.Fatal("a callback the provider could not complete changed something")
 	}
+	// Once the cached discovery document is due (a minute; now at once),
+	// the button answers the 503 page again.
+	ts.shop.sso.mu.Lock()
+	ts.shop.sso.ttl = 0
+	ts.shop.sso.mu.Unlock()
+	if r := late.get(l.base+"/login/sso", ""); r.Status != http.StatusServiceUnavailable || dataPage(r.Body) != "login" {
+		t.Fatalf("the button with the provider gone: %d %q\n%s", r.Status, r.Location, excerpt(r.Body))
+	}
 
 	// The counts of sign-ins by result, on /metrics.
 	metrics := newRPBrowser(t).get(ts.URL+"/metrics", "").Body
