@@ -76,9 +76,9 @@ func startShopRP(t *testing.T, c *cluster, mp *hatest.Mailpit) string {
 	return base
 }
 
-// verificationLink waits for the provider's verification mail to addr in
+// shopVerifyLink waits for the provider's verification mail to addr in
 // Mailpit and returns its link.
-func verificationLink(t *testing.T, c *cluster, mp *hatest.Mailpit, addr string) string {
+func shopVerifyLink(t *testing.T, c *cluster, mp *hatest.Mailpit, addr string) string {
 	t.Helper()
 	re := regexp.MustCompile(regexp.QuoteMeta(c.issuer) + `/verify\?token=[A-Za-z0-9_-]{43}`)
 	var link string
@@ -171,7 +171,7 @@ func TestShopBrowser(t *testing.T) {
 		chromedp.SendKeys(css("input[name=password]"), "analytical engine"),
 		chromedp.SendKeys(css("input[name=password2]"), "analytical engine"),
 		chromedp.Click(css("form button[type=submit]")), chromedp.WaitVisible(css("#email-status.warn")))
-	link := verificationLink(t, c, mp, "ada@example.com")
+	link := shopVerifyLink(t, c, mp, "ada@example.com")
 	step("the mail's link", chromedp.Navigate(link), chromedp.WaitVisible(css("main")))
 	if body := text("main"); !strings.Contains(body, "is verified") {
 		t.Fatalf("the verification link answered %q", body)
