@@ -26,7 +26,8 @@ var webFS embed.FS
 
 const (
 	pollEvery   = time.Second
-	keepSamples = 360 // load samples (6 minutes at 2 s, two apps)
+	streamEvery = time.Second // the page's updates, at most
+	keepSamples = 360         // load samples (6 minutes at 2 s, two apps)
 	keepEvents  = 200
 	keepRates   = 300 // per-instance request rates (5 minutes at 1 s)
 )
@@ -286,8 +287,8 @@ func (d *dashboard) serveState(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(s)
 }
 
-// serveStream sends the state as server-sent events on every change, and
-// at least every few seconds.
+// serveStream sends the state as server-sent events on every change (at
+// most one a second), and at least every few seconds.
 func (d *dashboard) serveStream(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -308,6 +309,16 @@ func (d *dashboard) serveStream(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		fl.Flush()
+		// At most one state per streamEvery, however often it changes
+		// (a rolling restart changes it many times a second): a page on
+		// a busy machine re-renders each one, and must keep up.
+		select {
+		case <-r.Context().Done():
+			return
+		case <-d.done:
+			return
+		case <-time.After(streamEvery):
+		}
 		select {
 		case <-r.Context().Done():
 			return
