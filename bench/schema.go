@@ -413,6 +413,12 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 	lb, err := hatest.StartHAProxy(ctx, hatest.HAProxyOptions{
 		Backends: []hatest.Backend{{Addr: addrs[0]}, {Addr: addrs[1]}},
 		Inter:    200 * time.Millisecond, Fall: 2, Rise: 2,
+		// A check may take 2 s on a loaded machine (timeout check is
+		// inter otherwise: two slow answers of the one instance serving
+		// while the other restarts left no server, 503s from HAProxy); a
+		// draining instance answers 503 at once. A connection refused by
+		// an instance that stopped goes to the other one.
+		BackendLines: []string{"timeout check 2s"}, Redispatch: true,
 	})
 	if err != nil {
 		return res, err
