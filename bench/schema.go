@@ -93,6 +93,11 @@ func wholeMS(d time.Duration) string { return strconv.FormatInt(d.Milliseconds()
 type schemaDeploy struct {
 	Rows  int  // rows of the table before the deploy
 	Naive bool // the naive migrations instead of expand/contract
+	// BackfillBatch and BackfillPause are hakit.BackfillOptions'
+	// BatchSize and Pause. Default to 2000 keys and a pause as long as
+	// each batch took.
+	BackfillBatch int64
+	BackfillPause time.Duration
 	// Log receives the apps' logs. Defaults to none.
 	Log *slog.Logger
 	// Trace, if set, receives where the slowest writes spent their time:
@@ -491,6 +496,9 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 		marks = append(marks, mark{"backfill in batches", time.Now()})
 		// Every instance runs v2: the backfill, paced batches of 2000
 		// keys (each its own transaction), then the contract step.
+		if o.BackfillBatch == 0 {
+			o.BackfillBatch = 2000
+		}
 		// Up to the last row v1 inserted before the column existed.
 		pool, err := first.DB().Primary()
 		if err != nil {
@@ -501,7 +509,7 @@ func runSchemaDeploy(ctx context.Context, o schemaDeploy) (res schemaResult, err
 			return res, err
 		}
 		if _, err := hakit.Backfill(ctx, first.DB(), `UPDATE items SET tag = 't' || (n % 100) WHERE id > $1 AND id <= $2 AND tag IS NULL`,
-			0, last, hakit.BackfillOptions{BatchSize: 2000, Log: log}); err != nil {
+			0, last, hakit.BackfillOptions{BatchSize: o.BackfillBatch, Pause: o.BackfillPause, Log: log}); err != nil {
 			return res, err
 		}
 		marks = append(marks, mark{"contract", time.Now()})
