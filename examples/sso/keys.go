@@ -173,16 +173,20 @@ func (kr *keyring) rotate(ctx context.Context, force bool) (string, error) {
 		if err != nil {
 			return err
 		}
-		var from time.Time
+		// lead is how long after its INSERT the new key signs, counted
+		// from the statement's clock, not the transaction's start: a
+		// rotation slowed down on a busy server still publishes the key
+		// Lead before it signs.
+		lead := time.Duration(-1)
 		switch {
 		case current == nil && pending == nil:
-			from = now // the very first key: nothing to overlap with
+			lead = 0 // the very first key: nothing to overlap with
 		case pending != nil:
 			// the next key is already published
 		case force || !current.Add(kr.cfg.Period-kr.cfg.Lead).After(now):
-			from = now.Add(kr.cfg.Lead)
+			lead = kr.cfg.Lead
 		}
-		if !from.IsZero() {
+		if lead >= 0 {
 			id, priv, enc, err := kr.newKey()
 			if err != nil {
 				return err
@@ -192,7 +196,7 @@ func (kr *keyring) rotate(ctx context.Context, force bool) (string, error) {
 				return err
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO signing_keys (id, alg, public_der, private_enc, active_from)
-				VALUES ($1, 'RS256', $2, $3, $4)`, id, pub, enc, from); err != nil {
+				VALUES ($1, 'RS256', $2, $3, clock_timestamp() + $4 * interval '1 microsecond')`, id, pub, enc, lead.Microseconds()); err != nil {
 				return err
 			}
 			made = id
