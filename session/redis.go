@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strconv"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -53,6 +57,22 @@ type RedisOptions struct {
 	// is negative.
 	RequireConfirm bool
 
+	// FailoverWait is how long Load, Apply and Delete keep retrying while
+	// no Redis master is reachable, as during a Sentinel failover (the
+	// master gone, a replica promoted within a few seconds, go-redis
+	// following it) or a Cluster shard's promotion. Retried are the errors
+	// that say so: a connection refused, reset or closed, EOF, a failed
+	// dial (its timeout included), READONLY (a demoted master), LOADING,
+	// MASTERDOWN, CLUSTERDOWN, TRYAGAIN and MOVED; with a backoff from 50ms
+	// doubling to 500ms, within FailoverWait from the first failure and
+	// within the operation's context. Any other error (a script error, a
+	// read timeout of a server that hangs, go-redis's "all sentinels are
+	// unreachable", the context's end) returns at once, as does a Redis
+	// that stays down once FailoverWait has passed: the request then gets
+	// the Manager's 503. Defaults to 5s; negative turns the retries off
+	// (every error is a 503 at once).
+	FailoverWait time.Duration
+
 	// Logger receives those warnings. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -65,9 +85,11 @@ var ErrNotConfirmed = errors.New("session: redis: the replicas did not confirm t
 // (so concurrent requests merge key by key in one atomic script) plus the
 // deadline, with the key's expiry set to the session's.
 type RedisStore struct {
-	rdb      redis.UniversalClient
-	opts     RedisOptions
-	lastWarn atomic.Int64
+	rdb           redis.UniversalClient
+	opts          RedisOptions
+	lastWarn      atomic.Int64
+	lastRetryWarn atomic.Int64
+	retried       atomic.Int64
 }
 
 // NewRedisStore returns a store on rdb: a *redis.Client (plain, or
@@ -82,10 +104,100 @@ func NewRedisStore(rdb redis.UniversalClient, opts RedisOptions) *RedisStore {
 	if opts.WaitTimeout == 0 {
 		opts.WaitTimeout = 100 * time.Millisecond
 	}
+	if opts.FailoverWait == 0 {
+		opts.FailoverWait = 5 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	return &RedisStore{rdb: rdb, opts: opts}
+}
+
+// Retried reports how many operations (loads, saves, deletions) have
+// been retried because no Redis master was reachable (see
+// RedisOptions.FailoverWait), whether or not they succeeded in the end.
+// An app can export it, e.g. with prometheus.NewCounterFunc.
+func (s *RedisStore) Retried() int64 { return s.retried.Load() }
+
+// masterGone reports whether err means that no Redis master is reachable
+// right now, so that the same command can succeed on the master a
+// failover promotes.
+func masterGone(err error) bool {
+	if err == nil || errors.Is(err, redis.Nil) || errors.Is(err, redis.ErrClosed) {
+		return false
+	}
+	// The Sentinels themselves are gone (this wraps their dial errors):
+	// no failover is coming.
+	if msg := err.Error(); strings.Contains(msg, "all sentinels specified in configuration are unreachable") ||
+		strings.Contains(msg, "no sentinels configured") {
+		return false
+	}
+	// A dial that failed (refused, timed out): nothing was sent.
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return true
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) { // go-redis closes the old master's connections on +switch-master
+		return true
+	}
+	if _, moved := redis.IsMovedError(err); moved {
+		return true // a Cluster slot now served by the promoted replica
+	}
+	return redis.IsReadOnlyError(err) || redis.IsLoadingError(err) || redis.IsMasterDownError(err) ||
+		redis.IsClusterDownError(err) || redis.IsTryAgainError(err)
+}
+
+// Backoff between retries while no master is reachable.
+const (
+	retryFirst = 50 * time.Millisecond
+	retryMax   = 500 * time.Millisecond
+)
+
+// retry runs attempt and, while it fails because no master is reachable,
+// runs it again with a backoff, for up to FailoverWait after the first
+// failure and while ctx lasts. Each retry runs on a context that ends at
+// that bound, so a dial to a host that is gone cannot outlast it.
+// attempt must be idempotent.
+func (s *RedisStore) retry(ctx context.Context, op string, attempt func(context.Context) error) error {
+	err := attempt(ctx)
+	if err == nil || s.opts.FailoverWait < 0 || !masterGone(err) || ctx.Err() != nil {
+		return err
+	}
+	s.retried.Add(1)
+	start := time.Now()
+	if now, last := start.UnixNano(), s.lastRetryWarn.Load(); now-last >= int64(time.Second) && s.lastRetryWarn.CompareAndSwap(last, now) {
+		s.opts.Logger.Warn("session: no Redis master reachable; retrying (a failover?)",
+			"op", op, "err", err, "for", s.opts.FailoverWait, "retried", s.retried.Load())
+	}
+	rctx, cancel := context.WithDeadline(ctx, start.Add(s.opts.FailoverWait))
+	defer cancel()
+	for backoff := retryFirst; ; backoff = min(2*backoff, retryMax) {
+		timer := time.NewTimer(backoff)
+		select {
+		case <-rctx.Done():
+			timer.Stop()
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w (retried for %s: %w)", err, time.Since(start).Round(time.Millisecond), ctx.Err())
+			}
+			return fmt.Errorf("%w (no Redis master for %s)", err, s.opts.FailoverWait)
+		case <-timer.C:
+		}
+		aerr := attempt(rctx)
+		if aerr == nil || !masterGone(aerr) {
+			if aerr != nil && rctx.Err() != nil && ctx.Err() == nil {
+				// The bound ended the attempt: report the outage, not
+				// the deadline.
+				return fmt.Errorf("%w (no Redis master for %s)", err, s.opts.FailoverWait)
+			}
+			return aerr
+		}
+		err = aerr
+	}
 }
 
 // deadlineField holds the session's deadline in its hash; it also keeps
@@ -94,7 +206,12 @@ const deadlineField = "\x00deadline"
 
 // Load implements Store.
 func (s *RedisStore) Load(ctx context.Context, token string) (Record, bool, error) {
-	m, err := s.rdb.HGetAll(ctx, s.opts.Prefix+token).Result()
+	var m map[string]string
+	err := s.retry(ctx, "load", func(ctx context.Context) error {
+		var err error
+		m, err = s.rdb.HGetAll(ctx, s.opts.Prefix+token).Result()
+		return err
+	})
 	if err != nil {
 		return Record{}, false, fmt.Errorf("session: redis: %w", err)
 	}
@@ -136,7 +253,12 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
 `)
 
-// Apply implements Store.
+// Apply implements Store. It is idempotent, so it can be retried after
+// an error that leaves unknown whether Redis ran it (a connection lost
+// before the reply): the script sets the same fields to the same values
+// (a replace deletes and writes the same hash again), a touch sets the
+// same expiry. A retried durable change runs its WAIT again, so it is
+// confirmed by the replicas of the master that has it now.
 func (s *RedisStore) Apply(ctx context.Context, token string, c Change) (bool, error) {
 	mode := "merge"
 	if c.Replace {
@@ -154,18 +276,20 @@ func (s *RedisStore) Apply(ctx context.Context, token string, c Change) (bool, e
 	if c.Touch() {
 		// PEXPIREAT leaves a missing key missing and says so.
 		var touched bool
-		err := s.durably(ctx, key, c.Durable, func(p redis.Pipeliner) {
-			p.PExpireAt(ctx, key, c.Expiry)
-		}, func(cmds []redis.Cmder) error {
-			v, err := cmds[0].(*redis.BoolCmd).Result()
-			touched = v
-			return err
+		err := s.retry(ctx, "touch", func(ctx context.Context) error {
+			return s.durably(ctx, key, c.Durable, func(ctx context.Context, p redis.Pipeliner) {
+				p.PExpireAt(ctx, key, c.Expiry)
+			}, func(cmds []redis.Cmder) error {
+				v, err := cmds[0].(*redis.BoolCmd).Result()
+				touched = v
+				return err
+			})
 		})
-		return touched, err
+		return touched, wrapErr(err)
 	}
 	var applied int64
-	run := func(eval bool) error {
-		return s.durably(ctx, key, c.Durable, func(p redis.Pipeliner) {
+	run := func(ctx context.Context, eval bool) error {
+		return s.durably(ctx, key, c.Durable, func(ctx context.Context, p redis.Pipeliner) {
 			if eval {
 				applyScript.Eval(ctx, p, []string{key}, args...)
 			} else {
@@ -177,40 +301,56 @@ func (s *RedisStore) Apply(ctx context.Context, token string, c Change) (bool, e
 			return err
 		})
 	}
-	err := run(false)
-	if err != nil && redis.HasErrorPrefix(errors.Unwrap(err), "NOSCRIPT") {
-		// First use on this server (or after a failover or SCRIPT FLUSH):
-		// send the script itself once.
-		err = run(true)
-	}
-	return applied == 1, err
+	err := s.retry(ctx, "save", func(ctx context.Context) error {
+		err := run(ctx, false)
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// First use on this server (or after a failover or SCRIPT
+			// FLUSH): send the script itself once.
+			err = run(ctx, true)
+		}
+		return err
+	})
+	return applied == 1, wrapErr(err)
 }
 
-// Delete implements Store.
+// Delete implements Store. Deleting is idempotent, so it is retried like
+// Apply.
 func (s *RedisStore) Delete(ctx context.Context, token string, durable bool) error {
 	key := s.opts.Prefix + token
-	return s.durably(ctx, key, durable, func(p redis.Pipeliner) {
-		p.Del(ctx, key)
-	}, func(cmds []redis.Cmder) error { return cmds[0].Err() })
+	return wrapErr(s.retry(ctx, "delete", func(ctx context.Context) error {
+		return s.durably(ctx, key, durable, func(ctx context.Context, p redis.Pipeliner) {
+			p.Del(ctx, key)
+		}, func(cmds []redis.Cmder) error { return cmds[0].Err() })
+	}))
+}
+
+// wrapErr names the store in err, if any. ErrNotConfirmed says so itself.
+func wrapErr(err error) error {
+	if err == nil || errors.Is(err, ErrNotConfirmed) {
+		return err
+	}
+	return fmt.Errorf("session: redis: %w", err)
 }
 
 // durably runs the commands queue adds (on key) and, for a durable
 // change, WAIT in the same pipeline (so on the same connection, which WAIT
 // is about). On Redis Cluster that pipeline goes to key's master itself: a
-// cluster pipeline would send the keyless WAIT to any node.
-func (s *RedisStore) durably(ctx context.Context, key string, durable bool, queue func(redis.Pipeliner), check func([]redis.Cmder) error) error {
+// cluster pipeline would send the keyless WAIT to any node. Its errors are
+// go-redis's own, unwrapped, for retry to judge.
+func (s *RedisStore) durably(ctx context.Context, key string, durable bool, queue func(context.Context, redis.Pipeliner), check func([]redis.Cmder) error) error {
 	wait := durable && s.opts.WaitReplicas > 0
 	var p redis.Pipeliner
-	if cc, ok := s.rdb.(*redis.ClusterClient); ok && wait {
+	cc, cluster := s.rdb.(*redis.ClusterClient)
+	if cluster && wait {
 		master, err := cc.MasterForKey(ctx, key)
 		if err != nil {
-			return fmt.Errorf("session: redis: the master of %s's slot: %w", s.opts.Prefix+"…", err)
+			return fmt.Errorf("the master of %s's slot: %w", s.opts.Prefix+"…", err)
 		}
 		p = master.Pipeline()
 	} else {
 		p = s.rdb.Pipeline()
 	}
-	queue(p)
+	queue(ctx, p)
 	var waitCmd *redis.Cmd
 	if wait {
 		waitCmd = p.Do(ctx, "WAIT", s.opts.WaitReplicas, s.opts.WaitTimeout.Milliseconds())
@@ -222,7 +362,13 @@ func (s *RedisStore) durably(ctx context.Context, key string, durable bool, queu
 		err = cerr // the first command's own error (NOSCRIPT) says more
 	}
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("session: redis: %w", err)
+		if cluster && wait && masterGone(err) {
+			// This pipeline went to a node client, which does not
+			// reload the slot map by itself: have the cluster client
+			// look for the promoted master before the retry.
+			cc.ReloadState(ctx)
+		}
+		return err
 	}
 	if waitCmd != nil {
 		n, err := waitCmd.Int64()
