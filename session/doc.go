@@ -77,10 +77,17 @@
 //
 // When the store cannot be reached, the request does not run (it would
 // see an empty session and could save it over the real one): the client
-// gets 503 with Retry-After, not a 500. During a Redis Sentinel failover
-// requests get that until go-redis finds the new master, then recover by
-// themselves. A session that cannot be decoded is dropped and logged, and
-// the user gets a fresh one; so does a forged or unknown cookie.
+// gets 503 with Retry-After, not a 500. A Redis failover does not come to
+// that: while no master is reachable (a Sentinel promoting a replica and
+// go-redis following it, a Cluster shard's replica taking over), the
+// [RedisStore] holds each load, save and deletion and retries it, with a
+// backoff, for up to RedisOptions.FailoverWait (5s) and as long as the
+// request's context lasts; the request then goes on, a little late. Only
+// a Redis that stays down longer answers 503 (and at once with
+// FailoverWait negative). Errors that are no outage (a bad command, a
+// script error, all Sentinels gone) are not retried. A session that
+// cannot be decoded is dropped and logged, and the user gets a fresh
+// one; so does a forged or unknown cookie.
 //
 // The session is loaded on the request's context, but saved on a context
 // of its own, bounded by [Config.SaveTimeout]: a change the handler made
