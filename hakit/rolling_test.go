@@ -36,7 +36,11 @@ func TestRollingRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("with the drain: %s", drained)
-	if drained.Requests < 200*15 {
+	// The load must be real for the result to mean anything: at least
+	// half the offered 200/s over the restarts' 15 s or more (a busy
+	// machine's generator falls behind the offered rate; the plain
+	// Shutdown run below must still fail requests under the same load).
+	if drained.Requests < 100*15 {
 		t.Fatalf("only %d requests: the load generator did not keep up", drained.Requests)
 	}
 	if drained.Failed != 0 {
