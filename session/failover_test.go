@@ -41,7 +41,7 @@ func TestSentinelFailoverHoldsRequests(t *testing.T) {
 	// During the storm the new master has no replica yet (the old one is
 	// dead): its logins stand unconfirmed, with a warning.
 	sm := newManager(t, lenient, nil)
-	storm := newInstance(t, sm, sm.LoadAndSave)
+	in := newInstance(t, sm, sm.LoadAndSave)
 	strictM := newManager(t, strict, nil)
 	confirmed := newInstance(t, strictM, strictM.LoadAndSave)
 
@@ -65,52 +65,8 @@ func TestSentinelFailoverHoldsRequests(t *testing.T) {
 		loginConfirmed(10, fmt.Sprint("r", round))
 		retriedBefore := lenient.Retried()
 
-		// 8 users send requests all along; 2 more log in again and
-		// again. Each records what did not answer 200.
-		var (
-			stop    atomic.Bool
-			wg      sync.WaitGroup
-			total   atomic.Int64
-			mu      sync.Mutex
-			failed  []string
-			slowest time.Duration
-		)
-		record := func(what string, code int, body string, took time.Duration) {
-			total.Add(1)
-			mu.Lock()
-			defer mu.Unlock()
-			slowest = max(slowest, took)
-			if code != http.StatusOK {
-				failed = append(failed, fmt.Sprintf("%s: %d %q", what, code, body))
-			}
-		}
-		for w := range 10 {
-			wg.Go(func() {
-				u := newUser(t)
-				name := fmt.Sprintf("storm%d-w%d", round, w)
-				for i := 0; !stop.Load() && ctx.Err() == nil; i++ {
-					start := time.Now()
-					var path, method, want string
-					switch {
-					case w >= 8:
-						u = newUser(t)
-						method, path, want = "POST", fmt.Sprintf("/login?user=%s-%d", name, i), "ok"
-					case i == 0:
-						method, path, want = "POST", "/login?user="+name, "ok"
-					case i%2 == 1:
-						method, path, want = "POST", fmt.Sprintf("/put?k=n&v=%d", i), "ok"
-					default:
-						method, path, want = "GET", "/get?k=user", name
-					}
-					code, body := request(u, storm, method, path)
-					if code == http.StatusOK && body != want {
-						code, body = -1, "want "+want+", got "+body
-					}
-					record(method+" "+path, code, body, time.Since(start))
-				}
-			})
-		}
-		hatest.WaitFor(t, 30*time.Second, "requests before the kill", func() bool { return total.Load() >= 100 })
+		st := startStorm(t, ctx, in, fmt.Sprint("storm", round))
+		st.waitRequests(100)
 		old, err := rd.KillMaster(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -121,14 +77,12 @@ func TestSentinelFailoverHoldsRequests(t *testing.T) {
 			t.Fatal(err)
 		}
 		promoted := time.Since(killed)
-		after := total.Load()
-		hatest.WaitFor(t, 30*time.Second, "requests after the failover", func() bool { return total.Load() >= after+100 })
-		stop.Store(true)
-		wg.Wait()
+		st.waitRequests(st.total.Load() + 100)
+		st.stop()
 		t.Logf("failover %d: %s promoted %v after the kill; %d requests, slowest %v; %d operations retried",
-			round, newMaster.Name, promoted.Round(10*time.Millisecond), total.Load(), slowest.Round(10*time.Millisecond), lenient.Retried()-retriedBefore)
-		if len(failed) > 0 {
-			t.Fatalf("failover %d: %d of %d requests failed, first: %s", round, len(failed), total.Load(), strings.Join(failed[:min(5, len(failed))], "; "))
+			round, newMaster.Name, promoted.Round(10*time.Millisecond), st.total.Load(), st.slowest.Round(10*time.Millisecond), lenient.Retried()-retriedBefore)
+		if len(st.failed) > 0 {
+			t.Fatalf("failover %d: %d of %d requests failed, first: %s", round, len(st.failed), st.total.Load(), strings.Join(st.failed[:min(5, len(st.failed))], "; "))
 		}
 		if lenient.Retried() == retriedBefore {
 			t.Fatalf("failover %d: no operation was retried: the kill went unnoticed", round)
@@ -137,7 +91,7 @@ func TestSentinelFailoverHoldsRequests(t *testing.T) {
 		// Every confirmed login, of this round and the one before, is
 		// still there.
 		for _, l := range logins {
-			if got := l.u.must("GET", storm, "/get?k=user"); got != l.name {
+			if got := l.u.must("GET", in, "/get?k=user"); got != l.name {
 				t.Fatalf("failover %d: the confirmed login %s reads back as %q", round, l.name, got)
 			}
 		}
@@ -154,6 +108,112 @@ func TestSentinelFailoverHoldsRequests(t *testing.T) {
 	if !strings.Contains(logs.String(), "no Redis master reachable; retrying") {
 		t.Errorf("no warning of the retries:\n%s", logs)
 	}
+}
+
+// TestClusterPromotionHoldsRequests kills a Redis Cluster master under
+// the same stream of requests: while its replica takes over the shard's
+// slots, the requests of the sessions on that shard are held (connection
+// refused, CLUSTERDOWN, a stale slot map), not refused.
+func TestClusterPromotionHoldsRequests(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	shards := hatest.NewRedisShards(t, hatest.RedisShardsOptions{})
+	// The client as hakit.App makes it for a cluster.
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: shards.Addrs(), ClusterStateReloadInterval: time.Second})
+	defer rdb.Close()
+	store := session.NewRedisStore(rdb, session.RedisOptions{FailoverWait: 15 * time.Second, Logger: quiet()})
+	m := newManager(t, store, nil)
+	in := newInstance(t, m, m.LoadAndSave)
+	st := startStorm(t, ctx, in, "cluster")
+	st.waitRequests(100)
+	killed, err := shards.KillMaster(ctx, "hakit:session:any")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := shards.WaitPromotion(ctx, killed); err != nil {
+		t.Fatal(err)
+	}
+	promoted := time.Since(start)
+	st.waitRequests(st.total.Load() + 100)
+	st.stop()
+	t.Logf("%s killed, its replica promoted %v after; %d requests, slowest %v; %d operations retried",
+		killed.Name, promoted.Round(10*time.Millisecond), st.total.Load(), st.slowest.Round(10*time.Millisecond), store.Retried())
+	if len(st.failed) > 0 {
+		t.Fatalf("%d of %d requests failed, first: %s", len(st.failed), st.total.Load(), strings.Join(st.failed[:min(5, len(st.failed))], "; "))
+	}
+	if store.Retried() == 0 {
+		t.Fatal("no operation was retried: the kill went unnoticed")
+	}
+}
+
+// storm is concurrent users sending requests to an instance: 8 users
+// each log in, then change a key and read their login in turn; 2 more log
+// in again and again (durable changes). It records what did not answer
+// 200 with the expected body.
+type storm struct {
+	t       *testing.T
+	stopped atomic.Bool
+	wg      sync.WaitGroup
+	total   atomic.Int64
+	mu      sync.Mutex
+	failed  []string
+	slowest time.Duration
+}
+
+func startStorm(t *testing.T, ctx context.Context, in *instance, prefix string) *storm {
+	st := &storm{t: t}
+	for w := range 10 {
+		st.wg.Go(func() {
+			u := newUser(t)
+			name := fmt.Sprintf("%s-w%d", prefix, w)
+			for i := 0; !st.stopped.Load() && ctx.Err() == nil; i++ {
+				start := time.Now()
+				var path, method, want string
+				switch {
+				case w >= 8:
+					u = newUser(t)
+					method, path, want = "POST", fmt.Sprintf("/login?user=%s-%d", name, i), "ok"
+				case i == 0:
+					method, path, want = "POST", "/login?user="+name, "ok"
+				case i%2 == 1:
+					method, path, want = "POST", fmt.Sprintf("/put?k=n&v=%d", i), "ok"
+				default:
+					method, path, want = "GET", "/get?k=user", name
+				}
+				code, body := request(u, in, method, path)
+				if code == http.StatusOK && body != want {
+					code, body = -1, "want "+want+", got "+body
+				}
+				st.record(method+" "+path, code, body, time.Since(start))
+			}
+		})
+	}
+	t.Cleanup(st.stop)
+	return st
+}
+
+func (st *storm) record(what string, code int, body string, took time.Duration) {
+	st.total.Add(1)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.slowest = max(st.slowest, took)
+	if code != http.StatusOK {
+		st.failed = append(st.failed, fmt.Sprintf("%s: %d %q", what, code, body))
+	}
+}
+
+// waitRequests waits until n requests have been answered.
+func (st *storm) waitRequests(n int64) {
+	st.t.Helper()
+	hatest.WaitFor(st.t, 60*time.Second, fmt.Sprintf("%d requests answered", n), func() bool { return st.total.Load() >= n })
+}
+
+// stop stops the users and waits for their last requests.
+func (st *storm) stop() {
+	st.stopped.Store(true)
+	st.wg.Wait()
 }
 
 // waitReplica waits until n replicates the master in sync and every
