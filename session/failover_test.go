@@ -321,18 +321,24 @@ func TestRedisDownAfterFailoverWait(t *testing.T) {
 	if store.Retried() == 0 {
 		t.Fatal("Redis down: nothing retried")
 	}
+	t.Logf("Redis down: 503 after %v (FailoverWait %v)", took.Round(10*time.Millisecond), wait)
 	if in.runs.Load() != before {
 		t.Fatal("a handler ran without its session")
 	}
 
 	// The old behaviour: 503 without retrying.
+	start = time.Now()
 	code, _, _ = u.do("GET", inNoWait, "/get?k=user")
+	t.Logf("Redis down, FailoverWait -1: %d after %v", code, time.Since(start).Round(10*time.Millisecond))
 	if code != http.StatusServiceUnavailable || noWait.Retried() != 0 {
 		t.Fatalf("FailoverWait -1, Redis down: %d, %d retried; want 503, none", code, noWait.Retried())
 	}
 
-	// The caller's context ends the wait.
-	long := session.NewRedisStore(rdb, session.RedisOptions{FailoverWait: time.Minute, Logger: quiet()})
+	// The caller's context ends the wait. (A client that dials once and
+	// does not retry, so the store's first attempt fails at once.)
+	once := redis.NewClient(&redis.Options{Addr: rd.Addr(), MaxRetries: -1, DialerRetries: 1})
+	defer once.Close()
+	long := session.NewRedisStore(once, session.RedisOptions{FailoverWait: time.Minute, Logger: quiet()})
 	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	start = time.Now()
@@ -340,8 +346,13 @@ func TestRedisDownAfterFailoverWait(t *testing.T) {
 	if took := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || took > 5*time.Second {
 		t.Fatalf("Load with a 300ms context on a dead Redis: %v after %v; want the context's deadline, soon", err, took)
 	}
-	if !strings.HasPrefix(err.Error(), "session: redis: ") {
-		t.Errorf("Load's error %q does not name the store", err)
+	if long.Retried() != 1 {
+		t.Errorf("Load with a 300ms context on a dead Redis: %d operations retried; want 1", long.Retried())
+	}
+	for _, want := range []string{"session: redis: ", "connection refused", "retried for"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Load's error %q lacks %q", err, want)
+		}
 	}
 }
 

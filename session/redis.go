@@ -64,8 +64,9 @@ type RedisOptions struct {
 	// that say so: a connection refused, reset or closed, EOF, a failed
 	// dial (its timeout included), READONLY (a demoted master), LOADING,
 	// MASTERDOWN, CLUSTERDOWN, TRYAGAIN and MOVED; with a backoff from 50ms
-	// doubling to 500ms, within FailoverWait from the first failure and
-	// within the operation's context. Any other error (a script error, a
+	// doubling to 500ms, until FailoverWait has passed since the operation
+	// began (plus the attempt then running, as the go-redis client bounds
+	// it) and while the operation's context lasts. Any other error (a script error, a
 	// read timeout of a server that hangs, go-redis's "all sentinels are
 	// unreachable", the context's end) returns at once, as does a Redis
 	// that stays down once FailoverWait has passed: the request then gets
@@ -159,18 +160,18 @@ const (
 )
 
 // retry runs attempt and, while it fails because no master is reachable,
-// runs it again with a backoff, for up to FailoverWait after the first
-// failure and while ctx lasts. Each retry runs on a context that ends at
+// runs it again with a backoff, until FailoverWait has passed since the
+// first attempt began and while ctx lasts. Each retry runs on a context that ends at
 // that bound, so a dial to a host that is gone cannot outlast it.
 // attempt must be idempotent.
 func (s *RedisStore) retry(ctx context.Context, op string, attempt func(context.Context) error) error {
+	start := time.Now()
 	err := attempt(ctx)
 	if err == nil || s.opts.FailoverWait < 0 || !masterGone(err) || ctx.Err() != nil {
 		return err
 	}
 	s.retried.Add(1)
-	start := time.Now()
-	if now, last := start.UnixNano(), s.lastRetryWarn.Load(); now-last >= int64(time.Second) && s.lastRetryWarn.CompareAndSwap(last, now) {
+	if now, last := time.Now().UnixNano(), s.lastRetryWarn.Load(); now-last >= int64(time.Second) && s.lastRetryWarn.CompareAndSwap(last, now) {
 		s.opts.Logger.Warn("session: no Redis master reachable; retrying (a failover?)",
 			"op", op, "err", err, "for", s.opts.FailoverWait, "retried", s.retried.Load())
 	}
