@@ -65,13 +65,16 @@ type RedisOptions struct {
 	// dial (its timeout included), READONLY (a demoted master), LOADING,
 	// MASTERDOWN, CLUSTERDOWN, TRYAGAIN and MOVED; with a backoff from 50ms
 	// doubling to 500ms, until FailoverWait has passed since the operation
-	// began (plus the attempt then running, as the go-redis client bounds
-	// it) and while the operation's context lasts. Any other error (a script error, a
+	// began, and while its context lasts. Retries run on a context that
+	// ends then, which ends a dial; a command already sent waits as long
+	// as the go-redis client lets it. Any other error (a script error, a
 	// read timeout of a server that hangs, go-redis's "all sentinels are
-	// unreachable", the context's end) returns at once, as does a Redis
-	// that stays down once FailoverWait has passed: the request then gets
-	// the Manager's 503. Defaults to 5s; negative turns the retries off
-	// (every error is a 503 at once).
+	// unreachable", the context's end) returns at once, and so does a
+	// Redis that stays down once FailoverWait has passed: the request
+	// then gets the Manager's 503. Defaults to 5s; negative turns the
+	// retries off (every error is a 503 at once). Each retried operation
+	// counts in [RedisStore.Retried]; a warning is logged at most once a
+	// second.
 	FailoverWait time.Duration
 
 	// Logger receives those warnings. Defaults to slog.Default().
