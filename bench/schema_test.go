@@ -42,12 +42,14 @@ func TestSchemaRollingDeploy(t *testing.T) {
 		t.Errorf("the naive deploy's longest write (%v) is not longer than the safe one's (%v)", naive.MaxWrite, safe.MaxWrite)
 	}
 	// Whatever the machine's noise, the naive change holds the writers on
-	// the table's lock for its whole index build: seconds on 1 M rows.
-	// The safe one's writers wait only while a short DDL holds its lock.
+	// the table's lock for its whole index build: about a second on 1 M
+	// rows on a quiet 2-core machine, more when loaded. The safe one's
+	// writers wait only while a short DDL holds its lock.
 	t.Logf("writers' lock waits on items (≥ 50 ms): safe %d, longest %v; naive %d, longest %v",
 		safe.LockWaits, safe.MaxLockWait, naive.LockWaits, naive.MaxLockWait)
-	if naive.MaxLockWait < time.Second {
-		t.Errorf("the naive deploy's writers waited at most %v for the table's lock, want seconds (a plain CREATE INDEX)", naive.MaxLockWait)
+	if naive.LockWaits == 0 || naive.MaxLockWait < 200*time.Millisecond {
+		t.Errorf("the naive deploy's writers waited %d times, at most %v, for the table's lock; want the length of a plain CREATE INDEX on 1 M rows",
+			naive.LockWaits, naive.MaxLockWait)
 	}
 	if safe.MaxLockWait >= naive.MaxLockWait {
 		t.Errorf("the safe deploy's writers waited up to %v for the table's lock, no less than the naive one's %v", safe.MaxLockWait, naive.MaxLockWait)
