@@ -48,11 +48,13 @@ func ownerGone(dir string) bool {
 // PostgreSQL under Patroni, which Patroni starts detached. Start functions
 // call SweepOrphans themselves; call it directly to clean up a machine.
 // It only touches directories whose owning process is gone, so it is safe
-// while other test processes run.
+// while other test processes run. It also removes the shared memory
+// segments killed PostgreSQL servers left (see sweepSharedMemory).
 func SweepOrphans() error {
+	shmErr := sweepSharedMemory()
 	dirs, err := filepath.Glob(filepath.Join(os.TempDir(), "hatest-*"))
 	if err != nil {
-		return err
+		return errors.Join(shmErr, err)
 	}
 	var stale []string
 	for _, d := range dirs {
@@ -61,7 +63,7 @@ func SweepOrphans() error {
 		}
 	}
 	if len(stale) == 0 {
-		return nil
+		return shmErr
 	}
 	// Every server runs with its working directory inside its run dir
 	// (PostgreSQL moves into its data directory).
@@ -82,7 +84,7 @@ func SweepOrphans() error {
 			}
 		}
 	}
-	var errs []error
+	errs := []error{shmErr}
 	if len(victims) > 0 {
 		victims = append(victims, descendants(victims...)...)
 		killPids(victims)
