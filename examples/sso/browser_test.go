@@ -1,12 +1,10 @@
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -49,39 +47,8 @@ func TestBrowser(t *testing.T) {
 	c := newCluster(t, 1, false)
 	app := demoRP(t, c)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath("/usr/bin/chromium"),
-		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 3*time.Minute) // a loaded CI machine: Chromium and the app under -race
-	defer cancel()
-
-	shots := os.Getenv("SSO_SCREENSHOTS")
-	shot := func(name string) {
-		t.Helper()
-		if shots == "" {
-			return
-		}
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(shots, name), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			loc, _ := chromedp.Run(ctx, chromedp.Location())
-			body, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("body")))
-			t.Fatalf("%s: %v (at %s)\n%.1000s", what, err, loc, body)
-		}
-	}
+	b := newChrome(t, 3*time.Minute, os.Getenv("SSO_SCREENSHOTS"))
+	ctx, step, shot := b.ctx, b.step, b.shot
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
 
 	step("home", chromedp.EmulateViewport(1000, 720), chromedp.Navigate(c.issuer+"/"), chromedp.WaitVisible(css(".hero")))

@@ -120,47 +120,12 @@ func TestShopBrowser(t *testing.T) {
 	c := newCluster(t, 1, false, "SSO_SMTP_ADDR="+mp.SMTPAddr)
 	shop := startShopRP(t, c, mp)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath("/usr/bin/chromium"),
-		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 5*time.Minute) // a loaded CI machine: Chromium, two apps, their services
-	defer cancel()
-
-	shots := os.Getenv("SHOP_SCREENSHOTS") == "1"
-	shot := func(name string) {
-		t.Helper()
-		if !shots {
-			return
-		}
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(shopScreenshotDir, name), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	dir := ""
+	if os.Getenv("SHOP_SCREENSHOTS") == "1" {
+		dir = shopScreenshotDir
 	}
-	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			loc, _ := chromedp.Run(ctx, chromedp.Location())
-			body, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("body")))
-			t.Fatalf("%s: %v (at %s)\n%.1500s", what, err, loc, body)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return strings.TrimSpace(s)
-	}
+	b := newChrome(t, 5*time.Minute, dir) // two apps and their services
+	ctx, step, shot, text := b.ctx, b.step, b.shot, b.text
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
 
 	// Ada registers at hakit SSO and verifies her address.
