@@ -31,7 +31,7 @@ import (
 //   - An expired genuine hint naming another user than the session's, or
 //     one of another sector: login_required, or the login form without
 //     prompt=none, never a silent sign-in as the session's user; at
-//     end_session it signs the session's user out of nothing.
+//     end_session it does not sign the session's user out.
 //   - A hint signed by an unknown key, by a key posing under the current
 //     key's ID, or by a key no longer published (rotated out and past its
 //     retention): authorize answers login_required to the registered URI;
