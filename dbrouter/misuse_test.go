@@ -188,3 +188,44 @@ func TestRowsLeftOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A Write that changed nothing (an UPDATE matching no row) commits with a
+// transaction id but no WAL to flush, so its commit record waits for the
+// WAL writer. Its read-your-writes position must not be that unflushed
+// record: no replica could have it, and the next read would wait and go
+// to the primary for nothing.
+func TestWriteOfNothingKeepsReadsOnReplicas(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	pg := c.Nodes[0]
+	if err := pg.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY, n int)"); err != nil {
+		t.Fatal(err)
+	}
+	r := newRouter(t, dbrouter.Config{Nodes: []string{pg.DSN()}})
+	for i := range 20 {
+		wctx := dbrouter.WithMinLSN(ctx, 0)
+		if err := r.Write(wctx, func(tx pgx.Tx) error {
+			_, err := tx.Exec(wctx, "UPDATE t SET n = n + 1 WHERE id = -1")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		primary, err := r.Primary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var flushed string
+		if err := primary.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&flushed); err != nil {
+			t.Fatal(err)
+		}
+		f, err := dbrouter.ParseLSN(flushed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := dbrouter.MinLSN(wctx); got > f {
+			t.Fatalf("write %d changed nothing, yet its read-your-writes position %s is past the flushed WAL %s", i, got, f)
+		}
+	}
+}

@@ -35,14 +35,20 @@ type txnFacts struct {
 	started  int64 // pg_postmaster_start_time in µs: identifies the server's run
 }
 
-// preCommitSQL reads txnFacts. It gives a transaction that wrote nothing
-// a transaction id: its COMMIT may still have an effect outside the tables
-// (a NOTIFY is sent only if it ran), so its outcome is found out like any
-// other's. Such a transaction then writes a commit record, but waits for
-// no WAL flush nor synchronous standby.
-const preCommitSQL = `SELECT pg_current_xact_id()::text, pg_current_wal_insert_lsn()::text,
+// preCommitSQL reads whether the transaction had written nothing so far
+// (no transaction id yet; read first, in a subquery that is evaluated
+// before the rest), then txnFacts. It gives a transaction that wrote
+// nothing a transaction id: its COMMIT may still have an effect outside
+// the tables (a NOTIFY is sent only if it ran), so its outcome is found
+// out like any other's. Such a transaction then writes a commit record,
+// but waits for no WAL flush nor synchronous standby; it leaves the
+// read-your-writes position as it was (there is nothing of it to read, and
+// its unflushed commit record would hold readers off the replicas until
+// the WAL writer flushes it).
+const preCommitSQL = `SELECT s.nothing, pg_current_xact_id()::text, pg_current_wal_insert_lsn()::text,
   ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int,
-  (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8`
+  (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8
+  FROM (SELECT pg_current_xact_id_if_assigned() IS NULL AS nothing OFFSET 0) s`
 
 // serverFacts describe the node asked, a primary.
 type serverFacts struct {

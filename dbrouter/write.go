@@ -233,8 +233,9 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 	// record, and which server run and timeline wrote it.
 	var xid string
 	var before string
+	var wroteNothing bool
 	var facts txnFacts
-	if err := tx.QueryRow(ctx, preCommitSQL).Scan(&xid, &before, &facts.timeline, &facts.started); err != nil {
+	if err := tx.QueryRow(ctx, preCommitSQL).Scan(&wroteNothing, &xid, &before, &facts.timeline, &facts.started); err != nil {
 		_ = tx.Rollback(ctx)
 		return classify(err)
 	}
@@ -254,6 +255,11 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 	if len(results) > 0 && results[0].Err == nil {
 		if tag := results[0].CommandTag.String(); tag != "COMMIT" {
 			return writeResult{outcome: failed, err: fmt.Errorf("COMMIT answered %s", tag)}
+		}
+		if wroteNothing {
+			// Nothing to read back: the read-your-writes position stays
+			// where it was (see preCommitSQL).
+			return writeResult{outcome: committed}
 		}
 		res := writeResult{outcome: committed, lsn: beforeLSN}
 		if len(results) > 1 && results[1].Err == nil && len(results[1].Rows) == 1 {
