@@ -631,7 +631,7 @@ func applyOne(ctx context.Context, conn *pgx.Conn, f migrationFile, record bool,
 		// The record waits for another instance running the same
 		// migration (up to LockTimeout); the migration's own statements
 		// wait for their tables' locks up to the attempt's lock_timeout.
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, opts.LockTimeout.Milliseconds())); err != nil {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, pgMillis(opts.LockTimeout))); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL statement_timeout = %d`, max(opts.StatementTimeout.Milliseconds(), 0))); err != nil {
@@ -644,7 +644,7 @@ func applyOne(ctx context.Context, conn *pgx.Conn, f migrationFile, record bool,
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, opts.undo.attemptLockTimeout().Milliseconds())); err != nil {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, pgMillis(opts.undo.attemptLockTimeout()))); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, f.sql); err != nil {
@@ -689,11 +689,12 @@ func migrateApp(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, table strin
 	r := &appMigrator{pool: pool, src: keepOpen{src}, table: table, opts: opts}
 	defer r.close()
 	attemptTimeout := opts.undo.attemptLockTimeout()
-	if err := r.open(attemptTimeout); err != nil {
+	if err := r.open(opts.LockTimeout); err != nil {
 		return err
 	}
-	// Invalid indexes an earlier attempt left go first, under the same
-	// lock_timeout (DROP INDEX CONCURRENTLY waits for the writers too).
+	// Invalid indexes an earlier attempt left go first, under the full
+	// LockTimeout like every CONCURRENTLY statement (DROP INDEX
+	// CONCURRENTLY waits for the writers too, without blocking them).
 	if err := opts.undo.drop(ctx, r.db, log); err != nil {
 		return fmt.Errorf("hakit: migrations: drop the invalid index a CONCURRENTLY statement cut short left: %w", err)
 	}
@@ -796,11 +797,21 @@ type keepOpen struct{ source.Driver }
 // Close does nothing.
 func (keepOpen) Close() error { return nil }
 
+// pgMillis is d in whole milliseconds for a PostgreSQL timeout setting,
+// rounded up: a positive duration under a millisecond must not become 0,
+// which PostgreSQL takes for "no limit".
+func pgMillis(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
 // open (re)connects golang-migrate with lock_timeout set to lockTimeout.
 func (r *appMigrator) open(lockTimeout time.Duration) error {
 	r.close()
 	cc := r.pool.Config().ConnConfig.Copy()
-	cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(lockTimeout.Milliseconds(), 10)
+	cc.RuntimeParams["lock_timeout"] = strconv.FormatInt(pgMillis(lockTimeout), 10)
 	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(max(r.opts.StatementTimeout.Milliseconds(), 0), 10)
 	r.db = stdlib.OpenDB(*cc)
 	r.lockTimeout = lockTimeout
@@ -812,6 +823,42 @@ func (r *appMigrator) open(lockTimeout time.Duration) error {
 		return fmt.Errorf("hakit: migrations: %w", err)
 	}
 	return nil
+}
+
+// unknownVersion tells apart the two ways the database's version v can
+// have no next migration in the source: v is the source's last (up to
+// date, nil), or v is not in the source at all. A database ahead of every
+// file (a newer release migrated it, and this one starts during a rolling
+// deploy or after a rollback of the binary) is logged and accepted: expand
+// migrations keep the previous release working. A version missing from
+// the middle, with later files this release would apply, is an error:
+// golang-migrate cannot go on from there, and skipping them would leave
+// the schema short.
+func (r *appMigrator) unknownVersion(v uint) error {
+	var later []uint
+	known := false
+	w, err := r.src.First()
+	for err == nil {
+		known = known || w == v
+		if w > v {
+			later = append(later, w)
+		}
+		w, err = r.src.Next(w)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	switch {
+	case known:
+		return nil
+	case len(later) > 0:
+		return fmt.Errorf("the database is at version %d, which these migrations do not contain, and they have later ones (%v) that cannot be applied after it: "+
+			"restore migration %d's files, or if its changes are gone from the database, set the version with `migrate force` to the last one the files have below it", v, later, v)
+	default:
+		r.opts.Log.Warn("hakit: migrations: the database is at a version these migrations do not contain, past all of them (a newer release migrated it); nothing to apply",
+			"version", v)
+		return nil
+	}
 }
 
 // next returns the SQL of the next up migration to run, and whether there
@@ -829,6 +876,9 @@ func (r *appMigrator) next() (string, bool, error) {
 		return "", true, nil
 	default:
 		nextV, err = r.src.Next(v)
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", false, r.unknownVersion(v)
+		}
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", false, nil
@@ -1274,9 +1324,21 @@ func Backfill(ctx context.Context, db *dbrouter.Router, stmt string, from, to in
 	var total int64
 	start, logged := time.Now(), time.Now()
 	for lo := from; lo < to; lo += opts.BatchSize {
-		hi := min(lo+opts.BatchSize, to)
+		hi := to
+		if to-lo > opts.BatchSize { // no lo+BatchSize: it could overflow near the top of int64
+			hi = lo + opts.BatchSize
+		}
 		began := time.Now()
-		tag, err := db.Exec(ctx, stmt, lo, hi)
+		// Idempotent by its WHERE clause: a batch whose COMMIT was lost
+		// runs again rather than ending the backfill with
+		// dbrouter.ErrCommitUnknown (the rows count then misses what the
+		// lost COMMIT did).
+		var tag pgconn.CommandTag
+		err := db.WriteOpts(ctx, dbrouter.WriteOptions{Idempotent: true}, func(tx pgx.Tx) error {
+			var err error
+			tag, err = tx.Exec(ctx, stmt, lo, hi)
+			return err
+		})
 		if err != nil {
 			return total, fmt.Errorf("hakit: backfill: the batch (%d, %d] failed after %d rows: run it again from %d: %w", lo, hi, total, lo, err)
 		}

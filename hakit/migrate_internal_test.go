@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -184,6 +185,17 @@ func TestHasKeyword(t *testing.T) {
 	} {
 		if got := hasKeyword(tc.sql, "CONCURRENTLY"); got != tc.want {
 			t.Errorf("hasKeyword(%q) = %v, want %v", tc.sql, got, tc.want)
+		}
+	}
+}
+
+func TestPgMillisRoundsUp(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want int64
+	}{{0, 0}, {-time.Second, 0}, {time.Microsecond, 1}, {500 * time.Microsecond, 1}, {time.Millisecond, 1}, {1500 * time.Microsecond, 2}, {50 * time.Millisecond, 50}} {
+		if got := pgMillis(c.d); got != c.want {
+			t.Errorf("pgMillis(%s) = %d, want %d", c.d, got, c.want)
 		}
 	}
 }

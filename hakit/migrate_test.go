@@ -758,3 +758,44 @@ func TestContractMigrations(t *testing.T) {
 		}
 	}
 }
+
+// The database is at a version the files do not contain. Ahead of every
+// file (a newer release migrated it; this one starts during a rolling
+// deploy or after a rollback of the binary) it is accepted with a warning.
+// Missing from the middle, with later files to apply, it is an error that
+// says what to do, not a silent "up to date" that skips those files.
+func TestMigrationsAtAnUnknownVersion(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	db := newRouter(t, pg.DSNs())
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	v12 := fstest.MapFS{
+		"1_a.up.sql": {Data: []byte(`CREATE TABLE a (n int)`)},
+		"2_b.up.sql": {Data: []byte(`CREATE TABLE b (n int)`)},
+	}
+	if err := hakit.Migrate(ctx, db, v12, quiet); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs strings.Builder
+	older := fstest.MapFS{"1_a.up.sql": v12["1_a.up.sql"]}
+	if err := hakit.Migrate(ctx, db, older, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+		t.Fatalf("a release whose files end before the database's version: %v", err)
+	}
+	if !strings.Contains(logs.String(), "past all of them") {
+		t.Errorf("no warning that the database is ahead of the files:\n%s", logs.String())
+	}
+
+	gap := fstest.MapFS{
+		"1_a.up.sql": v12["1_a.up.sql"],
+		"3_c.up.sql": {Data: []byte(`CREATE TABLE c (n int)`)},
+	}
+	err := hakit.Migrate(ctx, db, gap, quiet)
+	if err == nil || !strings.Contains(err.Error(), "version 2") || !strings.Contains(err.Error(), "restore migration 2") {
+		t.Fatalf("files without the database's version 2 but with a later 3: %v; want an error naming version 2 and the fix", err)
+	}
+	if n := queryOn[int64](t, pg.Nodes[0].DSN(), `SELECT count(*) FROM pg_class WHERE relname = 'c'`); n != 0 {
+		t.Errorf("migration 3 ran after an unknown version 2")
+	}
+}
