@@ -262,7 +262,18 @@ return 1
 // before the reply): the script sets the same fields to the same values
 // (a replace deletes and writes the same hash again), a touch sets the
 // same expiry. A retried durable change runs its WAIT again, so it is
-// confirmed by the replicas of the master that has it now.
+// confirmed by the replicas of the master that has it now; right after a
+// promotion that master often has no replica yet, so with RequireConfirm
+// a login or logout in that moment still ends in ErrNotConfirmed (503)
+// rather than waiting.
+//
+// Idempotent alone, not against other writers: when the first attempt
+// did reach a master that then failed over, and another request of the
+// same session changed the same key on the new master meanwhile, the
+// retry writes this request's older value over it (a change to another
+// key is not touched). This needs two requests of one session writing one
+// key within the failover's seconds; go-redis's own retries had the same
+// window, shorter.
 func (s *RedisStore) Apply(ctx context.Context, token string, c Change) (bool, error) {
 	mode := "merge"
 	if c.Replace {
