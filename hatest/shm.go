@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -20,7 +21,8 @@ import (
 // (4096) is reached, and then no PostgreSQL starts on the machine.
 //
 // A segment is removed only when nothing is attached to it, the process
-// that made it is gone, it belongs to the user the harness runs
+// that made it is gone, no data directory the harness still has names it
+// in its postmaster.pid, it belongs to the user the harness runs
 // PostgreSQL as, and it is small (PostgreSQL's; not some other program's
 // data). So it is safe while other servers and test processes run.
 func sweepSharedMemory() error {
@@ -36,12 +38,13 @@ func sweepSharedMemory() error {
 		return err
 	}
 	defer f.Close()
+	inUse := recordedSegments()
 	var errs []error
 	sc := bufio.NewScanner(f)
 	sc.Scan() // the header
 	for sc.Scan() {
 		seg, ok := parseShmLine(sc.Text())
-		if !ok || seg.nattch != 0 || seg.cuid != uid || seg.size > 4096 || Alive(seg.cpid) {
+		if !ok || seg.nattch != 0 || seg.cuid != uid || seg.size > 4096 || Alive(seg.cpid) || inUse[seg.id] {
 			continue
 		}
 		if _, err := unix.SysvShmCtl(seg.id, unix.IPC_RMID, nil); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EIDRM) {
@@ -49,6 +52,32 @@ func sweepSharedMemory() error {
 		}
 	}
 	return errors.Join(append(errs, sc.Err())...)
+}
+
+// recordedSegments returns the segments named in the postmaster.pid of a
+// data directory the harness still has: a server killed there and started
+// again (a chaos test, Patroni) reads its old segment to clean up what the
+// killed run left, so it stays until then.
+func recordedSegments() map[int]bool {
+	ids := map[int]bool{}
+	for _, pattern := range []string{"hatest-*/*/postmaster.pid", "hatest-*/*/*/postmaster.pid", "hatest-*/*/*/*/postmaster.pid"} {
+		files, _ := filepath.Glob(filepath.Join(os.TempDir(), pattern))
+		for _, file := range files {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				continue
+			}
+			// The 7th line: "key shmid".
+			if lines := strings.Split(string(b), "\n"); len(lines) >= 7 {
+				if f := strings.Fields(lines[6]); len(f) == 2 {
+					if id, err := strconv.Atoi(f[1]); err == nil {
+						ids[id] = true
+					}
+				}
+			}
+		}
+	}
+	return ids
 }
 
 // shmSegment is one line of /proc/sysvipc/shm.

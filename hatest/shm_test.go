@@ -27,7 +27,8 @@ func shmExists(t *testing.T, id string) bool {
 // A PostgreSQL server killed with SIGKILL leaves its shared memory
 // segment; once its data directory is gone nothing removes it, and 4096 of
 // them stop every PostgreSQL on the machine from starting. SweepOrphans
-// removes it, and leaves a running server's alone.
+// removes it then, and leaves a running server's alone, and a killed one's
+// while its data directory (which a restart reads it from) is there.
 func TestSweepRemovesKilledServersSharedMemory(t *testing.T) {
 	t.Parallel()
 	c := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 1})
@@ -51,6 +52,17 @@ func TestSweepRemovesKilledServersSharedMemory(t *testing.T) {
 	}
 	if !shmExists(t, gone) {
 		t.Fatalf("segment %s went away with the killed server: the test shows nothing", gone)
+	}
+	// While the data directory is there, the server may be started again
+	// and read its old segment: it stays.
+	if err := hatest.SweepOrphans(); err != nil {
+		t.Fatal(err)
+	}
+	if !shmExists(t, gone) {
+		t.Fatalf("segment %s was removed while the killed server's data directory still names it", gone)
+	}
+	if err := os.RemoveAll(killed.DataDir); err != nil {
+		t.Fatal(err)
 	}
 	if err := hatest.SweepOrphans(); err != nil {
 		t.Fatal(err)
