@@ -134,7 +134,9 @@ func (m *mailer) enqueueReset(ctx context.Context, tx pgx.Tx, email string) erro
 
 // reset is resetTask's handler: for an address with an account, it makes
 // the link's row under the task's ID (once: a run again finds it) and
-// sends it (send); for another address, nothing.
+// sends it (send); for another address, nothing. Runs of one task at once
+// insert the same row: the token's hash comes from the ID, so the loser
+// may collide on either unique index, and ON CONFLICT names neither.
 func (m *mailer) reset(ctx context.Context, t resetJob) error {
 	if _, err := uuid.Parse(t.ID); err != nil {
 		return fmt.Errorf("reset %q: not an ID: %w", t.ID, jobs.SkipRetry)
@@ -151,7 +153,7 @@ func (m *mailer) reset(ctx context.Context, t resetJob) error {
 			return err
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO mail_tokens (id, purpose, user_id, email, token_hash, expires_at)
-			VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) ON CONFLICT (id) DO NOTHING`,
+			VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) ON CONFLICT DO NOTHING`,
 			t.ID, purposeReset, uid, t.Email, hashToken(m.token(t.ID)), m.cfg.ResetTTL.Seconds())
 		return err
 	})
