@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -20,26 +18,7 @@ func TestKeyRotationUnderLoad(t *testing.T) {
 	c := newCluster(t, 2, true, "SSO_KEY_LEAD=2s", "SSO_KEY_ROTATION=4s")
 	a1 := c.rp("client-a1")
 
-	jwks := func() ([]string, error) {
-		resp, err := http.Get(c.issuer + "/keys")
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		var set struct {
-			Keys []struct {
-				Kid string `json:"kid"`
-			} `json:"keys"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
-			return nil, err
-		}
-		var kids []string
-		for _, k := range set.Keys {
-			kids = append(kids, k.Kid)
-		}
-		return kids, nil
-	}
+	jwks := func() ([]string, error) { return jwksKids(c.issuer) }
 
 	// A poller looks at the key set every 100ms on its own, so when a key
 	// first showed up does not depend on how long a login takes.
