@@ -92,7 +92,7 @@ func TestRedisClusterSessions(t *testing.T) {
 				u := newUser(t)
 				name := fmt.Sprintf("w%d-%d", w, i)
 				attempts.Add(1)
-				code, body := postNoFatal(u, a, "/login?user="+name)
+				code, body := request(u, a, "POST", "/login?user="+name)
 				if code == http.StatusOK && strings.HasPrefix(body, "token=") {
 					mu.Lock()
 					acked = append(acked, login{u, name})
@@ -153,28 +153,4 @@ func TestRedisClusterSessions(t *testing.T) {
 	if lost != 0 {
 		t.Fatalf("%d of %d confirmed logins lost in the failover", lost, len(acked))
 	}
-}
-
-// postNoFatal is user.do for other goroutines than the test's: a
-// transport error is a status 0.
-func postNoFatal(u *user, in *instance, path string) (int, string) {
-	req, err := http.NewRequest("POST", in.srv.URL+path, nil)
-	if err != nil {
-		return 0, err.Error()
-	}
-	resp, err := u.client.Do(req)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	var sb strings.Builder
-	buf := make([]byte, 512)
-	for {
-		n, err := resp.Body.Read(buf)
-		sb.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
-	return resp.StatusCode, sb.String()
 }

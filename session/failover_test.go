@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -262,16 +263,8 @@ func request(u *user, in *instance, method, path string) (int, string) {
 		return 0, err.Error()
 	}
 	defer resp.Body.Close()
-	var sb strings.Builder
-	buf := make([]byte, 512)
-	for {
-		n, err := resp.Body.Read(buf)
-		sb.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
-	return resp.StatusCode, sb.String()
+	body, _ := io.ReadAll(resp.Body) // what arrived, even if the body broke off
+	return resp.StatusCode, string(body)
 }
 
 // TestRedisDownAfterFailoverWait: with no replica to promote, a Redis
