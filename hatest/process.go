@@ -318,3 +318,25 @@ func Build(t testing.TB, pkg string, buildArgs ...string) string {
 	}
 	return out
 }
+
+// BuildModule compiles the main package in dir, the root of a Go module of
+// its own (another example app than the test's, whose module Build cannot
+// reach), with a plain go build bounded by timeout, into a temporary
+// directory, and returns the binary's path. It builds without -race: for
+// an app the test runs beside the one it checks.
+func BuildModule(t testing.TB, dir string, timeout time.Duration) string {
+	t.Helper()
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out := filepath.Join(t.TempDir(), filepath.Base(abs))
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, ".")
+	cmd.Dir = abs
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("hatest: go build in %s: %v\n%s", abs, err, b)
+	}
+	return out
+}

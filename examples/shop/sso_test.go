@@ -16,8 +16,6 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -50,19 +48,7 @@ func buildProvider(t *testing.T) string {
 	if bin := os.Getenv(envProviderBin); bin != "" {
 		return bin
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	dir, err := filepath.Abs("../sso")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "sso")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build examples/sso: %v\n%s", err, out)
-	}
-	return bin
+	return hatest.BuildModule(t, "../sso", 3*time.Minute)
 }
 
 // newProvider prepares the provider on addr (its own database and Redis

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -28,18 +27,7 @@ const shopScreenshotDir = "../shop/docs/screenshots"
 // the shop's URL.
 func startShopRP(t *testing.T, c *cluster, mp *hatest.Mailpit) string {
 	t.Helper()
-	bctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	dir, err := filepath.Abs("../shop")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "shop")
-	build := exec.CommandContext(bctx, "go", "build", "-o", bin, ".")
-	build.Dir = dir
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build examples/shop: %v\n%s", err, out)
-	}
+	bin := hatest.BuildModule(t, "../shop", 3*time.Minute)
 
 	addr := freeAddr(t)
 	_, port, _ := strings.Cut(addr, ":")
