@@ -83,6 +83,13 @@ func (c S3Config) problems(name func(field string) string) []error {
 //   - its bucket is cfg.Bucket or, when that is nil, an S3 bucket made
 //     from Config.S3 (an error when neither is set); cfg.Prefix defaults
 //     to Config.S3.Prefix and cfg.Logger to the app's logger;
+//   - the errors the store answers by itself (Serve's 404, 416, 502,
+//     503 before the body, and Store.Error's) go through [Error]
+//     unless cfg.ErrorHandler is set: the app's error page
+//     ([App.SetErrorPage]; HTML for browsers, problem details for JSON
+//     clients), with the app's status mapping ([HTTPErrorOf]: an
+//     unreachable S3 is 503 with Retry-After, where uploads.Status
+//     says 502), logged with the request ID;
 //   - its metrics are registered in [App.Registry];
 //   - an S3 bucket's Ping is a (non-critical) readiness check, named
 //     "s3:" and the store's name;
@@ -105,6 +112,9 @@ func (a *App) Uploads(cfg uploads.Config) (*uploads.Store, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = a.log
+	}
+	if cfg.ErrorHandler == nil {
+		cfg.ErrorHandler = Error
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = a.cfg.S3.Prefix

@@ -15,10 +15,12 @@ type Bucket interface {
 	Upload(ctx context.Context, key string, r io.Reader, contentType string, meta map[string]string) error
 	// Open returns the object at key; rng is an HTTP Range header value
 	// (empty: all of it) and ifNoneMatch an If-None-Match value.
-	// A missing object is ErrNotFound; a matching ETag gives an Object
-	// with NotModified set and no Body.
+	// A missing object is ErrNotFound, and so is a key the bucket refuses
+	// to look up (one no object can have); a matching ETag gives an
+	// Object with NotModified set and no Body.
 	Open(ctx context.Context, key, rng, ifNoneMatch string) (*Object, error)
-	// Stat returns the object's metadata. A missing object is ErrNotFound.
+	// Stat returns the object's metadata. A missing object, or a key
+	// the bucket refuses, is ErrNotFound.
 	Stat(ctx context.Context, key string) (*Object, error)
 	// Delete removes the object; a missing one is not an error.
 	Delete(ctx context.Context, key string) error

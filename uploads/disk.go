@@ -95,7 +95,7 @@ func removeIfExists(p string) error {
 func (d *DiskBucket) Stat(_ context.Context, key string) (*Object, error) {
 	p, err := d.path(key)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %v", ErrNotFound, err) // as S3 answers a key it refuses
 	}
 	fi, err := os.Stat(p)
 	if errors.Is(err, os.ErrNotExist) || (err == nil && !fi.Mode().IsRegular()) {

@@ -382,6 +382,8 @@ func (b *S3Bucket) Open(ctx context.Context, key, rng, ifNoneMatch string) (*Obj
 			return nil, ErrNotFound
 		case http.StatusRequestedRangeNotSatisfiable:
 			return nil, ErrRangeNotSatisfiable
+		case http.StatusBadRequest:
+			return nil, refusedKey(key, err)
 		}
 		return nil, fmt.Errorf("uploads: get %s: %w", key, err)
 	}
@@ -401,8 +403,11 @@ func (b *S3Bucket) Open(ctx context.Context, key, rng, ifNoneMatch string) (*Obj
 func (b *S3Bucket) Stat(ctx context.Context, key string) (*Object, error) {
 	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &b.cfg.Bucket, Key: &key})
 	if err != nil {
-		if httpStatus(err) == http.StatusNotFound {
+		switch httpStatus(err) {
+		case http.StatusNotFound:
 			return nil, ErrNotFound
+		case http.StatusBadRequest:
+			return nil, refusedKey(key, err)
 		}
 		return nil, fmt.Errorf("uploads: head %s: %w", key, err)
 	}
@@ -423,6 +428,14 @@ func (b *S3Bucket) Delete(ctx context.Context, key string) error {
 func (b *S3Bucket) Ping(ctx context.Context) error {
 	_, err := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &b.cfg.Bucket})
 	return err
+}
+
+// refusedKey is the error for a read that S3 answered 400: the key is one
+// the server does not accept (MinIO refuses "a//b" and "a/../b", for
+// one), so no object has it. It is ErrNotFound, not a failure of the
+// bucket; S3's answer stays in the error, for the log.
+func refusedKey(key string, err error) error {
+	return fmt.Errorf("%w: the bucket refused key %q: %w", ErrNotFound, key, err)
 }
 
 // httpStatus returns the HTTP status of an S3 error, or 0.

@@ -71,6 +71,19 @@ type Config struct {
 	// the pool may refuse), within a Window.
 	MinRate int64
 	Window  time.Duration
+	// ErrorHandler answers the errors the Store answers by itself —
+	// Serve's before the response starts: 404 (no such object, or a key
+	// no object can have), 416 (with Content-Range), 502 (the bucket
+	// failed), 503 (the request's deadline) — and those given to
+	// [Store.Error]. It writes the whole answer: the status for err (see
+	// [Status]) and a body that does not show err, whose text can carry
+	// the bucket's own answers (err is for the log). Headers the answer
+	// needs are set before it is called (Content-Range on a 416,
+	// Retry-After on ErrBusy). Defaults to [PlainError]; hakit's
+	// App.Uploads sets hakit.Error, so these errors get the app's error
+	// page (HTML for browsers, problem details for JSON clients) and are
+	// logged as the app's other errors are.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -119,6 +132,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.ErrorHandler == nil {
+		cfg.ErrorHandler = PlainError
 	}
 	labels := prometheus.Labels{"store": cfg.Name}
 	st := &Store{cfg: cfg, log: cfg.Logger,
@@ -477,25 +493,31 @@ func dispositionFor(ct string) string {
 // Config.Window of waiting on the client; ErrTooSlow) and by the request
 // context's deadline, through the connection's write deadline.
 //
-// Serve always answers the request itself: on an error before the body
-// (not found, bad range, bucket failure) it writes the status [Status]
-// gives; on an error in the body the response is cut short. The error it
-// returns is for logging: write nothing more to w.
+// Serve always answers the request itself: an error before the body (no
+// such object, a key no object can have, a bad range, a bucket failure)
+// is answered through Config.ErrorHandler (by default [PlainError]: the
+// status [Status] gives, its status text as plain text); an error in the
+// body cuts the response short. The error it returns is for logging:
+// write nothing more to w.
 func (s *Store) Serve(w http.ResponseWriter, r *http.Request, key, name string) (err error) {
-	o, err := s.cfg.Bucket.Open(r.Context(), key, r.Header.Get("Range"), r.Header.Get("If-None-Match"))
 	h := w.Header()
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
+	var o *Object
+	if err = checkKey(key); err == nil {
+		o, err = s.cfg.Bucket.Open(r.Context(), key, r.Header.Get("Range"), r.Header.Get("If-None-Match"))
+	}
 	if err != nil {
-		code := Status(err)
-		if code == http.StatusRequestedRangeNotSatisfiable {
+		if errors.Is(err, ErrRangeNotSatisfiable) {
 			if st, serr := s.cfg.Bucket.Stat(r.Context(), key); serr == nil {
 				h.Set("Content-Range", "bytes */"+strconv.FormatInt(st.Size, 10))
 			}
 		}
-		http.Error(w, http.StatusText(code), code)
+		s.cfg.ErrorHandler(w, r, err)
 		return err
 	}
+	// The object's own answer: sandboxed, in case it is a page or a
+	// script. (An error page is the app's, not the object.)
+	h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
 	if o.ETag != "" {
 		h.Set("ETag", o.ETag)
 	}
