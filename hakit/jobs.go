@@ -3,6 +3,7 @@ package hakit
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -18,16 +19,27 @@ import (
 // [App.Registry]. It holds nothing of its own to close: its connections
 // are the Redis client's, closed last.
 //
-// Relay and Scheduler make the client with a zero cfg when Jobs was not
-// called: call Jobs first to give it another configuration. Once the
-// client exists, Jobs with a zero cfg returns it, and with another cfg
-// is an error. Without Config.Redis, Jobs is an error.
+// cfg.Namespace, the app's jobs namespace, defaults to the Go module
+// path of the app's main package (hakit.dev/examples/shop), read from
+// the build information: each app on a shared Redis has queues of its
+// own, the same for every instance and every binary of the app's module
+// (a web and a worker binary share them). The app's workers
+// ([App.Worker]) use the same. Two apps of one module, and two
+// deployments of one app (staging, production) on one Redis, need a
+// Namespace each, set here. A binary without a module path (built
+// outside a module) gets none: the queues as named, as before
+// namespaces (see docs/jobs.md).
+//
+// Worker, Relay and Scheduler make the client with a zero cfg when Jobs
+// was not called: call Jobs first to give it another configuration. Once
+// the client exists, Jobs with a zero cfg returns it, and with another
+// cfg is an error. Without Config.Redis, Jobs is an error.
 func (a *App) Jobs(cfg jobs.ClientConfig) (*jobs.Client, error) {
 	if a.wire.jobs != nil {
 		if cfg != (jobs.ClientConfig{}) {
 			how := "by an earlier Jobs"
 			if a.wire.jobsDefault {
-				how = "with defaults by Relay or Scheduler: call Jobs before them"
+				how = "with defaults by Worker, Relay or Scheduler: call Jobs before them"
 			}
 			return nil, fmt.Errorf("hakit: Jobs: the jobs client was made already, %s", how)
 		}
@@ -39,6 +51,12 @@ func (a *App) Jobs(cfg jobs.ClientConfig) (*jobs.Client, error) {
 	cfg.NoReplicas = cfg.NoReplicas || a.cfg.Redis.NoReplicas
 	if cfg.Logger == nil {
 		cfg.Logger = a.log
+	}
+	if cfg.Namespace == "" {
+		info, ok := debug.ReadBuildInfo()
+		if cfg.Namespace = jobsNamespace(info, ok); cfg.Namespace == "" {
+			a.log.Warn("hakit: jobs: the binary has no module path to name the app's queues after; they are shared with every app without a namespace on this Redis: set ClientConfig.Namespace")
+		}
 	}
 	c := jobs.NewClient(a.rdb, cfg)
 	if err := a.register(c, "Jobs", "ClientConfig.Name"); err != nil {
@@ -72,6 +90,11 @@ func (a *App) jobsClient(what string) (*jobs.Client, error) {
 // registered in [App.Registry]; Redis's readiness is the app's "redis"
 // check. Register its handlers with jobs.Handle before Run.
 //
+// cfg.Namespace defaults to the app's jobs namespace, its jobs client's
+// ([App.Jobs], made with defaults if it was not): the worker serves the
+// app's queues, and, while they hold tasks, those of the version before
+// namespaces (see WorkerConfig.FormerNamespaces).
+//
 // Several workers (other queues, other concurrency) need different
 // WorkerConfig.Name. Without Config.Redis, or after Run started, Worker
 // is an error.
@@ -84,6 +107,13 @@ func (a *App) Worker(cfg jobs.WorkerConfig) (*jobs.Worker, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = a.log
+	}
+	if cfg.Namespace == "" {
+		c, err := a.jobsClient("Worker")
+		if err != nil {
+			return nil, err
+		}
+		cfg.Namespace = c.Namespace()
 	}
 	w := jobs.NewWorker(a.rdb, cfg)
 	if err := a.register(w, "Worker", "WorkerConfig.Name"); err != nil {
@@ -188,6 +218,16 @@ func componentName(kind, name string) string {
 		return kind
 	}
 	return kind + ":" + name
+}
+
+// jobsNamespace is the default jobs namespace of a binary with build
+// information info (ok: there is some): its main module's path, or ""
+// when it has none.
+func jobsNamespace(info *debug.BuildInfo, ok bool) string {
+	if !ok || info == nil || info.Main.Path == "command-line-arguments" {
+		return ""
+	}
+	return info.Main.Path
 }
 
 func errNoRedis(what string) error {

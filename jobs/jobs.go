@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -18,7 +19,8 @@ import (
 
 // Options adjust one task. The zero value is usable.
 type Options struct {
-	// Queue is the queue the task goes to. Defaults to "default".
+	// Queue is the queue the task goes to, within the Client's
+	// Namespace. Defaults to "default".
 	Queue string
 	// MaxRetry is how often a failing task is retried (with exponential
 	// backoff) before it is archived. Zero means asynq's default, 25;
@@ -31,17 +33,15 @@ type Options struct {
 	ProcessAt time.Time
 }
 
-func (o Options) asynq(extra ...asynq.Option) []asynq.Option {
-	opts := extra
-	if o.Queue != "" {
-		opts = append(opts, asynq.Queue(o.Queue))
-	}
-	switch {
-	case o.MaxRetry > 0:
-		opts = append(opts, asynq.MaxRetry(o.MaxRetry))
-	case o.MaxRetry < 0:
-		opts = append(opts, asynq.MaxRetry(0))
-	}
+// asynq returns the asynq options of a task put on the queue named
+// queue (already in its namespace). The task gets one retry more than
+// MaxRetry asks for: the spare lets a worker without its handler hand it
+// back (which does not count as an attempt) even on its last attempt,
+// where asynq would archive it on any error; the handler counts the
+// attempts itself and archives the task when MaxRetry is used up (see
+// envelope.Spare).
+func (o Options) asynq(queue string, extra ...asynq.Option) []asynq.Option {
+	opts := append(append([]asynq.Option(nil), extra...), asynq.Queue(queue), asynq.MaxRetry(o.retries()+1))
 	if o.Timeout > 0 {
 		opts = append(opts, asynq.Timeout(o.Timeout))
 	}
@@ -51,6 +51,21 @@ func (o Options) asynq(extra ...asynq.Option) []asynq.Option {
 	return opts
 }
 
+// retries is how often a failing task is retried: MaxRetry, 25 for 0,
+// none for a negative value.
+func (o Options) retries() int {
+	switch {
+	case o.MaxRetry > 0:
+		return o.MaxRetry
+	case o.MaxRetry < 0:
+		return 0
+	}
+	return defaultMaxRetry
+}
+
+// defaultMaxRetry is asynq's default, which Options.MaxRetry 0 means.
+const defaultMaxRetry = 25
+
 // envelope is a task's payload as hakit puts it on the queue: the caller's
 // payload, and the database position the task must see (the commit LSN of
 // the transaction that enqueued it), so its reads through dbrouter find
@@ -58,6 +73,11 @@ func (o Options) asynq(extra ...asynq.Option) []asynq.Option {
 type envelope struct {
 	LSN  string          `json:"lsn,omitempty"`
 	Data json.RawMessage `json:"data"`
+	// Spare says that the task's asynq MaxRetry is one more than its
+	// Options asked for (see Options.asynq): the handler archives it
+	// after the last retry it was given, asynq never has to. Tasks
+	// enqueued by earlier versions lack it.
+	Spare bool `json:"spare,omitempty"`
 }
 
 // seal encodes payload and puts it in an envelope with lsn (none if 0).
@@ -85,7 +105,7 @@ func encodePayload(p any) (json.RawMessage, error) {
 // sealRaw puts an encoded payload in an envelope with the position lsn, in
 // PostgreSQL's text form ("" for none).
 func sealRaw(lsn string, data json.RawMessage) ([]byte, error) {
-	return json.Marshal(envelope{LSN: lsn, Data: data})
+	return json.Marshal(envelope{LSN: lsn, Data: data, Spare: true})
 }
 
 // SkipRetry, returned by a handler (or wrapped in its error), archives
@@ -110,6 +130,8 @@ type Client struct {
 	waitReplicas int
 	waitTimeout  time.Duration
 	noReplicas   bool
+	namespace    string
+	nsErr        error // why the Namespace cannot be used
 	confirmErr   error // why the confirmation cannot work with this configuration
 
 	metrics  metricset.Set
@@ -150,6 +172,17 @@ type ClientConfig struct {
 	// hakit_jobs_relay_unconfirmed_total).
 	NoReplicas bool
 
+	// Namespace keeps this app's tasks apart from other apps' on the same
+	// Redis: a task for queue q goes to the Redis queue
+	// "<Namespace>:<q>", which only workers with the same
+	// WorkerConfig.Namespace serve. Give every Client and Worker of one
+	// app the same Namespace, and each app (and each deployment of one
+	// app, such as staging and production) its own. Letters, digits and
+	// . _ - / : ~ only. Defaults to "": the queues as named, shared with
+	// every app without a namespace on that Redis (hakit.App sets it to
+	// the app's Go module path).
+	Namespace string
+
 	// Name tells this Client's metrics from another's in one Prometheus
 	// registry: the const label name. Defaults to "default".
 	Name string
@@ -162,7 +195,8 @@ type ClientConfig struct {
 // client, or a cluster client). Closing the Client does not close rdb.
 // A configuration the confirmation cannot work with (a negative
 // WaitReplicas, another client without NoReplicas) is reported by
-// [NewRelay] and [Scheduler.Start].
+// [NewRelay] and [Scheduler.Start]; a Namespace that cannot be used by
+// them and by every Enqueue.
 func NewClient(rdb redis.UniversalClient, cfg ClientConfig) *Client {
 	if cfg.Retention <= 0 {
 		cfg.Retention = time.Hour
@@ -181,6 +215,7 @@ func NewClient(rdb redis.UniversalClient, cfg ClientConfig) *Client {
 	}
 	c := &Client{rdb: rdb, asynq: asynq.NewClientFromRedisClient(rdb), log: cfg.Logger, retention: cfg.Retention,
 		waitReplicas: cfg.WaitReplicas, waitTimeout: cfg.WaitTimeout, noReplicas: cfg.NoReplicas,
+		namespace: cfg.Namespace, nsErr: checkNamespace("ClientConfig.Namespace", cfg.Namespace),
 		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "enqueued_total",
 			Help: "Tasks put on a queue, by type.", ConstLabels: nameLabel(cfg.Name)}, []string{"type"})}
 	c.metrics = metricset.Set{c.enqueued}
@@ -196,6 +231,16 @@ func NewClient(rdb redis.UniversalClient, cfg ClientConfig) *Client {
 	}
 	return c
 }
+
+// Namespace returns the Client's ClientConfig.Namespace.
+func (c *Client) Namespace() string { return c.namespace }
+
+// queue returns the Redis queue of the queue named q ("default" if
+// empty) in the Client's namespace.
+func (c *Client) queue(q string) string { return qualify(c.namespace, q) }
+
+// configErr is why the Client cannot be used, if it cannot.
+func (c *Client) configErr() error { return errors.Join(c.nsErr, c.confirmErr) }
 
 // Describe implements prometheus.Collector.
 func (c *Client) Describe(ch chan<- *prometheus.Desc) { c.metrics.Describe(ch) }
@@ -215,11 +260,14 @@ func (c *Client) Close() error { return nil }
 // can lose it (the outbox cannot: use [Outbox.EnqueueTx] where that
 // matters).
 func (c *Client) Enqueue(ctx context.Context, taskType string, payload any, opts Options) (string, error) {
+	if c.nsErr != nil {
+		return "", c.nsErr
+	}
 	b, err := seal(dbrouter.MinLSN(ctx), payload)
 	if err != nil {
 		return "", err
 	}
-	info, err := c.asynq.EnqueueContext(ctx, asynq.NewTask(taskType, b), opts.asynq(asynq.Retention(c.retention))...)
+	info, err := c.asynq.EnqueueContext(ctx, asynq.NewTask(taskType, b), opts.asynq(c.queue(opts.Queue), asynq.Retention(c.retention))...)
 	if err != nil {
 		return "", fmt.Errorf("jobs: enqueue %s: %w", taskType, err)
 	}
@@ -231,7 +279,10 @@ func (c *Client) Enqueue(ctx context.Context, taskType string, payload any, opts
 // created it: a task that already has the ID (enqueued before, by this or
 // another instance) counts as done.
 func (c *Client) enqueueWithID(ctx context.Context, id, taskType string, sealed []byte, opts Options) (bool, error) {
-	_, err := c.asynq.EnqueueContext(ctx, asynq.NewTask(taskType, sealed), opts.asynq(asynq.TaskID(id), asynq.Retention(c.retention))...)
+	if c.nsErr != nil {
+		return false, c.nsErr
+	}
+	_, err := c.asynq.EnqueueContext(ctx, asynq.NewTask(taskType, sealed), opts.asynq(c.queue(opts.Queue), asynq.TaskID(id), asynq.Retention(c.retention))...)
 	switch {
 	case err == nil:
 		c.enqueued.WithLabelValues(taskType).Inc()
@@ -242,16 +293,44 @@ func (c *Client) enqueueWithID(ctx context.Context, id, taskType string, sealed 
 	return false, fmt.Errorf("jobs: enqueue %s as %s: %w", taskType, id, err)
 }
 
-// Archived lists the tasks of queue that failed for good (the dead
-// letters), newest first, at most limit.
+// Archived lists the tasks of queue (in the Client's namespace;
+// "default" if empty) that failed for good (the dead letters), newest
+// first, at most limit.
 func (c *Client) Archived(queue string, limit int) ([]*asynq.TaskInfo, error) {
-	if queue == "" {
-		queue = "default"
+	if c.nsErr != nil {
+		return nil, c.nsErr
 	}
 	ins := asynq.NewInspectorFromRedisClient(c.rdb)
-	tasks, err := ins.ListArchivedTasks(queue, asynq.PageSize(limit))
+	tasks, err := ins.ListArchivedTasks(c.queue(queue), asynq.PageSize(limit))
 	if err != nil && errors.Is(err, asynq.ErrQueueNotFound) {
 		return nil, nil
 	}
 	return tasks, err
+}
+
+// qualify returns the Redis queue of the queue named q ("default" if
+// empty) in namespace ns ("" for none).
+func qualify(ns, q string) string {
+	if q == "" {
+		q = "default"
+	}
+	if ns == "" {
+		return q
+	}
+	return ns + ":" + q
+}
+
+// checkNamespace reports why ns, the value of field, cannot be a
+// namespace: it is part of Redis key names (asynq:{<ns>:<queue>}:…),
+// where spaces would confuse tools and a brace would break Redis
+// Cluster's hash tag.
+func checkNamespace(field, ns string) error {
+	for _, r := range ns {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("._-/:~", r):
+		default:
+			return fmt.Errorf("jobs: %s %q: want letters, digits and . _ - / : ~ only", field, ns)
+		}
+	}
+	return nil
 }

@@ -411,7 +411,9 @@ func TestBadTasksAreArchivedReadably(t *testing.T) {
 	rdb := standaloneRedis(t)
 	client := jobs.NewClient(rdb, jobs.ClientConfig{Logger: quiet()})
 	t.Cleanup(func() { client.Close() })
-	w := jobs.NewWorker(rdb, jobs.WorkerConfig{Logger: quiet()})
+	// A task type nobody handles is handed back until UnhandledTimeout,
+	// then archived.
+	w := jobs.NewWorker(rdb, jobs.WorkerConfig{Logger: quiet(), UnhandledTimeout: time.Second})
 	jobs.Handle(w, "note", func(ctx context.Context, n note) error { return nil })
 	jobs.Handle(w, "give-up", func(ctx context.Context, n note) error {
 		return fmt.Errorf("note %d cannot be done: %w", n.ID, jobs.SkipRetry)
@@ -448,7 +450,7 @@ func TestBadTasksAreArchivedReadably(t *testing.T) {
 		}
 	}
 	all := strings.Join(msgs, "\n")
-	for _, want := range []string{"decode payload into jobs_test.note", "not a hakit task envelope", `no handler registered for task type "nobody-handles-this"`, "note 2 cannot be done"} {
+	for _, want := range []string{"decode payload into jobs_test.note", "not a hakit task envelope", `no handler registered for task type "nobody-handles-this": handed back for 1s`, "note 2 cannot be done"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("archive errors lack %q:\n%s", want, all)
 		}

@@ -206,8 +206,8 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.DB == nil || cfg.Client == nil {
 		return nil, errors.New("jobs: RelayConfig needs DB and Client")
 	}
-	if cfg.Client.confirmErr != nil {
-		return nil, cfg.Client.confirmErr
+	if err := cfg.Client.configErr(); err != nil {
+		return nil, err
 	}
 	if cfg.Outbox == nil {
 		cfg.Outbox = NewOutbox("")

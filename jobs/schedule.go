@@ -168,8 +168,8 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if s.client.confirmErr != nil {
-		return s.client.confirmErr
+	if err := s.client.configErr(); err != nil {
+		return err
 	}
 	if s.maxDelay > s.client.retention-skewMargin {
 		return fmt.Errorf("jobs: SchedulerConfig.MaxDelay (%s) must be at least %s shorter than ClientConfig.Retention (%s), or a late tick could be enqueued again after the queue forgot it",

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,11 +24,13 @@ import (
 
 // WorkerConfig configures a Worker. The zero value is usable.
 type WorkerConfig struct {
-	// Concurrency is how many tasks run at once. Defaults to 10.
+	// Concurrency is how many tasks run at once. Defaults to 10. (While
+	// the worker also serves the queues of a former namespace, see
+	// FormerNamespaces, those get as many again.)
 	Concurrency int
 	// Queues and their weights: a queue with weight 6 is served six times
-	// as often as one with weight 1. Defaults to critical 6, default 3,
-	// low 1.
+	// as often as one with weight 1. Names are within the Namespace.
+	// Defaults to critical 6, default 3, low 1.
 	Queues map[string]int
 	// ShutdownTimeout is how long Stop lets running tasks finish, at
 	// most: Stop's context may cut it short (see [Worker.Stop]). Those
@@ -36,6 +41,37 @@ type WorkerConfig struct {
 	// Defaults to 25ms (asynq's own default, 1s, would add up to a second
 	// between an enqueue and its run); each look is one Redis script call.
 	TaskCheckInterval time.Duration
+	// Namespace is the app's namespace, the same as its Clients'
+	// (ClientConfig.Namespace): the worker serves the Redis queues
+	// "<Namespace>:<queue>" for each of Queues, so apps sharing a Redis
+	// do not take each other's tasks. Defaults to "": the queues as
+	// named, shared with every app without a namespace on that Redis
+	// (hakit.App sets it to the app's Go module path).
+	Namespace string
+	// FormerNamespaces are namespaces the app used before (it was renamed,
+	// or its module moved): the worker serves their queues too, for as
+	// long as they hold tasks (it looks every 5s), so that what the
+	// previous version queued there still runs during and after a
+	// deploy. A worker with a Namespace does this for the queues without
+	// a namespace too (those of a version from before namespaces, or of
+	// a worker without one), unless IgnoreUnnamespaced is set. Tasks
+	// there that this worker has no handler for are handed back, as
+	// always. Defaults to none.
+	FormerNamespaces []string
+	// IgnoreUnnamespaced stops a worker with a Namespace from serving the
+	// queues without a namespace while they hold tasks: set it when apps
+	// without a namespace keep using them on the same Redis (this worker
+	// would take their tasks and hand them back, delaying them). Defaults
+	// to false.
+	IgnoreUnnamespaced bool
+	// UnhandledTimeout is how long a task whose type this worker has no
+	// handler for keeps being handed back before the worker archives it:
+	// such a task goes back on its queue (not counted as a failed
+	// attempt) for a worker that has the handler — another app's on a
+	// shared queue, or a newer version's during a rolling deploy. It
+	// counts from the first hand-back of the task. Defaults to 24h;
+	// negative: never archived.
+	UnhandledTimeout time.Duration
 	// Name tells this Worker's metrics from another's in one Prometheus
 	// registry: the const label name. Defaults to "default".
 	Name string
@@ -50,31 +86,59 @@ type WorkerConfig struct {
 // needs to be recorded as done rather than put back.
 const putBackAfter = 100 * time.Millisecond
 
+// formerCheckInterval is how often a worker looks whether the queues of
+// its former namespaces hold tasks; formerIdleChecks is how many looks in
+// a row must find them empty before it stops serving them.
+const (
+	formerCheckInterval = 5 * time.Second
+	formerIdleChecks    = 3
+)
+
+// unhandledLogEvery is how often a worker logs, per task type, that it
+// handed back tasks it has no handler for.
+const unhandledLogEvery = time.Minute
+
 // Worker runs task handlers: an asynq server with typed JSON handlers
 // (see [Handle]), read-your-writes for the tasks' database reads, metrics,
 // and a life cycle that fits hakit.App's drain.
 //
 // A Worker is a prometheus.Collector of its metrics.
 type Worker struct {
-	rdb redis.UniversalClient
-	cfg WorkerConfig
-	log *slog.Logger
+	rdb    redis.UniversalClient
+	cfg    WorkerConfig
+	log    *slog.Logger
+	ins    *asynq.Inspector
+	cfgErr error // why the configuration cannot work
 
-	mu       sync.Mutex
-	handlers map[string]asynq.Handler // by task type; fixed once started
-	srv      *asynq.Server
-	started  bool
-	running  int           // handlers running now
-	idle     chan struct{} // closed when running drops to 0, while Stop waits
+	queues      map[string]int // Redis queues served, with their weights
+	formerQs    map[string]int // Redis queues of former namespaces
+	formerNames []string       // their names, sorted
+
+	mu        sync.Mutex
+	handlers  map[string]asynq.Handler // by task type; fixed once started
+	srv       *asynq.Server
+	formerSrv *asynq.Server // serving formerQs, while they hold tasks
+	started   bool
+	stopping  bool
+	watchStop context.CancelFunc
+	watchDone chan struct{}
+	running   int           // handlers running now
+	idle      chan struct{} // closed when running drops to 0, while Stop waits
+
+	warnMu sync.Mutex
+	warned map[string]time.Time // task type: last warning about unhandled tasks
 
 	metrics   metricset.Set
 	processed *prometheus.CounterVec
 	failed    *prometheus.CounterVec
+	unhandled *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 }
 
 // NewWorker returns a Worker on rdb. Register handlers with Handle, then
-// Start it (hakit.App does, when the Worker is added as a component).
+// Start it (hakit.App does, when the Worker is added as a component). A
+// configuration that cannot work (a bad Namespace) is an error from
+// Start.
 func NewWorker(rdb redis.UniversalClient, cfg WorkerConfig) *Worker {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 10
@@ -88,6 +152,9 @@ func NewWorker(rdb redis.UniversalClient, cfg WorkerConfig) *Worker {
 	if cfg.TaskCheckInterval <= 0 {
 		cfg.TaskCheckInterval = 25 * time.Millisecond
 	}
+	if cfg.UnhandledTimeout == 0 {
+		cfg.UnhandledTimeout = 24 * time.Hour
+	}
 	if cfg.Name == "" {
 		cfg.Name = "default"
 	}
@@ -95,17 +162,42 @@ func NewWorker(rdb redis.UniversalClient, cfg WorkerConfig) *Worker {
 		cfg.Logger = slog.Default()
 	}
 	labels := nameLabel(cfg.Name)
-	w := &Worker{rdb: rdb, cfg: cfg, log: cfg.Logger, handlers: map[string]asynq.Handler{},
+	w := &Worker{rdb: rdb, cfg: cfg, log: cfg.Logger, ins: asynq.NewInspectorFromRedisClient(rdb),
+		handlers: map[string]asynq.Handler{}, warned: map[string]time.Time{},
+		queues: map[string]int{}, formerQs: map[string]int{},
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "processed_total",
 			Help: "Task runs that succeeded, by type.", ConstLabels: labels}, []string{"type"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "failed_total",
 			Help: "Task runs that failed, by type (retried or archived).", ConstLabels: labels}, []string{"type"}),
+		unhandled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "hakit", Subsystem: "jobs", Name: "unhandled_total",
+			Help: "Tasks this worker has no handler for, handed back to their queue for a worker that has one, by type.", ConstLabels: labels}, []string{"type"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "hakit", Subsystem: "jobs", Name: "run_duration_seconds",
 			Help: "Time a task run took, by type.", Buckets: prometheus.DefBuckets, ConstLabels: labels}, []string{"type"}),
 	}
-	w.metrics = metricset.Set{w.processed, w.failed, w.duration}
+	w.metrics = metricset.Set{w.processed, w.failed, w.unhandled, w.duration}
+	errs := []error{checkNamespace("WorkerConfig.Namespace", cfg.Namespace)}
+	former := slices.Clone(cfg.FormerNamespaces)
+	if cfg.Namespace != "" && !cfg.IgnoreUnnamespaced {
+		former = append(former, "")
+	}
+	for _, ns := range former {
+		errs = append(errs, checkNamespace("WorkerConfig.FormerNamespaces", ns))
+	}
+	for q, weight := range cfg.Queues {
+		w.queues[qualify(cfg.Namespace, q)] = weight
+		for _, ns := range former {
+			if ns != cfg.Namespace {
+				w.formerQs[qualify(ns, q)] = weight
+			}
+		}
+	}
+	w.formerNames = slices.Sorted(maps.Keys(w.formerQs))
+	w.cfgErr = errors.Join(errs...)
 	return w
 }
+
+// Namespace returns the Worker's WorkerConfig.Namespace.
+func (w *Worker) Namespace() string { return w.cfg.Namespace }
 
 // Describe implements prometheus.Collector.
 func (w *Worker) Describe(ch chan<- *prometheus.Desc) { w.metrics.Describe(ch) }
@@ -154,6 +246,13 @@ func Handle[T any](w *Worker, taskType string, fn func(ctx context.Context, payl
 		err := fn(ctx, payload)
 		w.duration.WithLabelValues(taskType).Observe(time.Since(start).Seconds())
 		if err != nil {
+			// asynq's MaxRetry has a spare (see Options.asynq): the last
+			// retry the task was given is this one.
+			retried, _ := asynq.GetRetryCount(ctx)
+			maxRetry, _ := asynq.GetMaxRetry(ctx)
+			if env.Spare && retried >= maxRetry-1 && !errors.Is(err, asynq.SkipRetry) {
+				return w.fail(taskType, fmt.Errorf("jobs: %s: %w (retried %d times: %w)", taskType, err, retried, asynq.SkipRetry))
+			}
 			return w.fail(taskType, fmt.Errorf("jobs: %s: %w", taskType, err))
 		}
 		w.processed.WithLabelValues(taskType).Inc()
@@ -166,10 +265,129 @@ func (w *Worker) fail(taskType string, err error) error {
 	return err
 }
 
+// handBackError is what the worker returns for a task it has no handler
+// for: asynq puts the task back on its queue's retry set for delay, not
+// counting a failed attempt (see Start). Its message, which asynq keeps
+// as the task's last error, records since when the task is unhandled.
+type handBackError struct {
+	taskType, worker string
+	since            time.Time
+	delay            time.Duration
+}
+
+// unhandledMark precedes the time in a handBackError's message.
+const unhandledMark = "; unhandled since "
+
+func (e *handBackError) Error() string {
+	return fmt.Sprintf("jobs: no handler for task type %q on worker %q: handed back for a worker that has one%s%s",
+		e.taskType, e.worker, unhandledMark, e.since.UTC().Format(time.RFC3339Nano))
+}
+
+// unhandledSince reads the time a handBackError's message records.
+func unhandledSince(lastErr string) (time.Time, bool) {
+	i := strings.LastIndex(lastErr, unhandledMark)
+	if i < 0 {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, lastErr[i+len(unhandledMark):])
+	return t, err == nil
+}
+
+// handBack deals with a task this worker has no handler for: it hands it
+// back to its queue, for a worker that has the handler, or archives it
+// once it has been handed back for UnhandledTimeout.
+func (w *Worker) handBack(ctx context.Context, t *asynq.Task) error {
+	typ := t.Type()
+	id, _ := asynq.GetTaskID(ctx)
+	queue, _ := asynq.GetQueueName(ctx)
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	now := time.Now()
+	since := now
+	// The task's last error says since when it is unhandled, if it was
+	// handed back before (not if a handler failed on it since).
+	if info, err := w.ins.GetTaskInfo(queue, id); err == nil {
+		if s, ok := unhandledSince(info.LastErr); ok && s.Before(now) {
+			since = s
+		}
+	}
+	switch {
+	case w.cfg.UnhandledTimeout > 0 && now.Sub(since) >= w.cfg.UnhandledTimeout:
+		err := fmt.Errorf("jobs: no handler registered for task type %q: handed back for %s (since %s) without a worker that has one taking it: %w",
+			typ, w.cfg.UnhandledTimeout, since.UTC().Format(time.RFC3339), asynq.SkipRetry)
+		w.log.Error("jobs: task archived: no worker has a handler for its type", "type", typ, "id", id, "queue", queue,
+			"unhandled_since", since, "unhandled_timeout", w.cfg.UnhandledTimeout)
+		return w.fail(typ, err)
+	case retried >= maxRetry:
+		// asynq archives a task that fails on its last attempt, whatever
+		// the error: tasks enqueued by hakit have a spare retry for this,
+		// those of earlier versions do not.
+		err := fmt.Errorf("jobs: no handler registered for task type %q on worker %q, and the task, on its last attempt, cannot be handed back: %w",
+			typ, w.cfg.Name, asynq.SkipRetry)
+		w.log.Error("jobs: task archived: no handler for its type, and no retry left to hand it back with", "type", typ, "id", id, "queue", queue)
+		return w.fail(typ, err)
+	}
+	w.unhandled.WithLabelValues(typ).Inc()
+	w.warnUnhandled(typ, queue, now)
+	// A task nobody takes for long is handed back less often.
+	delay := min(max(time.Second, now.Sub(since)/10), time.Minute)
+	return &handBackError{taskType: typ, worker: w.cfg.Name, since: since, delay: delay}
+}
+
+// warnUnhandled logs, once a minute per task type, that the worker hands
+// back tasks of that type.
+func (w *Worker) warnUnhandled(typ, queue string, now time.Time) {
+	w.warnMu.Lock()
+	last, ok := w.warned[typ]
+	if ok && now.Sub(last) < unhandledLogEvery {
+		w.warnMu.Unlock()
+		return
+	}
+	w.warned[typ] = now
+	w.warnMu.Unlock()
+	w.log.Warn("jobs: tasks of a type this worker has no handler for are handed back for a worker that has one (logged once a minute per type)",
+		"type", typ, "queue", queue, "worker", w.cfg.Name, "archived_after", w.cfg.UnhandledTimeout)
+}
+
+// newServer returns an asynq server on queues.
+func (w *Worker) newServer(queues map[string]int) *asynq.Server {
+	return asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
+		Concurrency:       w.cfg.Concurrency,
+		Queues:            queues,
+		ShutdownTimeout:   putBackAfter,
+		TaskCheckInterval: w.cfg.TaskCheckInterval,
+		// Scheduled tasks, retries and hand-backs are due within a
+		// second, not asynq's five.
+		DelayedTaskCheckInterval: time.Second,
+		Logger:                   asynqLogger{w.log},
+		LogLevel:                 asynq.WarnLevel,
+		// A hand-back is not a failed attempt, and comes back soon.
+		IsFailure: func(err error) bool { return !errors.As(err, new(*handBackError)) },
+		RetryDelayFunc: func(n int, err error, t *asynq.Task) time.Duration {
+			if hb := (*handBackError)(nil); errors.As(err, &hb) {
+				return hb.delay + rand.N(hb.delay/2+1)
+			}
+			return asynq.DefaultRetryDelayFunc(n, err, t)
+		},
+		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+			if errors.As(err, new(*handBackError)) {
+				return // counted and logged by handBack
+			}
+			retried, _ := asynq.GetRetryCount(ctx)
+			maxRetry, _ := asynq.GetMaxRetry(ctx)
+			id, _ := asynq.GetTaskID(ctx)
+			w.log.Warn("jobs: task failed", "type", t.Type(), "id", id, "retried", retried, "max_retry", maxRetry, "err", err)
+		}),
+	})
+}
+
 // Start starts processing tasks.
 func (w *Worker) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if w.cfgErr != nil {
+		return w.cfgErr
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -177,32 +395,102 @@ func (w *Worker) Start(ctx context.Context) error {
 		return errors.New("jobs: Worker started twice")
 	}
 	w.started = true
-	w.srv = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
-		Concurrency:       w.cfg.Concurrency,
-		Queues:            w.cfg.Queues,
-		ShutdownTimeout:   putBackAfter,
-		TaskCheckInterval: w.cfg.TaskCheckInterval,
-		Logger:            asynqLogger{w.log},
-		LogLevel:          asynq.WarnLevel,
-		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
-			retried, _ := asynq.GetRetryCount(ctx)
-			maxRetry, _ := asynq.GetMaxRetry(ctx)
-			id, _ := asynq.GetTaskID(ctx)
-			w.log.Warn("jobs: task failed", "type", t.Type(), "id", id, "retried", retried, "max_retry", maxRetry, "err", err)
-		}),
-	})
-	// A task nobody handles goes straight to the archive with a clear
-	// error instead of failing 25 times.
-	dispatch := asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-		h := w.handlers[t.Type()]
-		if h == nil {
-			return w.fail(t.Type(), fmt.Errorf("jobs: no handler registered for task type %q: %w", t.Type(), asynq.SkipRetry))
+	w.srv = w.newServer(w.queues)
+	if err := w.srv.Start(asynq.HandlerFunc(w.dispatch)); err != nil {
+		return err
+	}
+	if len(w.formerQs) > 0 {
+		wctx, stop := context.WithCancel(context.Background())
+		w.watchStop, w.watchDone = stop, make(chan struct{})
+		go w.watchFormer(wctx)
+	}
+	return nil
+}
+
+// dispatch runs a task's handler. A task nobody here handles is handed
+// back (see handBack).
+func (w *Worker) dispatch(ctx context.Context, t *asynq.Task) error {
+	h := w.handlers[t.Type()]
+	if h == nil {
+		return w.handBack(ctx, t)
+	}
+	w.enter()
+	defer w.leave()
+	return h.ProcessTask(ctx, t)
+}
+
+// watchFormer serves the queues of former namespaces while they hold
+// tasks, until ctx ends.
+func (w *Worker) watchFormer(ctx context.Context) {
+	defer close(w.watchDone)
+	t := time.NewTicker(formerCheckInterval)
+	defer t.Stop()
+	empty := 0
+	for {
+		busy, err := w.formerBusy(ctx)
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				w.log.Debug("jobs: looking at the queues of former namespaces failed", "err", err)
+			}
+		case busy:
+			empty = 0
+			w.mu.Lock()
+			if !w.stopping && w.formerSrv == nil {
+				srv := w.newServer(w.formerQs)
+				if err := srv.Start(asynq.HandlerFunc(w.dispatch)); err != nil {
+					w.log.Error("jobs: serving the queues of former namespaces", "err", err)
+				} else {
+					w.formerSrv = srv
+					w.log.Info("jobs: serving the queues of former namespaces while they hold tasks", "queues", w.formerNames)
+				}
+			}
+			w.mu.Unlock()
+		default:
+			empty++
+			w.mu.Lock()
+			srv := w.formerSrv
+			if empty < formerIdleChecks || w.stopping {
+				srv = nil
+			} else {
+				w.formerSrv = nil
+			}
+			w.mu.Unlock()
+			if srv != nil {
+				srv.Shutdown()
+				w.log.Info("jobs: the queues of former namespaces are empty; no longer serving them", "queues", w.formerNames)
+			}
 		}
-		w.enter()
-		defer w.leave()
-		return h.ProcessTask(ctx, t)
-	})
-	return w.srv.Start(dispatch)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// formerBusy reports whether a queue of a former namespace holds a task
+// that is or will be due: pending, active, scheduled or retrying. It
+// reads asynq's keys, asynq:{<queue>}:<state>.
+func (w *Worker) formerBusy(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, formerCheckInterval)
+	defer cancel()
+	pipe := w.rdb.Pipeline()
+	var counts []*redis.IntCmd
+	for _, q := range w.formerNames {
+		k := "asynq:{" + q + "}:"
+		counts = append(counts, pipe.LLen(ctx, k+"pending"), pipe.LLen(ctx, k+"active"),
+			pipe.ZCard(ctx, k+"scheduled"), pipe.ZCard(ctx, k+"retry"))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, err
+	}
+	for _, c := range counts {
+		if c.Val() > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (w *Worker) enter() {
@@ -238,12 +526,13 @@ func (w *Worker) leave() {
 // look retries it (that counts as a failed attempt).
 func (w *Worker) Stop(ctx context.Context) error {
 	w.mu.Lock()
-	srv := w.srv
+	srv, former := w.srv, w.formerSrv
 	if srv == nil {
 		w.mu.Unlock()
 		return nil
 	}
-	w.srv = nil
+	w.srv, w.formerSrv, w.stopping = nil, nil, true
+	watchStop, watchDone := w.watchStop, w.watchDone
 	idle := make(chan struct{})
 	if w.running == 0 {
 		close(idle)
@@ -251,6 +540,13 @@ func (w *Worker) Stop(ctx context.Context) error {
 		w.idle = idle
 	}
 	w.mu.Unlock()
+	if watchStop != nil {
+		watchStop()
+	}
+	servers := []*asynq.Server{srv}
+	if former != nil {
+		servers = append(servers, former)
+	}
 	grace := w.cfg.ShutdownTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		left := time.Until(dl)
@@ -260,7 +556,9 @@ func (w *Worker) Stop(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srv.Stop() // no new tasks
+		for _, s := range servers {
+			s.Stop() // no new tasks
+		}
 		t := time.NewTimer(time.Until(putBack))
 		defer t.Stop()
 		select {
@@ -268,7 +566,15 @@ func (w *Worker) Stop(ctx context.Context) error {
 		case <-t.C:
 		case <-ctx.Done():
 		}
-		srv.Shutdown() // puts back what still runs after putBackAfter
+		// Each puts back what still runs after putBackAfter.
+		var wg sync.WaitGroup
+		for _, s := range servers {
+			wg.Go(s.Shutdown)
+		}
+		wg.Wait()
+		if watchDone != nil {
+			<-watchDone
+		}
 	}()
 	select {
 	case <-done:
