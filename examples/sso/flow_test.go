@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -26,16 +27,29 @@ func TestCodeFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var disco oidc.DiscoveryConfiguration
-	if err := json.NewDecoder(resp.Body).Decode(&disco); err != nil {
+	var raw json.RawMessage
+	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	var disco oidc.DiscoveryConfiguration
+	var logout map[string]any // front-channel logout is not in oidc.DiscoveryConfiguration
+	if err := errors.Join(json.Unmarshal(raw, &disco), json.Unmarshal(raw, &logout)); err != nil {
+		t.Fatal(err)
+	}
 	if !slices.Equal(disco.SubjectTypesSupported, []string{"public", "pairwise"}) ||
 		!slices.Equal(disco.CodeChallengeMethodsSupported, []oidc.CodeChallengeMethod{"S256"}) ||
 		!slices.Equal(disco.ResponseTypesSupported, []string{"code"}) || disco.Issuer != c.issuer {
 		t.Errorf("discovery: issuer %s, subject types %v, PKCE %v, response types %v", disco.Issuer,
 			disco.SubjectTypesSupported, disco.CodeChallengeMethodsSupported, disco.ResponseTypesSupported)
+	}
+	// sid is in ID tokens; no front- or back-channel logout is offered.
+	if !slices.Contains(disco.ClaimsSupported, "sid") || disco.BackChannelLogoutSupported ||
+		disco.BackChannelLogoutSessionSupported || logout["frontchannel_logout_supported"] == true ||
+		logout["frontchannel_logout_session_supported"] == true {
+		t.Errorf("discovery: claims %v, back-channel logout %v (sid %v), front-channel %v (sid %v)", disco.ClaimsSupported,
+			disco.BackChannelLogoutSupported, disco.BackChannelLogoutSessionSupported,
+			logout["frontchannel_logout_supported"], logout["frontchannel_logout_session_supported"])
 	}
 
 	a1 := c.rp("client-a1")
@@ -66,6 +80,9 @@ func TestCodeFlow(t *testing.T) {
 	tk2 := a1.mustExchange(t, f2, b.codeFrom(a1, f2, p))
 	if tk2.idToken.Subject != sub {
 		t.Errorf("second login: sub %q, first %q", tk2.idToken.Subject, sub)
+	}
+	if sid := sidOf(t, tk2); sid == "" || sid != sidOf(t, tk) {
+		t.Errorf("second login in the same session: sid %q, first %q", sid, sidOf(t, tk))
 	}
 
 	// Introspection by the client itself agrees; by another client the

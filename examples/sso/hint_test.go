@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -32,6 +34,16 @@ import (
 //     one of another sector: login_required, or the login form without
 //     prompt=none, never a silent sign-in as the session's user; at
 //     end_session it does not sign the session's user out.
+//   - sid: ID tokens name their login session, per sector (one value for
+//     a1 and a2, another for b), unrelated to the session cookie; a new
+//     login session gets a new one, the password entered again on the
+//     same session keeps it, a refresh keeps the grant's. At end_session
+//     the hint of an earlier session of the signed-in user ends nothing:
+//     a page asks, "stay" and "sign out" go on to the registered URI (or
+//     stay at the provider without one), a form without the page's ID
+//     is an ordinary sign-out; the current session's hint ends it at
+//     once; a genuine hint without sid (issued before ID tokens had one)
+//     ends the session of its user, as before.
 //   - A hint signed by an unknown key, by a key posing under the current
 //     key's ID, or by a key no longer published (rotated out and past its
 //     retention): authorize answers login_required to the registered URI;
@@ -49,6 +61,25 @@ func TestIDTokenHints(t *testing.T) {
 	aliceB := exchangeLate(t, bc, f, ba.login(bc, f, "", "", false))
 	f = newFlow()
 	bob := exchangeLate(t, a1, f, bb.login(a1, f, "bob-hint@example.com", "correct horse battery", true))
+
+	// sid: every ID token names its login session, per sector like a
+	// pairwise sub: a1 and a2 (one sector) see one value, b another, Bob's
+	// session another still. It is not the session cookie's value, nor
+	// derived from it.
+	a2 := c.rp("client-a2")
+	f = newFlow()
+	aliceA2 := exchangeLate(t, a2, f, ba.login(a2, f, "", "", false))
+	sidAlice := sidOf(t, alice)
+	if sidAlice == "" || sidOf(t, aliceA2) != sidAlice || sidOf(t, aliceB) == "" || sidOf(t, aliceB) == sidAlice ||
+		sidOf(t, bob) == "" || sidOf(t, bob) == sidAlice || sidOf(t, bob) == sidOf(t, aliceB) {
+		t.Errorf("sids: Alice a1 %q, a2 %q, b %q; Bob a1 %q: want Alice's a1 = a2, all others distinct, none empty",
+			sidAlice, sidOf(t, aliceA2), sidOf(t, aliceB), sidOf(t, bob))
+	}
+	cookie := ba.cookie("sso")
+	if cookie == "" || strings.Contains(sidAlice, cookie) || strings.Contains(cookie, sidAlice) ||
+		sidAlice == sectorSessionID(c.pairwiseSalt(), "app-a.example", cookie) {
+		t.Errorf("sid %q and the session cookie %q: want unrelated", sidAlice, cookie)
+	}
 
 	// Wait until all three ID tokens are past exp (whole seconds), and
 	// check that a standard client does find them expired.
@@ -158,6 +189,106 @@ func TestIDTokenHints(t *testing.T) {
 		t.Errorf("b's refresh token after a1's logout: %d %v; want 200", st, body)
 	}
 
+	// A newer login session of Alice: a new sid. Entering the password
+	// again on it (prompt=login) keeps it.
+	const bye = "https://app-a.example/bye"
+	login := func(extra ...oauth2.AuthCodeOption) *tokens {
+		t.Helper()
+		f := newFlow()
+		f.extra = extra
+		return exchangeLate(t, a1, f, ba.login(a1, f, "alice-hint@example.com", "correct horse battery", false))
+	}
+	alice2 := login()
+	if sid := sidOf(t, alice2); sid == "" || sid == sidAlice {
+		t.Errorf("sid of Alice's new login session %q, of the old one %q: want a new one", sid, sidAlice)
+	}
+	if sid := sidOf(t, login(oauth2.SetAuthURLParam("prompt", "login"))); sid != sidOf(t, alice2) {
+		t.Errorf("sid after the password again on the same session %q, want %q", sid, sidOf(t, alice2))
+	}
+	// asked asserts the confirmation page of a sign-out of an earlier
+	// login session, and returns the ID its form sends back.
+	asked := func(p pageResp, when string) string {
+		t.Helper()
+		m := logoutIDRe.FindStringSubmatch(p.body)
+		if p.status != 200 || p.location != "" || p.url.Path != "/logout" || m == nil ||
+			!strings.Contains(p.body, "You are still signed in") || !strings.Contains(p.body, "App A") {
+			t.Fatalf("%s: %d at %s, Location %q: %.300s; want the page asking whether to sign out", when, p.status, p.url, p.location, p.body)
+		}
+		return m[1]
+	}
+	// The hint of the earlier session (its sid): asked, still signed in,
+	// nothing revoked. "Stay signed in": to the registered URI with the
+	// state, still signed in.
+	id := asked(endSession(ba, alice.raw, bye, "s6"), "end_session with the hint of an earlier session")
+	signedIn(ba, true, "after end_session with the hint of an earlier session")
+	if sub, st := a1.userinfo(t, alice2.tok.AccessToken); st != 200 || sub != alice.idToken.Subject {
+		t.Errorf("userinfo with the new session's access token after an old hint: %d %q", st, sub)
+	}
+	if p := ba.post("/logout", url.Values{"logout": {id}, "decision": {"stay"}}); p.location != bye+"?state=s6" {
+		t.Errorf("staying signed in: %d %q; want %s?state=s6", p.status, p.location, bye)
+	}
+	signedIn(ba, true, "after choosing to stay signed in")
+	// Asked again, "Sign out": to the registered URI, signed out. The
+	// client's tokens of the newer session are not revoked (the hint
+	// named another session); a refresh gives an ID token with the sid
+	// of the session the grant was made in.
+	id = asked(endSession(ba, alice.raw, bye, "s7"), "end_session with the hint of an earlier session, again")
+	if p := ba.post("/logout", url.Values{"logout": {id}, "decision": {"signout"}}); p.location != bye+"?state=s7" {
+		t.Errorf("signing out on the confirmation page: %d %q; want %s?state=s7", p.status, p.location, bye)
+	}
+	signedIn(ba, false, "after signing out on the confirmation page")
+	st, body := a1.tokenRequest(t, c.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {alice2.tok.RefreshToken}})
+	raw, _ := body["id_token"].(string)
+	if st != 200 || raw == "" {
+		t.Fatalf("refresh of the newer session's token after the confirmed sign-out: %d %v", st, body)
+	}
+	var refreshed struct {
+		Sid string `json:"sid"`
+	}
+	decodeSegment(t, strings.Split(raw, ".")[1], &refreshed)
+	if refreshed.Sid != sidOf(t, alice2) {
+		t.Errorf("refreshed ID token: sid %q, want the grant's session's %q", refreshed.Sid, sidOf(t, alice2))
+	}
+	// Without a post_logout_redirect_uri: the answers stay at the
+	// provider. A form that is not the page's (the header's, a wrong ID)
+	// is an ordinary sign-out: the provider's signed-out page, not the
+	// client's URI.
+	login()
+	id = asked(endSession(ba, alice2.raw, "", "s8"), "end_session with an old hint, no post-logout URI")
+	if p := ba.post("/logout", url.Values{"logout": {id}, "decision": {"stay"}}); p.location != "" || p.url.Path != "/" {
+		t.Errorf("staying signed in, no post-logout URI: %d at %s, Location %q; want the provider's home", p.status, p.url, p.location)
+	}
+	signedIn(ba, true, "after staying signed in, no post-logout URI")
+	asked(endSession(ba, alice2.raw, bye, "s9"), "end_session with an old hint, once more")
+	if p := ba.post("/logout", url.Values{"logout": {"not-the-page-s"}}); p.location != "" || p.url.Path != "/logged-out" {
+		t.Errorf("the sign-out form with a wrong ID: %d at %s, Location %q; want /logged-out", p.status, p.url, p.location)
+	}
+	signedIn(ba, false, "after the sign-out form with a wrong ID")
+	// The hint of the current session ends it at once, as before.
+	alice4 := login()
+	if p := endSession(ba, alice4.raw, bye, "s10"); p.location != bye+"?state=s10" {
+		t.Errorf("end_session with the current session's hint: %d %q %.200s", p.status, p.location, p.body)
+	}
+	signedIn(ba, false, "after end_session with the current session's hint")
+	if st, body := a1.tokenRequest(t, c.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {alice4.tok.RefreshToken}}); st != 400 || body["error"] != "invalid_grant" {
+		t.Errorf("a1's refresh token after the current session's hint: %d %v; want invalid_grant", st, body)
+	}
+	// A genuine hint without sid (as issued before ID tokens had one):
+	// its user signed in here is signed out, whatever the session.
+	alice5 := login()
+	noSID := c.signIDToken(t, map[string]any{"iss": c.issuer, "sub": alice.idToken.Subject, "aud": []string{"client-a1"},
+		"azp": "client-a1", "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()})
+	if _, err := a1.verifier.Verify(t.Context(), noSID); err != nil {
+		t.Fatalf("the hint without sid does not verify: %v", err)
+	}
+	if p := endSession(ba, noSID, bye, "s11"); p.location != bye+"?state=s11" {
+		t.Errorf("end_session with a genuine hint without sid: %d %q %.200s", p.status, p.location, p.body)
+	}
+	signedIn(ba, false, "after end_session with a genuine hint without sid")
+	if st, body := a1.tokenRequest(t, c.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {alice5.tok.RefreshToken}}); st != 400 || body["error"] != "invalid_grant" {
+		t.Errorf("a1's refresh token after a hint without sid: %d %v; want invalid_grant", st, body)
+	}
+
 	// Rotate the key that signed Bob's token out: a new key (CLI), which
 	// signs after SSO_KEY_LEAD; then the old one past its retention (the
 	// expiry a rotation sets, moved into the past).
@@ -214,6 +345,34 @@ func forgeIDToken(t *testing.T, kid string, claims map[string]any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return signJWT(t, key, kid, claims)
+}
+
+// signIDToken signs claims with the provider's current signing key, read
+// from the database and opened with the test secret: a genuine ID token
+// with exactly these claims.
+func (c *cluster) signIDToken(t *testing.T, claims map[string]any) string {
+	t.Helper()
+	ctx := t.Context()
+	conn := c.conn()
+	defer conn.Close(ctx)
+	var id string
+	var enc []byte
+	if err := conn.QueryRow(ctx, `SELECT id, private_enc FROM signing_keys WHERE active_from <= now()
+		AND (expires_at IS NULL OR expires_at > now()) ORDER BY active_from DESC LIMIT 1`).Scan(&id, &enc); err != nil {
+		t.Fatal(err)
+	}
+	kek := derive(testSecret, "sso signing keys")
+	key, err := (&keyring{kek: kek[:]}).open(id, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signJWT(t, key, id, claims)
+}
+
+// signJWT signs claims with key under key ID kid (RS256).
+func signJWT(t *testing.T, key *rsa.PrivateKey, kid string, claims map[string]any) string {
+	t.Helper()
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
 		(&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
@@ -232,6 +391,45 @@ func forgeIDToken(t *testing.T, kid string, claims map[string]any) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// sidOf is the sid claim of an ID token.
+func sidOf(t *testing.T, tk *tokens) string {
+	t.Helper()
+	var cl struct {
+		Sid string `json:"sid"`
+	}
+	if err := tk.idToken.Claims(&cl); err != nil {
+		t.Fatal(err)
+	}
+	return cl.Sid
+}
+
+// logoutIDRe finds the ID of a pending sign-out on the confirmation page.
+var logoutIDRe = regexp.MustCompile(`name="logout" value="([^"]+)"`)
+
+// cookie is the value of the browser's cookie name for the provider.
+func (b *browser) cookie(name string) string {
+	u, _ := url.Parse(b.c.issuer)
+	for _, ck := range b.client.Jar.Cookies(u) {
+		if ck.Name == name {
+			return ck.Value
+		}
+	}
+	return ""
+}
+
+// pairwiseSalt is the deployment's salt.
+func (c *cluster) pairwiseSalt() []byte {
+	c.t.Helper()
+	ctx := context.Background()
+	conn := c.conn()
+	defer conn.Close(ctx)
+	var salt []byte
+	if err := conn.QueryRow(ctx, "SELECT pairwise_salt FROM sso_settings WHERE id = 1").Scan(&salt); err != nil {
+		c.t.Fatal(err)
+	}
+	return salt
 }
 
 // jwksKids returns the key IDs of the provider's JWKS.

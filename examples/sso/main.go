@@ -30,6 +30,7 @@ import (
 	"net/mail"
 	"net/url"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/alexedwards/argon2id"
@@ -293,7 +294,9 @@ func newProvider(cfg config, st *storage) (*op.Provider, error) {
 
 // discovery serves the provider's metadata, with what zitadel's own
 // document gets wrong for this provider: pairwise subjects, S256 only,
-// the code flow only.
+// the code flow only, the sid claim. Neither front- nor back-channel
+// logout is offered, so frontchannel_logout_session_supported and
+// backchannel_logout_session_supported stay unset (false).
 func discovery(p *op.Provider, st *storage) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := op.ContextWithIssuer(r.Context(), p.IssuerFromRequest(r))
@@ -303,6 +306,9 @@ func discovery(p *op.Provider, st *storage) http.HandlerFunc {
 		d.ResponseTypesSupported = []string{string(oidc.ResponseTypeCode)}
 		d.GrantTypesSupported = []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeRefreshToken}
 		d.ResponseModesSupported = []string{"query"}
+		if !slices.Contains(d.ClaimsSupported, "sid") {
+			d.ClaimsSupported = append(d.ClaimsSupported, "sid")
+		}
 		d.DeviceAuthorizationEndpoint = ""
 		d.CheckSessionIframe = ""
 		d.RequestParameterSupported = false

@@ -87,6 +87,7 @@ type authRequest struct {
 	hintUserID    string
 	userID        string
 	subject       string // the sub this client knows the user by
+	sid           string // the login session, as this client's sector sees it ("": none)
 	authTime      time.Time
 	done          bool
 	codeUsed      bool
@@ -115,6 +116,7 @@ func (a *authRequest) Done() bool            { return a.done }
 func (a *authRequest) localUserID() string   { return a.userID }
 func (a *authRequest) tokenFamily() string   { return "" }
 func (a *authRequest) authRequestID() string { return a.id }
+func (a *authRequest) sessionID() string     { return a.sid }
 
 func (a *authRequest) GetAMR() []string {
 	if a.done {
@@ -145,6 +147,7 @@ type refreshRequest struct {
 	amr      []string
 	authTime time.Time
 	family   string
+	sid      string
 }
 
 var _ op.RefreshTokenRequest = (*refreshRequest)(nil)
@@ -159,6 +162,7 @@ func (r *refreshRequest) SetCurrentScopes(s []string) { r.scopes = s }
 func (r *refreshRequest) localUserID() string         { return r.userID }
 func (r *refreshRequest) tokenFamily() string         { return r.family }
 func (r *refreshRequest) authRequestID() string       { return "" }
+func (r *refreshRequest) sessionID() string           { return r.sid }
 
 // grant is what both kinds of token request tell the storage about the
 // user behind them.
@@ -170,4 +174,8 @@ type grant interface {
 	localUserID() string
 	tokenFamily() string
 	authRequestID() string
+	// sessionID is the sid of the ID tokens: the login session the grant
+	// was made in, as the client's sector sees it; "" for grants made
+	// before ID tokens carried one.
+	sessionID() string
 }

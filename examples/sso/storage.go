@@ -134,14 +134,14 @@ func (s *storage) AuthorizeClientIDSecret(ctx context.Context, id, secret string
 
 const authRequestColumns = `id, client_id, redirect_uri, state, nonce, scopes, response_type, response_mode,
 	prompt, max_age, code_challenge, code_challenge_method, coalesce(hint_user_id::text, ''),
-	coalesce(user_id::text, ''), coalesce(subject, ''), coalesce(auth_time, 'epoch'), done,
+	coalesce(user_id::text, ''), coalesce(subject, ''), sid, coalesce(auth_time, 'epoch'), done,
 	code_used_at IS NOT NULL, created_at`
 
 func scanAuthRequest(row pgx.Row) (*authRequest, error) {
 	a := &authRequest{}
 	err := row.Scan(&a.id, &a.clientID, &a.redirectURI, &a.state, &a.nonce, &a.scopes, &a.responseType,
 		&a.responseMode, &a.prompt, &a.maxAge, &a.codeChallenge, &a.codeMethod, &a.hintUserID,
-		&a.userID, &a.subject, &a.authTime, &a.done, &a.codeUsed, &a.createdAt)
+		&a.userID, &a.subject, &a.sid, &a.authTime, &a.done, &a.codeUsed, &a.createdAt)
 	return a, err
 }
 
@@ -331,11 +331,11 @@ func (s *storage) issue(ctx context.Context, req op.TokenRequest, refresh string
 			arID = &id
 		}
 		ins := `INSERT INTO tokens (kind, client_id, user_id, subject, scopes, audience, amr, auth_time, family_id,
-			auth_request_id, token_hash, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now() + $12::interval)
-			RETURNING id, expires_at`
+			auth_request_id, token_hash, expires_at, sid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+			now() + $12::interval, $13) RETURNING id, expires_at`
 		args := func(kind string, hash []byte, life time.Duration) []any {
 			return []any{kind, g.GetClientID(), g.localUserID(), g.GetSubject(), g.GetScopes(), g.GetAudience(),
-				nonNil(g.GetAMR()), g.GetAuthTime(), family, arID, hash, life}
+				nonNil(g.GetAMR()), g.GetAuthTime(), family, arID, hash, life, g.sessionID()}
 		}
 		if err := tx.QueryRow(ctx, ins, args("access", nil, s.life.AccessToken)...).Scan(&accessID, &exp); err != nil {
 			return err
@@ -394,10 +394,10 @@ func (s *storage) TokenRequestByRefreshToken(ctx context.Context, token string) 
 	var rotated, revoked, expired bool
 	err := s.primary(ctx, func(q dbrouter.Querier) error {
 		return q.QueryRow(ctx, `SELECT id, client_id, user_id, subject, scopes, audience, amr, auth_time, family_id,
-			rotated_at IS NOT NULL, revoked_at IS NOT NULL, expires_at <= now()
+			sid, rotated_at IS NOT NULL, revoked_at IS NOT NULL, expires_at <= now()
 			FROM tokens WHERE token_hash = $1 AND kind = 'refresh'`, hashToken(token)).
 			Scan(&r.tokenID, &r.clientID, &r.userID, &r.subject, &r.scopes, &r.audience, &r.amr, &r.authTime, &r.family,
-				&rotated, &revoked, &expired)
+				&r.sid, &rotated, &revoked, &expired)
 	})
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
@@ -457,10 +457,22 @@ func (s *storage) TerminateSession(ctx context.Context, _, _ string) error { ret
 
 // TerminateSessionFromRequest implements op.CanTerminateSessionFromRequest.
 // With a valid id_token_hint its (pairwise) sub is mapped back to the
-// local user: if that user is the one signed in here, the session ends
-// and every token the client holds for the user is revoked. Without a
-// hint nothing happens yet: the user confirms on /logout (a form, so that
-// a cross-site link cannot sign anyone out).
+// local user. If that user is the one signed in here:
+//
+//   - a hint whose sid is this browser's login session (as the client's
+//     sector sees it), or a hint without sid (issued before ID tokens
+//     carried one), ends the session and revokes every token the client
+//     holds for the user;
+//   - a hint whose sid names another login session (an earlier one: the
+//     user signed out, or was signed out, and signed in again since)
+//     ends nothing by itself: the user is asked (/logout, with the
+//     client's name), and the answer goes on to the post-logout URI.
+//
+// A hint naming anyone else (or nobody known) ends nothing and redirects
+// at once. Without a hint nothing happens yet: the user confirms on
+// /logout (a form, so that a cross-site link cannot sign anyone out).
+// The post-logout URI is one registered for the hint's client, op has
+// checked it.
 func (s *storage) TerminateSessionFromRequest(ctx context.Context, req *op.EndSessionRequest) (string, error) {
 	if req.IDTokenHintClaims == nil || req.ClientID == "" {
 		return "/logout", nil
@@ -478,6 +490,18 @@ func (s *storage) TerminateSessionFromRequest(ctx context.Context, req *op.EndSe
 	}
 	if s.sessions.UserID(ctx) != uid {
 		return req.RedirectURI, nil // not signed in here (or someone else is): nothing to end
+	}
+	if sid := req.IDTokenHintClaims.SessionID; sid != "" &&
+		!sameSession(s.salt, c.sector, s.sessions.GetString(ctx, sessSID), sid) {
+		p := pendingLogout{ID: base64.RawURLEncoding.EncodeToString(randomBytes(16)), Client: c.name}
+		if !strings.HasPrefix(req.RedirectURI, "/") { // not the provider's own page
+			p.Return = req.RedirectURI
+		}
+		if err := s.putPendingLogout(ctx, p); err != nil {
+			return "", err
+		}
+		s.log.InfoContext(ctx, "end_session for an earlier login session: asking", "client_id", c.id, "user", uid)
+		return "/logout", nil
 	}
 	if err := s.db.Write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `UPDATE tokens SET revoked_at = now() WHERE user_id = $1 AND client_id = $2
@@ -573,13 +597,24 @@ func (s *storage) SetUserinfoFromScopes(context.Context, *oidc.UserInfo, string,
 }
 
 // SetUserinfoFromRequest implements op.CanSetUserinfoFromRequest: the ID
-// token's claims. Its sub is the request's, the one the client knows.
+// token's claims. Its sub is the request's, the one the client knows; its
+// sid the login session the grant was made in (none for a grant made
+// before ID tokens carried one).
 func (s *storage) SetUserinfoFromRequest(ctx context.Context, info *oidc.UserInfo, req op.IDTokenRequest, scopes []string) error {
-	g, ok := req.(interface{ localUserID() string })
+	g, ok := req.(interface {
+		localUserID() string
+		sessionID() string
+	})
 	if !ok {
 		return fmt.Errorf("unexpected token request %T", req)
 	}
-	return s.setUserinfo(ctx, info, g.localUserID(), req.GetSubject(), scopes)
+	if err := s.setUserinfo(ctx, info, g.localUserID(), req.GetSubject(), scopes); err != nil {
+		return err
+	}
+	if sid := g.sessionID(); sid != "" {
+		info.AppendClaims("sid", sid)
+	}
+	return nil
 }
 
 type accessToken struct {
@@ -664,11 +699,13 @@ func (s *storage) Health(ctx context.Context) error {
 
 // ---- login completion
 
-// completeAuthRequest marks the auth request done by userID, records the
-// sub the client gets for the user (for id_token_hint and logout to map
-// back), and the consent when given.
-func (s *storage) completeAuthRequest(ctx context.Context, a *authRequest, c *client, userID string, authTime time.Time, consent bool) error {
+// completeAuthRequest marks the auth request done by userID in the login
+// session sessionID, records the sub the client gets for the user (for
+// id_token_hint and logout to map back), the sid its ID tokens carry,
+// and the consent when given.
+func (s *storage) completeAuthRequest(ctx context.Context, a *authRequest, c *client, userID, sessionID string, authTime time.Time, consent bool) error {
 	sub := subjectFor(s.salt, c, userID)
+	sid := sectorSessionID(s.salt, c.sector, sessionID)
 	sector := c.sector
 	if c.subjectType == subjectPublic {
 		sector = ""
@@ -685,8 +722,8 @@ func (s *storage) completeAuthRequest(ctx context.Context, a *authRequest, c *cl
 				return err
 			}
 		}
-		tag, err := tx.Exec(ctx, `UPDATE auth_requests SET user_id = $2, subject = $3, auth_time = $4, done = true
-			WHERE id = $1 AND NOT done`, a.id, userID, sub, authTime)
+		tag, err := tx.Exec(ctx, `UPDATE auth_requests SET user_id = $2, subject = $3, auth_time = $4, sid = $5, done = true
+			WHERE id = $1 AND NOT done`, a.id, userID, sub, authTime, sid)
 		if err == nil && tag.RowsAffected() != 1 {
 			err = errNotFound("auth request already finished")
 		}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -420,11 +422,17 @@ func (wb *web) confirmPassword(ctx context.Context, uid, pw, checked string) (bo
 
 // signedIn logs uid in on the session (a new token, durable), under the
 // account's session epoch, then goes on with the auth request, if any.
+// A new login session gets a new session ID (sid); the same user
+// entering the password again on it keeps the one it has.
 func (wb *web) signedIn(w http.ResponseWriter, r *http.Request, a *authRequest, c *client, uid string, epoch int64) {
 	ctx := r.Context()
+	again := wb.sessions.UserID(ctx) == uid
 	if err := wb.sessions.Login(ctx, uid); err != nil {
 		hakit.Error(w, r, err)
 		return
+	}
+	if !again || wb.sessions.GetString(ctx, sessSID) == "" {
+		wb.sessions.Put(ctx, sessSID, newSessionID())
 	}
 	wb.sessions.Put(ctx, sessAuthTime, time.Now().Unix())
 	wb.sessions.Put(ctx, sessEpoch, epoch)
@@ -475,7 +483,12 @@ func (wb *web) afterLogin(w http.ResponseWriter, r *http.Request, a *authRequest
 func (wb *web) finish(w http.ResponseWriter, r *http.Request, a *authRequest, c *client, uid string, consent bool) {
 	ctx := r.Context()
 	at := time.Unix(wb.sessions.GetInt64(ctx, sessAuthTime), 0)
-	if err := wb.st.completeAuthRequest(ctx, a, c, uid, at, consent); err != nil {
+	sid := wb.sessions.GetString(ctx, sessSID)
+	if sid == "" { // a login session from before session IDs
+		sid = newSessionID()
+		wb.sessions.Put(ctx, sessSID, sid)
+	}
+	if err := wb.st.completeAuthRequest(ctx, a, c, uid, sid, at, consent); err != nil {
 		var nf errNotFound
 		if errors.As(err, &nf) {
 			wb.fail(w, r, http.StatusBadRequest, "This sign-in link was already used. Go back to the app and sign in again.")
@@ -552,19 +565,57 @@ func (wb *web) consent(w http.ResponseWriter, r *http.Request) {
 
 // ---- logout
 
-func (wb *web) logoutForm(w http.ResponseWriter, r *http.Request) {
-	wb.render(w, r, 200, "logout.html", page{Title: "Sign out"})
+// logoutData is what the sign-out page shows: a plain "Sign out?", or a
+// client's sign-out of an earlier login session of the user signed in.
+type logoutData struct {
+	Pending bool
+	ID      string // the pending sign-out's, sent back with the answer
+	Client  string
 }
 
+func (wb *web) logoutForm(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	d := logoutData{}
+	// A pending sign-out lives in the login session: a sign-out of any
+	// kind ends it with the session.
+	if p, ok := pendingLogoutOf(ctx, wb.sessions.GetString); ok {
+		d = logoutData{Pending: true, ID: p.ID, Client: p.Client}
+	}
+	title := "Sign out?"
+	if d.Pending {
+		title = "You are still signed in"
+	}
+	wb.render(w, r, 200, "logout.html", page{Title: title, Data: d})
+}
+
+// logout signs the user out (decision=stay: does not). The answer to a
+// pending sign-out (the form carries its ID) goes on to the client's
+// post-logout URI; any other sign-out (the header's form) ends at the
+// provider's pages and drops a pending one.
 func (wb *web) logout(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if err := hakit.ParseForm(w, r); err != nil {
+		hakit.Error(w, r, err)
+		return
+	}
+	p, pending := pendingLogoutOf(ctx, wb.sessions.GetString)
+	if pending {
+		wb.sessions.Remove(ctx, sessLogout)
+		if id := r.PostForm.Get("logout"); id == "" || subtle.ConstantTimeCompare([]byte(id), []byte(p.ID)) != 1 {
+			p.Return = ""
+		}
+	}
+	if r.PostForm.Get("decision") == "stay" {
+		http.Redirect(w, r, cmp.Or(p.Return, "/"), http.StatusSeeOther)
+		return
+	}
 	if uid := wb.sessions.UserID(ctx); uid != "" {
 		if err := wb.sessions.Logout(ctx); err != nil {
 			hakit.Error(w, r, err)
 			return
 		}
 	}
-	http.Redirect(w, r, "/logged-out", http.StatusSeeOther)
+	http.Redirect(w, r, cmp.Or(p.Return, "/logged-out"), http.StatusSeeOther)
 }
 
 func (wb *web) loggedOut(w http.ResponseWriter, r *http.Request) {

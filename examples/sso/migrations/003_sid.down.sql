@@ -1,0 +1,2 @@
+ALTER TABLE tokens DROP COLUMN sid;
+ALTER TABLE auth_requests DROP COLUMN sid;
