@@ -418,6 +418,7 @@ func TestBadTasksAreArchivedReadably(t *testing.T) {
 	jobs.Handle(w, "give-up", func(ctx context.Context, n note) error {
 		return fmt.Errorf("note %d cannot be done: %w", n.ID, jobs.SkipRetry)
 	})
+	jobs.Handle(w, "fails", func(ctx context.Context, n note) error { return errors.New("failed once") })
 	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -436,11 +437,15 @@ func TestBadTasksAreArchivedReadably(t *testing.T) {
 	if _, err := client.Enqueue(ctx, "give-up", note{ID: 2}, jobs.Options{}); err != nil {
 		t.Fatal(err)
 	}
+	// Not to be retried: archived after its one run.
+	if _, err := client.Enqueue(ctx, "fails", note{ID: 3}, jobs.Options{MaxRetry: -1}); err != nil {
+		t.Fatal(err)
+	}
 	var archived []*asynq.TaskInfo
-	hatest.WaitFor(t, 20*time.Second, "four archived tasks", func() bool {
+	hatest.WaitFor(t, 20*time.Second, "five archived tasks", func() bool {
 		var err error
 		archived, err = client.Archived("default", 10)
-		return err == nil && len(archived) == 4
+		return err == nil && len(archived) == 5
 	})
 	var msgs []string
 	for _, a := range archived {
@@ -450,7 +455,7 @@ func TestBadTasksAreArchivedReadably(t *testing.T) {
 		}
 	}
 	all := strings.Join(msgs, "\n")
-	for _, want := range []string{"decode payload into jobs_test.note", "not a hakit task envelope", `no handler registered for task type "nobody-handles-this": handed back for 1s`, "note 2 cannot be done"} {
+	for _, want := range []string{"decode payload into jobs_test.note", "not a hakit task envelope", `no handler registered for task type "nobody-handles-this": handed back for 1s`, "note 2 cannot be done", "fails: failed once (retried 0 times"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("archive errors lack %q:\n%s", want, all)
 		}
