@@ -229,7 +229,9 @@ func TestRollingDeployNewTaskTypeRunsOnce(t *testing.T) {
 	}
 	old := []instance{newInstance("old-1", false), newInstance("old-2", false)}
 	enqueue(0, 15)
-	unhandled := func() float64 { return metricSum(t, old[0].w, "hakit_jobs_unhandled_total") + metricSum(t, old[1].w, "hakit_jobs_unhandled_total") }
+	unhandled := func() float64 {
+		return metricSum(t, old[0].w, "hakit_jobs_unhandled_total") + metricSum(t, old[1].w, "hakit_jobs_unhandled_total")
+	}
 	// Only old instances so far: they hand every v2 task back, again and
 	// again, and archive none.
 	hatest.WaitFor(t, 30*time.Second, "the old workers to hand back v2 tasks", func() bool { return unhandled() >= 30 })
