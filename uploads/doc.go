@@ -59,6 +59,15 @@
 // rendered on the app's origin. Serve answers every request itself, errors
 // included; the error it returns is for logging.
 //
+// # Error answers
+//
+// The errors the Store answers by itself (Serve's before the body: 404,
+// also for a key no object can have, 416, 502, 503) go through
+// Config.ErrorHandler, as do those an app passes to [Store.Error]
+// (Receive's 413, 415, 400…). It defaults to [PlainError], the status
+// text as plain text; hakit's App.Uploads sets hakit.Error, the app's
+// error page. The client never sees the error's own text.
+//
 // # Metrics
 //
 // A [Store] is a prometheus.Collector of hakit_uploads_* metrics labelled
