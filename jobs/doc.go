@@ -7,12 +7,32 @@
 // # Handlers
 //
 // A [Worker] runs typed handlers registered with [Handle]: JSON payloads
-// decoded into a Go type; a payload that does not decode, or a task type
-// nobody handles, is archived at once with a readable error (never a
-// retry loop); an error from the handler retries with exponential
-// backoff, up to Options.MaxRetry, then archives ([Client.Archived] lists
-// them), and [SkipRetry] archives at once. Delivery is at least once: make
-// handlers idempotent, for instance with [Once].
+// decoded into a Go type; a payload that does not decode is archived at
+// once with a readable error (never a retry loop); an error from the
+// handler retries with exponential backoff, up to Options.MaxRetry, then
+// archives ([Client.Archived] lists them), and [SkipRetry] archives at
+// once. Delivery is at least once: make handlers idempotent, for instance
+// with [Once].
+//
+// A task whose type the worker has no handler for is handed back to its
+// queue, for a worker that has one (another app's on a shared queue, or
+// a newer version's during a rolling deploy): it is due again after a
+// short delay, and the hand-back does not count as an attempt. The worker
+// counts hand-backs (hakit_jobs_unhandled_total) and warns once a minute
+// per type; after WorkerConfig.UnhandledTimeout (24h) of hand-backs it
+// archives the task, saying why.
+//
+// # Namespaces
+//
+// Apps that share a Redis keep their tasks apart with a namespace:
+// ClientConfig.Namespace and WorkerConfig.Namespace "shop" put the queue
+// "default" in the Redis queue "shop:default". The Relay and the
+// Scheduler enqueue with their Client, in its namespace. hakit.App sets
+// the namespace to the app's Go module path; this package alone defaults
+// to none, the queues as named. A worker with a namespace also serves,
+// while they hold tasks, the queues without one (those of a version from
+// before namespaces) and those of WorkerConfig.FormerNamespaces, so a
+// rolling deploy that introduces or changes a namespace loses nothing.
 //
 // # The outbox
 //

@@ -48,10 +48,12 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	client := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true, Logger: quiet()}) // one Redis server, no replica
+	// One Redis server, no replica; the app's queues in a namespace of
+	// their own (hakit.App names it after the module by itself).
+	client := jobs.NewClient(rdb, jobs.ClientConfig{Namespace: "signup", NoReplicas: true, Logger: quiet()})
 	defer client.Close()
 	relay, _ := jobs.NewRelay(jobs.RelayConfig{DB: db, Client: client, Outbox: outbox, Logger: quiet()})
-	worker := jobs.NewWorker(rdb, jobs.WorkerConfig{Logger: quiet()})
+	worker := jobs.NewWorker(rdb, jobs.WorkerConfig{Namespace: "signup", Logger: quiet()})
 	sent := make(chan string, 1)
 	jobs.Handle(worker, "mail:welcome", func(ctx context.Context, m welcomeMail) error {
 		sent <- m.Email
