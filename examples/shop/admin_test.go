@@ -68,7 +68,8 @@ func startAdminShop(t *testing.T) *adminShop {
 		"SHOP_SEED":                  "false", // the seed test calls seedImages itself
 	}})
 	rdb := redis.NewClient(&redis.Options{Addr: svc.redis.Addr(), DB: int(n)})
-	client := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true})
+	// The shop's queues: hakit.App names them after the module.
+	client := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true, Namespace: "hakit.dev/examples/shop"})
 	t.Cleanup(func() {
 		_ = client.Close()
 		_ = rdb.Close()
