@@ -41,7 +41,8 @@ import (
 //     the hint of an earlier session of the signed-in user ends nothing:
 //     a page asks, "stay" and "sign out" go on to the registered URI (or
 //     stay at the provider without one), a form without the page's ID
-//     is an ordinary sign-out; the current session's hint ends it at
+//     is an ordinary sign-out, an unanswered question is forgotten by
+//     end_session without a hint; the current session's hint ends it at
 //     once; a genuine hint without sid (issued before ID tokens had one)
 //     ends the session of its user, as before.
 //   - A hint signed by an unknown key, by a key posing under the current
@@ -259,7 +260,13 @@ func TestIDTokenHints(t *testing.T) {
 		t.Errorf("staying signed in, no post-logout URI: %d at %s, Location %q; want the provider's home", p.status, p.url, p.location)
 	}
 	signedIn(ba, true, "after staying signed in, no post-logout URI")
+	// A question left unanswered does not stay: end_session without a
+	// hint asks the plain question.
 	asked(endSession(ba, alice2.raw, bye, "s9"), "end_session with an old hint, once more")
+	if p := ba.get(c.issuer + "/end_session"); !strings.Contains(p.body, "Sign out?") || strings.Contains(p.body, "still signed in") {
+		t.Errorf("end_session without a hint after an unanswered question: %d %.300s; want the plain question", p.status, p.body)
+	}
+	asked(endSession(ba, alice2.raw, bye, "s9"), "end_session with an old hint, again")
 	if p := ba.post("/logout", url.Values{"logout": {"not-the-page-s"}}); p.location != "" || p.url.Path != "/logged-out" {
 		t.Errorf("the sign-out form with a wrong ID: %d at %s, Location %q; want /logged-out", p.status, p.url, p.location)
 	}

@@ -475,6 +475,9 @@ func (s *storage) TerminateSession(ctx context.Context, _, _ string) error { ret
 // checked it.
 func (s *storage) TerminateSessionFromRequest(ctx context.Context, req *op.EndSessionRequest) (string, error) {
 	if req.IDTokenHintClaims == nil || req.ClientID == "" {
+		if s.sessions.Exists(ctx, sessLogout) { // an earlier question left unanswered: this one is plain
+			s.sessions.Remove(ctx, sessLogout)
+		}
 		return "/logout", nil
 	}
 	c, err := s.client(ctx, req.ClientID)
