@@ -81,8 +81,8 @@ func settled(t *testing.T, rdb redis.UniversalClient, q string, want int) {
 }
 
 // Two apps on one Redis, each with its namespace, both with a task type
-// named "mail": each runs only its own tasks, once, and neither hands
-// back or archives the other's.
+// named "mail" and a schedule named "beat": each runs only its own tasks
+// and ticks, once, and neither hands back or archives the other's.
 func TestNamespacesKeepAppsApart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -104,10 +104,24 @@ func TestNamespacesKeepAppsApart(t *testing.T) {
 			a.runs.add(fmt.Sprint("only-", n.ID))
 			return nil
 		})
+		// Both apps have a schedule of the same name and type: each
+		// app's ticks go to its own queues.
+		jobs.Handle(a.worker, "beat", func(ctx context.Context, from string) error {
+			a.runs.add("beat-from-" + from)
+			return nil
+		})
+		sched := jobs.NewScheduler(a.client, jobs.SchedulerConfig{Logger: quiet()})
+		if err := sched.Add("beat", "@every 1s", "beat", name, jobs.Options{}); err != nil {
+			t.Fatal(err)
+		}
 		if err := a.worker.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { a.worker.Stop(context.Background()) })
+		if err := sched.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sched.Stop(context.Background()) })
 		apps[name] = a
 	}
 	const n = 20
@@ -123,13 +137,20 @@ func TestNamespacesKeepAppsApart(t *testing.T) {
 		}
 	}
 	for name, a := range apps {
-		hatest.WaitFor(t, 30*time.Second, name+"'s tasks", func() bool { return len(a.runs.snapshot()) == 2*n })
-		settled(t, rdb, name+":default", n)
+		hatest.WaitFor(t, 30*time.Second, name+"'s tasks and a tick", func() bool {
+			return len(a.runs.snapshot()) == 2*n+1 && a.runs.get("beat-from-"+name) > 0
+		})
 		settled(t, rdb, name+":low", n)
+		if archived, err := a.client.Archived("default", 10); err != nil || len(archived) != 0 {
+			t.Errorf("%s's archive: %v, %v; want it empty", name, archived, err)
+		}
 	}
 	for name, a := range apps {
 		base := map[string]int{"shop": 0, "sso": 1000}[name]
 		for k, c := range a.runs.snapshot() {
+			if k == "beat-from-"+name {
+				continue
+			}
 			var kind string
 			var id int
 			if _, err := fmt.Sscanf(strings.Replace(k, "-", " ", 1), "%s %d", &kind, &id); err != nil || id < base || id >= base+n || c != 1 {
