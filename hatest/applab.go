@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -290,6 +291,26 @@ func NewAppLab(t testing.TB, opts AppLabOptions) *AppLab {
 		}
 	})
 	return l
+}
+
+// BuildApp compiles the main package in dir (the root of the app's
+// module, say) with go build into outDir and returns the program's path,
+// named after dir. It is for a command that runs an [AppLab] outside a test,
+// a benchmark; tests use [Build] or [BuildModule]. buildArgs come before
+// the package ("-race", "-tags", "…").
+func BuildApp(ctx context.Context, dir, outDir string, buildArgs ...string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("hatest: build %s: %w", dir, err)
+	}
+	out := filepath.Join(outDir, filepath.Base(abs))
+	args := append(append([]string{"build", "-o", out}, buildArgs...), ".")
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = abs
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("hatest: go %s in %s: %v\n%s", strings.Join(args, " "), abs, err, b)
+	}
+	return out, nil
 }
 
 // env is an instance's environment for the lab's services.

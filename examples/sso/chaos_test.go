@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"os"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -78,29 +75,6 @@ func TestChaos(t *testing.T) {
 	}
 }
 
-// labOutput keeps the instances' output for the log of a failed test.
-type labOutput struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *labOutput) Write(b []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.buf.Len() > 4<<20 {
-		o.buf.Reset()
-		o.buf.WriteString("(earlier output dropped)\n")
-	}
-	return o.buf.Write(b)
-}
-
-func (o *labOutput) tail(n int) string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	lines := strings.Split(strings.TrimRight(o.buf.String(), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
 // startChaosLab starts the lab with the test binary as the provider
 // (it runs the app's main with asApp=1, under the race detector when the
 // tests are: no second build) and the cheap argon2id parameters of the
@@ -112,15 +86,14 @@ func startChaosLab(ctx context.Context, t *testing.T) *lab.Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &labOutput{}
-	l, err := lab.Start(ctx, lab.Options{Bin: bin, Output: out, Logf: t.Logf,
+	l, err := lab.Start(ctx, lab.Options{Bin: bin, Logf: t.Logf,
 		Env: []string{asApp + "=1", "SSO_ARGON2_MEMORY_KIB=1024", "SSO_ARGON2_TIME=1", "SSO_ARGON2_THREADS=1"}})
 	if err != nil {
-		t.Fatalf("%v\n--- provider output:\n%s", err, out.tail(100))
+		t.Fatal(err) // with the last output lines of the instance that did not start
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("--- provider output (last lines):\n%s", out.tail(200))
+			t.Logf("--- provider output (last lines):\n%s", l.OutputTail(200))
 		}
 		if err := l.Close(); err != nil {
 			t.Errorf("lab: close: %v", err)

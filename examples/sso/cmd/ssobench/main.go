@@ -33,6 +33,7 @@ import (
 
 	"hakit.dev/examples/sso/loginload"
 	"hakit.dev/examples/sso/loginload/lab"
+	"hakit.dev/hatest"
 )
 
 // params are the benchmark's knobs.
@@ -77,7 +78,7 @@ func run(ctx context.Context, p params, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	bin, err := lab.Build(ctx, p.dir, tmp)
+	bin, err := hatest.BuildApp(ctx, p.dir, tmp)
 	if err != nil {
 		return err
 	}

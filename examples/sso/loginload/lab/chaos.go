@@ -146,47 +146,31 @@ func (l *Lab) step(ctx context.Context, s Step, load *loginload.Load, sr *StepRe
 	case RollingRestart:
 		return l.RollingRestart(ctx)
 	case KillInstance:
-		return l.KillInstance(ctx, len(l.Instances)/2)
+		i := len(l.Instances) / 2
+		if err := l.KillInstance(ctx, i); err != nil {
+			return err
+		}
+		return l.StartInstance(ctx, i)
 	case PGFailover:
 		mark := load.Mark()
-		old, err := l.PG.KillLeader(ctx)
-		if err != nil {
-			return err
-		}
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		leader, err := l.PG.WaitLeader(wctx, old)
-		cancel()
-		if err != nil {
-			return err
-		}
-		l.opts.Logf("lab: %s is the PostgreSQL leader", leader.Name)
-		if err := sleep(ctx, 2*time.Second); err != nil {
-			return err
-		}
-		sr.Window = load.Since(mark)
-		if err := old.Start(ctx); err != nil {
-			return fmt.Errorf("start %s again: %w", old.Name, err)
-		}
-		wctx, cancel = context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		return old.WaitStreaming(wctx)
+		_, err := l.FailoverPostgres(ctx, func() error {
+			if err := sleep(ctx, 2*time.Second); err != nil {
+				return err
+			}
+			sr.Window = load.Since(mark)
+			return nil
+		})
+		return err
 	case RedisFailover:
 		mark := load.Mark()
-		old, err := l.Redis.KillMaster(ctx)
-		if err != nil {
-			return err
-		}
-		wctx, cancel := context.WithTimeout(ctx, time.Minute)
-		_, err = l.Redis.WaitFailover(wctx, old)
-		cancel()
-		if err != nil {
-			return err
-		}
-		if err := sleep(ctx, 2*time.Second); err != nil {
-			return err
-		}
-		sr.Window = load.Since(mark)
-		return old.Start(ctx)
+		_, err := l.FailoverRedis(ctx, func() error {
+			if err := sleep(ctx, 2*time.Second); err != nil {
+				return err
+			}
+			sr.Window = load.Since(mark)
+			return nil
+		})
+		return err
 	}
 	return fmt.Errorf("unknown step %q", s)
 }
