@@ -114,3 +114,47 @@ func TestSectorDocument(t *testing.T) {
 		t.Errorf("validate with a sector document: %q, %v", sector, err)
 	}
 }
+
+// TestSectorSessionID: the sid is the same for one session and sector,
+// differs by sector, session and salt, is never the session ID itself
+// nor the pairwise sub of the same inputs, and an empty session has
+// none; sameSession agrees, and a pending sign-out that does not decode
+// is none.
+func TestSectorSessionID(t *testing.T) {
+	salt, salt2 := []byte("0123456789abcdef0123456789abcdef"), []byte("fedcba9876543210fedcba9876543210")
+	sess, sess2 := newSessionID(), newSessionID()
+	sid := sectorSessionID(salt, "a.example", sess)
+	if len(sess) != 22 || sess == sess2 {
+		t.Fatalf("session IDs %q, %q: want 22 characters (128 bits), distinct", sess, sess2)
+	}
+	if sid == "" || sid != sectorSessionID(salt, "a.example", sess) || sid == sess {
+		t.Fatalf("sid %q of session %q: want stable and not the session ID", sid, sess)
+	}
+	for name, other := range map[string]string{
+		"another sector":                      sectorSessionID(salt, "b.example", sess),
+		"another session":                     sectorSessionID(salt, "a.example", sess2),
+		"another salt":                        sectorSessionID(salt2, "a.example", sess),
+		"the pairwise sub of the same inputs": pairwiseSubject(salt, "a.example", sess),
+	} {
+		if other == sid {
+			t.Errorf("%s gives the same sid %q", name, sid)
+		}
+	}
+	if got := sectorSessionID(salt, "a.example", ""); got != "" {
+		t.Errorf("sid of no session: %q, want none", got)
+	}
+	if !sameSession(salt, "a.example", sess, sid) || sameSession(salt, "a.example", sess2, sid) ||
+		sameSession(salt, "b.example", sess, sid) || sameSession(salt, "a.example", "", "") || sameSession(salt, "a.example", sess, "") {
+		t.Error("sameSession: want true only for the session and sector the sid was made for")
+	}
+	for _, raw := range []string{"", "{", `{"client":"x","return":"https://a.example/bye"}`, `"a string"`} {
+		if p, ok := pendingLogoutOf(context.Background(), func(context.Context, string) string { return raw }); ok {
+			t.Errorf("pending sign-out from %q: %+v; want none", raw, p)
+		}
+	}
+	good := `{"id":"abc","client":"App","return":"https://a.example/bye?state=s"}`
+	if p, ok := pendingLogoutOf(context.Background(), func(context.Context, string) string { return good }); !ok ||
+		p != (pendingLogout{ID: "abc", Client: "App", Return: "https://a.example/bye?state=s"}) {
+		t.Errorf("pending sign-out from %s: %+v, %v", good, p, ok)
+	}
+}
