@@ -22,6 +22,7 @@ import (
 
 	"hakit.dev/examples/shop/customer"
 	"hakit.dev/examples/shop/customer/lab"
+	"hakit.dev/hatest"
 )
 
 func main() {
@@ -48,7 +49,7 @@ func run(ctx context.Context, dir string, pageRate int, verbose bool, out io.Wri
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	bin, err := lab.BuildShop(ctx, dir, tmp)
+	bin, err := hatest.BuildApp(ctx, dir, tmp)
 	if err != nil {
 		return err
 	}

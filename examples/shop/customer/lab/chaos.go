@@ -208,57 +208,32 @@ func (l *Lab) step(ctx context.Context, s Step, load *customer.Load, sr *StepRes
 	case RollingRestart:
 		return l.RollingRestart(ctx)
 	case KillInstance:
-		name := l.Instances[len(l.Instances)/2].Name
-		if err := l.KillInstance(name); err != nil {
-			return err
-		}
 		// HAProxy marks it down after its checks fail; then it comes back.
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := l.LB.WaitServerStatus(wctx, name, "DOWN")
-		cancel()
-		if err != nil {
+		i := len(l.Instances) / 2
+		if err := l.KillInstance(ctx, i); err != nil {
 			return err
 		}
-		return l.StartInstance(ctx, name)
+		return l.StartInstance(ctx, i)
 	case PGFailover:
 		before := load.Stats()
-		old, err := l.PG.KillLeader(ctx)
-		if err != nil {
-			return err
-		}
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		_, err = l.PG.WaitLeader(wctx, old)
-		cancel()
-		if err != nil {
-			return err
-		}
-		if err := sleep(ctx, 2*time.Second); err != nil {
-			return err
-		}
-		sr.Window = load.Stats().Sub(before)
-		if err := old.Start(ctx); err != nil {
-			return fmt.Errorf("start %s again: %w", old.Name, err)
-		}
-		wctx, cancel = context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		return old.WaitStreaming(wctx)
+		_, err := l.FailoverPostgres(ctx, func() error {
+			if err := sleep(ctx, 2*time.Second); err != nil {
+				return err
+			}
+			sr.Window = load.Stats().Sub(before)
+			return nil
+		})
+		return err
 	case RedisFailover:
 		before := load.Stats()
-		old, err := l.Redis.KillMaster(ctx)
-		if err != nil {
-			return err
-		}
-		wctx, cancel := context.WithTimeout(ctx, time.Minute)
-		_, err = l.Redis.WaitFailover(wctx, old)
-		cancel()
-		if err != nil {
-			return err
-		}
-		if err := sleep(ctx, 2*time.Second); err != nil {
-			return err
-		}
-		sr.Window = load.Stats().Sub(before)
-		return old.Start(ctx)
+		_, err := l.FailoverRedis(ctx, func() error {
+			if err := sleep(ctx, 2*time.Second); err != nil {
+				return err
+			}
+			sr.Window = load.Stats().Sub(before)
+			return nil
+		})
+		return err
 	case MinIODown:
 		c, err := l.minioDown(ctx)
 		sr.MinIO = &c
