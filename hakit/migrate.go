@@ -1279,10 +1279,13 @@ type BackfillOptions struct {
 	// keeps at most half of one database connection busy.
 	Pause time.Duration
 
-	// MaxLag is how far behind the primary a replica (as the router
-	// probes it) may fall: while one lags more, the next batch waits
-	// (up to ctx). Defaults to 1s. Whatever the limit, each pause lasts
-	// at least the worst replica lag, so the replicas keep up.
+	// MaxLag is how far behind the primary a replica may fall: while one
+	// lags more, the next batch waits (up to ctx). The lag is read fresh
+	// after each batch (dbrouter.Router.Refresh: one probe query per
+	// node), not from the router's last periodic probe, which can be a
+	// ProbeInterval (500ms) old and miss the batch just committed.
+	// Defaults to 1s. Whatever the limit, each pause lasts at least the
+	// worst replica lag, so the replicas keep up.
 	MaxLag time.Duration
 
 	// Log receives the progress, about every 10 seconds. Defaults to
@@ -1296,7 +1299,8 @@ type BackfillOptions struct {
 // opts.BatchSize keys, each its own transaction on the primary (with
 // dbrouter's retries through a failover), paced: between two batches it
 // pauses as long as the last one took, at least as long as the worst
-// replica lag, and while a replica lags more than opts.MaxLag. It returns
+// replica lag, and while a replica lags more than opts.MaxLag (the lag
+// read after the batch, by probing the nodes then). It returns
 // the rows the batches affected; on an error, those affected so far, and
 // the error names the batch: a backfill is idempotent by its WHERE clause
 // (tag IS NULL), so running it again from there is safe.
@@ -1356,7 +1360,7 @@ func Backfill(ctx context.Context, db *dbrouter.Router, stmt string, from, to in
 			pause = opts.Pause
 		}
 		for {
-			lag := replicaLag(db)
+			lag := replicaLag(db.Refresh(ctx)) // as they are now, this batch included
 			if lag <= opts.MaxLag {
 				pause = max(pause, lag)
 				break
@@ -1373,10 +1377,10 @@ func Backfill(ctx context.Context, db *dbrouter.Router, stmt string, from, to in
 	return total, nil
 }
 
-// replicaLag is the worst lag of db's replicas, as last probed.
-func replicaLag(db *dbrouter.Router) time.Duration {
+// replicaLag is the worst lag of the replicas in status.
+func replicaLag(status []dbrouter.NodeStatus) time.Duration {
 	var lag time.Duration
-	for _, n := range db.Status() {
+	for _, n := range status {
 		if n.Role == dbrouter.RoleReplica && n.Err == nil {
 			lag = max(lag, n.Lag)
 		}
