@@ -382,11 +382,12 @@ func (wb *web) login(w http.ResponseWriter, r *http.Request) {
 		hash = wb.dummyHash
 	}
 	match, err := argon2id.ComparePasswordAndHash(pw, hash)
-	if err == nil && match && uid != "" {
-		// The replica may not have replayed a password reset yet: a match
-		// is confirmed on the primary (the old password must stop working
-		// at once), with the primary's hash if it is another.
-		match, epoch, err = wb.confirmPassword(ctx, uid, pw, hash)
+	if err == nil && uid != "" {
+		// The replica may not have replayed a password reset yet: the
+		// answer is the primary's (the old password must stop working at
+		// once, the new one must work at once), with the primary's hash if
+		// it is another.
+		match, epoch, err = wb.confirmPassword(ctx, uid, pw, hash, match)
 		if err != nil {
 			hakit.Error(w, r, err)
 			return
@@ -402,9 +403,10 @@ func (wb *web) login(w http.ResponseWriter, r *http.Request) {
 }
 
 // confirmPassword reads the account's hash and session epoch on the
-// primary; if the hash is the one pw matched, pw matches, else pw is
-// compared with the primary's hash.
-func (wb *web) confirmPassword(ctx context.Context, uid, pw, checked string) (bool, int64, error) {
+// primary; if the hash is the one pw was checked against (matched: the
+// result), that result stands, else pw is compared with the primary's
+// hash.
+func (wb *web) confirmPassword(ctx context.Context, uid, pw, checked string, matched bool) (bool, int64, error) {
 	var hash string
 	var epoch int64
 	err := wb.st.primary(ctx, func(q dbrouter.Querier) error {
@@ -413,8 +415,11 @@ func (wb *web) confirmPassword(ctx context.Context, uid, pw, checked string) (bo
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, 0, nil // deleted meanwhile
 	}
-	if err != nil || hash == checked {
-		return err == nil, epoch, err
+	if err != nil {
+		return false, 0, err
+	}
+	if hash == checked {
+		return matched, epoch, nil
 	}
 	match, err := argon2id.ComparePasswordAndHash(pw, hash)
 	return err == nil && match, epoch, nil
