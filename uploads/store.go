@@ -182,7 +182,8 @@ type Stored struct {
 // past and dropped. On any failure — too large, wrong type, too slow,
 // client gone, bucket error, a bad field after the file, no part memory
 // (ErrBusy) — nothing is left in the bucket. [Status] maps the error to
-// an HTTP status.
+// an HTTP status; [Store.Error] answers it through Config.ErrorHandler,
+// as Serve answers its own errors.
 //
 // w is used to set the connection's read deadline, which bounds the
 // upload by progress (Config.MinRate) and by the request context's
