@@ -36,7 +36,22 @@ type RedisOptions struct {
 
 	// DownAfter is Sentinel's down-after-milliseconds: how long the
 	// master must be unreachable before a failover starts. Defaults to
-	// 1s.
+	// 1.5s; less than 1s is an error. A failover is detected in about
+	// DownAfter plus a quarter of a second.
+	//
+	// Right after a failover each Sentinel reconnects to the promoted
+	// master no sooner than one ping period after its last connection
+	// attempt to the dead one, so the promoted master's first answer must
+	// come within DownAfter less that period. Sentinel's own 1s
+	// ping period with a 1s DownAfter left no margin: on a loaded
+	// machine a Sentinel took the healthy promoted master for down 1.07s
+	// after the switch, and since the other Sentinels' "down" votes on
+	// the old master still counted for 5s, that one opinion was a quorum
+	// and the Sentinels failed over a second time, back to the old
+	// master, which had just restarted empty. With the harness's
+	// 500ms ping period and the default, the promoted master has 1s to
+	// answer, and the stale votes expire (after 1s) before any lone
+	// opinion can form.
 	DownAfter time.Duration
 
 	// FailoverTimeout is Sentinel's failover-timeout. Defaults to 4s.
@@ -66,6 +81,14 @@ type RedisCluster struct {
 	dir       string
 	timeout   time.Duration
 	closeOnce sync.Once
+
+	mu sync.Mutex
+	// known is the master the harness last saw the Sentinels settle on
+	// (Nodes[0] at the start, then what WaitFailover returned), and
+	// knownSwitches how many master switches the Sentinels had logged by
+	// then. A switch beyond those is a failover nobody waited for.
+	known         *RedisNode
+	knownSwitches int
 }
 
 // RedisNode is one redis-server (data node or Sentinel) of a
@@ -77,6 +100,14 @@ type RedisNode struct {
 	conf    string
 	d       *daemon
 	timeout time.Duration
+	// tuning is the SENTINEL DEBUG arguments a Sentinel gets each time
+	// it starts; nil for a data node.
+	tuning []any
+
+	// For a Sentinel: how far its log has been read for master switches,
+	// and the switches found (guarded by the cluster's mu).
+	logRead  int64
+	switches []masterSwitch
 }
 
 // StartRedis starts Redis servers and waits until every replica is in sync
@@ -88,7 +119,10 @@ func StartRedis(ctx context.Context, opts RedisOptions) (_ *RedisCluster, err er
 		return nil, fmt.Errorf("hatest: RedisOptions: Replicas (%d) and Sentinels (%d) must be >= 0", opts.Replicas, opts.Sentinels)
 	}
 	defaultTo(&opts.MasterName, "hatest")
-	defaultTo(&opts.DownAfter, time.Second)
+	defaultTo(&opts.DownAfter, 1500*time.Millisecond)
+	if opts.DownAfter < time.Second {
+		return nil, fmt.Errorf("hatest: RedisOptions: DownAfter %s is below 1s: the Sentinels would take a healthy master that is slow to answer on a busy machine for down (and fail over) while they reconnect to it after a failover", opts.DownAfter)
+	}
 	defaultTo(&opts.FailoverTimeout, 4*time.Second)
 	defaultTo(&opts.StartTimeout, 30*time.Second)
 	server, err := binary("redis-server", "redis-server")
@@ -157,6 +191,7 @@ func StartRedis(ctx context.Context, opts RedisOptions) (_ *RedisCluster, err er
 		if err != nil {
 			return nil, err
 		}
+		n.tuning = sentinelTuning
 		c.Sentinels = append(c.Sentinels, n)
 		master := c.Nodes[0].Port
 		err = n.startFresh(ctx, func(port int) string {
@@ -176,8 +211,30 @@ func StartRedis(ctx context.Context, opts RedisOptions) (_ *RedisCluster, err er
 			return nil, err
 		}
 	}
+	c.known, c.knownSwitches = c.Nodes[0], len(c.switches())
 	return c, nil
 }
+
+// sentinelTuning are the Sentinel timings the harness sets (SENTINEL
+// DEBUG, Redis 7.0 and later) on every Sentinel it starts. Sentinel's own
+// are made for a DownAfter of 30s; with the harness's 1.5s:
+//
+//   - ping-period 500ms (Sentinel: 1s): a Sentinel reconnects to an
+//     instance at most once per ping period, and after a failover the
+//     promoted master's first answer must come within DownAfter of the
+//     switch. It also bounds how stale a replica's last INFO may be for
+//     the replica to be promoted (5 ping periods, while INFO comes every
+//     second during a failover): 2.5s still leaves room on a busy machine.
+//   - ask-period 200ms (Sentinel: 1s): how often a Sentinel that sees the
+//     master down asks the others. Their answers count for 5 ask periods,
+//     1s here instead of 5s, so the votes on a dead master no longer
+//     count when the promoted master could first be taken for down.
+//   - publish-period 500ms (Sentinel: 2s): the hello messages that carry
+//     a new master to the other Sentinels, and 4 of them are the wait
+//     before a returning old master is made a replica.
+//   - info-period 1s (Sentinel: 10s): how soon a Sentinel sees that a
+//     returning old master reports itself master (and converts it).
+var sentinelTuning = []any{"ping-period", 500, "ask-period", 200, "publish-period", 500, "info-period", 1000}
 
 // redisConf renders the directives every server has, then extra.
 func redisConf(port int, dir string, extra map[string]string) string {
@@ -198,7 +255,25 @@ func (n *RedisNode) startFresh(ctx context.Context, conf func(port int) string) 
 			return fmt.Errorf("hatest: %w", err)
 		}
 		return nil
-	}, func() error { return n.waitPing(ctx) })
+	}, func() error { return n.waitUp(ctx) })
+}
+
+// waitUp waits until the node answers PING, then gives a Sentinel its
+// timings.
+func (n *RedisNode) waitUp(ctx context.Context) error {
+	if err := n.waitPing(ctx); err != nil {
+		return err
+	}
+	if n.tuning == nil {
+		return nil
+	}
+	cl := n.Client()
+	defer cl.Close()
+	args := append([]any{"SENTINEL", "DEBUG"}, n.tuning...)
+	if err := cl.Do(ctx, args...).Err(); err != nil {
+		return fmt.Errorf("hatest: %s: SENTINEL DEBUG %v (Redis 7.0 or later needed): %w", n.Name, n.tuning, err)
+	}
+	return nil
 }
 
 // Close stops every server and removes their directories. It is safe to
@@ -276,12 +351,24 @@ func (c *RedisCluster) KillMaster(ctx context.Context) (*RedisNode, error) {
 // (empty: no persistence) while the leading Sentinel is still failing
 // over can be taken for the master again, and the promoted replica made
 // its replica, wiping its data.
+//
+// It expects one failover since the cluster started or WaitFailover last
+// returned. If the Sentinels switched the master more than once — a
+// failover nobody asked for, such as the promoted master taken for down
+// and the cluster failed over again — it fails at once with an
+// [UnplannedFailoverError] naming the switches.
 func (c *RedisCluster) WaitFailover(ctx context.Context, old *RedisNode) (*RedisNode, error) {
 	if len(c.Sentinels) == 0 {
 		return nil, errors.New("hatest: WaitFailover needs Sentinels")
 	}
+	known, base := c.knownMaster()
+	expected := "WaitFailover expected one failover since " + known.Name + " became the master"
 	var last error
 	for {
+		sw := c.switches()
+		if len(sw) > base+1 {
+			return nil, c.unplanned(sw[base:], expected)
+		}
 		m, err := c.Master(ctx)
 		if err == nil && m != old {
 			role, rerr := m.Role(ctx)
@@ -290,6 +377,10 @@ func (c *RedisCluster) WaitFailover(ctx context.Context, old *RedisNode) (*Redis
 				err = fmt.Errorf("new master %s has role %q (%v)", m.Name, role, rerr)
 			default:
 				if err = c.failoverOver(ctx, m); err == nil {
+					if sw = c.switches(); len(sw) > base+1 {
+						return nil, c.unplanned(sw[base:], expected)
+					}
+					c.setKnown(m, len(sw))
 					return m, nil
 				}
 			}
@@ -303,6 +394,142 @@ func (c *RedisCluster) WaitFailover(ctx context.Context, old *RedisNode) (*Redis
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// WaitReplica waits until n is a replica of the master in sync: its role
+// is replica, it follows the master the Sentinels settled on last (Nodes[0]
+// at the start, then what [RedisCluster.WaitFailover] returned), its
+// replication link is up, and every running Sentinel sees it so (a
+// replica the Sentinels may promote in the next failover). Use it for a
+// returning old master, which the Sentinels make a replica about 2s after
+// it is back.
+//
+// With Sentinels it fails at once with an [UnplannedFailoverError] if
+// they have moved the master since: a failover nobody waited for, after
+// which n would never follow that master.
+func (c *RedisCluster) WaitReplica(ctx context.Context, n *RedisNode) error {
+	known, base := c.knownMaster()
+	expected := "WaitReplica expected " + known.Name + " to stay the master while " + n.Name + " became its replica"
+	for {
+		if sw := c.switches(); len(sw) > base {
+			return c.unplanned(sw[base:], expected)
+		}
+		err := c.replicaState(ctx, n, known)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, errIsMaster):
+			return fmt.Errorf("hatest: WaitReplica: %s is the master", n.Name)
+		case !sleepCtx(ctx, 50*time.Millisecond):
+			return fmt.Errorf("hatest: %s did not become a replica of %s: %v: %w", n.Name, known.Name, err, ctx.Err())
+		}
+	}
+}
+
+var errIsMaster = errors.New("the node is the master")
+
+// replicaState reports nil if n is a replica of m in sync, in its own eyes
+// and every running Sentinel's.
+func (c *RedisCluster) replicaState(ctx context.Context, n, m *RedisNode) error {
+	if len(c.Sentinels) > 0 {
+		// A Sentinel names the promoted replica while it still fails
+		// over, before it logs the switch.
+		if cur, err := c.Master(ctx); err == nil && cur != m {
+			return fmt.Errorf("the Sentinels are failing over to %s", cur.Name)
+		}
+	}
+	if n == m {
+		return errIsMaster
+	}
+	if err := n.replicaOf(ctx, m); err != nil {
+		return err
+	}
+	for _, s := range c.Sentinels {
+		if !s.d.running() {
+			continue
+		}
+		if err := s.seesReplica(ctx, c.MasterName, n, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sleepCtx waits d, or less if ctx ends first; it reports whether ctx is
+// still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// replicaOf reports nil if n is a replica of m with its link up.
+func (n *RedisNode) replicaOf(ctx context.Context, m *RedisNode) error {
+	cl := n.Client()
+	defer cl.Close()
+	info, err := cl.Info(ctx, "replication").Result()
+	if err != nil {
+		return fmt.Errorf("INFO on %s: %w", n.Name, err)
+	}
+	f := infoFields(info)
+	switch {
+	case f["role"] != "slave":
+		return fmt.Errorf("%s has role %q", n.Name, f["role"])
+	case f["master_port"] != strconv.Itoa(m.Port):
+		return fmt.Errorf("%s follows port %s, not %s (%d)", n.Name, f["master_port"], m.Name, m.Port)
+	case f["master_link_status"] != "up":
+		return fmt.Errorf("%s's link to %s is %s", n.Name, m.Name, f["master_link_status"])
+	}
+	return nil
+}
+
+// seesReplica reports nil if the Sentinel s lists n as a healthy replica
+// of m that reports itself a replica.
+func (s *RedisNode) seesReplica(ctx context.Context, name string, n, m *RedisNode) error {
+	cl := s.sentinelClient()
+	defer cl.Close()
+	rs, err := cl.Replicas(ctx, name).Result()
+	if err != nil {
+		return fmt.Errorf("%s: SENTINEL REPLICAS: %w", s.Name, err)
+	}
+	for _, r := range rs {
+		if r["name"] != n.Addr() {
+			continue
+		}
+		if r["flags"] != "slave" || r["role-reported"] != "slave" || r["master-link-status"] != "ok" || r["master-port"] != strconv.Itoa(m.Port) {
+			return fmt.Errorf("%s sees %s with flags %s, role %s, link %s to port %s", s.Name, n.Name, r["flags"], r["role-reported"], r["master-link-status"], r["master-port"])
+		}
+		return nil
+	}
+	return fmt.Errorf("%s does not list %s among the replicas", s.Name, n.Name)
+}
+
+// infoFields splits an INFO reply into its key:value fields.
+func infoFields(info string) map[string]string {
+	f := map[string]string{}
+	for line := range strings.SplitSeq(info, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			f[k] = v
+		}
+	}
+	return f
+}
+
+func (c *RedisCluster) knownMaster() (*RedisNode, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.known, c.knownSwitches
+}
+
+func (c *RedisCluster) setKnown(m *RedisNode, switches int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.known, c.knownSwitches = m, switches
 }
 
 // failoverOver reports nil once every running Sentinel names m as the
@@ -350,14 +577,15 @@ func (n *RedisNode) Kill() error { return n.d.kill() }
 
 // Start starts a killed node again on the same port and waits until it
 // answers PING. A Sentinel reconfigures a returning old master as a
-// replica of the new one.
+// replica of the new one (wait for it with [RedisCluster.WaitReplica]).
+// Start it only once [RedisCluster.WaitFailover] has returned.
 func (n *RedisNode) Start(ctx context.Context) error {
 	if err := n.d.start(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.timeout)
 	defer cancel()
-	return n.waitPing(ctx)
+	return n.waitUp(ctx)
 }
 
 // Pause stops the node with SIGSTOP: it hangs with its connections open.
@@ -459,11 +687,20 @@ func NewRedis(t testing.TB, opts RedisOptions) *RedisCluster {
 	t.Helper()
 	skipUnlessServices(t)
 	c, err := StartRedis(context.Background(), opts)
-	return register(t, c, err, func() string {
-		var s string
-		for _, n := range append(slices.Clone(c.Nodes), c.Sentinels...) {
-			s += "--- " + n.Name + " (" + n.LogPath() + "):\n" + n.d.logTail(15) + "\n"
-		}
-		return s
-	})
+	return register(t, c, err, func() string { return c.logs() })
+}
+
+// logs returns what a failed test shows: the last lines of each data
+// node's log, and each Sentinel's log nearly whole, since the Sentinels'
+// events (+sdown, +odown, +switch-master, +convert-to-slave, …) are the
+// story of every failover.
+func (c *RedisCluster) logs() string {
+	var b strings.Builder
+	for _, n := range c.Nodes {
+		fmt.Fprintf(&b, "--- %s (%s):\n%s\n", n.Name, n.LogPath(), n.d.logTail(30))
+	}
+	for _, n := range c.Sentinels {
+		fmt.Fprintf(&b, "--- %s (%s):\n%s\n", n.Name, n.LogPath(), n.d.logTail(200))
+	}
+	return b.String()
 }

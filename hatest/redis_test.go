@@ -2,6 +2,8 @@ package hatest_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,15 +82,80 @@ func TestRedisSentinelFailover(t *testing.T) {
 	if err := old.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	start = time.Now()
+	if err := c.WaitReplica(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s was a replica of %s %s after its restart", old.Name, m.Name, time.Since(start).Round(time.Millisecond))
+	if role, err := old.Role(ctx); err != nil || role != "slave" {
+		t.Fatalf("old master role = %q, %v; want slave", role, err)
+	}
+	oc := old.Client()
+	defer oc.Close()
+	if v, err := oc.Get(ctx, "k").Result(); err != nil || v != "after" {
+		t.Fatalf("GET k on the resynced old master = %q, %v; want %q", v, err, "after")
+	}
+
+	// A failover nobody waits for is reported, not passed over: the
+	// Sentinels are told to fail over (as if they had taken m for down),
+	// and WaitReplica, expecting m to stay the master, names the switch.
+	forceFailover(ctx, t, c)
 	for {
-		role, err := old.Role(ctx)
-		if err == nil && role == "slave" {
+		now, err := c.Master(ctx)
+		if err == nil && now == old {
 			break
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("old master did not become a replica: role %q, %v", role, err)
+			t.Fatalf("the forced failover did not happen: master %v, %v", now, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	err = c.WaitReplica(ctx, m)
+	var uf *hatest.UnplannedFailoverError
+	if !errors.As(err, &uf) {
+		t.Fatalf("WaitReplica after a failover nobody waited for = %v; want an UnplannedFailoverError", err)
+	}
+	if want := m.Name + " -> " + old.Name + " at "; len(uf.Switches) != 1 || !strings.HasPrefix(uf.Switches[0], want) || !strings.Contains(uf.Events, "+switch-master") {
+		t.Fatalf("UnplannedFailoverError names %q with events\n%s\nwant one switch %q and the +switch-master lines", uf.Switches, uf.Events, want)
+	}
+	t.Logf("reported: %v", err)
+	// Waited for, the same failover is the expected one.
+	if m2, err := c.WaitFailover(ctx, m); err != nil || m2 != old {
+		t.Fatalf("WaitFailover after the forced failover = %v, %v; want %s", m2, err, old.Name)
+	}
+	if err := c.WaitReplica(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// forceFailover has a Sentinel fail the master over (SENTINEL FAILOVER),
+// asking again while it finds no replica fit to promote yet.
+func forceFailover(ctx context.Context, t *testing.T, c *hatest.RedisCluster) {
+	t.Helper()
+	cl := c.Sentinels[0].Client()
+	defer cl.Close()
+	for {
+		err := cl.Do(ctx, "SENTINEL", "FAILOVER", c.MasterName).Err()
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "NOGOODSLAVE") || ctx.Err() != nil {
+			t.Fatalf("SENTINEL FAILOVER: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A DownAfter below 1s is refused before anything starts: on a busy
+// machine the Sentinels would fail over from healthy masters.
+func TestRedisDownAfterTooShort(t *testing.T) {
+	c, err := hatest.StartRedis(context.Background(), hatest.RedisOptions{Replicas: 1, Sentinels: 3, DownAfter: 500 * time.Millisecond})
+	if err == nil {
+		c.Close()
+		t.Fatal("StartRedis with DownAfter 500ms succeeded")
+	}
+	if !strings.Contains(err.Error(), "DownAfter 500ms is below 1s") {
+		t.Fatalf("error %q does not name DownAfter", err)
 	}
 }
 
