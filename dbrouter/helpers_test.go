@@ -152,6 +152,18 @@ type commitProxy struct {
 	onCommit func(client, server net.Conn) // set to arm; runs once
 	down     bool                          // refuse connections (see setDown)
 	conns    map[net.Conn]struct{}         // open client connections
+
+	// trips: for each COMMIT that reached the server, how many round
+	// trips (Sync or simple Query messages) its connection sent since
+	// its previous COMMIT, the COMMIT included.
+	trips []int
+}
+
+// roundTrips returns the round trips of the transactions committed so far.
+func (p *commitProxy) roundTrips() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]int(nil), p.trips...)
 }
 
 func newCommitProxy(t *testing.T, upstream string) *commitProxy {
@@ -253,10 +265,14 @@ func (p *commitProxy) handle(client net.Conn) {
 	if _, err := server.Write(append(hdr[:], body...)); err != nil {
 		return
 	}
+	trips := 0
 	for {
 		var h [5]byte
 		if _, err := io.ReadFull(client, h[:]); err != nil {
 			return
+		}
+		if h[0] == 'S' || h[0] == 'Q' {
+			trips++
 		}
 		body := make([]byte, binary.BigEndian.Uint32(h[1:])-4)
 		if _, err := io.ReadFull(client, body); err != nil {
@@ -273,6 +289,10 @@ func (p *commitProxy) handle(client net.Conn) {
 				fn(client, &msgConn{Conn: server, pending: msg})
 				return
 			}
+			p.mu.Lock()
+			p.trips = append(p.trips, trips)
+			p.mu.Unlock()
+			trips = 0
 		}
 		if _, err := server.Write(msg); err != nil {
 			return

@@ -386,11 +386,15 @@ func setSyncStandbys(t *testing.T, ctx context.Context, r *dbrouter.Router, pg *
 			time.Sleep(10 * time.Millisecond)
 		}
 	})
+	// Asked on the primary's pool, not in a Write: a Write writes WAL of
+	// its own at BEGIN, so its COMMIT would wait for the standby too.
 	hatest.WaitFor(t, 10*time.Second, "the router's connection to reload the setting", func() bool {
+		pool, err := r.Primary()
+		if err != nil {
+			return false
+		}
 		var got string
-		err := r.Write(ctx, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&got)
-		})
+		err = pool.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&got)
 		return err == nil && got == names
 	})
 }

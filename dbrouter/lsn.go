@@ -81,6 +81,12 @@ func MinLSN(ctx context.Context) LSN {
 	return 0
 }
 
+// hasMinLSN reports whether ctx carries a read-your-writes position.
+func hasMinLSN(ctx context.Context) bool {
+	_, ok := ctx.Value(causalKey{}).(*causal)
+	return ok
+}
+
 // raiseMinLSN records a write's commit LSN in ctx's read-your-writes
 // position, if it carries one.
 func raiseMinLSN(ctx context.Context, lsn LSN) {

@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// A COMMIT whose answer was lost is resolved from what the router read on
-// the same connection just before sending it (txnFacts) and what the
+// A COMMIT whose answer was lost is resolved from what the router read in
+// the transaction, with its BEGIN (txnFacts, see writeTx), and what the
 // current primary says about its own history (serverFacts).
 //
 // The danger is a transaction id that means something else on the node
@@ -21,34 +21,22 @@ import (
 // transaction's commit record (a replica promoted before receiving it, a
 // primary whose crash recovery ended before it) may hand the same id to a
 // transaction of its own, and pg_xact_status would then report that one.
-// So pg_xact_status is believed only when the node provably has every
-// WAL record of the transaction up to the position read before COMMIT, and
-// the transaction is run again only when its commit record provably cannot
-// be in the node's history.
+// So pg_xact_status is believed only when the node provably has a WAL
+// record of the transaction (recovery moves the next transaction id past
+// the id of every record it replays), and the transaction is run again
+// only when its commit record provably cannot be in the node's history.
 
-// txnFacts are read on the transaction's own connection just before
-// COMMIT.
+// txnFacts are read in the transaction, with its BEGIN (factsSQL).
 type txnFacts struct {
-	xid      uint64
-	before   LSN   // WAL insert position: the commit record comes at or after it
+	xid uint64
+	// before is where a WAL record of the transaction's own ends (the
+	// logical message factsSQL writes): a history that holds it has the
+	// transaction id, one that ends at or before it cannot hold the
+	// commit record, which comes after.
+	before   LSN
 	timeline int   // the timeline the server was writing on
 	started  int64 // pg_postmaster_start_time in µs: identifies the server's run
 }
-
-// preCommitSQL reads whether the transaction had written nothing so far
-// (no transaction id yet; read first, in a subquery that is evaluated
-// before the rest), then txnFacts. It gives a transaction that wrote
-// nothing a transaction id: its COMMIT may still have an effect outside
-// the tables (a NOTIFY is sent only if it ran), so its outcome is found
-// out like any other's. Such a transaction then writes a commit record,
-// but waits for no WAL flush nor synchronous standby; it leaves the
-// read-your-writes position as it was (there is nothing of it to read, and
-// its unflushed commit record would hold readers off the replicas until
-// the WAL writer flushes it).
-const preCommitSQL = `SELECT s.nothing, pg_current_xact_id()::text, pg_current_wal_insert_lsn()::text,
-  ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int,
-  (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8
-  FROM (SELECT pg_current_xact_id_if_assigned() IS NULL AS nothing OFFSET 0) s`
 
 // serverFacts describe the node asked, a primary.
 type serverFacts struct {

@@ -143,6 +143,94 @@ func writeShapes(t *testing.T, ctx context.Context, r *dbrouter.Router, pg *hate
 			return tx.Commit(ctx)
 		}, wantErr: "leave COMMIT"},
 		{name: "nothing", fn: func(tx pgx.Tx) error { return nil }},
+		{name: "unparsable first statement swallowed", fn: func(tx pgx.Tx) error {
+			_, _ = tx.Exec(ctx, "INSRT INTO s VALUES ($1, 1)", "m")
+			return nil
+		}, wantErr: "syntax error"},
+		{name: "first statement fails", fn: func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 'x')", "m2")
+			return err
+		}, wantErr: "invalid input syntax", rows: map[string]int{"m2": 0}},
+		{name: "named arguments first", fn: func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "INSERT INTO s VALUES (@k, 1)", pgx.NamedArgs{"k": "n"})
+			return err
+		}, rows: map[string]int{"n": 1}},
+		{name: "a query exec mode among the arguments", fn: func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", pgx.QueryExecModeExec, "o")
+			return err
+		}, rows: map[string]int{"o": 1}},
+		{name: "savepoint first", fn: func(tx pgx.Tx) error {
+			sp, err := tx.Begin(ctx)
+			if err != nil {
+				return err
+			}
+			if _, err := sp.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "p"); err != nil {
+				return err
+			}
+			return sp.Commit(ctx)
+		}, rows: map[string]int{"p": 1}},
+		{name: "large objects", fn: func(tx pgx.Tx) error {
+			lo := tx.LargeObjects()
+			oid, err := lo.Create(ctx, 0)
+			if err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, "INSERT INTO s VALUES ($1, $2::oid::bigint::int)", "q", oid)
+			return err
+		}, rows: map[string]int{"q": 1}},
+		{name: "batch first", fn: func(tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue("INSERT INTO s VALUES ($1, 1)", "r1")
+			b.Queue("INSERT INTO s VALUES ($1, 1)", "r2")
+			return tx.SendBatch(ctx, b).Close()
+		}, rows: map[string]int{"r1": 1, "r2": 1}},
+		{name: "query first, closed early", fn: func(tx pgx.Tx) error {
+			rs, err := tx.Query(ctx, "SELECT generate_series(1, $1::int)", 10)
+			if err != nil {
+				return err
+			}
+			rs.Next()
+			rs.Close()
+			if err := rs.Err(); err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "u")
+			return err
+		}, rows: map[string]int{"u": 1}},
+		{name: "query first, read to the end without Close", fn: func(tx pgx.Tx) error {
+			rs, err := tx.Query(ctx, "SELECT generate_series(1, $1::int)", 3)
+			if err != nil {
+				return err
+			}
+			n := 0
+			for rs.Next() {
+				n++
+			}
+			if err := rs.Err(); err != nil || n != 3 {
+				return errors.Join(errors.New("want 3 rows"), err)
+			}
+			_, err = tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "v")
+			return err
+		}, rows: map[string]int{"v": 1}},
+		{name: "query first fails", fn: func(tx pgx.Tx) error {
+			rs, err := tx.Query(ctx, "SELECT nosuchcolumn FROM s WHERE k = $1", "x")
+			if err != nil {
+				return err
+			}
+			defer rs.Close()
+			for rs.Next() {
+			}
+			return rs.Err()
+		}, wantErr: "nosuchcolumn"},
+		{name: "query row first, scanned twice", fn: func(tx pgx.Tx) error {
+			row := tx.QueryRow(ctx, "INSERT INTO s VALUES ($1, 1) RETURNING v", "w")
+			var v int
+			if err := row.Scan(&v); err != nil {
+				return err
+			}
+			_ = row.Scan(&v) // must not run the statement again
+			return nil
+		}, rows: map[string]int{"w": 1}},
 	} {
 		err := r.Write(ctx, tc.fn)
 		switch {

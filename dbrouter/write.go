@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -50,6 +49,13 @@ type WriteOptions struct {
 //
 // On success the commit LSN is recorded in ctx if it carries a
 // read-your-writes position (see [WithMinLSN]).
+//
+// A Write spends no round trip beyond a bare pgx transaction: BEGIN, and
+// the read of what resolving a lost COMMIT needs, go to the server with
+// fn's first Exec, Query or QueryRow. That read writes a small WAL record
+// of the transaction's own, so every Write that runs a statement commits
+// durably (it waits for the WAL flush and synchronous standbys) even when
+// fn changed nothing; a fn that runs no statement sends nothing.
 func (r *Router) Write(ctx context.Context, fn func(pgx.Tx) error) error {
 	return r.WriteOpts(ctx, WriteOptions{}, fn)
 }
@@ -202,66 +208,67 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 		n.untrack(conn.Conn())
 		conn.Release()
 	}()
-	tx, err := conn.BeginTx(ctx, opts.TxOptions)
-	if err != nil {
-		return classify(err)
-	}
+	wt := &writeTx{ctx: ctx, conn: conn.Conn(), opts: opts.TxOptions}
 	pc := conn.Conn().PgConn()
-	if err := fn(tx); err != nil {
+	rollback := func() {
+		if wt.begun && !pc.IsBusy() && !pc.IsClosed() {
+			_, _ = pc.Exec(ctx, "ROLLBACK").ReadAll()
+		}
+	}
+	err = wt.run(fn)
+	switch {
+	case wt.err != nil:
+		// BEGIN ran but the read of the facts failed: nothing of fn ran
+		// after it.
+		rollback()
+		return classify(wt.err)
+	case err != nil && !wt.begun && wt.lost != nil && isConnError(wt.lost):
+		// The call that was to send BEGIN lost the connection: nothing
+		// ran.
+		return classify(wt.lost)
+	case err != nil:
 		if pc.IsBusy() || isConnBusy(err) {
 			// Rows left open: the connection cannot roll back; the pool
 			// closes it on release, which ends the transaction.
 			return writeResult{outcome: failed, err: rowsOpen(err)}
 		}
-		_ = tx.Rollback(ctx)
+		if !wt.ended {
+			rollback()
+		}
 		return classify(err)
-	}
-	if pc.IsBusy() {
+	case pc.IsBusy():
 		return writeResult{outcome: failed, err: ErrRowsOpen}
-	}
-	if pc.TxStatus() == 'E' {
-		_ = tx.Rollback(ctx)
+	case wt.ended || (wt.begun && pc.TxStatus() == 'I'):
+		return writeResult{outcome: failed, err: errors.New("fn ended the transaction itself; leave COMMIT and ROLLBACK to the router")}
+	case !wt.begun && wt.lost != nil:
+		// fn dropped the error of the call that was to send BEGIN.
+		return classify(wt.lost)
+	case !wt.begun:
+		// fn ran nothing: there is nothing to commit.
+		return writeResult{outcome: committed}
+	case pc.TxStatus() == 'E':
+		rollback()
 		return classify(errors.New("the transaction failed, but fn returned no error"))
 	}
-	if pc.TxStatus() != 'T' {
-		return writeResult{outcome: failed, err: errors.New("fn ended the transaction itself; leave COMMIT and ROLLBACK to the router")}
-	}
+	facts := wt.facts
+	beforeLSN := facts.before
 
-	// What is needed to resolve a lost COMMIT: the transaction id (taken
-	// now if the transaction has none yet: a NOTIFY, which writes no row,
-	// is sent only if COMMIT ran), the WAL position before the commit
-	// record, and which server run and timeline wrote it.
-	var xid string
-	var before string
-	var wroteNothing bool
-	var facts txnFacts
-	if err := tx.QueryRow(ctx, preCommitSQL).Scan(&wroteNothing, &xid, &before, &facts.timeline, &facts.started); err != nil {
-		_ = tx.Rollback(ctx)
-		return classify(err)
+	// COMMIT, and the commit LSN in the same round trip when ctx carries
+	// a read-your-writes position.
+	ryw := hasMinLSN(ctx)
+	commitSQL := "COMMIT"
+	if ryw {
+		commitSQL = "COMMIT; SELECT pg_current_wal_insert_lsn()::text"
 	}
-	beforeLSN, err := ParseLSN(before)
-	if err != nil {
-		_ = tx.Rollback(ctx)
-		return writeResult{outcome: failed, err: err}
-	}
-	facts.before = beforeLSN
-	if facts.xid, err = strconv.ParseUint(xid, 10, 64); err != nil {
-		_ = tx.Rollback(ctx)
-		return writeResult{outcome: failed, err: fmt.Errorf("bad transaction id %q", xid)}
-	}
-
-	// COMMIT and the commit LSN in one round trip.
-	results, err := pc.Exec(ctx, "COMMIT; SELECT pg_current_wal_insert_lsn()::text").ReadAll()
+	results, err := pc.Exec(ctx, commitSQL).ReadAll()
 	if len(results) > 0 && results[0].Err == nil {
 		if tag := results[0].CommandTag.String(); tag != "COMMIT" {
 			return writeResult{outcome: failed, err: fmt.Errorf("COMMIT answered %s", tag)}
 		}
-		if wroteNothing {
-			// Nothing to read back: the read-your-writes position stays
-			// where it was (see preCommitSQL).
-			return writeResult{outcome: committed}
-		}
 		res := writeResult{outcome: committed, lsn: beforeLSN}
+		if !ryw {
+			return res
+		}
 		if len(results) > 1 && results[1].Err == nil && len(results[1].Rows) == 1 {
 			if l, err := ParseLSN(string(results[1].Rows[0][0])); err == nil {
 				res.lsn = l

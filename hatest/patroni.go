@@ -144,7 +144,7 @@ func StartPatroni(ctx context.Context, opts PatroniOptions) (_ *PatroniCluster, 
 			}
 		}
 	}
-	if err := c.waitHealthy(ctx); err != nil {
+	if err := c.waitHealthy(ctx, opts.Synchronous); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -332,21 +332,42 @@ func (c *PatroniCluster) DSNs() []string { return dsns(c.Nodes) }
 func (c *PatroniCluster) MultiHostDSN() string { return multiHostDSN(c.Nodes, "") }
 
 // waitHealthy waits until there is a leader and every other running node
-// streams from it.
-func (c *PatroniCluster) waitHealthy(ctx context.Context) error {
+// streams from it, and with synchronous_mode until the leader has a
+// synchronous standby (Patroni names one a loop after the replica
+// streams; commits before that wait for nobody, and a failover then
+// loses them).
+func (c *PatroniCluster) waitHealthy(ctx context.Context, synchronous bool) error {
 	leader, err := c.WaitLeader(ctx, nil)
 	if err != nil {
 		return err
 	}
+	others := 0
 	for _, n := range c.Nodes {
 		if n == leader || !n.d.running() {
 			continue
 		}
+		others++
 		if err := n.WaitStreaming(ctx); err != nil {
 			return err
 		}
 	}
-	return nil
+	if !synchronous || others == 0 {
+		return nil
+	}
+	for {
+		if st, err := leader.Status(ctx); err == nil {
+			for _, r := range st.Replication {
+				if r.SyncState == "sync" || r.SyncState == "quorum" {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("hatest: patroni: no synchronous standby named by the leader %s: %w", leader.Name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // PatroniStatus is what a node's Patroni reports about it (GET /patroni).
