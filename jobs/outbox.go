@@ -173,7 +173,7 @@ type Relay struct {
 	client *Client
 	log    *slog.Logger
 	// SQL on the outbox table.
-	selectSQL, heldSQL, markSQL, deleteSQL, countSQL string
+	selectSQL, heldSQL, markSQL, deleteSQL, countSQL, emptySQL string
 	// staleAfter is the age past which a row's task ID may have been
 	// forgotten by the queue: the Client's Retention, less a margin for
 	// clock skew.
@@ -240,6 +240,7 @@ FROM ` + t + ` WHERE sent_to IS DISTINCT FROM $2 ORDER BY id LIMIT $1 FOR UPDATE
 		markSQL:    `UPDATE ` + t + ` SET sent_to = $2 WHERE id = ANY($1)`,
 		deleteSQL:  `DELETE FROM ` + t + ` WHERE id = ANY($1)`,
 		countSQL:   `SELECT count(*) FROM ` + t,
+		emptySQL:   `SELECT NOT EXISTS (SELECT FROM ` + t + `)`,
 		staleAfter: cfg.Client.retention - min(cfg.Client.retention/10, time.Minute),
 		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "hakit", Subsystem: "jobs", Name: "outbox_backlog",
 			Help: "Outbox rows not deleted yet: waiting for the relay, or for a Redis replica's confirmation (sampled).", ConstLabels: labels}),
@@ -438,6 +439,9 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 
 // pass is Pass, with what it did.
 func (r *Relay) pass(ctx context.Context) (passResult, error) {
+	if r.empty(ctx) {
+		return passResult{}, nil
+	}
 	c := r.client
 	var m masterID
 	var held string // the current master, as rows record it ("" with NoReplicas)
@@ -526,6 +530,24 @@ func (r *Relay) pass(ctx context.Context) (passResult, error) {
 		return res, res.unconfirmed
 	}
 	return res, nil
+}
+
+// empty reports whether the outbox has no row, asked on the primary's
+// pool outside a transaction. An idle pass then runs no Write: a Write
+// commits durably, with WAL of its own, and an idle relay polling once a
+// second would otherwise write WAL every second (with archive_timeout, a
+// whole WAL segment archived per timeout). Any doubt (no primary known, an
+// error) answers false, and the pass runs as usual.
+func (r *Relay) empty(ctx context.Context) bool {
+	pool, err := r.cfg.DB.Primary()
+	if err != nil {
+		return false
+	}
+	var empty bool
+	if err := pool.QueryRow(ctx, r.emptySQL).Scan(&empty); err != nil {
+		return false
+	}
+	return empty
 }
 
 // lock selects and locks a batch: rows whose task no master holds, or
