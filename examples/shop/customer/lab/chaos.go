@@ -214,25 +214,22 @@ func (l *Lab) step(ctx context.Context, s Step, load *customer.Load, sr *StepRes
 			return err
 		}
 		return l.StartInstance(ctx, i)
-	case PGFailover:
+	case PGFailover, RedisFailover:
+		// The window: from the kill until the new leader or master has
+		// served for 2 s, while the old one is still down.
 		before := load.Stats()
-		_, err := l.FailoverPostgres(ctx, func() error {
+		window := func() error {
 			if err := sleep(ctx, 2*time.Second); err != nil {
 				return err
 			}
 			sr.Window = load.Stats().Sub(before)
 			return nil
-		})
-		return err
-	case RedisFailover:
-		before := load.Stats()
-		_, err := l.FailoverRedis(ctx, func() error {
-			if err := sleep(ctx, 2*time.Second); err != nil {
-				return err
-			}
-			sr.Window = load.Stats().Sub(before)
-			return nil
-		})
+		}
+		failover := l.FailoverRedis
+		if s == PGFailover {
+			failover = l.FailoverPostgres
+		}
+		_, err := failover(ctx, window)
 		return err
 	case MinIODown:
 		c, err := l.minioDown(ctx)

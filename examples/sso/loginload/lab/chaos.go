@@ -151,25 +151,22 @@ func (l *Lab) step(ctx context.Context, s Step, load *loginload.Load, sr *StepRe
 			return err
 		}
 		return l.StartInstance(ctx, i)
-	case PGFailover:
+	case PGFailover, RedisFailover:
+		// The window: from the kill until the new leader or master has
+		// served for 2 s, while the old one is still down.
 		mark := load.Mark()
-		_, err := l.FailoverPostgres(ctx, func() error {
+		window := func() error {
 			if err := sleep(ctx, 2*time.Second); err != nil {
 				return err
 			}
 			sr.Window = load.Since(mark)
 			return nil
-		})
-		return err
-	case RedisFailover:
-		mark := load.Mark()
-		_, err := l.FailoverRedis(ctx, func() error {
-			if err := sleep(ctx, 2*time.Second); err != nil {
-				return err
-			}
-			sr.Window = load.Since(mark)
-			return nil
-		})
+		}
+		failover := l.FailoverRedis
+		if s == PGFailover {
+			failover = l.FailoverPostgres
+		}
+		_, err := failover(ctx, window)
 		return err
 	}
 	return fmt.Errorf("unknown step %q", s)
