@@ -222,7 +222,7 @@ func (c Config) withDefaults() Config {
 		c.MaxHeaderBytes = http.DefaultMaxHeaderBytes
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
+		c.Logger = slog.New(NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
 	}
 	return c
 }

@@ -85,6 +85,9 @@ func Stack(cfg StackConfig) (func(http.Handler) http.Handler, error) {
 	if cfg.Registerer != nil {
 		s.metrics = newHTTPMetrics(cfg.Registerer)
 	}
+	if jh, ok := cfg.Logger.Handler().(*JSONHandler); ok && jh.fast {
+		s.json = jh
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, next) })
 	}, nil
@@ -96,25 +99,29 @@ type stack struct {
 	idPrefix string
 	idSeq    atomic.Uint64
 	metrics  *httpMetrics
+	// json is the logger's handler when it is a [JSONHandler] that can
+	// write the access-log line itself (see JSONHandler.fast); nil
+	// otherwise: the line goes through the handler as a slog.Record.
+	json *JSONHandler
 }
 
 // requestInfo is what the stack learned about a request. It lives in the
 // request's context (one allocation per request, see reqState), and the
-// strings it makes per request point into its own arrays. It is written
-// before the handler runs, and only read from then on (handlers may read
-// it from several goroutines).
+// request ID it makes points into its own array. It is written before the
+// handler runs, and only read from then on (handlers may read it from
+// several goroutines), except bodyLimit (SetBodyLimit). Every byte counts:
+// the whole reqState is 512 bytes, a size class of the allocator, and the
+// bytes a request allocates set how often the garbage collector runs.
 type requestInfo struct {
 	s         *stack
 	sw        *statusWriter // for Error: has the response started?
 	id        string
-	w         http.ResponseWriter // the server's, for http.MaxBytesReader
-	remote    string              // http.Request.RemoteAddr
-	clientIP  netip.Addr          // valid if parsed
+	remote    string     // http.Request.RemoteAddr
+	clientIP  netip.Addr // valid if parsed
 	parsed    bool
-	scheme    string
+	https     bool
 	bodyLimit int64
 	idBuf     [24]byte
-	ipBuf     [46]byte
 }
 
 // addr returns the client's address: the forwarded one, or RemoteAddr's.
@@ -126,24 +133,37 @@ func (ri *requestInfo) addr() netip.Addr {
 	return peer.Addr().Unmap()
 }
 
-// clientText returns the client address as text for the access log
-// without allocating: the host part of RemoteAddr when the address is the
-// peer's, else the address formatted into the info's own buffer. Called
-// once, after the handler.
-func (ri *requestInfo) clientText() string {
-	if !ri.parsed {
-		host, _, err := net.SplitHostPort(ri.remote)
-		if err != nil {
-			host = ri.remote
-		}
-		// An IPv4-mapped address is shown as IPv4, as ClientIP returns it.
-		if !strings.HasPrefix(host, "::ffff:") {
-			return host
-		}
+// peerHost returns the host part of RemoteAddr, and whether it is the
+// client's address as the access log shows it: the peer is the client
+// (no trusted proxy parsed it), and it is not IPv4-mapped (ClientIP shows
+// those as IPv4).
+func (ri *requestInfo) peerHost() (string, bool) {
+	if ri.parsed {
+		return "", false
 	}
-	// In ipBuf unless a long IPv6 zone made append allocate.
-	b := ri.addr().AppendTo(ri.ipBuf[:0])
-	return unsafe.String(unsafe.SliceData(b), len(b))
+	host, _, err := net.SplitHostPort(ri.remote)
+	if err != nil {
+		host = ri.remote
+	}
+	return host, !strings.HasPrefix(host, "::ffff:")
+}
+
+// clientText returns the client address as text for the access log: the
+// host part of RemoteAddr when the address is the peer's (no allocation),
+// else the address formatted.
+func (ri *requestInfo) clientText() string {
+	if host, ok := ri.peerHost(); ok {
+		return host
+	}
+	return ri.addr().String()
+}
+
+// appendClient appends the client address as clientText returns it.
+func (ri *requestInfo) appendClient(b []byte) []byte {
+	if host, ok := ri.peerHost(); ok {
+		return append(b, host...)
+	}
+	return ri.addr().AppendTo(b)
 }
 
 type infoKey struct{}
@@ -176,7 +196,10 @@ func ClientIP(ctx context.Context) netip.Addr {
 // X-Forwarded-Proto only when a trusted proxy sent it).
 func Scheme(ctx context.Context) string {
 	if ri := infoOf(ctx); ri != nil {
-		return ri.scheme
+		if ri.https {
+			return "https"
+		}
+		return "http"
 	}
 	return ""
 }
@@ -193,8 +216,8 @@ func SetBodyLimit(r *http.Request, n int64) bool {
 	ri.bodyLimit = n
 	// Without an app-wide limit the stack left the body as it was (no
 	// allocation for requests that do not need one): limit it here.
-	if lb, ok := r.Body.(*limitedBody); (!ok || lb.ri != ri) && n > 0 && r.Body != nil && r.Body != http.NoBody {
-		r.Body = &limitedBody{body: r.Body, ri: ri}
+	if lb, ok := r.Body.(*limitedBody); (!ok || lb.ri != ri) && n > 0 && r.Body != nil && r.Body != http.NoBody && ri.sw != nil {
+		r.Body = &limitedBody{body: r.Body, ri: ri, w: ri.sw.ResponseWriter}
 	}
 	return true
 }
@@ -218,11 +241,8 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	rc := &st.ctx
 	rc.parent = r.Context()
 	ri := &rc.info
-	ri.scheme, ri.bodyLimit = "http", s.cfg.MaxBodyBytes
-	if r.TLS != nil {
-		ri.scheme = "https"
-	}
-	ri.remote, ri.w, ri.s = r.RemoteAddr, w, s
+	ri.https, ri.bodyLimit = r.TLS != nil, s.cfg.MaxBodyBytes
+	ri.remote, ri.s = r.RemoteAddr, s
 	// Without trusted proxies the peer is the client, and its address is
 	// parsed only if someone asks (ClientIP); the log uses RemoteAddr's text.
 	if len(s.cfg.TrustedProxies) > 0 {
@@ -234,9 +254,9 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		}
 		switch r.Header.Get("X-Forwarded-Proto") {
 		case "https":
-			ri.scheme = "https"
+			ri.https = true
 		case "http":
-			ri.scheme = "http"
+			ri.https = false
 		}
 		if id := r.Header.Get("X-Request-Id"); validRequestID(id) {
 			ri.id = id
@@ -254,7 +274,7 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	ri.sw = sw
 	h := w.Header()
 	h["X-Content-Type-Options"] = hdrNosniff
-	if ri.scheme == "https" {
+	if ri.https {
 		h["Strict-Transport-Security"] = hdrHSTS
 	}
 	if s.cfg.Draining != nil && s.cfg.Draining() {
@@ -288,7 +308,7 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		return
 	}
 	if r.Body != nil && r.Body != http.NoBody && ri.bodyLimit > 0 {
-		r.Body = &limitedBody{body: r.Body, ri: ri}
+		r.Body = &limitedBody{body: r.Body, ri: ri, w: w}
 	}
 	next.ServeHTTP(sw, r)
 }
@@ -342,17 +362,22 @@ func (s *stack) account(sw *statusWriter, r *http.Request, ri *requestInfo, rctx
 		s.metrics.inFlight.Add(-1)
 		s.metrics.observe(r.Method, rctx.RoutePattern(), status, took)
 	}
-	// The record goes straight to the handler: Logger.LogAttrs would also
-	// capture the caller's program counter (runtime.Callers), which costs
-	// more than formatting the line and says nothing here. Six fields:
-	// each costs about a tenth of a microsecond in slog's JSON handler;
-	// the route and the size are in the metrics.
+	// Six fields; the route and the size are in the metrics. hakit's own
+	// JSON handler (the default logger's) takes the line as it is and
+	// writes it without a slog.Record, byte for byte what slog's JSON
+	// handler would write.
+	if s.json != nil {
+		if s.json.Enabled(r.Context(), slog.LevelInfo) {
+			_ = s.json.writeAccess(end, r.Method, r.URL.Path, status, took.Microseconds(), ri)
+		}
+		return
+	}
+	// Any other handler gets a record, straight: Logger.LogAttrs would
+	// also capture the caller's program counter (runtime.Callers), which
+	// costs more than formatting the line and says nothing here.
 	h := s.cfg.Logger.Handler()
 	if h.Enabled(r.Context(), slog.LevelInfo) {
-		rec := slog.NewRecord(end, slog.LevelInfo, "http request", 0)
-		rec.AddAttrs(slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", status),
-			slog.Int64("took_us", took.Microseconds()), slog.String("request_id", ri.id), slog.String("client", ri.clientText()))
-		_ = h.Handle(r.Context(), rec)
+		_ = h.Handle(r.Context(), accessRecord(end, r.Method, r.URL.Path, status, took.Microseconds(), ri))
 	}
 }
 
@@ -456,13 +481,14 @@ func IsBodyTooLarge(err error) bool {
 type limitedBody struct {
 	body io.ReadCloser
 	ri   *requestInfo
+	w    http.ResponseWriter // the server's, for http.MaxBytesReader
 	rc   io.ReadCloser
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
 	if b.rc == nil {
 		if b.ri.bodyLimit > 0 {
-			b.rc = http.MaxBytesReader(b.ri.w, b.body, b.ri.bodyLimit)
+			b.rc = http.MaxBytesReader(b.w, b.body, b.ri.bodyLimit)
 		} else {
 			b.rc = b.body
 		}
@@ -492,7 +518,7 @@ func (w *statusWriter) start(code int, body []byte) {
 		h["X-Request-Id"] = []string{w.ri.id}
 	}
 	ct, ok := h["Content-Type"]
-	if !ok && body != nil {
+	if !ok && body != nil && mayBeHTML(body) {
 		// Sniff as net/http would, so the HTML check sees the type; net/http
 		// then does not sniff again.
 		ct = sniffed(http.DetectContentType(body))
@@ -501,6 +527,23 @@ func (w *statusWriter) start(code int, body []byte) {
 	if len(ct) > 0 && strings.HasPrefix(ct[0], "text/html") {
 		h["X-Frame-Options"] = hdrDeny
 	}
+}
+
+// mayBeHTML reports whether http.DetectContentType could call a body that
+// starts with b HTML: each of its HTML signatures starts with '<' after
+// leading white space. A body that starts otherwise is left to net/http
+// to sniff (its type is not HTML), which costs a header less than setting
+// it here. All white space (or nothing) could still be followed by HTML:
+// sniffed here, from this first write, as before.
+func mayBeHTML(b []byte) bool {
+	for _, c := range b {
+		switch c {
+		case '\t', '\n', '\x0c', '\r', ' ':
+			continue
+		}
+		return c == '<'
+	}
+	return true
 }
 
 // sniffedTypes holds one header value per type DetectContentType
