@@ -234,12 +234,13 @@ func (n *notes) download(w http.ResponseWriter, r *http.Request) {
 	var key, name string
 	err := n.db.QueryRow(r.Context(), "SELECT a.key, a.name FROM attachments a JOIN notes n ON n.id = a.note_id "+
 		"WHERE a.id = $1 AND n.author = $2", r.PathValue("id"), user).Scan(&key, &name)
-	if err == nil {
-		err = n.files.Serve(w, r, key, name) // answers errors itself
-	}
 	if err != nil {
-		hakit.Error(w, r, err) // writes only if nothing was sent: logs otherwise
+		hakit.Error(w, r, err) // pgx.ErrNoRows: 404
+		return
 	}
+	// Serve answers its own errors (through the app's error page) and
+	// returns them only for logging, which that page already did.
+	_ = n.files.Serve(w, r, key, name)
 }
 
 type wordsTask struct {
