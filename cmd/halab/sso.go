@@ -34,9 +34,10 @@ const (
 type ssoLab struct {
 	*appGroup
 	// redis is the provider's Redis (a master, a replica, three
-	// Sentinels): the shop's workers take any task of the queues they
-	// serve, and the apps' queues have the same names, so two apps on one
-	// Redis would run, and drop, each other's tasks.
+	// Sentinels). The apps' job queues are apart by namespace (each app's
+	// module path) and would share one Redis safely; a Redis each keeps
+	// their failure domains apart, so a Redis failover in the dashboard
+	// hits one app at a time.
 	redis      *hatest.RedisCluster
 	secret     string // SSO_SECRET
 	shopSecret string
