@@ -49,7 +49,7 @@ func Example() {
 		return
 	}
 	// One Redis server, no replica; the app's queues in a namespace of
-	// their own (hakit.App names it after the module by itself).
+	// their own (with hakit.App: HAKIT_JOBS_NAMESPACE).
 	client := jobs.NewClient(rdb, jobs.ClientConfig{Namespace: "signup", NoReplicas: true, Logger: quiet()})
 	defer client.Close()
 	relay, _ := jobs.NewRelay(jobs.RelayConfig{DB: db, Client: client, Outbox: outbox, Logger: quiet()})

@@ -24,7 +24,10 @@ type Options struct {
 	Queue string
 	// MaxRetry is how often a failing task is retried (with exponential
 	// backoff) before it is archived. Zero means asynq's default, 25;
-	// negative means never retried.
+	// negative means never retried: the task runs at most once, even
+	// when its run times out or its worker dies, and a worker without
+	// its handler archives it at once instead of handing it back (deploy
+	// the handler before enqueuing such tasks).
 	MaxRetry int
 	// Timeout bounds one run of the handler (its context ends then).
 	// Zero means asynq's default, 30 minutes.
@@ -34,14 +37,22 @@ type Options struct {
 }
 
 // asynq returns the asynq options of a task put on the queue named
-// queue (already in its namespace). The task gets one retry more than
-// MaxRetry asks for: the spare lets a worker without its handler hand it
-// back (which does not count as an attempt) even on its last attempt,
-// where asynq would archive it on any error; the handler counts the
-// attempts itself and archives the task when MaxRetry is used up (see
-// envelope.Spare).
+// queue (already in its namespace). A task that may be retried
+// (MaxRetry >= 0) gets one retry more than MaxRetry asks for: the spare
+// lets a worker without its handler hand it back (which does not count
+// as an attempt) even on its last attempt, where asynq would archive it
+// on any error; the handler counts the attempts itself and archives the
+// task when MaxRetry is used up (see envelope.Spare). A run that asynq
+// counts itself — cut short by its Timeout, or by a worker that died —
+// uses the spare: on the last attempt, that is one run more. A task
+// never to be retried (MaxRetry < 0) gets no spare, so it never runs
+// twice.
 func (o Options) asynq(queue string, extra ...asynq.Option) []asynq.Option {
-	opts := append(append([]asynq.Option(nil), extra...), asynq.Queue(queue), asynq.MaxRetry(o.retries()+1))
+	maxRetry := o.retries() + 1
+	if o.MaxRetry < 0 {
+		maxRetry = 0
+	}
+	opts := append(append([]asynq.Option(nil), extra...), asynq.Queue(queue), asynq.MaxRetry(maxRetry))
 	if o.Timeout > 0 {
 		opts = append(opts, asynq.Timeout(o.Timeout))
 	}
@@ -74,9 +85,11 @@ type envelope struct {
 	LSN  string          `json:"lsn,omitempty"`
 	Data json.RawMessage `json:"data"`
 	// Spare says that the task's asynq MaxRetry is one more than its
-	// Options asked for (see Options.asynq): the handler archives it
-	// after the last retry it was given, asynq never has to. Tasks
-	// enqueued by earlier versions lack it.
+	// Options asked for when they allowed retries (see Options.asynq):
+	// the handler archives it after the last retry it was given, asynq
+	// never has to. A task never to be retried has asynq MaxRetry 0 (no
+	// spare), which the handler's rule archives after its one run as
+	// well. Tasks enqueued by earlier versions lack it.
 	Spare bool `json:"spare,omitempty"`
 }
 
@@ -178,9 +191,9 @@ type ClientConfig struct {
 	// WorkerConfig.Namespace serve. Give every Client and Worker of one
 	// app the same Namespace, and each app (and each deployment of one
 	// app, such as staging and production) its own. Letters, digits and
-	// . _ - / : ~ only. Defaults to "": the queues as named, shared with
-	// every app without a namespace on that Redis (hakit.App sets it to
-	// the app's Go module path).
+	// . _ - / ~ only (see [CheckNamespace]). Defaults to "": the queues
+	// as named, shared with every app without a namespace on that Redis
+	// (hakit.App sets it from Config.JobsNamespace, HAKIT_JOBS_NAMESPACE).
 	Namespace string
 
 	// Name tells this Client's metrics from another's in one Prometheus
@@ -320,17 +333,38 @@ func qualify(ns, q string) string {
 	return ns + ":" + q
 }
 
-// checkNamespace reports why ns, the value of field, cannot be a
-// namespace: it is part of Redis key names (asynq:{<ns>:<queue>}:…),
-// where spaces would confuse tools and a brace would break Redis
-// Cluster's hash tag.
-func checkNamespace(field, ns string) error {
-	for _, r := range ns {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("._-/:~", r):
-		default:
-			return fmt.Errorf("jobs: %s %q: want letters, digits and . _ - / : ~ only", field, ns)
-		}
+// CheckNamespace reports why ns cannot be a namespace
+// (ClientConfig.Namespace, WorkerConfig.Namespace): it is part of Redis
+// key names (asynq:{<ns>:<queue>}:…), so it holds letters, digits and
+// . _ - / ~ only. Spaces would confuse tools, a brace would break Redis
+// Cluster's hash tag, and a colon would let two namespaces share a queue
+// (namespace "a" with queue "b:default", namespace "a:b" with queue
+// "default"). The empty namespace, none, is valid.
+func CheckNamespace(ns string) error {
+	if why := namespaceProblem(ns); why != "" {
+		return fmt.Errorf("jobs: namespace %q: %s", ns, why)
 	}
 	return nil
+}
+
+// checkNamespace is CheckNamespace for the configuration field field.
+func checkNamespace(field, ns string) error {
+	if why := namespaceProblem(ns); why != "" {
+		return fmt.Errorf("jobs: %s %q: %s", field, ns, why)
+	}
+	return nil
+}
+
+// namespaceProblem says what is wrong with the namespace ns, or "".
+func namespaceProblem(ns string) string {
+	for _, r := range ns {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("._-/~", r):
+		case r == ':':
+			return "no colon (it separates the namespace from the queue name, so a namespace with one could name another namespace's queue): want letters, digits and . _ - / ~ only"
+		default:
+			return "want letters, digits and . _ - / ~ only"
+		}
+	}
+	return ""
 }

@@ -441,11 +441,16 @@ func TestBadTasksAreArchivedReadably(t *testing.T) {
 	if _, err := client.Enqueue(ctx, "fails", note{ID: 3}, jobs.Options{MaxRetry: -1}); err != nil {
 		t.Fatal(err)
 	}
+	// Not to be retried, and nobody handles it: it cannot be handed back,
+	// so it is archived at once, saying why.
+	if _, err := client.Enqueue(ctx, "nobody-handles-this-either", note{ID: 4}, jobs.Options{MaxRetry: -1}); err != nil {
+		t.Fatal(err)
+	}
 	var archived []*asynq.TaskInfo
-	hatest.WaitFor(t, 20*time.Second, "five archived tasks", func() bool {
+	hatest.WaitFor(t, 20*time.Second, "six archived tasks", func() bool {
 		var err error
 		archived, err = client.Archived("default", 10)
-		return err == nil && len(archived) == 5
+		return err == nil && len(archived) == 6
 	})
 	var msgs []string
 	for _, a := range archived {
@@ -455,7 +460,8 @@ func TestBadTasksAreArchivedReadably(t *testing.T) {
 		}
 	}
 	all := strings.Join(msgs, "\n")
-	for _, want := range []string{"decode payload into jobs_test.note", "not a hakit task envelope", `no handler registered for task type "nobody-handles-this": handed back for 1s`, "note 2 cannot be done", "fails: failed once (retried 0 times"} {
+	for _, want := range []string{"decode payload into jobs_test.note", "not a hakit task envelope", `no handler registered for task type "nobody-handles-this": handed back for 1s`, "note 2 cannot be done", "fails: failed once (retried 0 times",
+		`no handler registered for task type "nobody-handles-this-either" on worker "default", and the task may not be retried (Options.MaxRetry < 0), so it cannot be handed back`} {
 		if !strings.Contains(all, want) {
 			t.Errorf("archive errors lack %q:\n%s", want, all)
 		}

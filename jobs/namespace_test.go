@@ -82,11 +82,18 @@ func settled(t *testing.T, rdb redis.UniversalClient, q string, want int) {
 
 // Two apps on one Redis, each with its namespace, both with a task type
 // named "mail" and a schedule named "beat": each runs only its own tasks
-// and ticks, once, and neither hands back or archives the other's.
+// and ticks, once, and neither hands back or archives the other's. A
+// third app without a namespace (plain asynq) keeps its task: the
+// namespaced workers do not touch the queues without a namespace.
 func TestNamespacesKeepAppsApart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	rdb := standaloneRedis(t)
+	bare := asynq.NewClientFromRedisClient(rdb)
+	t.Cleanup(func() { bare.Close() })
+	if _, err := bare.Enqueue(asynq.NewTask("other:report", []byte("{}")), asynq.MaxRetry(5)); err != nil {
+		t.Fatal(err)
+	}
 	type app struct {
 		client *jobs.Client
 		worker *jobs.Worker
@@ -161,9 +168,45 @@ func TestNamespacesKeepAppsApart(t *testing.T) {
 			t.Errorf("%s's worker handed back %v tasks; want none (the other app's are not in its queues)", name, got)
 		}
 	}
-	// Nothing went to the queues without a namespace.
-	if keys, err := rdb.Keys(ctx, "asynq:{default}:*").Result(); err != nil || len(keys) != 0 {
-		t.Errorf("keys of the queue without namespace: %v, %v; want none", keys, err)
+	// The other app's task is still pending in the queue without a
+	// namespace, untouched, and nothing else went there.
+	if q, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo("default"); err != nil || q.Size != 1 || q.Pending != 1 {
+		t.Errorf("the queue without a namespace: %+v, %v; want the other app's one task, pending", q, err)
+	}
+}
+
+// A task never to be retried (MaxRetry -1) runs once, even when its run
+// hits its Timeout: asynq counts that run itself, and with a spare retry
+// the task would run a second time.
+func TestNoRetryTaskRunsOnceAfterTimeout(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := standaloneRedis(t)
+	client := jobs.NewClient(rdb, jobs.ClientConfig{Namespace: "app", NoReplicas: true, Logger: quiet()})
+	w := jobs.NewWorker(rdb, jobs.WorkerConfig{Namespace: "app", Logger: quiet(), ShutdownTimeout: time.Second})
+	var ran runs
+	jobs.Handle(w, "charge", func(ctx context.Context, n note) error {
+		ran.add("charge")
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Stop(context.Background()) })
+	id, err := client.Enqueue(ctx, "charge", note{ID: 1}, jobs.Options{MaxRetry: -1, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins := asynq.NewInspectorFromRedisClient(rdb)
+	var info *asynq.TaskInfo
+	hatest.WaitFor(t, 30*time.Second, "the run to end", func() bool {
+		info, err = ins.GetTaskInfo("app:default", id)
+		return err == nil && (info.State == asynq.TaskStateRetry || info.State == asynq.TaskStateArchived)
+	})
+	if info.State != asynq.TaskStateArchived || ran.get("charge") != 1 {
+		t.Fatalf("after its run timed out: state %v, %d run(s), max_retry %d, last error %q; want archived after one run",
+			info.State, ran.get("charge"), info.MaxRetry, info.LastErr)
 	}
 }
 
@@ -173,7 +216,10 @@ func TestBadNamespaceIsAnError(t *testing.T) {
 	t.Parallel()
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
 	t.Cleanup(func() { rdb.Close() })
-	for _, ns := range []string{"my app", "a{b}", "tab\t", "ü"} {
+	for _, ns := range []string{"my app", "a{b}", "tab\t", "ü", "shop:staging"} {
+		if err := jobs.CheckNamespace(ns); err == nil {
+			t.Errorf("CheckNamespace(%q): no error", ns)
+		}
 		c := jobs.NewClient(rdb, jobs.ClientConfig{Namespace: ns, NoReplicas: true, Logger: quiet()})
 		if _, err := c.Enqueue(t.Context(), "x", nil, jobs.Options{}); err == nil || !strings.Contains(err.Error(), "ClientConfig.Namespace") {
 			t.Errorf("Enqueue with Namespace %q: %v; want an error naming ClientConfig.Namespace", ns, err)
@@ -195,7 +241,15 @@ func TestBadNamespaceIsAnError(t *testing.T) {
 			t.Errorf("Worker.Start with FormerNamespaces %q: %v", ns, err)
 		}
 	}
-	for _, ns := range []string{"", "hakit.dev/examples/shop", "shop:staging", "a_b-c~d"} {
+	// A colon would let two namespaces share a Redis queue: "a" with the
+	// queue "b:default" and "a:b" with the queue "default".
+	if err := jobs.CheckNamespace("a:b"); err == nil || !strings.Contains(err.Error(), "no colon") {
+		t.Errorf("CheckNamespace(\"a:b\"): %v; want an error about the colon", err)
+	}
+	for _, ns := range []string{"", "hakit.dev/examples/shop", "shop.staging", "a_b-c~d"} {
+		if err := jobs.CheckNamespace(ns); err != nil {
+			t.Errorf("CheckNamespace(%q): %v", ns, err)
+		}
 		if err := jobs.NewScheduler(jobs.NewClient(rdb, jobs.ClientConfig{Namespace: ns, NoReplicas: true}), jobs.SchedulerConfig{Logger: quiet()}).Start(t.Context()); err != nil {
 			t.Errorf("Namespace %q: %v", ns, err)
 		}
@@ -204,9 +258,10 @@ func TestBadNamespaceIsAnError(t *testing.T) {
 
 // A rolling deploy that adds a task type: the new version enqueues it
 // while old instances, without its handler, still run. The old workers
-// hand it back — also a task that may not be retried, and one on its
-// last attempt — the new ones run it: every task once, none archived,
-// and a hand-back is no failed attempt.
+// hand it back — also a task allowed a single retry — the new ones run
+// it: every task once, none archived, and a hand-back is no failed
+// attempt. (A task never to be retried cannot be handed back: see
+// TestBadTasksAreArchivedReadably.)
 func TestRollingDeployNewTaskTypeRunsOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -236,7 +291,7 @@ func TestRollingDeployNewTaskTypeRunsOnce(t *testing.T) {
 	enqueue := func(from, to int) {
 		t.Helper()
 		for i := from; i < to; i++ {
-			opts := jobs.Options{MaxRetry: []int{0, -1, 1}[i%3]}
+			opts := jobs.Options{MaxRetry: []int{0, 3, 1}[i%3]}
 			for _, typ := range []string{"v1", "v2"} {
 				id, err := client.Enqueue(ctx, typ, note{ID: i}, opts)
 				if err != nil {
@@ -299,13 +354,16 @@ func TestRollingDeployNewTaskTypeRunsOnce(t *testing.T) {
 	}
 }
 
-// The deploy that introduces namespaces: the old version queued without
-// one — tasks due now, tasks due later, and tasks it still enqueues while
-// the new instances run. The new workers serve the queues without a
-// namespace while they hold tasks, as well as their own: every task runs
-// once, none is archived, and the new workers stop looking at the old
-// queues once they are empty.
-func TestRollingDeployFromQueuesWithoutNamespace(t *testing.T) {
+// The deploy that moves an app to a namespace: the old version queued
+// without one — tasks due now, tasks due later, and tasks it still
+// enqueues while the new instances run. The new workers list "" in
+// FormerNamespaces: they serve the queues without a namespace while
+// those hold tasks, as well as their own. Every task runs once, none is
+// archived; the completed tasks of the old queue are deleted once their
+// Retention is over (asynq's janitor runs only for served queues), and
+// only then do the new workers stop serving the old queues; a task
+// queued there later still runs.
+func TestFormerNamespacesMoveADeployment(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	rdb := standaloneRedis(t)
@@ -315,7 +373,8 @@ func TestRollingDeployFromQueuesWithoutNamespace(t *testing.T) {
 			jobs.Handle(w, typ, func(ctx context.Context, n note) error { ran.add(fmt.Sprint(typ, "-", n.ID)); return nil })
 		}
 	}
-	oldClient := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true, Logger: quiet()})
+	const retention = 3 * time.Second
+	oldClient := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true, Retention: retention, Logger: quiet()})
 	oldWorker := jobs.NewWorker(rdb, jobs.WorkerConfig{Logger: quiet(), ShutdownTimeout: 2 * time.Second})
 	handle(oldWorker, "v1")
 	if err := oldWorker.Start(ctx); err != nil {
@@ -335,7 +394,7 @@ func TestRollingDeployFromQueuesWithoutNamespace(t *testing.T) {
 
 	logs := &logBuffer{}
 	newClient := jobs.NewClient(rdb, jobs.ClientConfig{Namespace: "app", NoReplicas: true, Logger: quiet()})
-	newWorker := jobs.NewWorker(rdb, jobs.WorkerConfig{Namespace: "app", ShutdownTimeout: 2 * time.Second,
+	newWorker := jobs.NewWorker(rdb, jobs.WorkerConfig{Namespace: "app", FormerNamespaces: []string{""}, ShutdownTimeout: 2 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	handle(newWorker, "v1", "v2")
 	if err := newWorker.Start(ctx); err != nil {
@@ -354,7 +413,6 @@ func TestRollingDeployFromQueuesWithoutNamespace(t *testing.T) {
 	}
 	enqueueOld(25, 35, jobs.Options{}) // an old instance's web server or relay, still draining
 	hatest.WaitFor(t, 60*time.Second, "every task to run", func() bool { return len(ran.snapshot()) == 35+40 })
-	settled(t, rdb, "default", 35)
 	settled(t, rdb, "app:default", 40)
 	for k, c := range ran.snapshot() {
 		if c != 1 {
@@ -364,9 +422,20 @@ func TestRollingDeployFromQueuesWithoutNamespace(t *testing.T) {
 	if !strings.Contains(logs.String(), "serving the queues of former namespaces while they hold tasks") {
 		t.Errorf("the new worker did not say it serves the old queues:\n%s", logs)
 	}
-	hatest.WaitFor(t, 60*time.Second, "the new worker to stop serving the empty old queues", func() bool {
+	hatest.WaitFor(t, 90*time.Second, "the new worker to stop serving the empty old queues", func() bool {
 		return strings.Contains(logs.String(), "no longer serving them")
 	})
+	// Nothing of the old queue is left: its completed tasks were deleted
+	// when their Retention was over, before the worker stopped serving it.
+	for _, state := range []string{"pending", "active", "scheduled", "retry", "completed", "archived"} {
+		k := "asynq:{default}:" + state
+		if n, err := rdb.Exists(ctx, k).Result(); err != nil || n != 0 {
+			t.Errorf("%s is left (%d, %v)", k, n, err)
+		}
+	}
+	if keys, err := rdb.Keys(ctx, "asynq:{default}:t:*").Result(); err != nil || len(keys) != 0 {
+		t.Errorf("%d task hashes of the old queue are left (%v)", len(keys), err)
+	}
 	// A task the old version queues later still runs: the worker looks
 	// again.
 	enqueueOld(35, 36, jobs.Options{})

@@ -25,7 +25,7 @@ import (
 // WorkerConfig configures a Worker. The zero value is usable.
 type WorkerConfig struct {
 	// Concurrency is how many tasks run at once. Defaults to 10. (While
-	// the worker also serves the queues of a former namespace, see
+	// the worker also serves the queues of former namespaces, see
 	// FormerNamespaces, those get as many again.)
 	Concurrency int
 	// Queues and their weights: a queue with weight 6 is served six times
@@ -46,24 +46,19 @@ type WorkerConfig struct {
 	// "<Namespace>:<queue>" for each of Queues, so apps sharing a Redis
 	// do not take each other's tasks. Defaults to "": the queues as
 	// named, shared with every app without a namespace on that Redis
-	// (hakit.App sets it to the app's Go module path).
+	// (hakit.App sets it from Config.JobsNamespace, HAKIT_JOBS_NAMESPACE).
 	Namespace string
-	// FormerNamespaces are namespaces the app used before (it was renamed,
-	// or its module moved): the worker serves their queues too, for as
-	// long as they hold tasks (it looks every 5s), so that what the
-	// previous version queued there still runs during and after a
-	// deploy. A worker with a Namespace does this for the queues without
-	// a namespace too (those of a version from before namespaces, or of
-	// a worker without one), unless IgnoreUnnamespaced is set. Tasks
-	// there that this worker has no handler for are handed back, as
-	// always. Defaults to none.
+	// FormerNamespaces, for the deploy that moves an app to another
+	// Namespace, are the namespaces its previous version used ("" for the
+	// queues without one): the worker serves their queues too, for as
+	// long as they hold tasks, completed ones kept for their Retention
+	// included (it looks every 5s, and stops after three empty looks in
+	// a row), so that what the previous version queued there still runs
+	// during and after the deploy. Only the app's own former queues
+	// belong here: tasks there that this worker has no handler for are
+	// handed back, and another app still using them would have its tasks
+	// delayed and, after UnhandledTimeout, archived. Defaults to none.
 	FormerNamespaces []string
-	// IgnoreUnnamespaced stops a worker with a Namespace from serving the
-	// queues without a namespace while they hold tasks: set it when apps
-	// without a namespace keep using them on the same Redis (this worker
-	// would take their tasks and hand them back, delaying them). Defaults
-	// to false.
-	IgnoreUnnamespaced bool
 	// UnhandledTimeout is how long a task whose type this worker has no
 	// handler for keeps being handed back before the worker archives it:
 	// such a task goes back on its queue (not counted as a failed
@@ -114,16 +109,18 @@ type Worker struct {
 	formerQs    map[string]int // Redis queues of former namespaces
 	formerNames []string       // their names, sorted
 
-	mu        sync.Mutex
-	handlers  map[string]asynq.Handler // by task type; fixed once started
-	srv       *asynq.Server
-	formerSrv *asynq.Server // serving formerQs, while they hold tasks
-	started   bool
-	stopping  bool
-	watchStop context.CancelFunc
-	watchDone chan struct{}
-	running   int           // handlers running now
-	idle      chan struct{} // closed when running drops to 0, while Stop waits
+	mu            sync.Mutex
+	handlers      map[string]asynq.Handler // by task type; fixed once started
+	srv           *asynq.Server
+	formerSrv     *asynq.Server // serving formerQs, while they hold tasks
+	started       bool
+	stopping      bool
+	watchStop     context.CancelFunc
+	watchDone     chan struct{}
+	running       int           // handlers running now
+	idle          chan struct{} // closed when running drops to 0, while Stop waits
+	formerRunning int           // tasks formerSrv runs now
+	formerIdle    chan struct{} // closed when formerRunning drops to 0, while the watcher waits
 
 	warnMu sync.Mutex
 	warned map[string]time.Time // task type: last warning about unhandled tasks
@@ -176,16 +173,12 @@ func NewWorker(rdb redis.UniversalClient, cfg WorkerConfig) *Worker {
 	}
 	w.metrics = metricset.Set{w.processed, w.failed, w.unhandled, w.duration}
 	errs := []error{checkNamespace("WorkerConfig.Namespace", cfg.Namespace)}
-	former := slices.Clone(cfg.FormerNamespaces)
-	if cfg.Namespace != "" && !cfg.IgnoreUnnamespaced {
-		former = append(former, "")
-	}
-	for _, ns := range former {
+	for _, ns := range cfg.FormerNamespaces {
 		errs = append(errs, checkNamespace("WorkerConfig.FormerNamespaces", ns))
 	}
 	for q, weight := range cfg.Queues {
 		w.queues[qualify(cfg.Namespace, q)] = weight
-		for _, ns := range former {
+		for _, ns := range cfg.FormerNamespaces {
 			if ns != cfg.Namespace {
 				w.formerQs[qualify(ns, q)] = weight
 			}
@@ -318,6 +311,13 @@ func (w *Worker) handBack(ctx context.Context, t *asynq.Task) error {
 		w.log.Error("jobs: task archived: no worker has a handler for its type", "type", typ, "id", id, "queue", queue,
 			"unhandled_since", since, "unhandled_timeout", w.cfg.UnhandledTimeout)
 		return w.fail(typ, err)
+	case maxRetry == 0:
+		// A task never to be retried has no spare: asynq archives it on
+		// any error, so it cannot be handed back.
+		err := fmt.Errorf("jobs: no handler registered for task type %q on worker %q, and the task may not be retried (Options.MaxRetry < 0), so it cannot be handed back for a worker that has one: deploy the handler to every worker before enqueuing such tasks: %w",
+			typ, w.cfg.Name, asynq.SkipRetry)
+		w.log.Error("jobs: task archived: no handler for its type, and the task may not be retried, so it cannot be handed back", "type", typ, "id", id, "queue", queue)
+		return w.fail(typ, err)
 	case retried >= maxRetry:
 		// asynq archives a task that fails on its last attempt, whatever
 		// the error: tasks enqueued by hakit have a spare retry for this,
@@ -407,6 +407,25 @@ func (w *Worker) Start(ctx context.Context) error {
 	return nil
 }
 
+// dispatchFormer is dispatch for the server of the former namespaces'
+// queues, counting what it runs, so that the watcher can let it finish
+// before it stops that server.
+func (w *Worker) dispatchFormer(ctx context.Context, t *asynq.Task) error {
+	w.mu.Lock()
+	w.formerRunning++
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.formerRunning--
+		if w.formerRunning == 0 && w.formerIdle != nil {
+			close(w.formerIdle)
+			w.formerIdle = nil
+		}
+		w.mu.Unlock()
+	}()
+	return w.dispatch(ctx, t)
+}
+
 // dispatch runs a task's handler. A task nobody here handles is handed
 // back (see handBack).
 func (w *Worker) dispatch(ctx context.Context, t *asynq.Task) error {
@@ -438,7 +457,7 @@ func (w *Worker) watchFormer(ctx context.Context) {
 			w.mu.Lock()
 			if !w.stopping && w.formerSrv == nil {
 				srv := w.newServer(w.formerQs)
-				if err := srv.Start(asynq.HandlerFunc(w.dispatch)); err != nil {
+				if err := srv.Start(asynq.HandlerFunc(w.dispatchFormer)); err != nil {
 					w.log.Error("jobs: serving the queues of former namespaces", "err", err)
 				} else {
 					w.formerSrv = srv
@@ -448,17 +467,8 @@ func (w *Worker) watchFormer(ctx context.Context) {
 			w.mu.Unlock()
 		default:
 			empty++
-			w.mu.Lock()
-			srv := w.formerSrv
-			if empty < formerIdleChecks || w.stopping {
-				srv = nil
-			} else {
-				w.formerSrv = nil
-			}
-			w.mu.Unlock()
-			if srv != nil {
-				srv.Shutdown()
-				w.log.Info("jobs: the queues of former namespaces are empty; no longer serving them", "queues", w.formerNames)
+			if empty >= formerIdleChecks && !w.stopFormer(ctx) {
+				return // Stop took the server over
 			}
 		}
 		select {
@@ -469,9 +479,53 @@ func (w *Worker) watchFormer(ctx context.Context) {
 	}
 }
 
-// formerBusy reports whether a queue of a former namespace holds a task
-// that is or will be due: pending, active, scheduled or retrying. It
-// reads asynq's keys, asynq:{<queue>}:<state>.
+// stopFormer stops serving the queues of former namespaces, if they are
+// served. The queues were found empty, but a task may have come since:
+// the server takes no new task, the watcher waits for those it runs
+// (WorkerConfig.ShutdownTimeout at most) and shuts it down only then —
+// asynq's Shutdown puts back what still runs, and a task put back while
+// its handler goes on here would run twice. It returns false if the
+// Worker is stopping: Stop then shuts the server down, after its own
+// wait.
+func (w *Worker) stopFormer(ctx context.Context) bool {
+	w.mu.Lock()
+	srv := w.formerSrv
+	if w.stopping || srv == nil {
+		w.mu.Unlock()
+		return !w.stopping
+	}
+	idle := make(chan struct{})
+	if w.formerRunning == 0 {
+		close(idle)
+	} else {
+		w.formerIdle = idle
+	}
+	w.mu.Unlock()
+	srv.Stop() // no new tasks
+	t := time.NewTimer(w.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	w.mu.Lock()
+	if w.stopping {
+		w.mu.Unlock()
+		return false
+	}
+	w.formerSrv, w.formerIdle = nil, nil
+	w.mu.Unlock()
+	srv.Shutdown()
+	w.log.Info("jobs: the queues of former namespaces are empty; no longer serving them", "queues", w.formerNames)
+	return true
+}
+
+// formerBusy reports whether a queue of a former namespace holds a
+// task: pending, active, scheduled, retrying, or completed and kept for
+// its Retention (asynq's janitor deletes those once expired, but only in
+// the queues a server serves). It reads asynq's keys,
+// asynq:{<queue>}:<state>.
 func (w *Worker) formerBusy(ctx context.Context) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, formerCheckInterval)
 	defer cancel()
@@ -480,7 +534,7 @@ func (w *Worker) formerBusy(ctx context.Context) (bool, error) {
 	for _, q := range w.formerNames {
 		k := "asynq:{" + q + "}:"
 		counts = append(counts, pipe.LLen(ctx, k+"pending"), pipe.LLen(ctx, k+"active"),
-			pipe.ZCard(ctx, k+"scheduled"), pipe.ZCard(ctx, k+"retry"))
+			pipe.ZCard(ctx, k+"scheduled"), pipe.ZCard(ctx, k+"retry"), pipe.ZCard(ctx, k+"completed"))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return false, err
