@@ -189,7 +189,7 @@ func StartRedis(ctx context.Context, opts RedisOptions) (_ *RedisCluster, err er
 		if err != nil {
 			return nil, err
 		}
-		n.tuning = sentinelTuning
+		n.tuning = sentinelTuning()
 		c.Sentinels = append(c.Sentinels, n)
 		master := c.Nodes[0].Port
 		err = n.startFresh(ctx, func(port int) string {
@@ -213,7 +213,7 @@ func StartRedis(ctx context.Context, opts RedisOptions) (_ *RedisCluster, err er
 	return c, nil
 }
 
-// sentinelTuning are the Sentinel timings the harness sets (SENTINEL
+// sentinelTuning returns the Sentinel timings the harness sets (SENTINEL
 // DEBUG, Redis 7.0 and later) on every Sentinel it starts. Sentinel's own
 // are made for a DownAfter of 30s; with the harness's 1.5s:
 //
@@ -222,11 +222,8 @@ func StartRedis(ctx context.Context, opts RedisOptions) (_ *RedisCluster, err er
 //     promoted master's first answer must come within DownAfter of the
 //     switch. It also bounds how stale a replica's last INFO may be for
 //     the replica to be promoted (5 ping periods, while INFO comes every
-//     second during a failover): 2.5s still leaves room on a busy machine.
-//     Not less: with the Sentinels' pings closer together, they take a
-//     dead master for down closer together, and more often all start an
-//     election at once, each voting for itself; a split vote costs two
-//     FailoverTimeouts.
+//     second during a failover): 2.5s leaves room on a busy machine, a
+//     250ms period would leave a quarter of a second.
 //   - publish-period 500ms (Sentinel: 2s): the hello messages that carry
 //     a new master to the other Sentinels, and 4 of them are the wait
 //     before a returning old master is made a replica.
@@ -234,11 +231,13 @@ func StartRedis(ctx context.Context, opts RedisOptions) (_ *RedisCluster, err er
 //     returning old master reports itself master (and converts it).
 //
 // The ask-period (how often a Sentinel that sees the master down asks the
-// others) stays Sentinel's 1s for the same reason: at 200ms the Sentinels
+// others) stays Sentinel's 1s: at 200ms the Sentinels
 // reached "objectively down" within milliseconds of each other, split
-// their votes, and 4 of 10 failovers on a loaded machine took 7 to 11s
-// instead of 2.5 to 3.5s.
-var sentinelTuning = []any{"ping-period", 500, "publish-period", 500, "info-period", 1000}
+// their votes (a split vote costs two FailoverTimeouts), and 4 of 10
+// failovers on a loaded machine took 7 to 11s instead of 2.5 to 3.5s.
+func sentinelTuning() []any {
+	return []any{"ping-period", 500, "publish-period", 500, "info-period", 1000}
+}
 
 // redisConf renders the directives every server has, then extra.
 func redisConf(port int, dir string, extra map[string]string) string {
@@ -405,7 +404,7 @@ func (c *RedisCluster) WaitFailover(ctx context.Context, old *RedisNode) (*Redis
 // at the start, then what [RedisCluster.WaitFailover] returned), its
 // replication link is up, and every running Sentinel sees it so (a
 // replica the Sentinels may promote in the next failover). Use it for a
-// returning old master, which the Sentinels make a replica about 2s after
+// returning old master, which the Sentinels make a replica about 3s after
 // it is back.
 //
 // With Sentinels it fails at once with an [UnplannedFailoverError] if
@@ -492,25 +491,25 @@ func (n *RedisNode) replicaOf(ctx context.Context, m *RedisNode) error {
 	return nil
 }
 
-// seesReplica reports nil if the Sentinel s lists n as a healthy replica
+// seesReplica reports nil if n, a Sentinel, lists r as a healthy replica
 // of m that reports itself a replica.
-func (s *RedisNode) seesReplica(ctx context.Context, name string, n, m *RedisNode) error {
-	cl := s.sentinelClient()
+func (n *RedisNode) seesReplica(ctx context.Context, name string, r, m *RedisNode) error {
+	cl := n.sentinelClient()
 	defer cl.Close()
 	rs, err := cl.Replicas(ctx, name).Result()
 	if err != nil {
-		return fmt.Errorf("%s: SENTINEL REPLICAS: %w", s.Name, err)
+		return fmt.Errorf("%s: SENTINEL REPLICAS: %w", n.Name, err)
 	}
-	for _, r := range rs {
-		if r["name"] != n.Addr() {
+	for _, f := range rs {
+		if f["name"] != r.Addr() {
 			continue
 		}
-		if r["flags"] != "slave" || r["role-reported"] != "slave" || r["master-link-status"] != "ok" || r["master-port"] != strconv.Itoa(m.Port) {
-			return fmt.Errorf("%s sees %s with flags %s, role %s, link %s to port %s", s.Name, n.Name, r["flags"], r["role-reported"], r["master-link-status"], r["master-port"])
+		if f["flags"] != "slave" || f["role-reported"] != "slave" || f["master-link-status"] != "ok" || f["master-port"] != strconv.Itoa(m.Port) {
+			return fmt.Errorf("%s sees %s with flags %s, role %s, link %s to port %s", n.Name, r.Name, f["flags"], f["role-reported"], f["master-link-status"], f["master-port"])
 		}
 		return nil
 	}
-	return fmt.Errorf("%s does not list %s among the replicas", s.Name, n.Name)
+	return fmt.Errorf("%s does not list %s among the replicas", n.Name, r.Name)
 }
 
 // infoFields splits an INFO reply into its key:value fields.

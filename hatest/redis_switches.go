@@ -122,18 +122,17 @@ func (c *RedisCluster) nodeName(addr string) string {
 	return addr
 }
 
-// masterEvents marks the Sentinel log lines that tell a failover's story.
-var masterEvents = []string{"+sdown master", "-sdown master", "+odown master", "-odown master", "+try-failover",
-	"+elected-leader", "-failover-abort", "+promoted-slave", "+switch-master", "+convert-to-slave", "+tilt", "-tilt"}
-
 // masterEvents returns the last lines about the master from each
 // Sentinel's log, prefixed with its name.
 func (c *RedisCluster) masterEvents() string {
+	// The events that tell a failover's story.
+	events := []string{"+sdown master", "-sdown master", "+odown master", "-odown master", "+try-failover",
+		"+elected-leader", "-failover-abort", "+promoted-slave", "+switch-master", "+convert-to-slave", "+tilt", "-tilt"}
 	var b strings.Builder
 	for _, s := range c.Sentinels {
 		var lines []string
 		for line := range strings.SplitSeq(s.d.logTail(300), "\n") {
-			for _, ev := range masterEvents {
+			for _, ev := range events {
 				if strings.Contains(line, ev) {
 					lines = append(lines, line)
 					break
