@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -28,6 +29,47 @@ type JSONHandler struct {
 	out   *lockedWriter
 	fast  bool      // no AddSource, no ReplaceAttr: writeAccess may write
 	bufs  sync.Pool // *[]byte: the access-log lines' buffers
+	// second is the last second writeAccess formatted: the lines of one
+	// second share its date, time and zone, and differ in the fraction.
+	second atomic.Pointer[formattedSecond]
+}
+
+// formattedSecond is a second of a location in RFC 3339: before the
+// fraction ("2006-01-02T15:04:05") and after it ("Z07:00"). Not changed
+// once published.
+type formattedSecond struct {
+	unix       int64
+	loc        *time.Location
+	date, zone []byte
+}
+
+// appendTime appends t as time.RFC3339Nano formats it.
+func (h *JSONHandler) appendTime(b []byte, t time.Time) []byte {
+	fs := h.second.Load()
+	if fs == nil || fs.unix != t.Unix() || fs.loc != t.Location() {
+		// Within one second of one location the zone's offset and name
+		// cannot change: zone transitions fall on whole seconds.
+		whole := t.Truncate(time.Second)
+		fs = &formattedSecond{unix: t.Unix(), loc: t.Location(),
+			date: whole.AppendFormat(nil, "2006-01-02T15:04:05"), zone: whole.AppendFormat(nil, "Z07:00")}
+		h.second.Store(fs)
+	}
+	b = append(b, fs.date...)
+	if ns := t.Nanosecond(); ns != 0 {
+		// ".999999999": nine digits, trailing zeros dropped.
+		var d [10]byte
+		d[0] = '.'
+		for i := 9; i >= 1; i-- {
+			d[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := 10
+		for d[n-1] == '0' {
+			n--
+		}
+		b = append(b, d[:n]...)
+	}
+	return append(b, fs.zone...)
 }
 
 // NewJSONHandler returns a [JSONHandler] writing to w with opts (nil:
@@ -99,7 +141,7 @@ func (h *JSONHandler) writeAccess(t time.Time, method, path string, status int, 
 		bp = &b
 	}
 	b := append((*bp)[:0], `{"time":"`...)
-	b = t.AppendFormat(b, time.RFC3339Nano)
+	b = h.appendTime(b, t)
 	b = append(b, `","level":"INFO","msg":"http request","method":"`...)
 	b = appendJSONString(b, method)
 	b = append(b, `","path":"`...)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -77,6 +78,39 @@ func TestAccessLineIsSlogsLine(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("nothing compared")
+	}
+}
+
+// The time of the access line, formatted from a cached second, is
+// time.RFC3339Nano's, in every zone, across second boundaries, with and
+// without a fraction.
+func TestAccessTimeIsRFC3339Nano(t *testing.T) {
+	t.Parallel()
+	zones := []*time.Location{time.UTC, time.Local, time.FixedZone("east", 5*3600+30*60),
+		time.FixedZone("west", -8*3600), time.FixedZone("lmt", 17*60+30)}
+	if ny, err := time.LoadLocation("America/New_York"); err == nil {
+		zones = append(zones, ny)
+	}
+	h := NewJSONHandler(&bytes.Buffer{}, nil)
+	rng := rand.New(rand.NewPCG(1, 2))
+	base := time.Date(2026, 3, 8, 6, 59, 58, 0, time.UTC) // a DST change in New York at 07:00 UTC
+	for i := range 20000 {
+		tm := base.Add(time.Duration(rng.Int64N(int64(4 * time.Second))))
+		switch i % 4 {
+		case 1:
+			tm = tm.Truncate(time.Second) // no fraction
+		case 2:
+			tm = tm.Truncate(time.Millisecond) // trailing zeros
+		case 3:
+			tm = time.Unix(rng.Int64N(1<<36)-1<<35, rng.Int64N(1e9)) // any year in range
+		}
+		tm = tm.In(zones[i%len(zones)])
+		if y := tm.Year(); y < 0 || y >= 10000 {
+			continue
+		}
+		if got, want := string(h.appendTime(nil, tm)), tm.Format(time.RFC3339Nano); got != want {
+			t.Fatalf("%v: %s, want %s", tm, got, want)
+		}
 	}
 }
 
