@@ -538,8 +538,8 @@ func (l *AppLab) FailoverPostgres(ctx context.Context, promoted func() error) (F
 // FailoverRedis SIGKILLs the Redis master and waits until the Sentinels
 // have promoted the replica and the failover is over. Then it calls
 // promoted, if not nil, and starts the old master again and waits until
-// the Sentinels have made it a replica of the new one. Each wait is
-// bounded by a minute.
+// the Sentinels have made it a replica of the new one in sync
+// ([RedisCluster.WaitReplica]). Each wait is bounded by a minute.
 func (l *AppLab) FailoverRedis(ctx context.Context, promoted func() error) (Failover, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -568,15 +568,8 @@ func (l *AppLab) FailoverRedis(ctx context.Context, promoted func() error) (Fail
 	}
 	wctx, cancel = context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	for {
-		if role, err := old.Role(wctx); err == nil && role == "slave" {
-			break
-		}
-		select {
-		case <-wctx.Done():
-			return f, fmt.Errorf("hatest: app lab: the Sentinels did not make %s a replica: %w", old.Name, wctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := l.Redis.WaitReplica(wctx, old); err != nil {
+		return f, fmt.Errorf("hatest: app lab: %s back as a replica: %w", old.Name, err)
 	}
 	f.Rejoined = time.Since(t0)
 	return f, nil
