@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"hakit.dev/jobs"
 )
 
 // Config configures an [App]. The zero value is usable: a zero field means
@@ -171,6 +173,19 @@ type Config struct {
 	// none: no Redis.
 	Redis RedisConfig
 
+	// JobsNamespace is the app's jobs namespace [HAKIT_JOBS_NAMESPACE]:
+	// [App.Jobs] and [App.Worker] use it as ClientConfig.Namespace and
+	// WorkerConfig.Namespace unless those are set, so the app's tasks go
+	// to Redis queues of its own, "<JobsNamespace>:<queue>". Give each
+	// app, and each deployment of one app (staging, production), that
+	// shares a Redis its own; changing it strands the tasks queued under
+	// the old one unless the workers list it in
+	// WorkerConfig.FormerNamespaces for the deploy (see docs/jobs.md).
+	// Letters, digits and . _ - / ~ only (jobs.CheckNamespace). Defaults
+	// to none: the queues as named, shared with every app on that Redis
+	// without a namespace.
+	JobsNamespace string
+
 	// S3 is the bucket [App.Uploads] keeps files in [HAKIT_S3_*].
 	// Defaults to none.
 	S3 S3Config
@@ -256,6 +271,9 @@ func (c Config) validate() error {
 	if c.Migrations != nil && len(c.DatabaseURLs) == 0 {
 		errs = append(errs, errors.New("no DatabaseURLs to run the Migrations on"))
 	}
+	if err := jobs.CheckNamespace(c.JobsNamespace); err != nil {
+		errs = append(errs, fmt.Errorf("JobsNamespace: %w", err))
+	}
 	errs = append(errs, c.Redis.problems(func(f string) string { return "Redis." + f })...)
 	errs = append(errs, c.S3.problems(func(f string) string { return "S3." + f })...)
 	if err := errors.Join(errs...); err != nil {
@@ -299,6 +317,7 @@ func EnvVars() []EnvVar {
 		{"HAKIT_REDIS_SENTINEL_PASSWORD", "Redis.SentinelPassword", "", "the Sentinels' own password, if they have one"},
 		{"HAKIT_REDIS_TLS", "Redis.TLS", "false", "connect to Redis with TLS (rediss:// does too)"},
 		{"HAKIT_REDIS_NO_REPLICAS", "Redis.NoReplicas", "false", "Redis has no replica to confirm writes (a dev box, a Cluster without replicas): sessions and jobs do not wait for one"},
+		{"HAKIT_JOBS_NAMESPACE", "JobsNamespace", "", "the app's jobs namespace: its tasks go to the Redis queues <namespace>:<queue>; letters, digits and . _ - / ~"},
 		{"HAKIT_S3_ENDPOINT", "S3.Endpoint", "", "S3 endpoint URL (http://127.0.0.1:9000 for MinIO); empty: AWS's for the region"},
 		{"HAKIT_S3_REGION", "S3.Region", "us-east-1", "S3 region"},
 		{"HAKIT_S3_BUCKET", "S3.Bucket", "", "the bucket uploads are kept in; enables App.Uploads"},
@@ -479,6 +498,13 @@ func (e *Env) Config() Config {
 	boolean("HAKIT_REDIS_NO_REPLICAS", &r.NoReplicas)
 	for _, err := range r.problems(redisEnvName) {
 		e.problem(err)
+	}
+
+	if c.JobsNamespace = get("HAKIT_JOBS_NAMESPACE"); c.JobsNamespace != "" {
+		if err := jobs.CheckNamespace(c.JobsNamespace); err != nil {
+			e.bad("HAKIT_JOBS_NAMESPACE", c.JobsNamespace, errors.New("want letters, digits and . _ - / ~ only (no colon, no space), such as shop or example.com/shop"))
+			c.JobsNamespace = ""
+		}
 	}
 
 	s := &c.S3

@@ -135,3 +135,24 @@ func TestDatabaseURLsFromEnvReachTheRouter(t *testing.T) {
 		app.DB().Close()
 	}
 }
+
+// HAKIT_JOBS_NAMESPACE fills Config.JobsNamespace; one that cannot be a
+// namespace (a colon would let it name another namespace's queue, a
+// space would confuse tools) is an error naming the variable, and leaves
+// the field empty.
+func TestJobsNamespaceFromEnv(t *testing.T) {
+	t.Parallel()
+	cfg, err := hakit.ConfigFromEnv(envOf(map[string]string{"HAKIT_JOBS_NAMESPACE": " example.com/shop "}))
+	if err != nil || cfg.JobsNamespace != "example.com/shop" {
+		t.Errorf("HAKIT_JOBS_NAMESPACE=example.com/shop: %q, %v", cfg.JobsNamespace, err)
+	}
+	if cfg, err := hakit.ConfigFromEnv(envOf(nil)); err != nil || cfg.JobsNamespace != "" {
+		t.Errorf("unset: %q, %v; want none", cfg.JobsNamespace, err)
+	}
+	for _, v := range []string{"shop:staging", "my shop", "a{b}"} {
+		cfg, err := hakit.ConfigFromEnv(envOf(map[string]string{"HAKIT_JOBS_NAMESPACE": v}))
+		if err == nil || !strings.Contains(err.Error(), "HAKIT_JOBS_NAMESPACE") || cfg.JobsNamespace != "" {
+			t.Errorf("HAKIT_JOBS_NAMESPACE=%q: %q, %v; want an error naming the variable", v, cfg.JobsNamespace, err)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package hakit
 import (
 	"errors"
 	"fmt"
-	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,27 +18,24 @@ import (
 // [App.Registry]. It holds nothing of its own to close: its connections
 // are the Redis client's, closed last.
 //
-// cfg.Namespace, the app's jobs namespace, defaults to the Go module
-// path of the app's main package (hakit.dev/examples/shop), read from
-// the build information: each app on a shared Redis has queues of its
-// own, the same for every instance and every binary of the app's module
-// (a web and a worker binary share them). The app's workers
-// ([App.Worker]) use the same. Two apps of one module, and two
-// deployments of one app (staging, production) on one Redis, need a
-// Namespace each, set here. A binary without a module path (built
-// outside a module) gets none: the queues as named, as before
-// namespaces (see docs/jobs.md).
+// cfg.Namespace, the app's jobs namespace, defaults to
+// Config.JobsNamespace (HAKIT_JOBS_NAMESPACE; none when unset: the
+// queues as named, shared with every app on that Redis without a
+// namespace, see docs/jobs.md). The app's workers ([App.Worker]) default
+// to the same. A Namespace set here that differs from
+// Config.JobsNamespace after a Worker took that as its own is an error:
+// the worker would not serve the client's queues.
 //
-// Worker, Relay and Scheduler make the client with a zero cfg when Jobs
-// was not called: call Jobs first to give it another configuration. Once
-// the client exists, Jobs with a zero cfg returns it, and with another
-// cfg is an error. Without Config.Redis, Jobs is an error.
+// Relay and Scheduler make the client with a zero cfg when Jobs was not
+// called: call Jobs first to give it another configuration. Once the
+// client exists, Jobs with a zero cfg returns it, and with another cfg
+// is an error. Without Config.Redis, Jobs is an error.
 func (a *App) Jobs(cfg jobs.ClientConfig) (*jobs.Client, error) {
 	if a.wire.jobs != nil {
 		if cfg != (jobs.ClientConfig{}) {
 			how := "by an earlier Jobs"
 			if a.wire.jobsDefault {
-				how = "with defaults by Worker, Relay or Scheduler: call Jobs before them"
+				how = "with defaults by Relay or Scheduler: call Jobs before them"
 			}
 			return nil, fmt.Errorf("hakit: Jobs: the jobs client was made already, %s", how)
 		}
@@ -53,10 +49,11 @@ func (a *App) Jobs(cfg jobs.ClientConfig) (*jobs.Client, error) {
 		cfg.Logger = a.log
 	}
 	if cfg.Namespace == "" {
-		info, ok := debug.ReadBuildInfo()
-		if cfg.Namespace = jobsNamespace(info, ok); cfg.Namespace == "" {
-			a.log.Warn("hakit: jobs: the binary has no module path to name the app's queues after; they are shared with every app without a namespace on this Redis: set ClientConfig.Namespace")
-		}
+		cfg.Namespace = a.cfg.JobsNamespace
+	}
+	if cfg.Namespace != a.cfg.JobsNamespace && a.workerTookJobsNamespace() {
+		return nil, fmt.Errorf("hakit: Jobs: ClientConfig.Namespace %q, but a Worker made before took the app's jobs namespace %q (Config.JobsNamespace, HAKIT_JOBS_NAMESPACE) and would not serve this client's queues: call Jobs before Worker, set WorkerConfig.Namespace too, or set the namespace in HAKIT_JOBS_NAMESPACE",
+			cfg.Namespace, a.cfg.JobsNamespace)
 	}
 	c := jobs.NewClient(a.rdb, cfg)
 	if err := a.register(c, "Jobs", "ClientConfig.Name"); err != nil {
@@ -90,10 +87,10 @@ func (a *App) jobsClient(what string) (*jobs.Client, error) {
 // registered in [App.Registry]; Redis's readiness is the app's "redis"
 // check. Register its handlers with jobs.Handle before Run.
 //
-// cfg.Namespace defaults to the app's jobs namespace, its jobs client's
-// ([App.Jobs], made with defaults if it was not): the worker serves the
-// app's queues, and, while they hold tasks, those of the version before
-// namespaces (see WorkerConfig.FormerNamespaces).
+// cfg.Namespace defaults to the app's jobs namespace: its jobs client's
+// if [App.Jobs] was called, else Config.JobsNamespace (HAKIT_JOBS_NAMESPACE),
+// which the client defaults to as well. Worker does not make the jobs
+// client: Worker and Jobs may come in either order.
 //
 // Several workers (other queues, other concurrency) need different
 // WorkerConfig.Name. Without Config.Redis, or after Run started, Worker
@@ -108,19 +105,41 @@ func (a *App) Worker(cfg jobs.WorkerConfig) (*jobs.Worker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = a.log
 	}
+	tookDefault := false
 	if cfg.Namespace == "" {
-		c, err := a.jobsClient("Worker")
-		if err != nil {
-			return nil, err
+		if a.wire.jobs != nil {
+			cfg.Namespace = a.wire.jobs.Namespace()
+		} else {
+			cfg.Namespace, tookDefault = a.cfg.JobsNamespace, true
 		}
-		cfg.Namespace = c.Namespace()
 	}
 	w := jobs.NewWorker(a.rdb, cfg)
 	if err := a.register(w, "Worker", "WorkerConfig.Name"); err != nil {
 		return nil, err
 	}
-	a.Add(componentName("jobs:worker", cfg.Name), lifeCycle{w}) // its Redis check is the app's
+	a.Add(componentName("jobs:worker", cfg.Name), workerComponent{lifeCycle{w}, tookDefault}) // its Redis check is the app's
 	return w, nil
+}
+
+// workerComponent is a Worker added by [App.Worker]; defaultNamespace
+// says it took Config.JobsNamespace, before the jobs client existed.
+type workerComponent struct {
+	lifeCycle
+	defaultNamespace bool
+}
+
+// workerTookJobsNamespace reports whether a Worker took the app's jobs
+// namespace (Config.JobsNamespace) as its own before the jobs client
+// was made.
+func (a *App) workerTookJobsNamespace() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, nc := range a.components {
+		if wc, ok := nc.c.(workerComponent); ok && wc.defaultNamespace {
+			return true
+		}
+	}
+	return false
 }
 
 // Relay returns an outbox relay and adds it to the app as a component: it
@@ -218,16 +237,6 @@ func componentName(kind, name string) string {
 		return kind
 	}
 	return kind + ":" + name
-}
-
-// jobsNamespace is the default jobs namespace of a binary with build
-// information info (ok: there is some): its main module's path, or ""
-// when it has none.
-func jobsNamespace(info *debug.BuildInfo, ok bool) string {
-	if !ok || info == nil || info.Main.Path == "command-line-arguments" {
-		return ""
-	}
-	return info.Main.Path
 }
 
 func errNoRedis(what string) error {

@@ -3,7 +3,8 @@ package hakit_test
 import (
 	"context"
 	"fmt"
-	"runtime/debug"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -17,20 +18,15 @@ import (
 	"hakit.dev/jobs"
 )
 
-// An app with the default configuration has queues of its own on a
-// shared Redis, named after its module: another app on that Redis (here
-// a worker set with its own namespace, as an app of another module
-// gets), with a task type of the same name, runs only its own tasks, and
-// neither hands back nor archives the other's. A task the app's previous
-// version queued without a namespace still runs.
-func TestJobsDefaultNamespaceKeepsAppsApart(t *testing.T) {
+// An app with Config.JobsNamespace has queues of its own on a shared
+// Redis, whichever of Worker and Jobs comes first: another app on that
+// Redis (a worker and client with their own namespace), with a task type
+// of the same name, runs only its own tasks, and neither hands back nor
+// archives the other's.
+func TestJobsNamespaceKeepsAppsApart(t *testing.T) {
 	t.Parallel()
 	hatestSkip(t)
 	ctx := context.Background()
-	info, ok := debug.ReadBuildInfo()
-	if !ok || info.Main.Path == "" {
-		t.Fatal("the test binary has no build information")
-	}
 	rd := hatest.NewRedis(t, hatest.RedisOptions{})
 	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr()})
 	t.Cleanup(func() { rdb.Close() })
@@ -55,17 +51,12 @@ func TestJobsDefaultNamespaceKeepsAppsApart(t *testing.T) {
 	}
 	mine, theirs := &ran{n: map[string]int{}}, &ran{n: map[string]int{}}
 
-	// The previous version of the app queued a task without a namespace.
-	legacy := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true})
-	if _, err := legacy.Enqueue(ctx, "mail", "legacy", jobs.Options{}); err != nil {
-		t.Fatal(err)
-	}
-
 	var client *jobs.Client
 	var worker *jobs.Worker
-	r := serve(t, hakit.Config{DrainDelay: -1, Redis: hakit.RedisConfig{URL: "redis://" + rd.Addr(), NoReplicas: true}}, func(a *hakit.App) {
+	r := serve(t, hakit.Config{DrainDelay: -1, JobsNamespace: "shop",
+		Redis: hakit.RedisConfig{URL: "redis://" + rd.Addr(), NoReplicas: true}}, func(a *hakit.App) {
 		var err error
-		if worker, err = a.Worker(jobs.WorkerConfig{}); err != nil {
+		if worker, err = a.Worker(jobs.WorkerConfig{}); err != nil { // before Jobs
 			t.Fatal(err)
 		}
 		if client, err = a.Jobs(jobs.ClientConfig{}); err != nil {
@@ -73,12 +64,12 @@ func TestJobsDefaultNamespaceKeepsAppsApart(t *testing.T) {
 		}
 		jobs.Handle(worker, "mail", func(_ context.Context, to string) error { count(mine, to); return nil })
 	}, true)
-	if client.Namespace() != info.Main.Path || worker.Namespace() != info.Main.Path {
-		t.Fatalf("namespaces: client %q, worker %q; want the module path %q", client.Namespace(), worker.Namespace(), info.Main.Path)
+	if client.Namespace() != "shop" || worker.Namespace() != "shop" {
+		t.Fatalf("namespaces: client %q, worker %q; want Config.JobsNamespace, shop", client.Namespace(), worker.Namespace())
 	}
 
 	other := jobs.NewClient(rdb, jobs.ClientConfig{Namespace: "example.com/other", NoReplicas: true})
-	otherWorker := jobs.NewWorker(rdb, jobs.WorkerConfig{Namespace: "example.com/other", IgnoreUnnamespaced: true, ShutdownTimeout: time.Second})
+	otherWorker := jobs.NewWorker(rdb, jobs.WorkerConfig{Namespace: "example.com/other", ShutdownTimeout: time.Second})
 	jobs.Handle(otherWorker, "mail", func(_ context.Context, to string) error { count(theirs, to); return nil })
 	jobs.Handle(otherWorker, "other:report", func(_ context.Context, to string) error { count(theirs, to); return nil })
 	if err := otherWorker.Start(ctx); err != nil {
@@ -99,11 +90,11 @@ func TestJobsDefaultNamespaceKeepsAppsApart(t *testing.T) {
 		}
 	}
 	hatest.WaitFor(t, 30*time.Second, "both apps' tasks", func() bool {
-		return len(snapshot(mine)) == n+1 && len(snapshot(theirs)) == 2*n
+		return len(snapshot(mine)) == n && len(snapshot(theirs)) == 2*n
 	})
 	for who, got := range map[string]map[string]int{"the app": snapshot(mine), "the other app": snapshot(theirs)} {
 		for k, c := range got {
-			own := strings.HasPrefix(k, "mine-") || k == "legacy"
+			own := strings.HasPrefix(k, "mine-")
 			if who == "the other app" {
 				own = strings.HasPrefix(k, "theirs-") || strings.HasPrefix(k, "report-")
 			}
@@ -113,7 +104,7 @@ func TestJobsDefaultNamespaceKeepsAppsApart(t *testing.T) {
 		}
 	}
 	ins := asynq.NewInspectorFromRedisClient(rdb)
-	for q, want := range map[string]int{info.Main.Path + ":default": n, "example.com/other:default": 2 * n, "default": 1} {
+	for q, want := range map[string]int{"shop:default": n, "example.com/other:default": 2 * n} {
 		var qi *asynq.QueueInfo
 		hatest.WaitFor(t, 20*time.Second, "queue "+q+" settled", func() bool {
 			var err error
@@ -131,6 +122,82 @@ func TestJobsDefaultNamespaceKeepsAppsApart(t *testing.T) {
 	for _, mf := range mfs {
 		if mf.GetName() == "hakit_jobs_unhandled_total" && len(mf.GetMetric()) > 0 {
 			t.Errorf("the app handed back tasks: %v", mf.GetMetric())
+		}
+	}
+}
+
+// The app's jobs namespace is opt-in: without Config.JobsNamespace the
+// client and the workers use none; with it, both default to it in either
+// order; a client namespace set in code reaches the workers made after
+// it, and one that differs from the namespace a Worker already took is
+// an error, not queues that no worker serves. A bad JobsNamespace is
+// refused by New.
+func TestJobsNamespaceDefaults(t *testing.T) {
+	t.Parallel()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	newApp := func(ns string) *hakit.App {
+		t.Helper()
+		// A Redis client is lazy: no server is needed to wire.
+		app, err := hakit.New(context.Background(), hakit.Config{Logger: quiet, JobsNamespace: ns,
+			Redis: hakit.RedisConfig{URL: "redis://127.0.0.1:1", NoReplicas: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { app.Redis().Close() })
+		return app
+	}
+	namespaces := func(app *hakit.App, workerFirst bool, clientCfg jobs.ClientConfig) (string, string, error) {
+		t.Helper()
+		var c *jobs.Client
+		var w *jobs.Worker
+		var err error
+		if workerFirst {
+			if w, err = app.Worker(jobs.WorkerConfig{}); err != nil {
+				t.Fatal(err)
+			}
+			if c, err = app.Jobs(clientCfg); err != nil {
+				return "", w.Namespace(), err
+			}
+		} else {
+			if c, err = app.Jobs(clientCfg); err != nil {
+				t.Fatal(err)
+			}
+			if w, err = app.Worker(jobs.WorkerConfig{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return c.Namespace(), w.Namespace(), nil
+	}
+	for _, tc := range []struct {
+		configNS    string
+		workerFirst bool
+		clientCfg   jobs.ClientConfig
+		want        string
+	}{
+		{"", true, jobs.ClientConfig{}, ""},
+		{"", false, jobs.ClientConfig{}, ""},
+		{"shop", true, jobs.ClientConfig{}, "shop"},
+		{"shop", false, jobs.ClientConfig{}, "shop"},
+		{"shop", false, jobs.ClientConfig{Namespace: "shop.staging"}, "shop.staging"},
+		{"shop", true, jobs.ClientConfig{Namespace: "shop"}, "shop"},
+	} {
+		c, w, err := namespaces(newApp(tc.configNS), tc.workerFirst, tc.clientCfg)
+		if err != nil || c != tc.want || w != tc.want {
+			t.Errorf("JobsNamespace %q, worker first %v, client config %+v: client %q, worker %q, %v; want %q for both",
+				tc.configNS, tc.workerFirst, tc.clientCfg, c, w, err, tc.want)
+		}
+	}
+	// The worker took "shop"; a client in another namespace would enqueue
+	// where it never looks.
+	_, _, err := namespaces(newApp("shop"), true, jobs.ClientConfig{Namespace: "shop.staging"})
+	if err == nil || !strings.Contains(err.Error(), "call Jobs before Worker") || !strings.Contains(err.Error(), `"shop.staging"`) {
+		t.Errorf("Jobs with another namespace after Worker took the app's: %v; want an error saying to call Jobs first", err)
+	}
+	// A bad namespace is refused at New, naming the field.
+	for _, ns := range []string{"shop:staging", "my shop"} {
+		_, err := hakit.New(context.Background(), hakit.Config{Logger: quiet, JobsNamespace: ns})
+		if err == nil || !strings.Contains(err.Error(), "JobsNamespace") {
+			t.Errorf("New with JobsNamespace %q: %v; want an error naming JobsNamespace", ns, err)
 		}
 	}
 }
