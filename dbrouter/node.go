@@ -27,15 +27,18 @@ const (
 
 // probe is what one probe of a node found.
 type probe struct {
-	ok        bool
-	primary   bool // not in recovery
-	timeline  int  // primaries only
-	lsn       LSN  // primary: insert position; replica: replay position
-	lag       time.Duration
-	run       int64 // pg_postmaster_start_time in µs: tells one run of the server from the next
-	err       error
-	startedAt time.Time
-	took      time.Duration
+	ok       bool
+	primary  bool // not in recovery
+	timeline int  // primaries only
+	lsn      LSN  // primary: insert position; replica: replay position
+	lag      time.Duration
+	run      int64 // pg_postmaster_start_time in µs: tells one run of the server from the next
+	// recoveryEnd: a primary's pg_last_wal_replay_lsn (0 if its
+	// processes began without a recovery).
+	recoveryEnd LSN
+	err         error
+	startedAt   time.Time
+	took        time.Duration
 }
 
 // probeSQL reads everything the router needs in one round trip. The
@@ -47,7 +50,8 @@ const probeSQL = `SELECT pg_is_in_recovery(),
   CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() IS NULL
          OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
        ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, 0) END,
-  (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8`
+  (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8,
+  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_last_wal_replay_lsn()::text END`
 
 // node is one PostgreSQL server: its pool, what the prober last saw of it,
 // and the bookkeeping for load balancing and fault handling.
@@ -65,7 +69,15 @@ type node struct {
 	// same run, it was promoted during it, and the end of its recovery is
 	// where it left its old timeline.
 	replicaRun atomic.Int64
-	inflight   atomic.Int64
+	// promotionEnd is the recovery end a probe first saw on the node as
+	// a primary in the run replicaRun names: where its promotion left
+	// the old timeline, unless its backends crash-restarted before that
+	// probe (within one probe interval of the promotion). A backend
+	// crash later in the run changes the node's recovery end, not its
+	// start time, so resolve.go compares the two.
+	promotionEnd atomic.Uint64
+	promotionRun atomic.Int64
+	inflight     atomic.Int64
 	// suspectAt is when work on the node last failed with a connection
 	// error (UnixNano; 0: not suspect). A probe started after it clears
 	// it; until then nothing new is sent to the node.
@@ -164,8 +176,12 @@ func (n *node) probeOnce(ctx context.Context, timeout time.Duration) *probe {
 	var inRecovery bool
 	var lsn string
 	var lagSeconds float64
-	err := n.probeConn.QueryRow(ctx, probeSQL).Scan(&inRecovery, &lsn, &p.timeline, &lagSeconds, &p.run)
+	var recovered *string
+	err := n.probeConn.QueryRow(ctx, probeSQL).Scan(&inRecovery, &lsn, &p.timeline, &lagSeconds, &p.run, &recovered)
 	p.took = time.Since(p.startedAt)
+	if err == nil && recovered != nil {
+		p.recoveryEnd, err = ParseLSN(*recovered)
+	}
 	if err == nil {
 		var l LSN
 		if l, err = ParseLSN(lsn); err == nil {

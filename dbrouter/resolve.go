@@ -36,6 +36,11 @@ type txnFacts struct {
 	before   LSN
 	timeline int   // the timeline the server was writing on
 	started  int64 // pg_postmaster_start_time in µs: identifies the server's run
+	// recoveryEnd is where the recovery the server's processes last
+	// began with ended (pg_last_wal_replay_lsn; 0 if none). A crash of
+	// one backend restarts them all after a crash recovery, with the
+	// same postmaster start time: only this tells that run apart.
+	recoveryEnd LSN
 }
 
 // serverFacts describe the node asked, a primary.
@@ -45,8 +50,9 @@ type serverFacts struct {
 	recovered   bool // its current run began with a recovery (crash recovery or a standby's promotion)
 	recoveryEnd LSN  // where that recovery ended (pg_last_wal_replay_lsn)
 	// promotedInRun: the router saw the node in recovery earlier in its
-	// current run, so that recovery ended with a promotion (not a crash
-	// recovery after one).
+	// current run, so that recovery ended with a promotion, and the
+	// node's recovery end is still the one a probe saw just after it (no
+	// crash restart of its backends since, which keeps the start time).
 	promotedInRun bool
 }
 
@@ -77,14 +83,16 @@ const (
 // node's timeline history, nil when not read (or not readable).
 func decide(t txnFacts, s serverFacts, hist []tlSwitch, histRead bool) (verdict, string) {
 	switch {
-	case s.timeline == t.timeline && s.started == t.started:
+	case s.timeline == t.timeline && s.started == t.started && s.recoveryEnd == t.recoveryEnd:
 		return askStatus, "same server run"
 	case s.timeline == t.timeline:
-		// The same server restarted (a replica promoted would be on a new
-		// timeline). A crash recovery that ended at or before the position
-		// read before COMMIT did not replay the commit record; otherwise
-		// every record before it was replayed (or the server shut down
-		// cleanly, with all of its WAL on disk).
+		// The same server restarted, or crash-restarted its backends
+		// (a replica promoted would be on a new timeline). A crash
+		// recovery that ended at or before the end of the transaction's
+		// message did not replay the commit record; otherwise it replayed
+		// the message (or the server shut down cleanly, with all of its
+		// WAL on disk), unless two restarts came between (see
+		// docs/dbrouter.md).
 		if s.recovered && s.recoveryEnd <= t.before {
 			return rerun, "the server's crash recovery ended before the commit record"
 		}
@@ -114,8 +122,9 @@ func decide(t txnFacts, s serverFacts, hist []tlSwitch, histRead bool) (verdict,
 	if s.timeline == t.timeline+1 && s.recovered && s.promotedInRun {
 		// Promoted from the transaction's timeline during the run the
 		// router saw it in recovery: the end of that recovery is the
-		// switch point. (A crash restart since would show the end of
-		// the crash recovery instead, past the switch point.)
+		// switch point. (A restart since, or a crash restart of its
+		// backends, which keeps the start time, shows another recovery
+		// end: promotedInRun is then false, and the history decides.)
 		return askStatus, "the primary was promoted past the commit record's position"
 	}
 	return needHistory, ""
@@ -229,7 +238,10 @@ func (r *Router) askCommit(ctx context.Context, n *node, t txnFacts) (writeResul
 		}
 		s.recovered = true
 	}
-	s.promotedInRun = s.started != 0 && n.replicaRun.Load() == s.started
+	// Promoted in this run, and no crash restart of its backends since:
+	// its recovery end is still the one first seen after the promotion.
+	s.promotedInRun = s.started != 0 && n.replicaRun.Load() == s.started &&
+		n.promotionRun.Load() == s.started && LSN(n.promotionEnd.Load()) == s.recoveryEnd
 	v, why := decide(t, s, nil, false)
 	if v == needHistory {
 		// Timeline history files are readable by superusers and members

@@ -16,6 +16,12 @@ func TestDecide(t *testing.T) {
 		// primary keeps reporting its old recovery end, below every later
 		// write of the same run.
 		{"same run after a promotion", serverFacts{timeline: 2, started: 111, recovered: true, recoveryEnd: 100}, nil, false, askStatus},
+		// A backend crashed: the postmaster restarted every backend after
+		// a crash recovery, with the same start time. Only the recovery
+		// end tells (the transaction's message may be lost and its id
+		// handed out again).
+		{"backends crash-restarted, recovery ended before", serverFacts{timeline: 2, started: 111, recovered: true, recoveryEnd: 4000}, nil, false, rerun},
+		{"backends crash-restarted, recovery ended after", serverFacts{timeline: 2, started: 111, recovered: true, recoveryEnd: 6000}, nil, false, askStatus},
 		{"crash-restarted, recovery ended before", serverFacts{timeline: 2, started: 222, recovered: true, recoveryEnd: 4000}, nil, false, rerun},
 		{"crash-restarted, recovery ended at the position", serverFacts{timeline: 2, started: 222, recovered: true, recoveryEnd: 5000}, nil, false, rerun},
 		{"crash-restarted, recovery ended after", serverFacts{timeline: 2, started: 222, recovered: true, recoveryEnd: 6000}, nil, false, askStatus},
@@ -36,6 +42,10 @@ func TestDecide(t *testing.T) {
 			[]tlSwitch{{1, 100}, {3, 9000}}, true, rerun},
 	}
 	for _, c := range cases {
+		txn := txn
+		if c.name == "same run after a promotion" {
+			txn.recoveryEnd = 100 // read at BEGIN in the same run
+		}
 		if got, why := decide(txn, c.s, c.hist, c.histRead); got != c.want {
 			t.Errorf("%s: verdict %d (%s), want %d", c.name, got, why, c.want)
 		}

@@ -205,6 +205,13 @@ func (r *Router) record(n *node, p *probe) {
 		n.raiseReplayed(p.lsn)
 		n.replicaRun.Store(p.run)
 	}
+	if p.ok && p.primary && p.run == n.replicaRun.Load() && n.promotionRun.Load() != p.run {
+		// The first probe of the node as a primary in the run it was
+		// seen in recovery: it was promoted, and its recovery end is
+		// the switch point.
+		n.promotionEnd.Store(uint64(p.recoveryEnd))
+		n.promotionRun.Store(p.run)
+	}
 	if !p.ok && (prev == nil || prev.ok) {
 		// Down: cancel what runs there, drop its pooled connections.
 		n.markDown()

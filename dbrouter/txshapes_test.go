@@ -147,6 +147,30 @@ func writeShapes(t *testing.T, ctx context.Context, r *dbrouter.Router, pg *hate
 			_, _ = tx.Exec(ctx, "INSRT INTO s VALUES ($1, 1)", "m")
 			return nil
 		}, wantErr: "syntax error"},
+		{name: "unknown column first, dropped, then a write", fn: func(tx pgx.Tx) error {
+			_, _ = tx.Exec(ctx, "INSERT INTO s (k, nosuchcolumn) VALUES ($1, 1)", "x1")
+			_, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "x2")
+			_ = err
+			return nil
+		}, wantErr: "nosuchcolumn", rows: map[string]int{"x1": 0, "x2": 0}},
+		{name: "set transaction first", fn: func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"); err != nil {
+				return err
+			}
+			var level string
+			if err := tx.QueryRow(ctx, "SHOW transaction_isolation").Scan(&level); err != nil {
+				return err
+			}
+			if level != "serializable" {
+				return errors.New("isolation level " + level + ", want serializable")
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 1)", "y")
+			return err
+		}, rows: map[string]int{"y": 1}},
+		{name: "bad set transaction first", fn: func(tx pgx.Tx) error {
+			_, _ = tx.Exec(ctx, "SET TRANSACTION ISOLATION LEVEL NOSUCHLEVEL")
+			return nil
+		}, wantErr: "syntax error"},
 		{name: "first statement fails", fn: func(tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, "INSERT INTO s VALUES ($1, 'x')", "m2")
 			return err

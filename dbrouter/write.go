@@ -222,9 +222,12 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 		// after it.
 		rollback()
 		return classify(wt.err)
-	case err != nil && !wt.begun && wt.lost != nil && isConnError(wt.lost):
-		// The call that was to send BEGIN lost the connection: nothing
-		// ran.
+	case wt.lost != nil:
+		// A call that was to send BEGIN failed before BEGIN ran: the
+		// connection was lost (nothing ran), or the server refused the
+		// statement, which fn may have dropped and gone on without. Either
+		// way nothing of this run commits.
+		rollback()
 		return classify(wt.lost)
 	case err != nil:
 		if pc.IsBusy() || isConnBusy(err) {
@@ -240,14 +243,14 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 		return writeResult{outcome: failed, err: ErrRowsOpen}
 	case wt.ended || (wt.begun && pc.TxStatus() == 'I'):
 		return writeResult{outcome: failed, err: errors.New("fn ended the transaction itself; leave COMMIT and ROLLBACK to the router")}
-	case !wt.begun && wt.lost != nil:
-		// fn dropped the error of the call that was to send BEGIN.
-		return classify(wt.lost)
 	case !wt.begun:
 		// fn ran nothing: there is nothing to commit.
 		return writeResult{outcome: committed}
 	case pc.TxStatus() == 'E':
 		rollback()
+		if wt.failed != nil {
+			return classify(fmt.Errorf("the transaction failed, but fn returned no error (fn dropped: %w)", wt.failed))
+		}
 		return classify(errors.New("the transaction failed, but fn returned no error"))
 	}
 	facts := wt.facts

@@ -47,10 +47,22 @@ type writeTx struct {
 	// err: the read of the facts failed after BEGIN ran (the transaction
 	// is aborted); every later call returns it and the Write fails with
 	// it. lost: a call that was to carry BEGIN failed before BEGIN ran (a
-	// lost connection, or a statement the server could not parse in the
-	// simple protocol); the Write fails with it even if fn drops it.
+	// lost connection, a statement the server could not parse or prepare:
+	// pgx prepares a new statement before it sends the batch); the Write
+	// fails with it even if fn drops it and runs more.
 	err  error
 	lost error
+	// failed is the first error an Exec or Query of fn returned: named
+	// when fn drops it and the transaction cannot commit.
+	failed error
+}
+
+// note records the first error fn's statements returned.
+func (t *writeTx) note(err error) error {
+	if err != nil && t.failed == nil {
+		t.failed = err
+	}
+	return err
 }
 
 var _ pgx.Tx = (*writeTx)(nil)
@@ -60,10 +72,13 @@ var _ pgx.Tx = (*writeTx)(nil)
 // to the primary), the end of a logical message the transaction writes
 // (an empty one, prefix "hakit.dbrouter", seen only by logical decoding
 // that asks for messages), the timeline the server writes on (the first
-// 8 digits of a WAL file name), and the server's run. A plain target
-// list, left to right: the cheapest form measured.
+// 8 digits of a WAL file name), the server's run, and where the recovery
+// it began with ended (NULL if none: a crash of one backend makes the
+// postmaster restart every backend after a crash recovery, with the same
+// start time, so the run alone does not tell that WAL was lost). A plain
+// target list, left to right: the cheapest form measured.
 const factsSQL = `SELECT pg_current_xact_id()::text, pg_logical_emit_message(true, 'hakit.dbrouter', '')::text,
-  pg_walfile_name(pg_current_wal_insert_lsn()), pg_postmaster_start_time()`
+  pg_walfile_name(pg_current_wal_insert_lsn()), pg_postmaster_start_time(), pg_last_wal_replay_lsn()::text`
 
 // batchable reports whether a statement can ride in the batch with BEGIN:
 // pgx batches take a QueryRewriter (NamedArgs) but no other option
@@ -95,25 +110,13 @@ func (t *writeTx) open(ctx context.Context, withStmt bool, sql string, args []an
 	br := t.conn.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
 		_ = br.Close()
-		if tx := t.conn.PgConn().TxStatus(); tx == 'T' || tx == 'E' {
-			t.begun, t.tx = true, br.Tx()
-			t.err = err
-			return nil, err
-		}
 		t.lost = err
 		return nil, err
 	}
 	t.begun, t.tx = true, br.Tx()
-	var xid, end, walfile string
-	var started time.Time
-	err := br.QueryRow().Scan(&xid, &end, &walfile, &started)
-	if err == nil {
-		err = t.facts.parse(xid, end, walfile, started.UnixMicro())
-	}
-	if err != nil {
+	if err := t.readFacts(br); err != nil {
 		_ = br.Close()
-		t.err = fmt.Errorf("dbrouter: reading the transaction id and WAL position at BEGIN: %w", err)
-		return nil, t.err
+		return nil, err
 	}
 	if !withStmt {
 		if err := br.Close(); err != nil {
@@ -125,9 +128,65 @@ func (t *writeTx) open(ctx context.Context, withStmt bool, sql string, args []an
 	return br, nil
 }
 
+// openSetTransaction sends BEGIN, fn's first statement (a SET TRANSACTION,
+// which must come before any query of the transaction) and the read of
+// the facts, and returns the statement's answer once all three are in.
+func (t *writeTx) openSetTransaction(ctx context.Context, sql string, args []any) (pgconn.CommandTag, error) {
+	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, 3)}
+	b.BeginTx(t.opts)
+	b.Queue(sql, args...)
+	b.Queue(factsSQL)
+	br := t.conn.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		t.lost = err
+		return pgconn.CommandTag{}, err
+	}
+	t.begun, t.tx = true, br.Tx()
+	tag, err := br.Exec()
+	if err != nil {
+		// The transaction is aborted: the facts were not read, and every
+		// later statement fails; the Write fails with this error.
+		t.err = err
+		return tag, err
+	}
+	if err := t.readFacts(br); err != nil {
+		return tag, err
+	}
+	return tag, br.Close()
+}
+
+// readFacts reads factsSQL's answer, the next result of br.
+func (t *writeTx) readFacts(br pgx.BatchResults) error {
+	var xid, end, walfile string
+	var started time.Time
+	var recovered *string
+	err := br.QueryRow().Scan(&xid, &end, &walfile, &started, &recovered)
+	if err == nil {
+		err = t.facts.parse(xid, end, walfile, started.UnixMicro(), recovered)
+	}
+	if err != nil {
+		t.err = fmt.Errorf("dbrouter: reading the transaction id and WAL position at BEGIN: %w", err)
+		return t.err
+	}
+	return nil
+}
+
+// isSetTransaction reports whether sql is a SET TRANSACTION statement.
+func isSetTransaction(sql string) bool {
+	f := strings.Fields(sql)
+	return len(f) >= 2 && strings.EqualFold(f[0], "set") && strings.EqualFold(f[1], "transaction")
+}
+
 // parse fills f from factsSQL's answer.
-func (f *txnFacts) parse(xid, end, walfile string, started int64) error {
+func (f *txnFacts) parse(xid, end, walfile string, started int64, recovered *string) error {
 	var err error
+	f.recoveryEnd = 0
+	if recovered != nil {
+		if f.recoveryEnd, err = ParseLSN(*recovered); err != nil {
+			return err
+		}
+	}
 	if f.xid, err = strconv.ParseUint(xid, 10, 64); err != nil {
 		return fmt.Errorf("bad transaction id %q", xid)
 	}
@@ -170,11 +229,19 @@ func (t *writeTx) usable() error {
 
 // Exec runs a statement in the transaction.
 func (t *writeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	tag, err := t.exec(ctx, sql, args)
+	return tag, t.note(err)
+}
+
+func (t *writeTx) exec(ctx context.Context, sql string, args []any) (pgconn.CommandTag, error) {
 	if err := t.usable(); err != nil {
 		return pgconn.CommandTag{}, err
 	}
 	if t.begun {
 		return t.tx.Exec(ctx, sql, args...)
+	}
+	if isSetTransaction(sql) && batchable(sql, args) {
+		return t.openSetTransaction(ctx, sql, args)
 	}
 	if len(args) == 0 || !batchable(sql, args) {
 		// pgx sends a statement without arguments in the simple
@@ -197,6 +264,11 @@ func (t *writeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 
 // Query runs a query in the transaction.
 func (t *writeTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	rows, err := t.query(ctx, sql, args)
+	return rows, t.note(err)
+}
+
+func (t *writeTx) query(ctx context.Context, sql string, args []any) (pgx.Rows, error) {
 	if err := t.usable(); err != nil {
 		return errRows{err}, err
 	}
