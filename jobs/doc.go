@@ -20,19 +20,25 @@
 // short delay, and the hand-back does not count as an attempt. The worker
 // counts hand-backs (hakit_jobs_unhandled_total) and warns once a minute
 // per type; after WorkerConfig.UnhandledTimeout (24h) of hand-backs it
-// archives the task, saying why.
+// archives the task, saying why. A task enqueued never to be retried
+// (Options.MaxRetry < 0) cannot be handed back, and is archived at once
+// by a worker without its handler: deploy the handler first. Such a task
+// runs at most once; any other task whose run times out or whose worker
+// dies on its last attempt gets one run more (at least once).
 //
 // # Namespaces
 //
 // Apps that share a Redis keep their tasks apart with a namespace:
 // ClientConfig.Namespace and WorkerConfig.Namespace "shop" put the queue
 // "default" in the Redis queue "shop:default". The Relay and the
-// Scheduler enqueue with their Client, in its namespace. hakit.App sets
-// the namespace to the app's Go module path; this package alone defaults
-// to none, the queues as named. A worker with a namespace also serves,
-// while they hold tasks, the queues without one (those of a version from
-// before namespaces) and those of WorkerConfig.FormerNamespaces, so a
-// rolling deploy that introduces or changes a namespace loses nothing.
+// Scheduler enqueue with their Client, in its namespace. Namespaces are
+// opt-in: the default is none, the queues as named (hakit.App takes one
+// from HAKIT_JOBS_NAMESPACE). Apps sharing the queues without a
+// namespace lose nothing — each hands the other's task types back — but
+// delay each other's tasks; a namespace each saves those hand-backs. A
+// deploy that sets or changes the namespace lists the previous one in
+// WorkerConfig.FormerNamespaces ("" for none): the worker serves those
+// queues too while they hold tasks, so nothing queued there is stranded.
 //
 // # The outbox
 //
