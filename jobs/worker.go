@@ -489,10 +489,10 @@ func (w *Worker) watchFormer(ctx context.Context) {
 // wait.
 func (w *Worker) stopFormer(ctx context.Context) bool {
 	w.mu.Lock()
-	srv := w.formerSrv
-	if w.stopping || srv == nil {
+	srv, stopping := w.formerSrv, w.stopping
+	if stopping || srv == nil {
 		w.mu.Unlock()
-		return !w.stopping
+		return !stopping
 	}
 	idle := make(chan struct{})
 	if w.formerRunning == 0 {
