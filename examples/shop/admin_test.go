@@ -68,8 +68,7 @@ func startAdminShop(t *testing.T) *adminShop {
 		"SHOP_SEED":                  "false", // the seed test calls seedImages itself
 	}})
 	rdb := redis.NewClient(&redis.Options{Addr: svc.redis.Addr(), DB: int(n)})
-	// The shop's queues: hakit.App names them after the module.
-	client := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true, Namespace: "hakit.dev/examples/shop"})
+	client := jobs.NewClient(rdb, jobs.ClientConfig{NoReplicas: true})
 	t.Cleanup(func() {
 		_ = client.Close()
 		_ = rdb.Close()
