@@ -36,9 +36,16 @@ type probe struct {
 	// recoveryEnd: a primary's pg_last_wal_replay_lsn (0 if its
 	// processes began without a recovery).
 	recoveryEnd LSN
-	err         error
-	startedAt   time.Time
-	took        time.Duration
+	// A replica's streaming: streamed, it received WAL from a primary
+	// by streaming in this run (pg_last_wal_receive_lsn is set);
+	// streamTimeline, the timeline its WAL receiver streams (0: not
+	// known, the receiver not running or its details not visible to the
+	// router's user without pg_read_all_stats).
+	streamed       bool
+	streamTimeline int
+	err            error
+	startedAt      time.Time
+	took           time.Duration
 }
 
 // probeSQL reads everything the router needs in one round trip. The
@@ -51,7 +58,9 @@ const probeSQL = `SELECT pg_is_in_recovery(),
          OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
        ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, 0) END,
   (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8,
-  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_last_wal_replay_lsn()::text END`
+  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_last_wal_replay_lsn()::text END,
+  pg_is_in_recovery() AND pg_last_wal_receive_lsn() IS NOT NULL,
+  coalesce((SELECT received_tli FROM pg_stat_wal_receiver WHERE status = 'streaming'), 0)`
 
 // node is one PostgreSQL server: its pool, what the prober last saw of it,
 // and the bookkeeping for load balancing and fault handling.
@@ -63,7 +72,11 @@ type node struct {
 
 	last     atomic.Pointer[probe]
 	role     atomic.Value  // Role, as of the last view
-	replayed atomic.Uint64 // highest replay LSN seen while a replica (probes and read checks)
+	replayed atomic.Uint64 // highest replay LSN seen while a replica in replayedRun (probes and read checks)
+	// replayedRun is the server run replayed was seen in: a restarted
+	// node (rewound, or replaying WAL of its own that the primary never
+	// had) starts again from 0.
+	replayedRun int64
 	// replicaRun is the server run (postmaster start, µs) in which a probe
 	// last found the node in recovery: if the node is a primary in that
 	// same run, it was promoted during it, and the end of its recovery is
@@ -177,7 +190,8 @@ func (n *node) probeOnce(ctx context.Context, timeout time.Duration) *probe {
 	var lsn string
 	var lagSeconds float64
 	var recovered *string
-	err := n.probeConn.QueryRow(ctx, probeSQL).Scan(&inRecovery, &lsn, &p.timeline, &lagSeconds, &p.run, &recovered)
+	err := n.probeConn.QueryRow(ctx, probeSQL).Scan(&inRecovery, &lsn, &p.timeline, &lagSeconds, &p.run, &recovered,
+		&p.streamed, &p.streamTimeline)
 	p.took = time.Since(p.startedAt)
 	if err == nil && recovered != nil {
 		p.recoveryEnd, err = ParseLSN(*recovered)

@@ -181,12 +181,11 @@ func (r *Router) acquireRead(ctx context.Context, exclude uint64) (*readHandle, 
 			return nil, ErrClosed
 		}
 		v := r.view.Load()
-		cands := healthy(v.replicas, exclude)
 		var n *node
 		check := false
 		if minLSN == 0 {
-			n = pick(cands)
-		} else if len(cands) > 0 {
+			n = pick(healthy(v.replicas, exclude))
+		} else if cands := healthy(v.caughtUp, exclude); len(cands) > 0 {
 			n, check = pickFresh(cands, minLSN)
 		}
 		if n == nil && v.primary != nil && !v.primary.isSuspect() && exclude&(1<<v.primary.idx) == 0 {

@@ -30,12 +30,18 @@ type Router struct {
 	wg       sync.WaitGroup
 	closed   atomic.Bool
 	noPrimAt time.Time // when the primary was lost (guarded by mu)
+	// lastTimeline is the timeline of the last primary in a view
+	// (guarded by mu).
+	lastTimeline int
 }
 
 // view is an immutable snapshot of where things go.
 type view struct {
 	primary  *node
 	replicas []*node // fresh enough for reads
+	// caughtUp are the replicas whose replay positions can be compared
+	// with a read-your-writes position: see rywEligible.
+	caughtUp []*node
 	fenced   []*node
 	changed  chan struct{} // closed when a newer view replaces this one
 }
@@ -202,6 +208,10 @@ func (r *Router) record(n *node, p *probe) {
 		n.suspectAt.CompareAndSwap(s, 0)
 	}
 	if p.ok && !p.primary {
+		if p.run != n.replayedRun {
+			n.replayedRun = p.run
+			n.replayed.Store(0)
+		}
 		n.raiseReplayed(p.lsn)
 		n.replicaRun.Store(p.run)
 	}
@@ -218,6 +228,24 @@ func (r *Router) record(n *node, p *probe) {
 		n.pool.Reset()
 	}
 	r.recompute()
+}
+
+// rywEligible reports whether a replica's replay position p.lsn can be
+// compared with a read-your-writes position taken on a primary of
+// timeline tl (the current primary's, or the last one's while there is
+// none). LSNs of different histories cannot be compared: a node that
+// comes back from being the primary replays WAL of its own that the new
+// primary never had, past the switch point, until it is rewound; a
+// replica left on the old timeline by a promotion of a less advanced one
+// has replayed past where the new timeline begins. Neither can stream
+// from the new primary, so only a replica that has received WAL by
+// streaming in its current run, and (when the router may see it) on
+// timeline tl, is compared.
+func rywEligible(p *probe, tl int) bool {
+	if p == nil || !p.ok || p.primary || !p.streamed {
+		return false
+	}
+	return p.streamTimeline == 0 || tl == 0 || p.streamTimeline == tl
 }
 
 // recompute derives the view from the nodes' last probes, logs and counts
@@ -331,6 +359,14 @@ func (r *Router) recompute() {
 			r.log.Warn("dbrouter: new primary", attrs...)
 		}
 		r.noPrimAt = time.Time{}
+	}
+	if nv.primary != nil {
+		r.lastTimeline = nv.primary.last.Load().timeline
+	}
+	for _, n := range nv.replicas {
+		if rywEligible(n.last.Load(), r.lastTimeline) {
+			nv.caughtUp = append(nv.caughtUp, n)
+		}
 	}
 	r.view.Store(nv)
 	close(old.changed)

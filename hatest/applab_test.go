@@ -113,6 +113,14 @@ func TestAppLab(t *testing.T) {
 		}
 		ok, failed, errs := load.since(before)
 		t.Logf("%s: %d requests answered, %d failed %v", s.name, ok, failed, errs)
+		// A note the app acknowledged is found when read back at once,
+		// through every step: the session carries the write's position,
+		// and no replica is read that has not replayed it (a replica
+		// back from being the primary replays WAL of its own, past the
+		// new timeline's start, until it is rewound).
+		if missed := load.counts().missed - before.missed; missed > 0 {
+			t.Errorf("%s: %d acknowledged notes not found when read back at once", s.name, missed)
+		}
 		if ok == 0 {
 			t.Errorf("%s: no request answered during the step", s.name)
 		}
@@ -259,6 +267,9 @@ type noteLoad struct {
 	ok     int
 	failed int
 	errs   []string
+	// missed counts notes acknowledged (201) and then not found (404)
+	// when read back at once: a read-your-writes miss.
+	missed int
 }
 
 func (l *noteLoad) run(ctx context.Context) {
@@ -274,6 +285,9 @@ func (l *noteLoad) run(ctx context.Context) {
 		case err != nil:
 			l.failed++
 			l.errs = append(l.errs, err.Error())
+			if id != 0 && strings.Contains(err.Error(), ": 404 ") {
+				l.missed++
+			}
 		default:
 			l.ok++
 		}
@@ -286,12 +300,12 @@ func (l *noteLoad) run(ctx context.Context) {
 }
 
 // loadCounts is a mark in a noteLoad's counts.
-type loadCounts struct{ ok, failed int }
+type loadCounts struct{ ok, failed, missed int }
 
 func (l *noteLoad) counts() loadCounts {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return loadCounts{l.ok, l.failed}
+	return loadCounts{l.ok, l.failed, l.missed}
 }
 
 // since returns what succeeded and failed after mark, and the errors.
