@@ -47,7 +47,8 @@ type StackConfig struct {
 //     ([RequestID]); in the access log, and in error responses;
 //  2. client address and scheme: X-Forwarded-For and X-Forwarded-Proto
 //     only from TrustedProxies ([ClientIP], [Scheme]);
-//  3. access log (slog, one line per request) and Prometheus metrics
+//  3. access log (slog, one line per request; a [JSONHandler], the
+//     default logger's, writes it without a slog.Record) and Prometheus metrics
 //     (hakit_http_requests_in_flight, hakit_http_request_duration_seconds
 //     by method, chi route pattern and status code);
 //  4. panic recovery: an error log with the stack, and the server lives
