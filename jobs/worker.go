@@ -109,18 +109,16 @@ type Worker struct {
 	formerQs    map[string]int // Redis queues of former namespaces
 	formerNames []string       // their names, sorted
 
-	mu            sync.Mutex
-	handlers      map[string]asynq.Handler // by task type; fixed once started
-	srv           *asynq.Server
-	formerSrv     *asynq.Server // serving formerQs, while they hold tasks
-	started       bool
-	stopping      bool
-	watchStop     context.CancelFunc
-	watchDone     chan struct{}
-	running       int           // handlers running now
-	idle          chan struct{} // closed when running drops to 0, while Stop waits
-	formerRunning int           // tasks formerSrv runs now
-	formerIdle    chan struct{} // closed when formerRunning drops to 0, while the watcher waits
+	mu        sync.Mutex
+	handlers  map[string]asynq.Handler // by task type; fixed once started
+	srv       *asynq.Server
+	formerSrv *formerServer // serving formerQs, while they hold tasks
+	started   bool
+	stopping  bool
+	watchStop context.CancelFunc
+	watchDone chan struct{}
+	running   int           // handlers running now
+	idle      chan struct{} // closed when running drops to 0, while Stop waits
 
 	warnMu sync.Mutex
 	warned map[string]time.Time // task type: last warning about unhandled tasks
@@ -407,23 +405,42 @@ func (w *Worker) Start(ctx context.Context) error {
 	return nil
 }
 
-// dispatchFormer is dispatch for the server of the former namespaces'
-// queues, counting what it runs, so that the watcher can let it finish
-// before it stops that server.
-func (w *Worker) dispatchFormer(ctx context.Context, t *asynq.Task) error {
-	w.mu.Lock()
-	w.formerRunning++
-	w.mu.Unlock()
-	defer func() {
+// formerServer is the asynq server of the former namespaces' queues.
+// Its fields are guarded by the Worker's mu.
+type formerServer struct {
+	srv     *asynq.Server
+	closing bool          // stopFormer stops it: what it takes from now on does not run
+	running int           // tasks it runs now
+	idle    chan struct{} // closed when running drops to 0, while stopFormer waits
+}
+
+// formerHandler is dispatch for the former server fs, counting what it
+// runs, so that stopFormer can let that finish before it shuts fs down.
+// A task fs takes once it is closing (asynq's Stop returns while a task
+// it has just taken is on its way to the handler) is not run: the
+// handler waits for asynq's Shutdown, which puts the task back on its
+// queue as it was.
+func (w *Worker) formerHandler(fs *formerServer) asynq.HandlerFunc {
+	return func(ctx context.Context, t *asynq.Task) error {
 		w.mu.Lock()
-		w.formerRunning--
-		if w.formerRunning == 0 && w.formerIdle != nil {
-			close(w.formerIdle)
-			w.formerIdle = nil
+		if fs.closing {
+			w.mu.Unlock()
+			<-ctx.Done()
+			return ctx.Err()
 		}
+		fs.running++
 		w.mu.Unlock()
-	}()
-	return w.dispatch(ctx, t)
+		defer func() {
+			w.mu.Lock()
+			fs.running--
+			if fs.running == 0 && fs.idle != nil {
+				close(fs.idle)
+				fs.idle = nil
+			}
+			w.mu.Unlock()
+		}()
+		return w.dispatch(ctx, t)
+	}
 }
 
 // dispatch runs a task's handler. A task nobody here handles is handed
@@ -456,11 +473,11 @@ func (w *Worker) watchFormer(ctx context.Context) {
 			empty = 0
 			w.mu.Lock()
 			if !w.stopping && w.formerSrv == nil {
-				srv := w.newServer(w.formerQs)
-				if err := srv.Start(asynq.HandlerFunc(w.dispatchFormer)); err != nil {
+				fs := &formerServer{srv: w.newServer(w.formerQs)}
+				if err := fs.srv.Start(w.formerHandler(fs)); err != nil {
 					w.log.Error("jobs: serving the queues of former namespaces", "err", err)
 				} else {
-					w.formerSrv = srv
+					w.formerSrv = fs
 					w.log.Info("jobs: serving the queues of former namespaces while they hold tasks", "queues", w.formerNames)
 				}
 			}
@@ -484,24 +501,26 @@ func (w *Worker) watchFormer(ctx context.Context) {
 // the server takes no new task, the watcher waits for those it runs
 // (WorkerConfig.ShutdownTimeout at most) and shuts it down only then —
 // asynq's Shutdown puts back what still runs, and a task put back while
-// its handler goes on here would run twice. It returns false if the
-// Worker is stopping: Stop then shuts the server down, after its own
-// wait.
+// its handler goes on here would run twice (see also formerHandler). It
+// returns false if the Worker is stopping: Stop then shuts the server
+// down, after its own wait.
 func (w *Worker) stopFormer(ctx context.Context) bool {
 	w.mu.Lock()
-	srv, stopping := w.formerSrv, w.stopping
-	if stopping || srv == nil {
-		w.mu.Unlock()
+	fs, stopping := w.formerSrv, w.stopping
+	w.mu.Unlock()
+	if stopping || fs == nil {
 		return !stopping
 	}
+	fs.srv.Stop() // no new tasks
+	w.mu.Lock()
+	fs.closing = true
 	idle := make(chan struct{})
-	if w.formerRunning == 0 {
+	if fs.running == 0 {
 		close(idle)
 	} else {
-		w.formerIdle = idle
+		fs.idle = idle
 	}
 	w.mu.Unlock()
-	srv.Stop() // no new tasks
 	t := time.NewTimer(w.cfg.ShutdownTimeout)
 	defer t.Stop()
 	select {
@@ -514,9 +533,9 @@ func (w *Worker) stopFormer(ctx context.Context) bool {
 		w.mu.Unlock()
 		return false
 	}
-	w.formerSrv, w.formerIdle = nil, nil
+	w.formerSrv, fs.idle = nil, nil
 	w.mu.Unlock()
-	srv.Shutdown()
+	fs.srv.Shutdown()
 	w.log.Info("jobs: the queues of former namespaces are empty; no longer serving them", "queues", w.formerNames)
 	return true
 }
@@ -599,7 +618,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	}
 	servers := []*asynq.Server{srv}
 	if former != nil {
-		servers = append(servers, former)
+		servers = append(servers, former.srv)
 	}
 	grace := w.cfg.ShutdownTimeout
 	if dl, ok := ctx.Deadline(); ok {
