@@ -36,16 +36,13 @@ type probe struct {
 	// recoveryEnd: a primary's pg_last_wal_replay_lsn (0 if its
 	// processes began without a recovery).
 	recoveryEnd LSN
-	// A replica's streaming: streamed, it received WAL from a primary
-	// by streaming in this run (pg_last_wal_receive_lsn is set);
-	// streamTimeline, the timeline its WAL receiver streams (0: not
-	// known, the receiver not running or its details not visible to the
-	// router's user without pg_read_all_stats).
-	streamed       bool
-	streamTimeline int
-	err            error
-	startedAt      time.Time
-	took           time.Duration
+	// checkpointTimeline: a replica's timeline of its last restartpoint
+	// (pg_control_checkpoint, which any role may read): its replay has
+	// followed that timeline.
+	checkpointTimeline int
+	err                error
+	startedAt          time.Time
+	took               time.Duration
 }
 
 // probeSQL reads everything the router needs in one round trip. The
@@ -59,8 +56,7 @@ const probeSQL = `SELECT pg_is_in_recovery(),
        ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, 0) END,
   (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8,
   CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_last_wal_replay_lsn()::text END,
-  pg_is_in_recovery() AND pg_last_wal_receive_lsn() IS NOT NULL,
-  coalesce((SELECT received_tli FROM pg_stat_wal_receiver WHERE status = 'streaming'), 0)`
+  CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) ELSE 0 END`
 
 // node is one PostgreSQL server: its pool, what the prober last saw of it,
 // and the bookkeeping for load balancing and fault handling.
@@ -191,7 +187,7 @@ func (n *node) probeOnce(ctx context.Context, timeout time.Duration) *probe {
 	var lagSeconds float64
 	var recovered *string
 	err := n.probeConn.QueryRow(ctx, probeSQL).Scan(&inRecovery, &lsn, &p.timeline, &lagSeconds, &p.run, &recovered,
-		&p.streamed, &p.streamTimeline)
+		&p.checkpointTimeline)
 	p.took = time.Since(p.startedAt)
 	if err == nil && recovered != nil {
 		p.recoveryEnd, err = ParseLSN(*recovered)

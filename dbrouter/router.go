@@ -233,19 +233,20 @@ func (r *Router) record(n *node, p *probe) {
 // rywEligible reports whether a replica's replay position p.lsn can be
 // compared with a read-your-writes position taken on a primary of
 // timeline tl (the current primary's, or the last one's while there is
-// none). LSNs of different histories cannot be compared: a node that
-// comes back from being the primary replays WAL of its own that the new
-// primary never had, past the switch point, until it is rewound; a
-// replica left on the old timeline by a promotion of a less advanced one
-// has replayed past where the new timeline begins. Neither can stream
-// from the new primary, so only a replica that has received WAL by
-// streaming in its current run, and (when the router may see it) on
-// timeline tl, is compared.
+// none; 0 before any). LSNs of different histories cannot be compared:
+// the old primary, back as a replica, first replays WAL of its own that
+// the new primary never had, past the switch point, until it is rewound;
+// a replica left on the old timeline by the promotion of a less advanced
+// one has replayed past where the new timeline begins. A replica whose
+// last restartpoint is on timeline tl has followed tl; one whose last
+// restartpoint is on another timeline is not compared (after a failover
+// that lasts until its first restartpoint on the new timeline, at most a
+// checkpoint_timeout: reads with a position go to the primary meanwhile).
 func rywEligible(p *probe, tl int) bool {
-	if p == nil || !p.ok || p.primary || !p.streamed {
+	if p == nil || !p.ok || p.primary {
 		return false
 	}
-	return p.streamTimeline == 0 || tl == 0 || p.streamTimeline == tl
+	return tl == 0 || p.checkpointTimeline == tl
 }
 
 // recompute derives the view from the nodes' last probes, logs and counts
