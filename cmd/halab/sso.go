@@ -34,10 +34,10 @@ const (
 type ssoLab struct {
 	*appGroup
 	// redis is the provider's Redis (a master, a replica, three
-	// Sentinels). The apps' job queues are apart by namespace (each app's
-	// module path) and would share one Redis safely; a Redis each keeps
-	// their failure domains apart, so a Redis failover in the dashboard
-	// hits one app at a time.
+	// Sentinels). Two apps on one Redis lose no task (a worker hands back
+	// a type it has no handler for) and HAKIT_JOBS_NAMESPACE keeps their
+	// queues apart; a Redis each keeps their failure domains apart, so a
+	// Redis failover in the dashboard hits one app at a time.
 	redis      *hatest.RedisCluster
 	secret     string // SSO_SECRET
 	shopSecret string
