@@ -15,33 +15,45 @@ import (
 // It returns early, with what is known then, when ctx ends or after
 // twice Config.ProbeTimeout (a probe under way when it was called, then
 // its own); a node whose probe had not finished keeps its older status,
-// which its Probed time tells. A closed Router returns Status at once.
+// which its Probed time tells. A node that was down when it was called is
+// not waited for. A closed Router returns Status at once.
 func (r *Router) Refresh(ctx context.Context) []NodeStatus {
 	since := time.Now()
 	if r.closed.Load() {
 		return r.Status()
 	}
+	// A node that was down at the call is not waited for: its probe can
+	// hang for a whole ProbeTimeout (a host that takes connections and
+	// never answers), and its status is an error either way.
+	var wait []*node
+	for _, n := range r.nodes {
+		if p := n.last.Load(); p != nil && p.ok {
+			wait = append(wait, n)
+		}
+	}
 	r.kickAll()
 	limit := time.NewTimer(2 * r.cfg.ProbeTimeout)
 	defer limit.Stop()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !r.probedSince(since) {
+	for {
+		// Every recorded probe makes a new view: wait for the next.
+		v := r.view.Load()
+		if probedSince(wait, since) {
+			return r.Status()
+		}
 		select {
 		case <-ctx.Done():
 			return r.Status()
 		case <-limit.C:
 			return r.Status()
-		case <-tick.C:
+		case <-v.changed:
 		}
 	}
-	return r.Status()
 }
 
-// probedSince reports whether every node's last recorded probe started at
+// probedSince reports whether each node's last recorded probe started at
 // or after t.
-func (r *Router) probedSince(t time.Time) bool {
-	for _, n := range r.nodes {
+func probedSince(nodes []*node, t time.Time) bool {
+	for _, n := range nodes {
 		p := n.last.Load()
 		if p == nil || p.startedAt.Before(t) {
 			return false

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,5 +76,64 @@ func TestRefreshProbesNow(t *testing.T) {
 	r.Refresh(ctx)
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("Refresh on a closed router took %s", took)
+	}
+}
+
+// A node that takes connections and never answers was found down by the
+// probe at New: Refresh does not wait out its probe's timeout again.
+func TestRefreshDoesNotWaitForADownNode(t *testing.T) {
+	t.Parallel()
+	pg := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // never answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	hung := "postgres://postgres@" + ln.Addr().String() + "/postgres?sslmode=disable&connect_timeout=30"
+	ctx := context.Background()
+	const probeTimeout = 3 * time.Second
+	r, err := dbrouter.New(ctx, dbrouter.Config{Nodes: []string{pg.DSNs()[0], hung}, ProbeInterval: time.Hour, ProbeTimeout: probeTimeout,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	hatest.WaitFor(t, 30*time.Second, "the hung node found down", func() bool {
+		for _, s := range r.Status() {
+			if s.Name == ln.Addr().String() {
+				return s.Role == dbrouter.RoleDown
+			}
+		}
+		return false
+	})
+	start := time.Now()
+	st := r.Refresh(ctx)
+	if took := time.Since(start); took >= probeTimeout {
+		t.Fatalf("Refresh took %v with one node down; want less than the probe timeout (%v)", took, probeTimeout)
+	}
+	for _, s := range st {
+		if s.Role == dbrouter.RolePrimary && s.Err != nil {
+			t.Fatalf("primary after Refresh: %v", s.Err)
+		}
 	}
 }
