@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -51,6 +52,10 @@ func checkKey(key string) error {
 		why = "over " + strconv.Itoa(maxKeyLen) + " bytes"
 	case !utf8.ValidString(key):
 		why = "not UTF-8"
+	case emptyOrDotSegment(key):
+		// S3 itself takes these, but MinIO refuses them (400), and the
+		// Store never makes such a key.
+		why = "a path with an empty, . or .. segment"
 	default:
 		for _, c := range key {
 			if unicode.IsControl(c) {
@@ -63,4 +68,15 @@ func checkKey(key string) error {
 		return nil
 	}
 	return fmt.Errorf("%w: the key is %s", ErrNotFound, why)
+}
+
+// emptyOrDotSegment reports whether key, split at "/", has an empty, "."
+// or ".." segment ("a//b", "/a", "a/", "a/../b").
+func emptyOrDotSegment(key string) bool {
+	for seg := range strings.SplitSeq(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }

@@ -191,6 +191,25 @@ func TestErrorsGoThroughErrorHandler(t *testing.T) {
 		}
 	}
 	hook.last()
+	// A 400 that is not about the key is the bucket failing, not a
+	// missing object: a bucket name S3 refuses answers 502, GET and HEAD.
+	m := h.minio
+	badBucket, err := uploads.NewS3Bucket(uploads.S3Config{Endpoint: m.Endpoint, Region: m.Region, Bucket: "Media_Bucket",
+		AccessKey: m.AccessKey, SecretKey: m.SecretKey, PathStyle: true, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(badBucket.Close)
+	badStore, err := uploads.New(uploads.Config{Bucket: badBucket, Prefix: "up/", MaxSize: 1 << 20, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	badSrv := httptestServer(t, errorsMux(badStore, badStore), nil)
+	for _, method := range []string{"GET", "HEAD"} {
+		if a := ask(t, method, badSrv.URL+"/plain?key="+url.QueryEscape("other/there.png"), nil, "", nil); a.code != 502 {
+			t.Errorf("%s on a bucket whose name S3 refuses: %d; want 502 (the bucket failing, not a missing object)", method, a.code)
+		}
+	}
 	// The object itself is still served, sandboxed.
 	if a := get("GET", "other/there.png", nil)("hooked"); a.code != 200 || len(a.body) != 100 || !strings.Contains(a.h.Get("Content-Security-Policy"), "sandbox") {
 		t.Errorf("GET of the object: %d, %d bytes, %v", a.code, len(a.body), a.h)

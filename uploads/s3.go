@@ -17,6 +17,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 )
 
 // S3Config configures an S3Bucket. Bucket and credentials are required.
@@ -430,12 +431,21 @@ func (b *S3Bucket) Ping(ctx context.Context) error {
 	return err
 }
 
-// refusedKey is the error for a read that S3 answered 400: the key is one
-// the server does not accept (MinIO refuses "a//b" and "a/../b", for
-// one), so no object has it. It is ErrNotFound, not a failure of the
-// bucket; S3's answer stays in the error, for the log.
+// refusedKey is the error for a read that S3 answered 400. When S3 says
+// the key is one it does not accept (an error code about the object's
+// name), no object has it: ErrNotFound, not a failure of the bucket, with
+// S3's answer kept for the log. Any other 400 (a bad bucket name, a
+// wrong signing region, an expired token, or a HEAD, which has no body
+// to name a code) is the bucket failing.
 func refusedKey(key string, err error) error {
-	return fmt.Errorf("%w: the bucket refused key %q: %w", ErrNotFound, key, err)
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "XMinioInvalidObjectName", "InvalidObjectName", "KeyTooLongError":
+			return fmt.Errorf("%w: the bucket refused key %q: %w", ErrNotFound, key, err)
+		}
+	}
+	return fmt.Errorf("uploads: read %s: %w", key, err)
 }
 
 // httpStatus returns the HTTP status of an S3 error, or 0.
