@@ -348,7 +348,13 @@ func TestSentinelFailoverKeepsSessions(t *testing.T) {
 		MaxRetries: -1,
 	})
 	defer rdb.Close()
-	m := newManager(t, session.NewRedisStore(rdb, session.RedisOptions{Logger: quiet()}), nil) // WAIT 1 for logins
+	// WAIT 1 for logins, and long enough that a replica starved on a
+	// loaded machine still confirms them: the default 100 ms lets a login
+	// stand on the master alone (logged), which the kill below then loses
+	// (one CI run: the replica had received nothing 0.6 s after the
+	// logins). RequireConfirm: a login no replica confirmed fails here.
+	m := newManager(t, session.NewRedisStore(rdb, session.RedisOptions{Logger: quiet(),
+		WaitTimeout: 10 * time.Second, RequireConfirm: true}), nil)
 	in := newInstance(t, m, m.LoadAndSave)
 
 	users := make([]*user, 20)
