@@ -70,8 +70,8 @@ var _ pgx.Tx = (*writeTx)(nil)
 // factsSQL reads txnFacts at BEGIN: the transaction id (taken first: on a
 // standby it fails with read_only_sql_transaction, which sends the Write
 // to the primary), the end of a logical message the transaction writes
-// (an empty one, prefix "hakit.dbrouter", seen only by logical decoding
-// that asks for messages), the timeline the server writes on (the first
+// (an empty one, prefix "hakit.dbrouter"; logical decoding sees one per
+// Write, pgoutput only with messages on), the timeline the server writes on (the first
 // 8 digits of a WAL file name), the server's run, and where the recovery
 // it began with ended (NULL if none: a crash of one backend makes the
 // postmaster restart every backend after a crash recovery, with the same
