@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"hakit.dev/dbrouter"
@@ -310,4 +311,16 @@ type msgConn struct {
 func forward(server net.Conn) {
 	m := server.(*msgConn)
 	_, _ = m.Conn.Write(m.pending)
+}
+
+// execModes are pgx's default mode (cached prepared statements) and the
+// simple protocol that PgBouncer in transaction mode needs: batches, and
+// so a Write's first round trip, differ between them.
+func execModes() []pgx.QueryExecMode {
+	return []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol}
+}
+
+// inExecMode is a Config.ConfigurePool that sets the pools' query exec mode.
+func inExecMode(mode pgx.QueryExecMode) func(string, *pgxpool.Config) {
+	return func(_ string, pc *pgxpool.Config) { pc.ConnConfig.DefaultQueryExecMode = mode }
 }

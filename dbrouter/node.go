@@ -66,13 +66,13 @@ type node struct {
 	pool *pgxpool.Pool
 	conn *pgx.ConnConfig // for the prober's own connection
 
-	last     atomic.Pointer[probe]
-	role     atomic.Value  // Role, as of the last view
-	replayed atomic.Uint64 // highest replay LSN seen while a replica in replayedRun (probes and read checks)
-	// replayedRun is the server run replayed was seen in: a restarted
-	// node (rewound, or replaying WAL of its own that the primary never
-	// had) starts again from 0.
-	replayedRun int64
+	last atomic.Pointer[probe]
+	role atomic.Value // Role, as of the last view
+	// replayed is the highest replay LSN seen while a replica (probes and
+	// read checks) in the run replicaRun names: a restarted node
+	// (rewound, or replaying WAL of its own that the primary never had)
+	// starts again from 0.
+	replayed atomic.Uint64
 	// replicaRun is the server run (postmaster start, µs) in which a probe
 	// last found the node in recovery: if the node is a primary in that
 	// same run, it was promoted during it, and the end of its recovery is

@@ -240,8 +240,7 @@ func (r *Router) askCommit(ctx context.Context, n *node, t txnFacts) (writeResul
 	}
 	// Promoted in this run, and no crash restart of its backends since:
 	// its recovery end is still the one first seen after the promotion.
-	s.promotedInRun = s.started != 0 && n.replicaRun.Load() == s.started &&
-		n.promotionRun.Load() == s.started && LSN(n.promotionEnd.Load()) == s.recoveryEnd
+	s.promotedInRun = s.started != 0 && n.promotionRun.Load() == s.started && LSN(n.promotionEnd.Load()) == s.recoveryEnd
 	v, why := decide(t, s, nil, false)
 	if v == needHistory {
 		// Timeline history files are readable by superusers and members

@@ -25,7 +25,7 @@ func TestWriteRoundTrips(t *testing.T) {
 	if err := pg.Exec(ctx, "CREATE TABLE rt (id int)"); err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+	for _, mode := range execModes() {
 		t.Run(mode.String(), func(t *testing.T) {
 			// The bare transaction.
 			bpx, bdsn := proxied(t, pg)
@@ -50,9 +50,7 @@ func TestWriteRoundTrips(t *testing.T) {
 			bare := bpx.roundTrips()
 
 			px, dsn := proxied(t, pg)
-			r := newRouter(t, dbrouter.Config{Nodes: []string{dsn}, ConfigurePool: func(_ string, pc *pgxpool.Config) {
-				pc.ConnConfig.DefaultQueryExecMode = mode
-			}})
+			r := newRouter(t, dbrouter.Config{Nodes: []string{dsn}, ConfigurePool: inExecMode(mode)})
 			for i := range 3 {
 				if err := r.Write(ctx, func(tx pgx.Tx) error {
 					_, err := tx.Exec(ctx, "INSERT INTO rt VALUES ($1)", i)

@@ -208,12 +208,10 @@ func (r *Router) record(n *node, p *probe) {
 		n.suspectAt.CompareAndSwap(s, 0)
 	}
 	if p.ok && !p.primary {
-		if p.run != n.replayedRun {
-			n.replayedRun = p.run
+		if n.replicaRun.Swap(p.run) != p.run {
 			n.replayed.Store(0)
 		}
 		n.raiseReplayed(p.lsn)
-		n.replicaRun.Store(p.run)
 	}
 	if p.ok && p.primary && p.run == n.replicaRun.Load() && n.promotionRun.Load() != p.run {
 		// The first probe of the node as a primary in the run it was

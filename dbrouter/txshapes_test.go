@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"hakit.dev/dbrouter"
 	"hakit.dev/hatest"
@@ -28,16 +27,12 @@ func TestWriteTransactionShapes(t *testing.T) {
 	if err := pg.Exec(ctx, "CREATE TABLE s (k text PRIMARY KEY, v int NOT NULL)"); err != nil {
 		t.Fatal(err)
 	}
-	// pgx's default (cached prepared statements), and the simple protocol
-	// (which PgBouncer in transaction mode needs): batches differ.
-	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+	for _, mode := range execModes() {
 		t.Run(mode.String(), func(t *testing.T) {
 			if err := pg.Exec(ctx, "TRUNCATE s"); err != nil {
 				t.Fatal(err)
 			}
-			r := newRouter(t, dbrouter.Config{Nodes: c.DSNs(), ConfigurePool: func(_ string, pc *pgxpool.Config) {
-				pc.ConnConfig.DefaultQueryExecMode = mode
-			}})
+			r := newRouter(t, dbrouter.Config{Nodes: c.DSNs(), ConfigurePool: inExecMode(mode)})
 			writeShapes(t, ctx, r, pg)
 		})
 	}

@@ -374,26 +374,27 @@ func (t *writeTx) Conn() *pgx.Conn {
 // Commit commits the transaction. fn must leave that to the Write, which
 // fails when fn ended the transaction itself.
 func (t *writeTx) Commit(ctx context.Context) error {
-	return t.end(ctx, "commit")
+	return t.end(ctx, true)
 }
 
 // Rollback rolls the transaction back; the Write then fails.
 func (t *writeTx) Rollback(ctx context.Context) error {
-	return t.end(ctx, "rollback")
+	return t.end(ctx, false)
 }
 
-func (t *writeTx) end(ctx context.Context, sql string) error {
+func (t *writeTx) end(ctx context.Context, commit bool) error {
 	if t.ended {
 		return pgx.ErrTxClosed
 	}
 	t.ended = true
-	if !t.begun {
+	switch {
+	case !t.begun:
 		return nil
-	}
-	if sql == "commit" {
+	case commit:
 		return t.tx.Commit(ctx)
+	default:
+		return t.tx.Rollback(ctx)
 	}
-	return t.tx.Rollback(ctx)
 }
 
 // run calls fn with t, turning LargeObjects' panic into its error.
