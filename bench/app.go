@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -73,10 +72,6 @@ func appSuite(ctx context.Context, r *report) error {
 	if err != nil {
 		return errors.New("wrk not found: install the Debian package wrk (make deps)")
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	type side struct {
 		kind, url, cookie string
 		pg                *hatest.PostgresCluster
@@ -100,27 +95,12 @@ func appSuite(ctx context.Context, r *report) error {
 		if err := sd.pg.WaitReplicated(ctx); err != nil {
 			return err
 		}
-		cmd := exec.CommandContext(ctx, self)
-		cmd.Env = append(os.Environ(), envHTTPServer+"="+sd.kind,
-			envAppDSNs+"="+strings.Join(sd.pg.DSNs(), "\n"), envAppRedis+"="+sd.rd.Addr())
-		cmd.Stderr = os.Stderr
-		stdin, err := cmd.StdinPipe()
+		srv, err := startServer(ctx, sd.kind, envAppDSNs+"="+strings.Join(sd.pg.DSNs(), "\n"), envAppRedis+"="+sd.rd.Addr())
 		if err != nil {
 			return err
 		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return err
-		}
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil {
-			return fmt.Errorf("the %s server did not start: %v", sd.kind, err)
-		}
-		sd.url, sd.pid = "http://"+strings.TrimSpace(line), cmd.Process.Pid
+		defer srv.stop()
+		sd.url, sd.pid = srv.url, srv.pid
 		// Log in (a write, so the session carries a position), then load
 		// the page with that session's cookie.
 		if sd.cookie, err = loginCookie(ctx, sd.url); err != nil {

@@ -98,37 +98,19 @@ func httpSuite(ctx context.Context, r *report) error {
 // recorded latencies added up to 15–40 times the run's length.)
 func readyzLatency(ctx context.Context) (latencies, error) {
 	var res latencies
-	self, err := os.Executable()
+	srv, err := startServer(ctx, "readyz")
 	if err != nil {
 		return res, err
 	}
-	cmd := exec.CommandContext(ctx, self)
-	cmd.Env = append(os.Environ(), envHTTPServer+"=readyz")
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return res, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return res, err
-	}
-	if err := cmd.Start(); err != nil {
-		return res, err
-	}
-	defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		return res, fmt.Errorf("the readyz server did not start: %v", err)
-	}
-	if err := waitOK(ctx, "http://"+strings.TrimSpace(line)+"/readyz"); err != nil {
+	defer srv.stop()
+	if err := waitOK(ctx, srv.url+"/readyz"); err != nil {
 		return res, err
 	}
 	// One keep-alive connection, and the requests written and the
 	// responses read on this goroutine, as a load balancer's check does:
 	// http.Client would hand each request to two goroutines of its own,
 	// waits for the scheduler that belong to the client, not the server.
-	addr := strings.TrimSpace(line)
+	addr := strings.TrimPrefix(srv.url, "http://")
 	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return res, err
@@ -260,37 +242,19 @@ type overhead struct {
 // all three alike.
 func middlewareOverhead(ctx context.Context, wrk string) (overhead, error) {
 	var res overhead
-	self, err := os.Executable()
-	if err != nil {
-		return res, err
-	}
 	kinds := [3]string{"bare", "hakit", "chi"}
 	var pids [3]int
 	var urls [3]string
 	for i, k := range kinds {
-		cmd := exec.CommandContext(ctx, self)
 		// One P each: a Go server with idle Ps wakes threads that spin
 		// looking for work, CPU time that follows how often it idles, not
 		// its requests, and flatters the slower server.
-		cmd.Env = append(os.Environ(), envHTTPServer+"="+k, "GOMAXPROCS=1")
-		cmd.Stderr = os.Stderr
-		stdin, err := cmd.StdinPipe()
+		srv, err := startServer(ctx, k, "GOMAXPROCS=1")
 		if err != nil {
 			return res, err
 		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return res, err
-		}
-		if err := cmd.Start(); err != nil {
-			return res, err
-		}
-		defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil {
-			return res, fmt.Errorf("the %s server did not start: %v", k, err)
-		}
-		pids[i], urls[i] = cmd.Process.Pid, "http://"+strings.TrimSpace(line)
+		defer srv.stop()
+		pids[i], urls[i] = srv.pid, srv.url
 	}
 	if err := waitOK(ctx, urls[1]+"/readyz"); err != nil {
 		return res, err
@@ -300,6 +264,7 @@ func middlewareOverhead(ctx context.Context, wrk string) (overhead, error) {
 	for range rounds {
 		var before [3]time.Duration
 		for i, pid := range pids {
+			var err error
 			if before[i], err = processCPUOf(pid); err != nil {
 				return res, err
 			}
@@ -454,4 +419,42 @@ func parseWrkDuration(s string) time.Duration {
 		}
 	}
 	return 0
+}
+
+// childServer is this binary serving one of the suites' servers in a
+// process of its own (see envHTTPServer).
+type childServer struct {
+	url  string // http://host:port
+	pid  int
+	stop func() // closes its stdin, which ends it, and waits for it
+}
+
+// startServer starts this binary as the server kind, with env added to
+// its environment, and returns once it printed its address.
+func startServer(ctx context.Context, kind string, env ...string) (childServer, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return childServer{}, err
+	}
+	cmd := exec.CommandContext(ctx, self)
+	cmd.Env = append(append(os.Environ(), envHTTPServer+"="+kind), env...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return childServer{}, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return childServer{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return childServer{}, err
+	}
+	stop := func() { _ = stdin.Close(); _ = cmd.Wait() }
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		stop()
+		return childServer{}, fmt.Errorf("the %s server did not start: %v", kind, err)
+	}
+	return childServer{url: "http://" + strings.TrimSpace(line), pid: cmd.Process.Pid, stop: stop}, nil
 }
