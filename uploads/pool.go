@@ -97,9 +97,10 @@ type part struct {
 	pool     *pool // keeps the chunks' memory mapped while the part lives
 	chunks   [][]byte
 	size     int
-	held     int  // chunks counted outside the reserve (under the pool's lock)
-	reserved bool // its only chunk is a reserved one
-	sealed   bool // complete: on its way to S3
+	held     int     // chunks counted outside the reserve (under the pool's lock)
+	reserved bool    // its only chunk is a reserved one
+	sealed   bool    // complete: on its way to S3
+	stream   *stream // set when the part is sent as it fills (early.go)
 }
 
 // newPool returns a pool of parts parts of partSize bytes whose waits
@@ -293,11 +294,17 @@ func (p *pool) fill(ctx context.Context, pt *part, r io.Reader, limit int, later
 			}
 			pt.chunks[len(pt.chunks)-1][0] = b[0]
 			pt.size++
+			if pt.stream != nil {
+				pt.stream.publish(pt.chunks, pt.size)
+			}
 			continue
 		}
 		c := pt.chunks[len(pt.chunks)-1]
 		n, err := r.Read(c[off:min(chunkSize, off+limit-pt.size)])
 		pt.size += n
+		if n > 0 && pt.stream != nil {
+			pt.stream.publish(pt.chunks, pt.size)
+		}
 		if err == io.EOF {
 			return true, nil
 		}

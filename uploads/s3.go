@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -40,13 +41,14 @@ type S3Config struct {
 	// buffers that hold them. Defaults to 5 MiB, which is also the least
 	// allowed (S3's minimum).
 	PartSize int64
-	// Concurrency is how many parts of one upload are sent at once; the
-	// next part fills meanwhile, so an upload holds at most Concurrency + 1
-	// parts. Defaults to 1: sending to S3 then runs alongside the client's
-	// sending, which keeps up unless S3 is slower than the clients (far
-	// away, or clients on a fast LAN); raise it then. On MinIO over
-	// loopback, 1 was as fast as 2 and 4, with 2 parts of memory per
-	// upload instead of 3 or 5 (docs/benchmarks.md).
+	// Concurrency is how many complete parts of one upload are sent at
+	// once; the next part fills meanwhile, and is itself sent to S3 as its
+	// bytes arrive (unless SignPayload), so an upload holds at most
+	// Concurrency + 1 parts of memory and has Concurrency + 1 requests
+	// to S3 open. Defaults to 1: on MinIO over loopback that was as fast
+	// as the SDK's upload manager with 5 parts at a time, with 2 parts of
+	// memory per upload instead of 3 or more (docs/benchmarks.md). Raise
+	// it when S3 takes a part much more slowly than clients send one.
 	Concurrency int
 	// MaxBuffers bounds the part buffers of all uploads together, and so
 	// the memory uploads can take: MaxBuffers × PartSize (each part rounded
@@ -98,6 +100,12 @@ type S3Bucket struct {
 	pool *pool // the memory of part buffers, shared by all uploads
 
 	bodyOpts []func(*s3.Options) // for requests that carry file content
+
+	earlyStall time.Duration // see early.go
+	early      struct {
+		took      atomic.Int64 // parts an early request took whole
+		sentAgain atomic.Int64 // parts sent again after their early request gave up
+	}
 
 	aborts sync.WaitGroup
 }
@@ -160,7 +168,7 @@ func NewS3Bucket(cfg S3Config) (*S3Bucket, error) {
 		opts.HTTPClient = cfg.HTTPClient
 	}
 	b := &S3Bucket{cfg: cfg, client: s3.New(opts), log: cfg.Logger, bodyOpts: bodyOptions(cfg.SignPayload),
-		pool: newPool(cfg.MaxBuffers, cfg.PartSize, cfg.BufferWait)}
+		pool: newPool(cfg.MaxBuffers, cfg.PartSize, cfg.BufferWait), earlyStall: earlyStall}
 	b.presign = s3.NewPresignClient(b.client)
 	return b, nil
 }
@@ -177,10 +185,14 @@ func bodyOptions(sign bool) []func(*s3.Options) {
 func (b *S3Bucket) Client() *s3.Client { return b.client }
 
 // Upload implements Bucket: one PUT for a body smaller than a part, a
-// multipart upload otherwise, with at most Concurrency parts in flight.
-// Parts are held in memory from the bucket's pool, taken as the bytes
-// arrive, so memory does not grow with the size of the file and a slow
-// client holds only what it has sent. Waiting for that memory longer than
+// multipart upload otherwise, with at most Concurrency complete parts in
+// flight and the part after them sent as it fills. Parts are held in
+// memory from the bucket's pool, taken as the bytes arrive, so memory
+// does not grow with the size of the file and a slow client holds only
+// what it has sent. A part sent as it fills is sent again whole, with
+// the SDK's retries, if that first request fails: it does when the part
+// turns out to be the short last one, so the last part of a multipart
+// upload usually goes to S3 twice (see early.go). Waiting for that memory longer than
 // BufferWait fails with ErrBusy. On any failure the multipart upload is
 // aborted.
 func (b *S3Bucket) Upload(ctx context.Context, key string, r io.Reader, contentType string, meta map[string]string) error {
@@ -219,10 +231,24 @@ func (b *S3Bucket) Upload(ctx context.Context, key string, r io.Reader, contentT
 		wg    sync.WaitGroup
 		sem   = make(chan struct{}, b.cfg.Concurrency)
 	)
-	send := func(num int32, pt *part) {
+	send := func(num int32, pt *part, e *early) {
 		defer wg.Done()
 		defer func() { <-sem }()
 		defer b.pool.release(pt)
+		if e != nil {
+			<-e.done
+			if e.err == nil {
+				b.early.took.Add(1)
+				mu.Lock()
+				parts = append(parts, types.CompletedPart{ETag: e.etag, PartNumber: aws.Int32(num)})
+				mu.Unlock()
+				return
+			}
+			b.early.sentAgain.Add(1)
+			if pctx.Err() == nil {
+				b.log.Debug("uploads: a part sent as it filled is sent again whole", "key", key, "part", num, "err", e.err)
+			}
+		}
 		out, err := b.client.UploadPart(pctx, &s3.UploadPartInput{
 			Bucket: &b.cfg.Bucket, Key: &key, UploadId: uploadID, PartNumber: aws.Int32(num),
 			Body: pt.reader(), ContentLength: aws.Int64(int64(pt.size)),
@@ -236,26 +262,41 @@ func (b *S3Bucket) Upload(ctx context.Context, key string, r io.Reader, contentT
 		mu.Unlock()
 	}
 	pt := first
-	var failure error
+	var (
+		e       *early // pt's early request, if any
+		failure error
+	)
 	for num := int32(1); ; num++ {
 		b.pool.seal(pt)
 		select {
 		case sem <- struct{}{}:
 		case <-pctx.Done():
-			b.pool.release(pt)
 			failure = context.Cause(pctx)
 		}
 		if failure != nil {
+			if e != nil {
+				e.stop()
+			}
+			b.pool.release(pt)
 			break
 		}
 		wg.Add(1)
-		go send(num, pt)
+		go send(num, pt, e)
 		if eof { // that was the last part
 			break
 		}
-		pt = &part{}
+		pt, e = &part{}, nil
+		if !b.cfg.SignPayload { // a signed payload is read whole before it is sent
+			e = b.sendEarly(pctx, key, uploadID, num+1, pt)
+		}
 		eof, err = b.pool.fill(pctx, pt, r, int(b.cfg.PartSize), true)
+		if e != nil {
+			pt.stream.end()
+		}
 		if err != nil || pt.size == 0 { // failed, or nothing more: no empty last part
+			if e != nil {
+				e.stop()
+			}
 			b.pool.release(pt)
 			if err != nil {
 				failure = err
