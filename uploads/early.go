@@ -161,6 +161,24 @@ type early struct {
 // noRetry makes a request's first attempt its only one.
 func noRetry(o *s3.Options) { o.Retryer = aws.NopRetryer{} }
 
+// sizeBound is what the Store's reader tells of the bytes left.
+type sizeBound interface{ maxLeft() int64 }
+
+// sendsEarly reports whether the part about to fill from r is sent as it
+// fills: not with a signed payload (the SDK reads a part whole to hash it
+// before it sends a byte), nor when r can tell it has fewer bytes left
+// than a whole part (the file's last part, short: its early request would
+// give up, and the part go to S3 twice).
+func (b *S3Bucket) sendsEarly(r io.Reader) bool {
+	if b.cfg.SignPayload {
+		return false
+	}
+	if sb, ok := r.(sizeBound); ok && sb.maxLeft() < b.cfg.PartSize {
+		return false
+	}
+	return true
+}
+
 // sendEarly starts part num's request while pt fills; pt must not have
 // started filling.
 func (b *S3Bucket) sendEarly(ctx context.Context, key string, uploadID *string, num int32, pt *part) *early {

@@ -1,13 +1,18 @@
 package uploads
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -196,5 +201,67 @@ func TestSignedPayloadSendsNoPartEarly(t *testing.T) {
 	stored(t, b, m, "signed", size, 3)
 	if took, again := b.early.took.Load(), b.early.sentAgain.Load(); took != 0 || again != 0 {
 		t.Fatalf("%d parts taken early, %d sent again with a signed payload", took, again)
+	}
+}
+
+// Through a Store, a request with a Content-Length tells how much of the
+// file can be left: a last part that cannot be whole is not sent early
+// (so not twice). Without one (chunked), it is, and is sent again.
+func TestEarlyPartNotForAShortLastPart(t *testing.T) {
+	t.Parallel()
+	b, m := earlyBucket(t, nil)
+	st, err := New(Config{Bucket: b, Prefix: "up/", MaxSize: 64 << 20, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, err := st.Receive(w, r)
+		if err != nil {
+			http.Error(w, err.Error(), Status(err))
+			return
+		}
+		_ = json.NewEncoder(w).Encode(got)
+	}))
+	t.Cleanup(srv.Close)
+	const size = 2<<20*5 + 700<<10 // two whole parts and a short one
+	file := append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, size-8)...)
+	if _, err := io.ReadFull(seeded(size-8, 9), file[8:]); err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	fw, _ := mw.CreateFormFile("file", "a.png")
+	fw.Write(file)
+	mw.Close()
+	for _, c := range []struct {
+		name            string
+		body            io.Reader
+		took, sentAgain int64
+	}{
+		{"with a Content-Length", bytes.NewReader(body.Bytes()), 1, 0},
+		{"chunked", io.MultiReader(bytes.NewReader(body.Bytes())), 1, 1},
+	} {
+		took, again := b.early.took.Load(), b.early.sentAgain.Load()
+		resp, err := http.Post(srv.URL, mw.FormDataContentType(), c.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Stored
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %v", c.name, resp.StatusCode, err)
+		}
+		out, err := m.S3Client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: &m.Bucket, Key: &got.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum(t, out.Body) != sha256.Sum256(file) {
+			t.Fatalf("%s: the stored bytes differ from the file", c.name)
+		}
+		out.Body.Close()
+		if d, a := b.early.took.Load()-took, b.early.sentAgain.Load()-again; d != c.took || a != c.sentAgain {
+			t.Errorf("%s: %d parts taken early and %d sent again; want %d and %d", c.name, d, a, c.took, c.sentAgain)
+		}
 	}
 }

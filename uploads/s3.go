@@ -190,9 +190,10 @@ func (b *S3Bucket) Client() *s3.Client { return b.client }
 // memory from the bucket's pool, taken as the bytes arrive, so memory
 // does not grow with the size of the file and a slow client holds only
 // what it has sent. A part sent as it fills is sent again whole, with
-// the SDK's retries, if that first request fails: it does when the part
-// turns out to be the short last one, so the last part of a multipart
-// upload usually goes to S3 twice (see early.go). Waiting for that memory longer than
+// the SDK's retries, if that first request fails, as it does when the
+// part turns out to be the file's short last one. A reader that bounds
+// what it has left (the Store's, from the request's Content-Length)
+// spares that: a part that cannot be whole is not sent early (early.go). Waiting for that memory longer than
 // BufferWait fails with ErrBusy. On any failure the multipart upload is
 // aborted.
 func (b *S3Bucket) Upload(ctx context.Context, key string, r io.Reader, contentType string, meta map[string]string) error {
@@ -286,7 +287,7 @@ func (b *S3Bucket) Upload(ctx context.Context, key string, r io.Reader, contentT
 			break
 		}
 		pt, e = &part{}, nil
-		if !b.cfg.SignPayload { // a signed payload is read whole before it is sent
+		if b.sendsEarly(r) {
 			e = b.sendEarly(pctx, key, uploadID, num+1, pt)
 		}
 		eof, err = b.pool.fill(pctx, pt, r, int(b.cfg.PartSize), true)

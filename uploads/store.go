@@ -235,7 +235,7 @@ func (s *Store) Receive(w http.ResponseWriter, r *http.Request) (st *Stored, err
 			}
 			form.Add(part.FormName(), string(v))
 		case st == nil && part.FormName() == s.cfg.Field && part.FileName() != "":
-			if st, err = s.store(ctx, part, bound); err != nil {
+			if st, err = s.store(ctx, part, bound, r.ContentLength); err != nil {
 				return nil, err
 			}
 		}
@@ -307,8 +307,9 @@ func (s *Store) outcome(err error, o string) error {
 	return err
 }
 
-// store sniffs, then streams one file part into the bucket.
-func (s *Store) store(ctx context.Context, part *multipart.Part, bound *progress) (*Stored, error) {
+// store sniffs, then streams one file part into the bucket. bodyLen is
+// the request's Content-Length (-1 if unknown).
+func (s *Store) store(ctx context.Context, part *multipart.Part, bound *progress, bodyLen int64) (*Stored, error) {
 	head, ct, err := readHead(part)
 	if err != nil {
 		return nil, s.readFailure(bound, err)
@@ -318,7 +319,7 @@ func (s *Store) store(ctx context.Context, part *multipart.Part, bound *progress
 	}
 	st := &Stored{Key: s.cfg.Prefix + newKey(), Name: SanitizeName(part.FileName()), ContentType: ct}
 	h := sha256.New()
-	body := &countingReader{r: io.MultiReader(bytes.NewReader(head), part), h: h, limit: s.cfg.MaxSize}
+	body := &countingReader{r: io.MultiReader(bytes.NewReader(head), part), h: h, limit: s.cfg.MaxSize, bodyLen: bodyLen}
 	meta := map[string]string{"original-name": asciiName(st.Name)}
 	if err := s.cfg.Bucket.Upload(ctx, st.Key, body, ct, meta); err != nil {
 		switch {
@@ -344,7 +345,20 @@ type countingReader struct {
 	h       hash.Hash
 	n       int64
 	limit   int64
+	bodyLen int64 // the request's Content-Length, -1 if unknown
 	readErr error
+}
+
+// maxLeft returns at most how many bytes of the file are left to read:
+// the file is part of the request body, so no more than its length less
+// what was read of the file, and no more than one byte past the limit.
+// S3Bucket uses it not to send early a part that cannot be whole.
+func (c *countingReader) maxLeft() int64 {
+	left := c.limit + 1 - c.n
+	if c.bodyLen >= 0 {
+		left = min(left, c.bodyLen-c.n)
+	}
+	return max(left, 0)
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
