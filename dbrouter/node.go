@@ -31,8 +31,18 @@ type probe struct {
 	primary  bool // not in recovery
 	timeline int  // primaries only
 	lsn      LSN  // primary: insert position; replica: replay position
-	lag      time.Duration
-	run      int64 // pg_postmaster_start_time in µs: tells one run of the server from the next
+	// lag is what the router reports: see Router.replayLag, which sets it
+	// before the probe is stored.
+	lag time.Duration
+	run int64 // pg_postmaster_start_time in µs: tells one run of the server from the next
+	// behind: a replica that has received WAL it has not replayed.
+	behind bool
+	// age: a replica's now() - pg_last_xact_replay_timestamp(), the age of
+	// the last transaction it replayed; ageKnown is false when it replayed
+	// none since it started, or when the figure is negative (its clock is
+	// behind the primary's).
+	age      time.Duration
+	ageKnown bool
 	// recoveryEnd: a primary's pg_last_wal_replay_lsn (0 if its
 	// processes began without a recovery).
 	recoveryEnd LSN
@@ -51,9 +61,8 @@ type probe struct {
 const probeSQL = `SELECT pg_is_in_recovery(),
   CASE WHEN pg_is_in_recovery() THEN coalesce(pg_last_wal_replay_lsn(), '0/0') ELSE pg_current_wal_insert_lsn() END::text,
   CASE WHEN pg_is_in_recovery() THEN 0 ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
-  CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() IS NULL
-         OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
-       ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, 0) END,
+  coalesce(pg_is_in_recovery() AND pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn(), false),
+  CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END,
   (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8,
   CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_last_wal_replay_lsn()::text END,
   CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) ELSE 0 END`
@@ -184,9 +193,9 @@ func (n *node) probeOnce(ctx context.Context, timeout time.Duration) *probe {
 	}
 	var inRecovery bool
 	var lsn string
-	var lagSeconds float64
+	var ageSeconds *float64
 	var recovered *string
-	err := n.probeConn.QueryRow(ctx, probeSQL).Scan(&inRecovery, &lsn, &p.timeline, &lagSeconds, &p.run, &recovered,
+	err := n.probeConn.QueryRow(ctx, probeSQL).Scan(&inRecovery, &lsn, &p.timeline, &p.behind, &ageSeconds, &p.run, &recovered,
 		&p.checkpointTimeline)
 	p.took = time.Since(p.startedAt)
 	if err == nil && recovered != nil {
@@ -196,7 +205,9 @@ func (n *node) probeOnce(ctx context.Context, timeout time.Duration) *probe {
 		var l LSN
 		if l, err = ParseLSN(lsn); err == nil {
 			p.ok, p.primary, p.lsn = true, !inRecovery, l
-			p.lag = time.Duration(lagSeconds * float64(time.Second))
+			if ageSeconds != nil && *ageSeconds >= 0 {
+				p.age, p.ageKnown = time.Duration(*ageSeconds*float64(time.Second)), true
+			}
 			return p
 		}
 	}
@@ -220,7 +231,7 @@ type NodeStatus struct {
 	Role     Role          // as the router uses it
 	Timeline int           // primaries: the timeline they write on
 	LSN      LSN           // primary: insert position; replica: replay position
-	Lag      time.Duration // replicas: see Config.MaxLag
+	Lag      time.Duration // replicas: an upper bound of their staleness, see Config.MaxLag
 	InFlight int64         // reads and writes running on it now
 	Probed   time.Time     // when the last probe started
 	Err      error         // why the last probe failed, if it did

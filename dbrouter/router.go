@@ -33,6 +33,9 @@ type Router struct {
 	// lastTimeline is the timeline of the last primary in a view
 	// (guarded by mu).
 	lastTimeline int
+	// hist samples the current primary's insert position, for the
+	// replicas' lag (guarded by mu).
+	hist lsnHistory
 }
 
 // view is an immutable snapshot of where things go.
@@ -62,6 +65,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		return nil, err
 	}
 	r := &Router{cfg: cfg, log: cfg.Logger}
+	r.hist.gap = min(cfg.ProbeInterval/4, maxSampleGap)
 	for i, nc := range ncs {
 		n := newNode(i, nc.name, nil, connConfigFor(nc.pool))
 		// A pooled connection idle for a while is pinged before use; on a
@@ -203,6 +207,9 @@ func (r *Router) record(n *node, p *probe) {
 	if prev != nil && prev.startedAt.After(p.startedAt) {
 		return // an older probe finishing late
 	}
+	if p.ok && !p.primary {
+		p.lag = r.replayLag(p)
+	}
 	n.last.Store(p)
 	if s := n.suspectAt.Load(); s != 0 && p.ok && p.startedAt.UnixNano() > s {
 		n.suspectAt.CompareAndSwap(s, 0)
@@ -226,6 +233,9 @@ func (r *Router) record(n *node, p *probe) {
 		n.pool.Reset()
 	}
 	r.recompute()
+	if p.ok && p.primary && r.view.Load().primary == n {
+		r.hist.add(n, p)
+	}
 }
 
 // rywEligible reports whether a replica's replay position p.lsn can be

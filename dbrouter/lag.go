@@ -1,0 +1,151 @@
+package dbrouter
+
+import "time"
+
+// A replica's lag is how stale a read on it can be: the age of the oldest
+// transaction committed on the primary that the replica has not replayed.
+// The router reports an upper bound of it, never less, since MaxLag is a
+// promise about staleness. Two bounds are at hand while a replica has
+// received WAL it has not replayed (a replica that has replayed all it
+// received counts as caught up, lag 0):
+//
+//   - the replica's own: now() - pg_last_xact_replay_timestamp(), the age
+//     of the last transaction it replayed. The transactions it lacks came
+//     after that one, so they are younger. But after the primary was idle
+//     for a while, a single new commit makes this read the whole idle time.
+//   - the router's, from the history below: the primary's insert position
+//     as probed, with the router's clock. If the primary's insert position
+//     at time t was at or before R, the replica's replay position, then
+//     every WAL record past R was written after t, and so was every commit
+//     the replica lacks: its lag is at most now - t. The router takes the
+//     last sample at or before R, so the bound exceeds the true lag by
+//     about the time between samples (a ProbeInterval).
+//
+// The lag reported is the lesser of the two (see Router.replayLag).
+//
+// The samples are the router's probes of the current primary. Both ends
+// are read with the router's monotonic clock: t is when the primary's probe
+// started (no later than the server read its insert position), and now is
+// when the replica's probe ended (no earlier than the server read its
+// replay position), so neither end makes the bound smaller than the truth.
+// No server clock is compared with the router's.
+//
+// Timing: the bound needs the primary's sample to have been read before
+// the replica's replay position. The LSNs imply it: the replica had
+// received WAL past R when it was probed, so that WAL existed on the
+// primary then; at time t the primary had written nothing past R; so t
+// came before the replica's probe read R. A sample taken later than that
+// read cannot be at or before R. This holds as long as both LSNs belong to
+// one history: the history is reset when the primary changes, restarts or
+// changes timeline, and a sample that still comes out no earlier than the
+// replica's probe ended (a replica replaying some other history) is not
+// used.
+
+// historyLen is how many samples of the primary's insert position the
+// router keeps: at one probe per ProbeInterval (500ms by default), half a
+// minute of history; equal positions (an idle primary) take one sample.
+// A replica whose replay position is older than every sample keeps its
+// own bound.
+const historyLen = 64
+
+// maxSampleGap caps how close together kept samples may be: a sample that
+// comes less than min(ProbeInterval/4, maxSampleGap) after the one before
+// the newest replaces the newest, so that bursts of probes (fast probing,
+// Refresh calls) do not push out the history. What that costs the bound is
+// at most that gap.
+const maxSampleGap = 100 * time.Millisecond
+
+// lsnSample is the primary's insert position as of a time.
+type lsnSample struct {
+	at  time.Time // when the probe that read it started (router's clock)
+	lsn LSN
+}
+
+// lsnHistory holds recent samples of one primary's insert position, in
+// one server run and on one timeline, oldest first: positions of other
+// runs or timelines cannot be compared. Guarded by Router.mu.
+type lsnHistory struct {
+	node     *node
+	run      int64
+	timeline int
+	gap      time.Duration // min(ProbeInterval/4, maxSampleGap)
+
+	ring  [historyLen]lsnSample
+	first int // index in ring of the oldest sample
+	n     int // samples held
+}
+
+// sample returns the i-th sample, oldest first.
+func (h *lsnHistory) sample(i int) *lsnSample { return &h.ring[(h.first+i)%historyLen] }
+
+// add records a probe of n, the current primary. A probe of another node,
+// run or timeline than the samples held, or one whose position is lower
+// than the newest sample's, starts the history again.
+func (h *lsnHistory) add(n *node, p *probe) {
+	if h.node == n && h.n > 0 && !p.startedAt.After(h.sample(h.n-1).at) {
+		return // not newer than the newest sample
+	}
+	if h.node != n || h.run != p.run || h.timeline != p.timeline || (h.n > 0 && p.lsn < h.sample(h.n-1).lsn) {
+		h.node, h.run, h.timeline = n, p.run, p.timeline
+		h.first, h.n = 0, 0
+	}
+	s := lsnSample{at: p.startedAt, lsn: p.lsn}
+	if h.n > 0 {
+		newest := h.sample(h.n - 1)
+		// Same position: the later time is the better sample for every
+		// replica it applies to. Too close to the sample before the
+		// newest: the newest goes; it was less than gap after that
+		// sample, which then bounds the replicas it bounded, by less
+		// than gap more.
+		if s.lsn == newest.lsn || (h.n > 1 && s.at.Sub(h.sample(h.n-2).at) < h.gap) {
+			*newest = s
+			return
+		}
+	}
+	if h.n == historyLen {
+		h.first = (h.first + 1) % historyLen
+		h.n--
+	}
+	*h.sample(h.n) = s
+	h.n++
+}
+
+// bound returns the router's bound on the lag of a replica that has
+// replayed up to replayed, by a probe that ended at readBy, with primary
+// the current primary (nil: none). ok is false when no sample applies: no
+// primary, samples of another node, a replay position older than every
+// sample, or a sample no earlier than readBy.
+func (h *lsnHistory) bound(primary *node, replayed LSN, readBy time.Time) (lag time.Duration, ok bool) {
+	if primary == nil || h.node != primary {
+		return 0, false
+	}
+	for i := h.n - 1; i >= 0; i-- {
+		if s := h.sample(i); s.lsn <= replayed {
+			if !s.at.Before(readBy) {
+				return 0, false
+			}
+			return readBy.Sub(s.at), true
+		}
+	}
+	return 0, false
+}
+
+// replayLag returns the lag to report for a replica's probe p: 0 when it
+// has replayed all it received, else the lesser of its own bound and the
+// history's. A replica that replayed no transaction since it started (or
+// whose clock is behind the primary's, which makes its own bound negative)
+// has no bound of its own: the history's, else 0 as it reports. Called
+// with r.mu held.
+func (r *Router) replayLag(p *probe) time.Duration {
+	if !p.behind {
+		return 0
+	}
+	hist, ok := r.hist.bound(r.view.Load().primary, p.lsn, p.startedAt.Add(p.took))
+	switch {
+	case ok && (!p.ageKnown || hist < p.age):
+		return hist
+	case p.ageKnown:
+		return p.age
+	}
+	return 0
+}

@@ -1,0 +1,202 @@
+package dbrouter_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"hakit.dev/dbrouter"
+	"hakit.dev/hatest"
+)
+
+// lagProbe is the router's probe interval in the lag test: how far the
+// lag may overstate, beside the margin for a busy machine.
+const (
+	lagProbe  = 100 * time.Millisecond
+	lagMargin = time.Second
+	// lagIdle is how long the primary commits nothing before the commit
+	// the paused replica lacks: what the replica's own bound (the age of
+	// the last transaction it replayed) would report, far above the
+	// truth plus lagProbe and lagMargin.
+	lagIdle = 3 * time.Second
+)
+
+// A replica's lag is an upper bound of how stale it is, and a close one:
+// after the primary was idle, one commit the replica has not replayed
+// makes it as old as that commit (plus at most a probe interval), not as
+// old as the last commit it replayed; while its replay stays paused and
+// commits go on, the lag grows with the age of the first it lacks, never
+// below; after it resumes, 0. Checked with each of three primaries, across
+// two failovers (the history of the primary's positions starts again with
+// each), and the figures while the primary changes stay sane.
+func TestReplicaLag(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 3})
+	pg0, pg1, pg2, pg3 := c.Nodes[0], c.Nodes[1], c.Nodes[2], c.Nodes[3]
+	r := newRouter(t, dbrouter.Config{Nodes: c.DSNs(), ProbeInterval: lagProbe})
+	// No autovacuum: nothing commits but the test.
+	if _, err := r.Exec(ctx, "CREATE TABLE ticks (at timestamptz) WITH (autovacuum_enabled = off)"); err != nil {
+		t.Fatal(err)
+	}
+
+	checkReplicaLag(t, ctx, r, pg0, pg3)
+	lagFailover(t, ctx, r, pg0, pg1, pg2, pg3)
+	checkReplicaLag(t, ctx, r, pg1, pg3)
+	lagFailover(t, ctx, r, pg1, pg2, pg3)
+	checkReplicaLag(t, ctx, r, pg2, pg3)
+}
+
+// nodeStatus returns the router's status of node.
+func nodeStatus(t *testing.T, r *dbrouter.Router, node *hatest.PostgresNode) dbrouter.NodeStatus {
+	t.Helper()
+	for _, s := range r.Status() {
+		if s.Name == node.Addr() {
+			return s
+		}
+	}
+	t.Fatalf("no status for %s", node.Addr())
+	return dbrouter.NodeStatus{}
+}
+
+// tick commits a row through the router and returns when it was sent and
+// when its commit was acknowledged.
+func tick(t *testing.T, ctx context.Context, r *dbrouter.Router) (sent, done time.Time) {
+	t.Helper()
+	sent = time.Now()
+	if _, err := r.Exec(ctx, "INSERT INTO ticks VALUES (now())"); err != nil {
+		t.Fatal(err)
+	}
+	return sent, time.Now()
+}
+
+// checkReplicaLag runs the idle primary, paused replica scenario on
+// primary and replica.
+func checkReplicaLag(t *testing.T, ctx context.Context, r *dbrouter.Router, primary, replica *hatest.PostgresNode) {
+	t.Helper()
+	// Caught up, and the router says so.
+	_, last := tick(t, ctx, r)
+	waitCaughtUp(t, ctx, primary, replica)
+	caughtUp := time.Now()
+	hatest.WaitFor(t, 20*time.Second, "the router to see "+replica.Name+" caught up", func() bool {
+		s := nodeStatus(t, r, replica)
+		return s.Role == dbrouter.RoleReplica && s.Probed.After(caughtUp) && s.Lag == 0
+	})
+
+	// The scenario: the primary commits nothing for lagIdle.
+	time.Sleep(time.Until(last.Add(lagIdle)))
+
+	// Replay paused, one commit: the replica receives it, and lacks it.
+	if err := replica.Exec(ctx, "SELECT pg_wal_replay_pause()"); err != nil {
+		t.Fatal(err)
+	}
+	hatest.WaitFor(t, 20*time.Second, "replay paused on "+replica.Name, func() bool {
+		return countOn(ctx, replica, "SELECT (pg_get_wal_replay_pause_state() = 'paused')::int") == 1
+	})
+	firstSent, firstDone := tick(t, ctx, r)
+	// check asserts the lag of a probe that started after the commit
+	// was acknowledged: no less than the commit's age when the probe
+	// started, no more than its age now plus a probe interval (and the
+	// margin).
+	var s dbrouter.NodeStatus
+	check := func(what string) {
+		t.Helper()
+		now := time.Now()
+		low, high := s.Probed.Sub(firstDone), now.Sub(firstSent)+lagProbe+lagMargin
+		if s.Lag < low || s.Lag > high {
+			t.Fatalf("%s: %s lag %v, want the age of the first commit it lacks: %v to %v (the old bound, since the last replayed commit, is over %v)",
+				what, replica.Name, s.Lag, low, high, lagIdle)
+		}
+		t.Logf("%s: %s lag %v; the first commit it lacks is %v to %v old", what, replica.Name, s.Lag.Round(time.Millisecond),
+			low.Round(time.Millisecond), now.Sub(firstSent).Round(time.Millisecond))
+	}
+	hatest.WaitFor(t, 20*time.Second, "the router to see "+replica.Name+" behind", func() bool {
+		s = nodeStatus(t, r, replica)
+		return s.Probed.After(firstDone) && s.Lag > 0
+	})
+	check("one commit after an idle primary")
+
+	// Commits go on, replay stays paused: the lag follows the age of the
+	// first commit it lacks.
+	checks := 0
+	for prev := s.Probed; time.Since(firstDone) < 2*time.Second; prev = s.Probed {
+		tick(t, ctx, r)
+		hatest.WaitFor(t, 20*time.Second, "a new probe of "+replica.Name, func() bool {
+			s = nodeStatus(t, r, replica)
+			return s.Probed.After(prev)
+		})
+		check("commits going on")
+		checks++
+	}
+	if s.Lag < time.Second {
+		t.Fatalf("after %d probes over 2s of paused replay, %s lag %v, want over 1s", checks, replica.Name, s.Lag)
+	}
+	if s.Role != dbrouter.RoleReplica {
+		t.Fatalf("%s is %s, want replica", replica.Name, s.Role)
+	}
+	if roles := roleOf(r, primary.Addr()); roles != dbrouter.RolePrimary {
+		t.Fatalf("%s is %s, want primary", primary.Name, roles)
+	}
+
+	// Resumed: it replays what it lacked, and the lag is 0 again.
+	if err := replica.Exec(ctx, "SELECT pg_wal_replay_resume()"); err != nil {
+		t.Fatal(err)
+	}
+	resumed := time.Now()
+	hatest.WaitFor(t, 20*time.Second, "the router to see "+replica.Name+" caught up after resuming", func() bool {
+		s = nodeStatus(t, r, replica)
+		return s.Probed.After(resumed) && s.Lag == 0
+	})
+}
+
+// lagFailover kills old, promotes next and points the others at it,
+// checking every replica's lag figure meanwhile and until the router has
+// next as its primary: never negative, never more than the time since the
+// last commit before the failover (every replica had replayed it), give
+// or take a probe interval and the margin.
+func lagFailover(t *testing.T, ctx context.Context, r *dbrouter.Router, old, next *hatest.PostgresNode, others ...*hatest.PostgresNode) {
+	t.Helper()
+	lastSent, _ := tick(t, ctx, r)
+	for _, n := range append([]*hatest.PostgresNode{next}, others...) {
+		waitCaughtUp(t, ctx, old, n)
+	}
+	checkSane := func() {
+		t.Helper()
+		most := time.Since(lastSent) + lagProbe + lagMargin
+		for _, s := range r.Status() {
+			if s.Lag < 0 || s.Lag > most {
+				t.Fatalf("during the failover to %s: %s (%s) lag %v, want 0 to %v", next.Name, s.Name, s.Role, s.Lag, most)
+			}
+		}
+	}
+	if err := old.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	checkSane()
+	if err := next.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkSane()
+	for _, n := range others {
+		if err := n.Follow(ctx, next); err != nil {
+			t.Fatal(err)
+		}
+		checkSane()
+	}
+	hatest.WaitFor(t, 30*time.Second, "the router to use "+next.Name+" as primary", func() bool {
+		checkSane()
+		return roleOf(r, next.Addr()) == dbrouter.RolePrimary
+	})
+	// A few probes more with the new primary's history.
+	known := time.Now()
+	hatest.WaitFor(t, 20*time.Second, "every replica probed with the new primary known", func() bool {
+		checkSane()
+		for _, n := range others {
+			if s := nodeStatus(t, r, n); s.Role != dbrouter.RoleReplica || !s.Probed.After(known.Add(3*lagProbe)) {
+				return false
+			}
+		}
+		return true
+	})
+}
