@@ -25,9 +25,28 @@ type Config struct {
 	Nodes []string
 
 	// MaxLag is how far behind the primary a replica may be and still
-	// serve reads. A replica's lag is the age of the last transaction it
-	// replayed while it has received WAL it has not replayed yet, and zero
-	// when it has replayed all it received. Defaults to 1s.
+	// serve reads: as of its last probe, it lacked no transaction
+	// committed on the primary more than MaxLag before (until its next
+	// probe, up to a ProbeInterval later, it may fall further behind).
+	// Defaults to 1s.
+	//
+	// A replica's lag, as the router measures it, is zero when the
+	// replica has replayed all the WAL it received, and otherwise an upper
+	// bound of the age of the oldest transaction it has not replayed: the
+	// lesser of the age of the last transaction it replayed (which
+	// overstates a lot after an idle primary: the whole idle time) and the
+	// time since the router last saw the primary's insert position at or
+	// before the replica's replay position (about one ProbeInterval more
+	// than the true lag). The second needs the current primary's probes:
+	// while no primary is known, or for a replica further behind than the
+	// router's short history of positions, only the first applies. Both
+	// are as of the replica's last probe. The lag never reads less than
+	// the truth but in cases the replica's side brings: the first bound
+	// takes the replica's clock to agree with the primary's; a replica
+	// that has replayed no transaction since it started has no first
+	// bound (0 unless the second applies); and a replica replaying WAL it
+	// did not stream (from its own pg_wal after a restart, or from an
+	// archive) has received nothing and counts as caught up.
 	MaxLag time.Duration
 
 	// ReplicaWait is how long a Read that must see a given LSN (see
