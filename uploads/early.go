@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,8 +26,8 @@ import (
 //
 // That attempt is a bonus, never the only way a part gets to S3. It is not
 // retried, and it gives up when the part turns out shorter (the upload's
-// last part), when the client pauses longer than earlyStall, or on any
-// error; the complete part is then sent as any other (with the SDK's
+// last part), when the client pauses longer than earlyStall (a wait for
+// pool memory is not a pause), or on any error; the complete part is then sent as any other (with the SDK's
 // retries), from the same memory. S3 keeps no part of a request that did
 // not complete, and a later request for the same part number replaces a
 // completed one.
@@ -49,6 +50,7 @@ type stream struct {
 	chunks [][]byte // the part's chunks, as published (shares the part's array)
 	size   int
 	ended  bool // the part will not grow
+	memory bool // the part waits for pool memory: not the client's pause
 	closed bool // the request is over: its body reads nothing more
 	kick   chan struct{}
 }
@@ -67,6 +69,17 @@ func (s *stream) publish(chunks [][]byte, size int) {
 func (s *stream) end() {
 	s.mu.Lock()
 	s.ended = true
+	s.mu.Unlock()
+	s.poke()
+}
+
+// waitMemory says whether the part waits for pool memory. Such a wait is
+// bounded by S3Config.BufferWait and is not the client pausing, so it
+// does not count as a stall: giving up then would send the part again
+// when S3 or the pool is what is slow.
+func (s *stream) waitMemory(on bool) {
+	s.mu.Lock()
+	s.memory = on
 	s.mu.Unlock()
 	s.poke()
 }
@@ -119,7 +132,16 @@ func (r *streamReader) Read(b []byte) (int, error) {
 			s.mu.Unlock()
 			return 0, errShortPart
 		}
+		memory := s.memory
 		s.mu.Unlock()
+		if memory { // no stall while the part waits for memory
+			select {
+			case <-s.kick:
+			case <-r.ctx.Done():
+				return 0, context.Cause(r.ctx)
+			}
+			continue
+		}
 		if r.timer == nil {
 			r.timer = time.NewTimer(r.stall)
 		} else {
@@ -187,12 +209,14 @@ func (b *S3Bucket) sendEarly(ctx context.Context, key string, uploadID *string, 
 	s := newStream()
 	pt.stream = s
 	want := int(b.cfg.PartSize)
+	opts := append(slices.Clip(b.bodyOpts), noRetry) // a copy: uploads run at once
 	go func() {
 		defer close(e.done)
+		defer cancel() // the request is over: its context leaves the upload's
 		out, err := b.client.UploadPart(ctx, &s3.UploadPartInput{
 			Bucket: &b.cfg.Bucket, Key: &key, UploadId: uploadID, PartNumber: aws.Int32(num),
 			Body: &streamReader{ctx: ctx, s: s, want: want, stall: b.earlyStall}, ContentLength: aws.Int64(int64(want)),
-		}, append(b.bodyOpts, noRetry)...)
+		}, opts...)
 		s.close()
 		if err != nil {
 			e.err = err
@@ -203,7 +227,7 @@ func (b *S3Bucket) sendEarly(ctx context.Context, key string, uploadID *string, 
 	return e
 }
 
-// wait stops e, if it is still going, and waits for it to end.
+// stop stops e, if it is still going, and waits for it to end.
 func (e *early) stop() {
 	e.cancel()
 	<-e.done

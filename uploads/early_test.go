@@ -13,6 +13,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"testing"
 	"time"
 
@@ -263,5 +264,60 @@ func TestEarlyPartNotForAShortLastPart(t *testing.T) {
 		if d, a := b.early.took.Load()-took, b.early.sentAgain.Load()-again; d != c.took || a != c.sentAgain {
 			t.Errorf("%s: %d parts taken early and %d sent again; want %d and %d", c.name, d, a, c.took, c.sentAgain)
 		}
+	}
+}
+
+// A part that waits for pool memory (held by other uploads) is not a
+// client that pauses: its early request waits with it, however much
+// longer than the stall, and reads on once the part grows. A client that
+// sends nothing for the stall makes it give up.
+func TestEarlyStreamStallsOnTheClientOnly(t *testing.T) {
+	const stall = 20 * time.Millisecond
+	p := newPool(2, 5<<20, time.Minute)
+	hog := &part{}
+	p.wait = time.Millisecond
+	for p.grow(context.Background(), hog, false) == nil {
+	}
+	p.wait = time.Minute
+
+	pt := &part{stream: newStream()}
+	read := make(chan error, 1)
+	go func() {
+		r := &streamReader{ctx: context.Background(), s: pt.stream, want: 2 * chunkSize, stall: stall}
+		_, err := io.Copy(io.Discard, r)
+		read <- err
+	}()
+	filled := make(chan error, 1)
+	go func() {
+		_, err := p.fill(context.Background(), pt, seeded(2*chunkSize, 5), 2*chunkSize, true)
+		pt.stream.end()
+		filled <- err
+	}()
+	hatest.WaitFor(t, 10*time.Second, "the part to wait for memory", func() bool {
+		pt.stream.mu.Lock()
+		defer pt.stream.mu.Unlock()
+		return pt.stream.memory
+	})
+	for start := time.Now(); time.Since(start) < 10*stall; runtime.Gosched() {
+		select {
+		case err := <-read:
+			t.Fatalf("the early request ended while its part waited for memory: %v", err)
+		default:
+		}
+	}
+	p.release(hog)
+	if err := <-filled; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-read; err != nil {
+		t.Fatalf("the early request, once the part was whole: %v", err)
+	}
+	p.release(pt)
+
+	// The client sends nothing: the request gives up after the stall.
+	idle := &streamReader{ctx: context.Background(), s: newStream(), want: chunkSize, stall: stall}
+	start := time.Now()
+	if _, err := idle.Read(make([]byte, 10)); !errors.Is(err, errStalled) || time.Since(start) < stall {
+		t.Fatalf("a client that sends nothing: %v after %s", err, time.Since(start))
 	}
 }

@@ -289,7 +289,14 @@ func (p *pool) fill(ctx context.Context, pt *part, r io.Reader, limit int, later
 			} else if err != nil {
 				return false, err
 			}
-			if err := p.grow(ctx, pt, later); err != nil {
+			if pt.stream != nil {
+				pt.stream.waitMemory(true)
+			}
+			err := p.grow(ctx, pt, later)
+			if pt.stream != nil {
+				pt.stream.waitMemory(false)
+			}
+			if err != nil {
 				return false, err
 			}
 			pt.chunks[len(pt.chunks)-1][0] = b[0]
