@@ -89,6 +89,14 @@ const (
 	formerIdleChecks    = 3
 )
 
+// leaseRetryDelay is about how long a task whose lease expired waits
+// before it runs again (plus up to as much again, as jitter). asynq gives
+// such a task up only well after its lease ended (its recoverer looks
+// once a minute for leases that expired 30s ago or more), so it has
+// waited a minute or two already: asynq's default backoff, 15s to 44s
+// for a first retry, would add to that for no use.
+const leaseRetryDelay = time.Second
+
 // unhandledLogEvery is how often a worker logs, per task type, that it
 // handed back tasks it has no handler for.
 const unhandledLogEvery = time.Minute
@@ -365,6 +373,11 @@ func (w *Worker) newServer(queues map[string]int) *asynq.Server {
 			if hb := (*handBackError)(nil); errors.As(err, &hb) {
 				return hb.delay + rand.N(hb.delay/2+1)
 			}
+			// A task left active by a worker that lost it (it died, or a
+			// Redis failover lost the reply that handed it the task).
+			if errors.Is(err, asynq.ErrLeaseExpired) {
+				return leaseRetryDelay + rand.N(leaseRetryDelay)
+			}
 			return asynq.DefaultRetryDelayFunc(n, err, t)
 		},
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
@@ -596,7 +609,10 @@ func (w *Worker) leave() {
 // or the process exits: delivery is at least once. If Redis cannot be
 // reached to put a task back, the task stays active until its lease (30s,
 // which this worker no longer extends) expires; then the next worker to
-// look retries it (that counts as a failed attempt).
+// look retries it (that counts as a failed attempt): asynq's recoverer
+// takes leases expired 30s ago or more, and looks when a worker starts
+// and then once a minute, and the task runs 1-2s after, so within about
+// 2 min 5 s of its worker's loss.
 func (w *Worker) Stop(ctx context.Context) error {
 	w.mu.Lock()
 	srv, former := w.srv, w.formerSrv
