@@ -55,6 +55,10 @@ const historyLen = 64
 // at most that gap.
 const maxSampleGap = 100 * time.Millisecond
 
+// maxPageHeader is the most a WAL page header takes: the long form, at the
+// start of a segment (SizeOfXLogLongPHD).
+const maxPageHeader = 40
+
 // lsnSample is the primary's insert position as of a time.
 type lsnSample struct {
 	at  time.Time // when the probe that read it started (router's clock)
@@ -68,6 +72,7 @@ type lsnHistory struct {
 	node     *node
 	run      int64
 	timeline int
+	pageSize LSN           // the primary's wal_block_size
 	gap      time.Duration // min(ProbeInterval/4, maxSampleGap)
 
 	ring  [historyLen]lsnSample
@@ -86,7 +91,7 @@ func (h *lsnHistory) add(n *node, p *probe) {
 		return // not newer than the newest sample
 	}
 	if h.node != n || h.run != p.run || h.timeline != p.timeline || (h.n > 0 && p.lsn < h.sample(h.n-1).lsn) {
-		h.node, h.run, h.timeline = n, p.run, p.timeline
+		h.node, h.run, h.timeline, h.pageSize = n, p.run, p.timeline, LSN(p.walBlockSize)
 		h.first, h.n = 0, 0
 	}
 	s := lsnSample{at: p.startedAt, lsn: p.lsn}
@@ -119,8 +124,15 @@ func (h *lsnHistory) bound(primary *node, replayed LSN, readBy time.Time) (lag t
 	if primary == nil || h.node != primary {
 		return 0, false
 	}
+	// The insert position of a primary whose last record ended on a WAL
+	// page boundary reads past the next page's header (every page begins
+	// with one, 24 or 40 bytes), while a replica that replayed that record
+	// reads the boundary: such a sample counts as at the boundary. No
+	// record fits in the 40 bytes after a boundary besides the header (a
+	// record header alone is 24 bytes).
+	atBoundary := h.pageSize > 0 && replayed%h.pageSize == 0
 	for i := h.n - 1; i >= 0; i-- {
-		if s := h.sample(i); s.lsn <= replayed {
+		if s := h.sample(i); s.lsn <= replayed || (atBoundary && s.lsn-replayed <= maxPageHeader) {
 			if !s.at.Before(readBy) {
 				return 0, false
 			}

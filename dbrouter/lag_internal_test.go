@@ -12,7 +12,7 @@ func TestLSNHistory(t *testing.T) {
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	a, b := &node{name: "a"}, &node{name: "b"}
 	pr := func(ms int, lsn LSN) *probe {
-		return &probe{ok: true, primary: true, startedAt: at(ms), lsn: lsn, run: 1, timeline: 1}
+		return &probe{ok: true, primary: true, startedAt: at(ms), lsn: lsn, run: 1, timeline: 1, walBlockSize: 8192}
 	}
 	newHist := func() *lsnHistory { return &lsnHistory{gap: 25 * time.Millisecond} }
 	wantBound := func(t *testing.T, h *lsnHistory, primary *node, replayed LSN, readBy int, want time.Duration, wantOK bool) {
@@ -48,6 +48,30 @@ func TestLSNHistory(t *testing.T) {
 		h.add(a, pr(10400, 150))
 		if h.n != 2 || h.sample(1).lsn != 200 {
 			t.Errorf("an older probe changed the history: %d samples, newest at %v", h.n, h.sample(h.n-1).lsn)
+		}
+	})
+
+	t.Run("page boundary", func(t *testing.T) {
+		// The primary's last record ended on a page boundary: its insert
+		// position reads past the next page's header, the replica's replay
+		// position the boundary.
+		const page = 5 * 8192
+		for _, c := range []struct {
+			name     string
+			primary  LSN
+			replayed LSN
+			ok       bool
+		}{
+			{"past a short header", page + 24, page, true},
+			{"past a long header", page + 40, page, true},
+			{"a record past the header", page + 24 + 24, page, false},
+			{"mid-page", page + 8 + 24, page + 8, false},
+		} {
+			h := newHist()
+			h.add(a, pr(0, c.primary))
+			if _, ok := h.bound(a, c.replayed, at(100)); ok != c.ok {
+				t.Errorf("%s: primary at %v, replayed %v: bound found %v, want %v", c.name, c.primary, c.replayed, ok, c.ok)
+			}
 		}
 	})
 

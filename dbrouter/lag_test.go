@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"hakit.dev/dbrouter"
 	"hakit.dev/hatest"
 )
@@ -28,7 +30,8 @@ const (
 // commits go on, the lag grows with the age of the first it lacks, never
 // below; after it resumes, 0. Checked with each of three primaries, across
 // two failovers (the history of the primary's positions starts again with
-// each), and the figures while the primary changes stay sane.
+// each; the second goes idle at the start of a WAL segment), and the
+// figures while the primary changes stay sane.
 func TestReplicaLag(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -41,11 +44,11 @@ func TestReplicaLag(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	checkReplicaLag(t, ctx, r, pg0, pg3)
+	checkReplicaLag(t, ctx, r, pg0, pg3, false)
 	lagFailover(t, ctx, r, pg0, pg1, pg2, pg3)
-	checkReplicaLag(t, ctx, r, pg1, pg3)
+	checkReplicaLag(t, ctx, r, pg1, pg3, true)
 	lagFailover(t, ctx, r, pg1, pg2, pg3)
-	checkReplicaLag(t, ctx, r, pg2, pg3)
+	checkReplicaLag(t, ctx, r, pg2, pg3, false)
 }
 
 // nodeStatus returns the router's status of node.
@@ -60,6 +63,25 @@ func nodeStatus(t *testing.T, r *dbrouter.Router, node *hatest.PostgresNode) dbr
 	return dbrouter.NodeStatus{}
 }
 
+// lsnOn reads an LSN function on node.
+func lsnOn(t *testing.T, ctx context.Context, node *hatest.PostgresNode, fn string) dbrouter.LSN {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, node.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var s string
+	if err := conn.QueryRow(ctx, "SELECT "+fn+"::text").Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	l, err := dbrouter.ParseLSN(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // tick commits a row through the router and returns when it was sent and
 // when its commit was acknowledged.
 func tick(t *testing.T, ctx context.Context, r *dbrouter.Router) (sent, done time.Time) {
@@ -72,28 +94,58 @@ func tick(t *testing.T, ctx context.Context, r *dbrouter.Router) (sent, done tim
 }
 
 // checkReplicaLag runs the idle primary, paused replica scenario on
-// primary and replica.
-func checkReplicaLag(t *testing.T, ctx context.Context, r *dbrouter.Router, primary, replica *hatest.PostgresNode) {
+// primary and replica. With switchWAL the primary goes idle at the start
+// of a WAL segment: its insert position then reads past the segment's
+// page header, the replica's replay position the segment's start.
+func checkReplicaLag(t *testing.T, ctx context.Context, r *dbrouter.Router, primary, replica *hatest.PostgresNode, switchWAL bool) {
 	t.Helper()
-	// Caught up, and the router says so.
-	_, last := tick(t, ctx, r)
-	waitCaughtUp(t, ctx, primary, replica)
-	caughtUp := time.Now()
-	hatest.WaitFor(t, 20*time.Second, "the router to see "+replica.Name+" caught up", func() bool {
-		s := nodeStatus(t, r, replica)
-		return s.Role == dbrouter.RoleReplica && s.Probed.After(caughtUp) && s.Lag == 0
-	})
+	for attempt := 1; ; attempt++ {
+		// Caught up, and the router says so.
+		_, last := tick(t, ctx, r)
+		if switchWAL {
+			if err := primary.Exec(ctx, "SELECT pg_switch_wal()"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitCaughtUp(t, ctx, primary, replica)
+		caughtUp := time.Now()
+		hatest.WaitFor(t, 20*time.Second, "the router to see "+replica.Name+" caught up", func() bool {
+			s := nodeStatus(t, r, replica)
+			return s.Role == dbrouter.RoleReplica && s.Probed.After(caughtUp) && s.Lag == 0
+		})
 
-	// The scenario: the primary commits nothing for lagIdle.
-	time.Sleep(time.Until(last.Add(lagIdle)))
+		// The scenario: the primary commits nothing for lagIdle.
+		time.Sleep(time.Until(last.Add(lagIdle)))
 
-	// Replay paused, one commit: the replica receives it, and lacks it.
-	if err := replica.Exec(ctx, "SELECT pg_wal_replay_pause()"); err != nil {
-		t.Fatal(err)
+		// Replay paused; then one commit, which the replica receives and
+		// lacks.
+		if err := replica.Exec(ctx, "SELECT pg_wal_replay_pause()"); err != nil {
+			t.Fatal(err)
+		}
+		hatest.WaitFor(t, 20*time.Second, "replay paused on "+replica.Name, func() bool {
+			return countOn(ctx, replica, "SELECT (pg_get_wal_replay_pause_state() = 'paused')::int") == 1
+		})
+		if !switchWAL {
+			break
+		}
+		// The server writes a record of its own now and then (a
+		// snapshot of running transactions, every 15s at most): if one
+		// came after the switch, the primary is no longer idle at the
+		// segment's start. Then again.
+		inserted, replayed := lsnOn(t, ctx, primary, "pg_current_wal_insert_lsn()"), lsnOn(t, ctx, replica, "pg_last_wal_replay_lsn()")
+		if replayed%8192 == 0 && inserted > replayed && inserted-replayed <= 40 {
+			t.Logf("idle at a segment's start: the primary's insert position %s, %s's replay position %s", inserted, replica.Name, replayed)
+			break
+		}
+		if attempt == 4 {
+			t.Fatalf("after %d WAL switches, the primary never stayed idle at a segment's start for %v (insert position %s, replayed %s)",
+				attempt, lagIdle, inserted, replayed)
+		}
+		t.Logf("the primary wrote after the WAL switch (insert position %s, replayed %s): again", inserted, replayed)
+		if err := replica.Exec(ctx, "SELECT pg_wal_replay_resume()"); err != nil {
+			t.Fatal(err)
+		}
 	}
-	hatest.WaitFor(t, 20*time.Second, "replay paused on "+replica.Name, func() bool {
-		return countOn(ctx, replica, "SELECT (pg_get_wal_replay_pause_state() = 'paused')::int") == 1
-	})
 	firstSent, firstDone := tick(t, ctx, r)
 	// check asserts the lag of a probe that started after the commit
 	// was acknowledged: no less than the commit's age when the probe

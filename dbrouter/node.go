@@ -50,6 +50,7 @@ type probe struct {
 	// (pg_control_checkpoint, which any role may read): its replay has
 	// followed that timeline.
 	checkpointTimeline int
+	walBlockSize       int // WAL page size (wal_block_size): see lsnHistory.bound
 	err                error
 	startedAt          time.Time
 	took               time.Duration
@@ -65,7 +66,8 @@ const probeSQL = `SELECT pg_is_in_recovery(),
   CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END,
   (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8,
   CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_last_wal_replay_lsn()::text END,
-  CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) ELSE 0 END`
+  CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) ELSE 0 END,
+  current_setting('wal_block_size')::int`
 
 // node is one PostgreSQL server: its pool, what the prober last saw of it,
 // and the bookkeeping for load balancing and fault handling.
@@ -196,7 +198,7 @@ func (n *node) probeOnce(ctx context.Context, timeout time.Duration) *probe {
 	var ageSeconds *float64
 	var recovered *string
 	err := n.probeConn.QueryRow(ctx, probeSQL).Scan(&inRecovery, &lsn, &p.timeline, &p.behind, &ageSeconds, &p.run, &recovered,
-		&p.checkpointTimeline)
+		&p.checkpointTimeline, &p.walBlockSize)
 	p.took = time.Since(p.startedAt)
 	if err == nil && recovered != nil {
 		p.recoveryEnd, err = ParseLSN(*recovered)
