@@ -31,15 +31,17 @@ import "time"
 // No server clock is compared with the router's.
 //
 // Timing: the bound needs the primary's sample to have been read before
-// the replica's replay position. The LSNs imply it: the replica had
-// received WAL past R when it was probed, so that WAL existed on the
-// primary then; at time t the primary had written nothing past R; so t
-// came before the replica's probe read R. A sample taken later than that
-// read cannot be at or before R. This holds as long as both LSNs belong to
-// one history: the history is reset when the primary changes, restarts or
-// changes timeline, and a sample that still comes out no earlier than the
-// replica's probe ended (a replica replaying some other history) is not
-// used.
+// the replica's replay position; a sample read later could be at or before
+// R only if nothing was written past R until then, and the bound would be
+// too small. The LSNs rule that out: the probe that read R also found WAL
+// received past R, so that WAL existed on the primary before the probe
+// ended; at the sample's time the primary had written nothing past R; so
+// the sample came first, and the true lag at the replica's read, at most
+// that read's time - t, is at most now - t. This holds as long as both
+// LSNs belong to one history: the history is reset when the primary
+// changes, restarts or changes timeline, and a sample that still comes out
+// no earlier than the replica's probe ended (a replica replaying some other
+// history) is not used.
 
 // historyLen is how many samples of the primary's insert position the
 // router keeps: at one probe per ProbeInterval (500ms by default), half a
@@ -48,11 +50,11 @@ import "time"
 // own bound.
 const historyLen = 64
 
-// maxSampleGap caps how close together kept samples may be: a sample that
-// comes less than min(ProbeInterval/4, maxSampleGap) after the one before
-// the newest replaces the newest, so that bursts of probes (fast probing,
-// Refresh calls) do not push out the history. What that costs the bound is
-// at most that gap.
+// maxSampleGap caps the spacing below which samples are thinned: a sample
+// that comes less than min(ProbeInterval/4, maxSampleGap) after the one
+// before the newest replaces the newest, so that bursts of probes (fast
+// probing, Refresh calls) do not push out the history. What that costs the
+// bound is less than that gap.
 const maxSampleGap = 100 * time.Millisecond
 
 // maxPageHeader is the most a WAL page header takes: the long form, at the
