@@ -239,8 +239,16 @@ func TestRedisFailoverWithTasksInFlight(t *testing.T) {
 	// finds its lease expired: docs/jobs.md bounds its run at
 	// failoverRunBound after the failover.
 	const failoverRunBound = 2*time.Minute + 5*time.Second
+	late := killed.Add(20 * time.Second) // when to say which tasks are late
 	deadline := killed.Add(failoverRunBound + 55*time.Second)
 	for len(e.runs.snapshot()) < 300 && time.Now().Before(deadline) {
+		if !late.IsZero() && time.Now().After(late) {
+			late = time.Time{}
+			if missing := notRun(e, len(taskIDs)); len(missing) > 0 {
+				t.Logf("%d tasks have not run 20s after the Redis master's loss; waiting up to %s for them:\n%s",
+					len(missing), failoverRunBound+55*time.Second, taskStates(ctx, e, rdb, taskIDs, missing))
+			}
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if missing := notRun(e, len(taskIDs)); len(missing) > 0 {
