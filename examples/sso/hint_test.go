@@ -33,7 +33,8 @@ import (
 //   - An expired genuine hint naming another user than the session's, or
 //     one of another sector: login_required, or the login form without
 //     prompt=none, never a silent sign-in as the session's user; at
-//     end_session it does not sign the session's user out.
+//     end_session it does not sign the session's user out by itself: a
+//     page asks.
 //   - sid: ID tokens name their login session, per sector (one value for
 //     a1 and a2, another for b), unrelated to the session cookie; a new
 //     login session gets a new one, the password entered again on the
@@ -171,10 +172,15 @@ func TestIDTokenHints(t *testing.T) {
 		refused(endSession(ba, alice.raw, bad, "s2"), "post_logout_redirect_uri", "the unregistered post_logout_redirect_uri "+bad)
 	}
 	signedIn(ba, true, "after end_session with unregistered post-logout URIs")
-	// Bob's expired hint in Alice's browser: to the registered URI, but
-	// Alice stays signed in.
-	if p := endSession(ba, bob.raw, "https://app-a.example/bye", "s3"); p.location != "https://app-a.example/bye?state=s3" {
-		t.Errorf("end_session with another user's hint: %d %q", p.status, p.location)
+	// Bob's expired hint in Alice's browser: a page asks (TestLogoutScope
+	// has the rest); staying signed in goes on to the registered URI.
+	p := endSession(ba, bob.raw, "https://app-a.example/bye", "s3")
+	m := logoutIDRe.FindStringSubmatch(p.body)
+	if p.status != 200 || m == nil || !strings.Contains(p.body, "not the one signed in") {
+		t.Fatalf("end_session with another user's hint: %d %q %.300s; want the question", p.status, p.location, p.body)
+	}
+	if p := ba.post("/logout", url.Values{"logout": {m[1]}, "decision": {"stay"}}); p.location != "https://app-a.example/bye?state=s3" {
+		t.Errorf("staying signed in after another user's hint: %d %q", p.status, p.location)
 	}
 	signedIn(ba, true, "after end_session with Bob's hint")
 	// Alice's expired hint, the registered URI: signed out, a1's tokens

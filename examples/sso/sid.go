@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
+	"time"
 )
 
 // Login sessions and their IDs (the sid claim).
@@ -52,23 +53,36 @@ func sameSession(salt []byte, sector, sessionID, sid string) bool {
 }
 
 // sessLogout is the session key of a sign-out that waits for the user's
-// answer: end_session with the ID token of an earlier login session of
-// the user signed in now.
+// answer: end_session with a genuine ID token that does not belong to
+// this browser's current login session.
 const sessLogout = "logout_pending"
 
-// pendingLogout is a sign-out asked for by a client with the ID token of
-// an earlier login session: the confirmation page shows it, and its form
-// answers it.
+// logoutQuestionTTL is how long a pending sign-out can be answered: the
+// question belongs to the client's request, not to a page found again
+// in the browser's history later.
+const logoutQuestionTTL = 5 * time.Minute
+
+// pendingLogout is a sign-out asked for by a client with an ID token that
+// is not of this browser's current login session: the confirmation page
+// shows it, and its form answers it.
 type pendingLogout struct {
 	// ID binds the answer to the page that asked: a sign-out form without
 	// it (the header's) is an ordinary sign-out.
 	ID string `json:"id"`
 	// Client is the name of the client that asked.
 	Client string `json:"client"`
+	// Other is set when the ID token named another account than the one
+	// signed in here (or one unknown); unset, it named an earlier login
+	// session of the account signed in. The page never names the other
+	// account: the browser's holder may not be its owner.
+	Other bool `json:"other,omitempty"`
 	// Return is where to send the browser after the answer: the
 	// post_logout_redirect_uri registered for the client (with its
 	// state); "" when the client gave none (the provider's own pages).
 	Return string `json:"return,omitempty"`
+	// Expires is when the question lapses (Unix seconds); a lapsed one is
+	// none.
+	Expires int64 `json:"expires"`
 }
 
 // putPendingLogout keeps p in the request's session (as JSON: the
@@ -82,11 +96,12 @@ func (s *storage) putPendingLogout(ctx context.Context, p pendingLogout) error {
 	return nil
 }
 
-// pendingLogoutOf returns the session's pending sign-out, if any.
-func pendingLogoutOf(ctx context.Context, get func(context.Context, string) string) (pendingLogout, bool) {
+// pendingLogoutOf returns the session's pending sign-out, if any that
+// has not lapsed at now.
+func pendingLogoutOf(ctx context.Context, get func(context.Context, string) string, now time.Time) (pendingLogout, bool) {
 	var p pendingLogout
 	raw := get(ctx, sessLogout)
-	if raw == "" || json.Unmarshal([]byte(raw), &p) != nil || p.ID == "" {
+	if raw == "" || json.Unmarshal([]byte(raw), &p) != nil || p.ID == "" || now.Unix() >= p.Expires {
 		return pendingLogout{}, false
 	}
 	return p, true

@@ -457,22 +457,30 @@ func (s *storage) TerminateSession(ctx context.Context, _, _ string) error { ret
 
 // TerminateSessionFromRequest implements op.CanTerminateSessionFromRequest.
 // With a valid id_token_hint its (pairwise) sub is mapped back to the
-// local user. If that user is the one signed in here:
+// local user. If nobody is signed in here there is nothing to end: it
+// redirects at once. If the hint's user is the one signed in here:
 //
 //   - a hint whose sid is this browser's login session (as the client's
 //     sector sees it), or a hint without sid (issued before ID tokens
-//     carried one), ends the session and revokes every token the client
-//     holds for the user;
+//     carried one), ends the session and revokes the client's tokens of
+//     that login session: those whose sid is the session's, and those
+//     without sid (issued before tokens carried one: they cannot be told
+//     apart from this browser's, so they go too). The client's tokens of
+//     the user's other login sessions (other browsers, other devices)
+//     stay;
 //   - a hint whose sid names another login session (an earlier one: the
 //     user signed out, or was signed out, and signed in again since)
-//     ends nothing by itself: the user is asked (/logout, with the
-//     client's name), and the answer goes on to the post-logout URI.
+//     ends nothing by itself: the user is asked.
 //
-// A hint naming anyone else (or nobody known) ends nothing and redirects
-// at once. Without a hint nothing happens yet: the user confirms on
-// /logout (a form, so that a cross-site link cannot sign anyone out).
-// The post-logout URI is one registered for the hint's client, op has
-// checked it.
+// A hint naming another user than the one signed in here (or a sub
+// nobody is known by) ends nothing by itself either: the user signed in
+// is asked too (OpenID RP-Initiated Logout 1.0 §2), on a page that names
+// the client and the account signed in, never the hint's. Questions are
+// asked on /logout, with the client's name, and the answer goes on to
+// the post-logout URI. Without a hint nothing happens yet: the user
+// confirms on /logout (a form, so that a cross-site link cannot sign
+// anyone out). The post-logout URI is one registered for the hint's
+// client, op has checked it.
 func (s *storage) TerminateSessionFromRequest(ctx context.Context, req *op.EndSessionRequest) (string, error) {
 	if req.IDTokenHintClaims == nil || req.ClientID == "" {
 		if s.sessions.Exists(ctx, sessLogout) { // an earlier question left unanswered: this one is plain
@@ -484,31 +492,26 @@ func (s *storage) TerminateSessionFromRequest(ctx context.Context, req *op.EndSe
 	if err != nil {
 		return "", err
 	}
-	uid, err := s.userBySubject(ctx, c, req.UserID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return req.RedirectURI, nil
+	here := s.sessions.UserID(ctx)
+	if here == "" {
+		return req.RedirectURI, nil // nobody signed in here: nothing to end
 	}
-	if err != nil {
+	uid, err := s.userBySubject(ctx, c, req.UserID)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return "", err
 	}
-	if s.sessions.UserID(ctx) != uid {
-		return req.RedirectURI, nil // not signed in here (or someone else is): nothing to end
+	if uid != here {
+		s.log.InfoContext(ctx, "end_session for another account than the one signed in: asking", "client_id", c.id, "user", here)
+		return s.askLogout(ctx, c, req, true)
 	}
-	if sid := req.IDTokenHintClaims.SessionID; sid != "" &&
-		!sameSession(s.salt, c.sector, s.sessions.GetString(ctx, sessSID), sid) {
-		p := pendingLogout{ID: base64.RawURLEncoding.EncodeToString(randomBytes(16)), Client: c.name}
-		if !strings.HasPrefix(req.RedirectURI, "/") { // not the provider's own page
-			p.Return = req.RedirectURI
-		}
-		if err := s.putPendingLogout(ctx, p); err != nil {
-			return "", err
-		}
+	sessionID := s.sessions.GetString(ctx, sessSID)
+	if sid := req.IDTokenHintClaims.SessionID; sid != "" && !sameSession(s.salt, c.sector, sessionID, sid) {
 		s.log.InfoContext(ctx, "end_session for an earlier login session: asking", "client_id", c.id, "user", uid)
-		return "/logout", nil
+		return s.askLogout(ctx, c, req, false)
 	}
 	if err := s.db.Write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `UPDATE tokens SET revoked_at = now() WHERE user_id = $1 AND client_id = $2
-			AND revoked_at IS NULL`, uid, c.id)
+			AND sid IN ($3, '') AND revoked_at IS NULL`, uid, c.id, sectorSessionID(s.salt, c.sector, sessionID))
 		return err
 	}); err != nil {
 		return "", err
@@ -517,6 +520,21 @@ func (s *storage) TerminateSessionFromRequest(ctx context.Context, req *op.EndSe
 		return "", err
 	}
 	return req.RedirectURI, nil
+}
+
+// askLogout keeps the client's sign-out as a pending question (other: for
+// another account than the one signed in) and sends the browser to the
+// page that asks it.
+func (s *storage) askLogout(ctx context.Context, c *client, req *op.EndSessionRequest, other bool) (string, error) {
+	p := pendingLogout{ID: base64.RawURLEncoding.EncodeToString(randomBytes(16)), Client: c.name, Other: other,
+		Expires: time.Now().Add(logoutQuestionTTL).Unix()}
+	if !strings.HasPrefix(req.RedirectURI, "/") { // not the provider's own page
+		p.Return = req.RedirectURI
+	}
+	if err := s.putPendingLogout(ctx, p); err != nil {
+		return "", err
+	}
+	return "/logout", nil
 }
 
 // ---- keys

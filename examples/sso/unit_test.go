@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 func TestSectorOf(t *testing.T) {
@@ -118,8 +119,8 @@ func TestSectorDocument(t *testing.T) {
 // TestSectorSessionID: the sid is the same for one session and sector,
 // differs by sector, session and salt, is never the session ID itself
 // nor the pairwise sub of the same inputs, and an empty session has
-// none; sameSession agrees, and a pending sign-out that does not decode
-// is none.
+// none; sameSession agrees, and a pending sign-out that does not decode,
+// or has lapsed (or has no expiry), is none.
 func TestSectorSessionID(t *testing.T) {
 	salt, salt2 := []byte("0123456789abcdef0123456789abcdef"), []byte("fedcba9876543210fedcba9876543210")
 	sess, sess2 := newSessionID(), newSessionID()
@@ -147,14 +148,26 @@ func TestSectorSessionID(t *testing.T) {
 		sameSession(salt, "b.example", sess, sid) || sameSession(salt, "a.example", "", "") || sameSession(salt, "a.example", sess, "") {
 		t.Error("sameSession: want true only for the session and sector the sid was made for")
 	}
-	for _, raw := range []string{"", "{", `{"client":"x","return":"https://a.example/bye"}`, `"a string"`} {
-		if p, ok := pendingLogoutOf(context.Background(), func(context.Context, string) string { return raw }); ok {
+	now := time.Unix(1_800_000_000, 0)
+	pending := func(raw string, at time.Time) (pendingLogout, bool) {
+		return pendingLogoutOf(context.Background(), func(context.Context, string) string { return raw }, at)
+	}
+	for _, raw := range []string{"", "{", `{"client":"x","return":"https://a.example/bye","expires":1800000300}`, `"a string"`,
+		`{"id":"abc","client":"App"}`} { // the last: no expiry, lapsed
+		if p, ok := pending(raw, now); ok {
 			t.Errorf("pending sign-out from %q: %+v; want none", raw, p)
 		}
 	}
-	good := `{"id":"abc","client":"App","return":"https://a.example/bye?state=s"}`
-	if p, ok := pendingLogoutOf(context.Background(), func(context.Context, string) string { return good }); !ok ||
-		p != (pendingLogout{ID: "abc", Client: "App", Return: "https://a.example/bye?state=s"}) {
-		t.Errorf("pending sign-out from %s: %+v, %v", good, p, ok)
+	good := `{"id":"abc","client":"App","other":true,"return":"https://a.example/bye?state=s","expires":1800000300}`
+	want := pendingLogout{ID: "abc", Client: "App", Other: true, Return: "https://a.example/bye?state=s", Expires: 1_800_000_300}
+	if p, ok := pending(good, now.Add(logoutQuestionTTL-time.Second)); !ok || p != want {
+		t.Errorf("pending sign-out from %s: %+v, %v; want %+v", good, p, ok, want)
+	}
+	// Lapsed: at its expiry and after, none (a page found again in the
+	// history asks nothing).
+	for _, at := range []time.Time{now.Add(logoutQuestionTTL), now.Add(time.Hour)} {
+		if p, ok := pending(good, at); ok {
+			t.Errorf("pending sign-out at %v, lapsed at %v: %+v; want none", at, time.Unix(want.Expires, 0), p)
+		}
 	}
 }

@@ -571,9 +571,11 @@ func (wb *web) consent(w http.ResponseWriter, r *http.Request) {
 // ---- logout
 
 // logoutData is what the sign-out page shows: a plain "Sign out?", or a
-// client's sign-out of an earlier login session of the user signed in.
+// client's sign-out that asks first: of an earlier login session of the
+// user signed in, or of another account (Other).
 type logoutData struct {
 	Pending bool
+	Other   bool
 	ID      string // the pending sign-out's, sent back with the answer
 	Client  string
 }
@@ -581,30 +583,32 @@ type logoutData struct {
 func (wb *web) logoutForm(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	d := logoutData{}
-	// A pending sign-out lives in the login session: a sign-out of any
-	// kind ends it with the session.
-	if p, ok := pendingLogoutOf(ctx, wb.sessions.GetString); ok {
-		d = logoutData{Pending: true, ID: p.ID, Client: p.Client}
-	}
 	title := "Sign out?"
-	if d.Pending {
+	// A pending sign-out lives in the login session: a sign-out of any
+	// kind ends it with the session. A lapsed one is none.
+	if p, ok := pendingLogoutOf(ctx, wb.sessions.GetString, time.Now()); ok {
+		d = logoutData{Pending: true, Other: p.Other, ID: p.ID, Client: p.Client}
 		title = "You are still signed in"
+		if p.Other {
+			title = "Sign out of hakit SSO?"
+		}
 	}
 	wb.render(w, r, 200, "logout.html", page{Title: title, Data: d})
 }
 
 // logout signs the user out (decision=stay: does not). The answer to a
 // pending sign-out (the form carries its ID) goes on to the client's
-// post-logout URI; any other sign-out (the header's form) ends at the
-// provider's pages and drops a pending one.
+// post-logout URI; any other sign-out (the header's form, or an answer
+// after the question lapsed) ends at the provider's pages and drops a
+// pending one.
 func (wb *web) logout(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if err := hakit.ParseForm(w, r); err != nil {
 		hakit.Error(w, r, err)
 		return
 	}
-	p, pending := pendingLogoutOf(ctx, wb.sessions.GetString)
-	if pending {
+	p, _ := pendingLogoutOf(ctx, wb.sessions.GetString, time.Now()) // a lapsed one is none: an ordinary sign-out
+	if wb.sessions.Exists(ctx, sessLogout) {
 		wb.sessions.Remove(ctx, sessLogout)
 		if id := r.PostForm.Get("logout"); id == "" || subtle.ConstantTimeCompare([]byte(id), []byte(p.ID)) != 1 {
 			p.Return = ""
