@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/rand"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -37,7 +38,8 @@ func demoRP(t *testing.T, c *cluster) *httptest.Server {
 // browser to the provider, which shows its login page; the user creates
 // an account, consents, and lands back in the app signed in; the account
 // page lists the app; signing out in the app signs out of the provider
-// too. With SSO_SCREENSHOTS=dir it saves a screenshot of each page there
+// too. A client's sign-out of another account than the one signed in
+// asks first. With SSO_SCREENSHOTS=dir it saves a screenshot of each page there
 // (the README's).
 func TestBrowser(t *testing.T) {
 	t.Parallel()
@@ -105,4 +107,18 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("admin page lists %q", txt)
 	}
 	shot("admin.png")
+
+	// App A signs Ada out with her ID token while the admin is signed in
+	// on this browser: the provider asks, naming App A and the admin,
+	// never Ada.
+	hb := c.browser()
+	a1, f := c.rp("client-a1"), newFlow()
+	ada := a1.mustExchange(t, f, hb.login(a1, f, "ada@example.com", "analytical engine", false))
+	step("another account's sign-out", chromedp.Navigate(c.issuer+"/end_session?"+url.Values{"id_token_hint": {ada.raw},
+		"post_logout_redirect_uri": {"https://app-a.example/bye"}}.Encode()), chromedp.WaitVisible(css("#logout button[value=stay]")))
+	if txt := b.text("#logout"); !strings.Contains(txt, "App A asked to sign out an account that is not the one signed in") ||
+		!strings.Contains(txt, "admin@example.com") || strings.Contains(txt, "ada") {
+		t.Errorf("the sign-out question for another account says %q", txt)
+	}
+	shot("logout-other.png")
 }
