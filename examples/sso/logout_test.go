@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"hakit.dev/hatest"
 )
 
 // TestLogoutScope: RP-initiated logout ends what its hint names, and asks
@@ -173,4 +175,36 @@ func TestLogoutScope(t *testing.T) {
 	if p := old.get(c.issuer + "/logout"); !strings.Contains(p.body, "Sign out?") || logoutIDRe.MatchString(p.body) {
 		t.Errorf("/logout after a forged hint: %d %.300s; want the plain question", p.status, p.body)
 	}
+}
+
+// TestLogoutQuestionLapses: with SSO_LOGOUT_QUESTION_TTL=4s, a question
+// left unanswered past it is gone: /logout asks the plain question, and
+// the old page's "Sign out" is an ordinary sign-out that ends at the
+// provider's signed-out page, not at the client's URI.
+func TestLogoutQuestionLapses(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1, false, "SSO_LOGOUT_QUESTION_TTL=4s")
+	a1, b := c.rp("client-a1"), c.browser()
+	f := newFlow()
+	a1.mustExchange(t, f, b.login(a1, f, "carol-lapse@example.com", "correct horse battery", true))
+	hint := c.signIDToken(t, map[string]any{"iss": c.issuer, "sub": "nobody-known-here", "aud": []string{"client-a1"},
+		"azp": "client-a1", "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()})
+	p := b.get(c.issuer + "/end_session?" + url.Values{"id_token_hint": {hint}, "state": {"s1"},
+		"post_logout_redirect_uri": {"https://app-a.example/bye"}}.Encode())
+	asked := time.Now()
+	m := logoutIDRe.FindStringSubmatch(p.body)
+	if p.status != 200 || p.url.Path != "/logout" || m == nil || !strings.Contains(p.body, "not the one signed in") {
+		t.Fatalf("end_session with another account's hint: %d at %s %.300s; want the question", p.status, p.url, p.body)
+	}
+	// The question lapses at most 4s (in whole seconds) after it was put.
+	hatest.WaitFor(t, 30*time.Second, "the question to lapse", func() bool { return time.Since(asked) > 5*time.Second })
+	if p := b.get(c.issuer + "/logout"); !strings.Contains(p.body, "Sign out?") || logoutIDRe.MatchString(p.body) {
+		t.Errorf("/logout after the question lapsed: %d %.300s; want the plain question", p.status, p.body)
+	}
+	if p := b.post("/logout", url.Values{"logout": {m[1]}, "decision": {"signout"}}); p.location != "" || p.url.Path != "/logged-out" {
+		t.Errorf("the lapsed question's sign-out: %d at %s, Location %q; want /logged-out", p.status, p.url, p.location)
+	}
+	f = newFlow()
+	f.extra = []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("prompt", "none")}
+	errorRedirect(t, a1, f, b.authorize(a1, f), "login_required")
 }

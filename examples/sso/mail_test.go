@@ -543,7 +543,8 @@ func TestMailConfig(t *testing.T) {
 		return c, env.Err()
 	}
 	c, err := read(map[string]string{"SSO_SMTP_ADDR": "127.0.0.1:25"})
-	if err != nil || c.mail.From != "no-reply@login.example.com" || c.mail.ResetTTL != time.Hour || c.requireVerified {
+	if err != nil || c.mail.From != "no-reply@login.example.com" || c.mail.ResetTTL != time.Hour || c.requireVerified ||
+		c.life.LogoutQuestion != 5*time.Minute {
 		t.Errorf("defaults: %+v, %v", c.mail, err)
 	}
 	if _, err := read(map[string]string{"SSO_DEV": "true"}); err != nil {
@@ -558,6 +559,7 @@ func TestMailConfig(t *testing.T) {
 		{map[string]string{"SSO_SMTP_ADDR": "127.0.0.1:25", "SSO_MAIL_FROM": "not an address"}, "SSO_MAIL_FROM"},
 		{map[string]string{"SSO_SMTP_ADDR": "127.0.0.1:25", "SSO_RESET_TTL": "0s"}, "SSO_RESET_TTL"},
 		{map[string]string{"SSO_SMTP_ADDR": "127.0.0.1:25", "SSO_MAIL_THROTTLE_IP": "0"}, "SSO_MAIL_THROTTLE"},
+		{map[string]string{"SSO_SMTP_ADDR": "127.0.0.1:25", "SSO_LOGOUT_QUESTION_TTL": "0s"}, "SSO_LOGOUT_QUESTION_TTL"},
 	} {
 		if _, err := read(tc.vars); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want one naming %s", tc.vars, err, tc.want)

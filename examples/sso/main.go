@@ -103,6 +103,8 @@ func readConfig(env *hakit.Env) config {
 		AccessToken:  env.Duration("SSO_ACCESS_TOKEN_TTL", 15*time.Minute, "lifetime of an access token"),
 		RefreshToken: env.Duration("SSO_REFRESH_TOKEN_TTL", 30*24*time.Hour, "lifetime of a refresh token"),
 		IDToken:      env.Duration("SSO_ID_TOKEN_TTL", time.Hour, "lifetime of an ID token"),
+		LogoutQuestion: env.Duration("SSO_LOGOUT_QUESTION_TTL", 5*time.Minute,
+			"how long the question a client's sign-out may lead to (another account's, or an earlier sign-in's) can be answered"),
 	}
 	c.keys.Retain = max(c.life.IDToken, c.life.AccessToken) + time.Minute
 	c.mail = mailConfig{
@@ -141,6 +143,9 @@ func readConfig(env *hakit.Env) config {
 	}
 	if c.argon.Memory < 8*1024 && !c.dev {
 		env.Invalid("SSO_ARGON2_MEMORY_KIB", errors.New("below 8192 KiB is for tests and development only (set SSO_DEV)"))
+	}
+	if c.life.LogoutQuestion <= 0 {
+		env.Invalid("SSO_LOGOUT_QUESTION_TTL", errors.New("must be positive"))
 	}
 	if c.keys.Lead <= 0 || c.keys.Period <= c.keys.Lead {
 		env.Invalid("SSO_KEY_ROTATION", errors.New("must be longer than SSO_KEY_LEAD, which must be positive"))

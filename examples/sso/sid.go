@@ -57,11 +57,6 @@ func sameSession(salt []byte, sector, sessionID, sid string) bool {
 // this browser's current login session.
 const sessLogout = "logout_pending"
 
-// logoutQuestionTTL is how long a pending sign-out can be answered: the
-// question belongs to the client's request, not to a page found again
-// in the browser's history later.
-const logoutQuestionTTL = 5 * time.Minute
-
 // pendingLogout is a sign-out asked for by a client with an ID token that
 // is not of this browser's current login session: the confirmation page
 // shows it, and its form answers it.

@@ -26,6 +26,10 @@ import (
 // lifetimes of what the provider issues.
 type lifetimes struct {
 	Code, AccessToken, RefreshToken, IDToken time.Duration
+	// LogoutQuestion is how long a pending sign-out can be answered: the
+	// question belongs to the client's request, not to a page found again
+	// in the browser's history later.
+	LogoutQuestion time.Duration
 }
 
 // maxParam bounds the free-text parameters of an authorization request
@@ -477,7 +481,8 @@ func (s *storage) TerminateSession(ctx context.Context, _, _ string) error { ret
 // is asked too (OpenID RP-Initiated Logout 1.0 §2), on a page that names
 // the client and the account signed in, never the hint's. Questions are
 // asked on /logout, with the client's name, and the answer goes on to
-// the post-logout URI. Without a hint nothing happens yet: the user
+// the post-logout URI; a question lapses after
+// lifetimes.LogoutQuestion. Without a hint nothing happens yet: the user
 // confirms on /logout (a form, so that a cross-site link cannot sign
 // anyone out). The post-logout URI is one registered for the hint's
 // client, op has checked it.
@@ -527,7 +532,7 @@ func (s *storage) TerminateSessionFromRequest(ctx context.Context, req *op.EndSe
 // page that asks it.
 func (s *storage) askLogout(ctx context.Context, c *client, req *op.EndSessionRequest, other bool) (string, error) {
 	p := pendingLogout{ID: base64.RawURLEncoding.EncodeToString(randomBytes(16)), Client: c.name, Other: other,
-		Expires: time.Now().Add(logoutQuestionTTL).Unix()}
+		Expires: time.Now().Add(s.life.LogoutQuestion).Unix()}
 	if !strings.HasPrefix(req.RedirectURI, "/") { // not the provider's own page
 		p.Return = req.RedirectURI
 	}

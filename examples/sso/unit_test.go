@@ -160,12 +160,12 @@ func TestSectorSessionID(t *testing.T) {
 	}
 	good := `{"id":"abc","client":"App","other":true,"return":"https://a.example/bye?state=s","expires":1800000300}`
 	want := pendingLogout{ID: "abc", Client: "App", Other: true, Return: "https://a.example/bye?state=s", Expires: 1_800_000_300}
-	if p, ok := pending(good, now.Add(logoutQuestionTTL-time.Second)); !ok || p != want {
+	if p, ok := pending(good, now.Add(5*time.Minute-time.Second)); !ok || p != want {
 		t.Errorf("pending sign-out from %s: %+v, %v; want %+v", good, p, ok, want)
 	}
 	// Lapsed: at its expiry and after, none (a page found again in the
 	// history asks nothing).
-	for _, at := range []time.Time{now.Add(logoutQuestionTTL), now.Add(time.Hour)} {
+	for _, at := range []time.Time{now.Add(5 * time.Minute), now.Add(time.Hour)} {
 		if p, ok := pending(good, at); ok {
 			t.Errorf("pending sign-out at %v, lapsed at %v: %+v; want none", at, time.Unix(want.Expires, 0), p)
 		}
