@@ -37,9 +37,12 @@ type Config struct {
 	// overstates a lot after an idle primary: the whole idle time) and the
 	// time since the router last saw the primary's insert position at or
 	// before the replica's replay position (about one ProbeInterval more
-	// than the true lag). The second needs the current primary's probes:
-	// while no primary is known, or for a replica further behind than the
-	// router's short history of positions, only the first applies. Both
+	// than the true lag). The second needs the current primary's probes
+	// and a replica whose last restartpoint is on the primary's timeline:
+	// while no primary is known, after a failover until the replica's
+	// first restartpoint on the new timeline, or for a replica further
+	// behind than the router's short history of positions, only the first
+	// applies. Both
 	// are as of the replica's last probe. The lag never reads less than
 	// the truth but in cases the replica's side brings: the first bound
 	// takes the replica's clock to agree with the primary's; a replica

@@ -154,7 +154,14 @@ func (r *Router) replayLag(p *probe) time.Duration {
 	if !p.behind {
 		return 0
 	}
-	hist, ok := r.hist.bound(r.view.Load().primary, p.lsn, p.startedAt.Add(p.took))
+	// The history bounds only a replica that replays its timeline: one
+	// left on an older timeline past where the current one begins would
+	// find every sample "at or before" its position (as rywEligible).
+	primary := r.view.Load().primary
+	if p.checkpointTimeline != r.hist.timeline {
+		primary = nil
+	}
+	hist, ok := r.hist.bound(primary, p.lsn, p.startedAt.Add(p.took))
 	switch {
 	case ok && (!p.ageKnown || hist < p.age):
 		return hist

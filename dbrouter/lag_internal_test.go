@@ -141,7 +141,7 @@ func TestReplayLag(t *testing.T) {
 	r.view.Store(&view{primary: prim, changed: make(chan struct{})})
 	r.hist.add(prim, &probe{ok: true, primary: true, startedAt: t0, lsn: 100, run: 1, timeline: 1})
 	replica := func(lsn LSN, behind bool, age time.Duration, known bool) *probe {
-		return &probe{ok: true, startedAt: t0.Add(time.Second), took: 10 * time.Millisecond, lsn: lsn, behind: behind, age: age, ageKnown: known}
+		return &probe{ok: true, startedAt: t0.Add(time.Second), took: 10 * time.Millisecond, lsn: lsn, behind: behind, age: age, ageKnown: known, checkpointTimeline: 1}
 	}
 	const hist = 1010 * time.Millisecond // from t0 to the end of the replica's probe
 	for _, c := range []struct {
@@ -159,6 +159,14 @@ func TestReplayLag(t *testing.T) {
 		if got := r.replayLag(c.p); got != c.want {
 			t.Errorf("%s: lag %v, want %v", c.name, got, c.want)
 		}
+	}
+	// A replica whose last restartpoint is on another timeline than the
+	// history's (left past the fork by a failover to a less advanced
+	// node, or not yet known to follow the new one): its own bound.
+	other := replica(100, true, 10*time.Second, true)
+	other.checkpointTimeline = 2
+	if got := r.replayLag(other); got != 10*time.Second {
+		t.Errorf("another timeline: lag %v, want the replica's own 10s", got)
 	}
 	// No primary known: the replica's own bound.
 	r.view.Store(&view{changed: make(chan struct{})})

@@ -2,6 +2,7 @@ package dbrouter_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -240,6 +241,27 @@ func lagFailover(t *testing.T, ctx context.Context, r *dbrouter.Router, old, nex
 		checkSane()
 		return roleOf(r, next.Addr()) == dbrouter.RolePrimary
 	})
+	// The router's history bounds a replica's lag only once the replica
+	// is known to replay the new timeline: its last restartpoint is on
+	// it. A checkpoint on the new primary, then a restartpoint on each
+	// replica once it has replayed that, instead of waiting up to
+	// checkpoint_timeout.
+	if err := next.Exec(ctx, "CHECKPOINT"); err != nil {
+		t.Fatal(err)
+	}
+	tl, err := next.Timeline(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range others {
+		waitCaughtUp(t, ctx, next, n)
+		if err := n.Exec(ctx, "CHECKPOINT"); err != nil {
+			t.Fatal(err)
+		}
+		hatest.WaitFor(t, 20*time.Second, "a restartpoint of "+n.Name+" on timeline "+strconv.Itoa(tl), func() bool {
+			return countOn(ctx, n, "SELECT timeline_id FROM pg_control_checkpoint()") == tl
+		})
+	}
 	// A few probes more with the new primary's history.
 	known := time.Now()
 	hatest.WaitFor(t, 20*time.Second, "every replica probed with the new primary known", func() bool {
