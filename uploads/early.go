@@ -27,10 +27,11 @@ import (
 // That attempt is a bonus, never the only way a part gets to S3. It is not
 // retried, and it gives up when the part turns out shorter (the upload's
 // last part), when the client pauses longer than earlyStall (a wait for
-// pool memory is not a pause), or on any error; the complete part is then sent as any other (with the SDK's
-// retries), from the same memory. S3 keeps no part of a request that did
-// not complete, and a later request for the same part number replaces a
-// completed one.
+// pool memory is not a pause), or on any error; the complete part is then
+// sent as any other (with the SDK's retries), from the same memory. S3
+// keeps no part of a request that did not complete, and a later request
+// for the same part number replaces a completed one. A part that cannot
+// be whole, as the Store's reader can tell (sizeBound), is not sent early.
 
 // earlyStall is how long an early part's request waits for the client's
 // next bytes before it gives up, so that a paused client does not hold a
