@@ -30,26 +30,35 @@ type Config struct {
 	// probe, up to a ProbeInterval later, it may fall further behind).
 	// Defaults to 1s.
 	//
-	// A replica's lag, as the router measures it, is zero when the
-	// replica has replayed all the WAL it received, and otherwise an upper
-	// bound of the age of the oldest transaction it has not replayed: the
-	// lesser of the age of the last transaction it replayed (which
-	// overstates a lot after an idle primary: the whole idle time) and the
-	// time since the router last saw the primary's insert position at or
-	// before the replica's replay position (about one ProbeInterval more
-	// than the true lag). The second needs the current primary's probes
-	// and a replica whose last restartpoint is on the primary's timeline:
-	// while no primary is known, after a failover until the replica's
-	// first restartpoint on the new timeline, or for a replica further
-	// behind than the router's short history of positions, only the first
-	// applies. Both
-	// are as of the replica's last probe. The lag never reads less than
-	// the truth but in cases the replica's side brings: the first bound
+	// A replica's lag, as the router measures it, is an upper bound of the
+	// age of the oldest transaction it has not replayed, as of its last
+	// probe: the lesser of the age of the last transaction it replayed
+	// (which overstates a lot after an idle primary: the whole idle time)
+	// and the time since the router last saw the primary's insert
+	// position at or before the replica's replay position (about one
+	// ProbeInterval more than the true lag). While a primary is known, a
+	// replica that has replayed all it received is not taken as caught
+	// up, since one that receives nothing has too: a healthy replica reads
+	// up to about a ProbeInterval (less when the primary commits often),
+	// one that stopped receiving grows from when it did. The second bound
+	// needs a known primary, the router's short history of its positions
+	// to reach back to the replica's position, and a replica whose last
+	// restartpoint is on the primary's timeline: after a failover, until
+	// the replica's first restartpoint on the new timeline (at most
+	// checkpoint_timeout), only the first applies, and while the new
+	// primary commits nothing for more than MaxLag its replicas serve no
+	// reads.
+	//
+	// The lag reads less than the truth only in these cases: while no
+	// primary is known, a replica that has replayed all it received reads
+	// 0, so that reads go on from the replicas during a failover or while
+	// the primary hangs (wrong only if the primary is in fact committing
+	// behind a partition that cuts the replica off too); the first bound
 	// takes the replica's clock to agree with the primary's; a replica
 	// that has replayed no transaction since it started has no first
-	// bound (0 unless the second applies); and a replica replaying WAL it
-	// did not stream (from its own pg_wal after a restart, or from an
-	// archive) has received nothing and counts as caught up.
+	// bound (0 unless the second applies); and timelines are told apart by
+	// number, so two promotions to the same timeline number (without a
+	// shared WAL archive) look like one.
 	MaxLag time.Duration
 
 	// ReplicaWait is how long a Read that must see a given LSN (see

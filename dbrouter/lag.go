@@ -5,14 +5,13 @@ import "time"
 // A replica's lag is how stale a read on it can be: the age of the oldest
 // transaction committed on the primary that the replica has not replayed.
 // The router reports an upper bound of it, never less, since MaxLag is a
-// promise about staleness. Two bounds are at hand while a replica has
-// received WAL it has not replayed (a replica that has replayed all it
-// received counts as caught up, lag 0):
+// promise about staleness. Two bounds are at hand:
 //
 //   - the replica's own: now() - pg_last_xact_replay_timestamp(), the age
 //     of the last transaction it replayed. The transactions it lacks came
 //     after that one, so they are younger. But after the primary was idle
-//     for a while, a single new commit makes this read the whole idle time.
+//     for a while, this reads the whole idle time, whether the replica
+//     lacks a commit made since or nothing at all.
 //   - the router's, from the history below: the primary's insert position
 //     as probed, with the router's clock. If the primary's insert position
 //     at time t was at or before R, the replica's replay position, then
@@ -21,33 +20,46 @@ import "time"
 //     last sample at or before R, so the bound exceeds the true lag by
 //     about the time between samples (a ProbeInterval).
 //
-// The lag reported is the lesser of the two (see Router.replayLag).
+// The lag reported is the lesser of the two (see Router.replayLag). While
+// a primary is known, a replica that has replayed all it received is not
+// taken as caught up: one that receives nothing (cut off from the
+// primary, its conninfo broken, replaying an archive) has replayed all it
+// received and lacks every commit since. Its history bound stays small while it keeps up
+// with the primary (the primary's position, sampled a ProbeInterval or
+// less before, is at or before its own) and grows from the last sample it
+// has replayed when it stops keeping up.
 //
-// The samples are the router's probes of the current primary. Both ends
-// are read with the router's monotonic clock: t is when the primary's probe
-// started (no later than the server read its insert position), and now is
-// when the replica's probe ended (no earlier than the server read its
-// replay position), so neither end makes the bound smaller than the truth.
-// No server clock is compared with the router's.
+// The samples are the router's probes of the primary. Both ends are read
+// with the router's monotonic clock: t is when the primary's probe started
+// (no later than the server read its insert position), and now is when
+// the replica's probe ended (no earlier than the server read its replay
+// position), so neither end makes the bound smaller than the truth. No
+// server clock is compared with the router's.
 //
-// Timing: the bound needs the primary's sample to have been read before
-// the replica's replay position; a sample read later could be at or before
-// R only if nothing was written past R until then, and the bound would be
-// too small. The LSNs rule that out: the probe that read R also found WAL
-// received past R, so that WAL existed on the primary before the probe
-// ended; at the sample's time the primary had written nothing past R; so
-// the sample came first, and the true lag at the replica's read, at most
-// that read's time - t, is at most now - t. This holds as long as both
-// LSNs belong to one history: the history is reset when the primary
-// changes, restarts or changes timeline, and a sample that still comes out
-// no earlier than the replica's probe ended (a replica replaying some other
-// history) is not used.
+// Timing: a sample (t, L <= R) bounds the lag at the replica's read by
+// max(0, now - t) without any ordering between the two reads, as long as
+// both positions belong to one history (the same primary, server run and
+// timeline, and a replica replaying that timeline): if t came before the
+// read, everything the replica lacks was written after t; if t came after
+// it, the primary had written nothing past R when the replica read R, and
+// the replica lacked nothing. The history is reset when the primary
+// changes, restarts or changes timeline, and used only for a replica whose
+// last restartpoint is on the history's timeline (see rywEligible): a
+// replica left on an older timeline past where the new one begins would
+// find every sample at or before its position while it lacks all the new
+// primary's commits. A replica that has received WAL past R, though,
+// cannot have read R before a sample at or before R of its own history
+// (that WAL existed on the primary before its probe ended, and was
+// written after the sample): such a sample, no earlier than the probe's
+// end, means another history, and is not used.
 
 // historyLen is how many samples of the primary's insert position the
 // router keeps: at one probe per ProbeInterval (500ms by default), half a
 // minute of history; equal positions (an idle primary) take one sample.
-// A replica whose replay position is older than every sample keeps its
-// own bound.
+// Thinning (maxSampleGap) keeps any two samples with one between them at
+// least its gap apart, so the history spans at least 31 gaps whatever the
+// probing. A replica whose replay position is older than every sample
+// keeps its own bound.
 const historyLen = 64
 
 // maxSampleGap caps the spacing below which samples are thinned: a sample
@@ -119,10 +131,14 @@ func (h *lsnHistory) add(n *node, p *probe) {
 
 // bound returns the router's bound on the lag of a replica that has
 // replayed up to replayed, by a probe that ended at readBy, with primary
-// the current primary (nil: none). ok is false when no sample applies: no
+// the current primary (nil: none); received tells that the replica had
+// received WAL past replayed. ok is false when no sample applies: no
 // primary, samples of another node, a replay position older than every
-// sample, or a sample no earlier than readBy.
-func (h *lsnHistory) bound(primary *node, replayed LSN, readBy time.Time) (lag time.Duration, ok bool) {
+// sample, or,
+// for a replica that had received past replayed, a newest sample at or
+// before replayed that is no earlier than readBy (another history). The
+// caller checks the replica's timeline.
+func (h *lsnHistory) bound(primary *node, replayed LSN, readBy time.Time, received bool) (lag time.Duration, ok bool) {
 	if primary == nil || h.node != primary {
 		return 0, false
 	}
@@ -135,33 +151,43 @@ func (h *lsnHistory) bound(primary *node, replayed LSN, readBy time.Time) (lag t
 	atBoundary := h.pageSize > 0 && replayed%h.pageSize == 0
 	for i := h.n - 1; i >= 0; i-- {
 		if s := h.sample(i); s.lsn <= replayed || (atBoundary && s.lsn-replayed <= maxPageHeader) {
-			if !s.at.Before(readBy) {
+			switch {
+			case s.at.Before(readBy):
+				return readBy.Sub(s.at), true
+			case received:
 				return 0, false
 			}
-			return readBy.Sub(s.at), true
+			return 0, true // the primary had written nothing past replayed
 		}
 	}
 	return 0, false
 }
 
-// replayLag returns the lag to report for a replica's probe p: 0 when it
-// has replayed all it received, else the lesser of its own bound and the
-// history's. A replica that replayed no transaction since it started (or
+// replayLag returns the lag to report for a replica's probe p: the lesser
+// of its own bound and the history's, when the history applies (a primary
+// is known, and the replica's last restartpoint is on the history's
+// timeline). A replica that replayed no transaction since it started (or
 // whose clock is behind the primary's, which makes its own bound negative)
-// has no bound of its own: the history's, else 0 as it reports. Called
+// has no bound of its own: the history's, else 0, since the server says no
+// more.
+//
+// While no primary is known, a replica that has replayed all it received
+// reads 0, as it did before the history: the primary is down, hung or cut
+// off from the router, and reads go on from the replicas meanwhile (a
+// failover takes seconds; its own bound would reach MaxLag within one
+// after an idle period). That understates only if the primary is in fact
+// committing behind a partition that cuts off the replica too. Called
 // with r.mu held.
 func (r *Router) replayLag(p *probe) time.Duration {
-	if !p.behind {
+	primary := r.view.Load().primary
+	if primary == nil && !p.behind {
 		return 0
 	}
-	// The history bounds only a replica that replays its timeline: one
-	// left on an older timeline past where the current one begins would
-	// find every sample "at or before" its position (as rywEligible).
-	primary := r.view.Load().primary
-	if p.checkpointTimeline != r.hist.timeline {
-		primary = nil
+	var hist time.Duration
+	ok := false
+	if p.checkpointTimeline == r.hist.timeline {
+		hist, ok = r.hist.bound(primary, p.lsn, p.startedAt.Add(p.took), p.behind)
 	}
-	hist, ok := r.hist.bound(primary, p.lsn, p.startedAt.Add(p.took))
 	switch {
 	case ok && (!p.ageKnown || hist < p.age):
 		return hist

@@ -15,12 +15,22 @@ func TestLSNHistory(t *testing.T) {
 		return &probe{ok: true, primary: true, startedAt: at(ms), lsn: lsn, run: 1, timeline: 1, walBlockSize: 8192}
 	}
 	newHist := func() *lsnHistory { return &lsnHistory{gap: 25 * time.Millisecond} }
+	// wantBound checks the bound for a replica that had received WAL past
+	// its replay position; wantCaughtUp for one that had not.
+	wantBoundOf := func(t *testing.T, h *lsnHistory, primary *node, replayed LSN, readBy int, received bool, want time.Duration, wantOK bool) {
+		t.Helper()
+		got, ok := h.bound(primary, replayed, at(readBy), received)
+		if ok != wantOK || got != want {
+			t.Errorf("bound(replayed %d, read by %dms, received past it %v) = %v, %v; want %v, %v", replayed, readBy, received, got, ok, want, wantOK)
+		}
+	}
 	wantBound := func(t *testing.T, h *lsnHistory, primary *node, replayed LSN, readBy int, want time.Duration, wantOK bool) {
 		t.Helper()
-		got, ok := h.bound(primary, replayed, at(readBy))
-		if ok != wantOK || got != want {
-			t.Errorf("bound(replayed %d, read by %dms) = %v, %v; want %v, %v", replayed, readBy, got, ok, want, wantOK)
-		}
+		wantBoundOf(t, h, primary, replayed, readBy, true, want, wantOK)
+	}
+	wantCaughtUp := func(t *testing.T, h *lsnHistory, primary *node, replayed LSN, readBy int, want time.Duration, wantOK bool) {
+		t.Helper()
+		wantBoundOf(t, h, primary, replayed, readBy, false, want, wantOK)
 	}
 
 	t.Run("idle primary, then a commit", func(t *testing.T) {
@@ -37,13 +47,24 @@ func TestLSNHistory(t *testing.T) {
 		wantBound(t, h, a, 100, 10700, 700*time.Millisecond, true)
 		// Past the newest sample: bounded by the newest.
 		wantBound(t, h, a, 250, 10700, 200*time.Millisecond, true)
-		// Older than every sample, another primary, none: no bound.
+		// Older than every sample, another primary: no bound.
 		wantBound(t, h, a, 99, 10700, 0, false)
 		wantBound(t, h, b, 100, 10700, 0, false)
+		// No primary known: no bound.
 		wantBound(t, h, nil, 100, 10700, 0, false)
-		// A sample no earlier than the replica's probe ended cannot come
-		// from the replica's history.
+		wantCaughtUp(t, h, nil, 100, 10700, 0, false)
+		// A sample no earlier than the probe of a replica that had
+		// received past its replay position cannot come from the
+		// replica's history.
 		wantBound(t, h, a, 100, 10000, 0, false)
+		// One that had not: the same bound, or none needed when the
+		// sample came after its probe (the primary had written nothing
+		// past its position).
+		wantCaughtUp(t, h, a, 100, 10700, 700*time.Millisecond, true)
+		wantCaughtUp(t, h, a, 250, 10700, 200*time.Millisecond, true)
+		wantCaughtUp(t, h, a, 100, 10000, 0, true)
+		wantCaughtUp(t, h, a, 99, 10700, 0, false)
+		wantCaughtUp(t, h, b, 100, 10700, 0, false)
 		// An older probe finishing late adds nothing.
 		h.add(a, pr(10400, 150))
 		if h.n != 2 || h.sample(1).lsn != 200 {
@@ -69,7 +90,7 @@ func TestLSNHistory(t *testing.T) {
 		} {
 			h := newHist()
 			h.add(a, pr(0, c.primary))
-			if _, ok := h.bound(a, c.replayed, at(100)); ok != c.ok {
+			if _, ok := h.bound(a, c.replayed, at(100), true); ok != c.ok {
 				t.Errorf("%s: primary at %v, replayed %v: bound found %v, want %v", c.name, c.primary, c.replayed, ok, c.ok)
 			}
 		}
@@ -124,15 +145,16 @@ func TestLSNHistory(t *testing.T) {
 		// position's bound is within the gap of the exact one.
 		for i := range 1000 {
 			exact := time.Duration(1000-i) * time.Millisecond
-			if got, ok := h.bound(a, LSN(i+1), at(1000)); !ok || got < exact || got >= exact+25*time.Millisecond {
+			if got, ok := h.bound(a, LSN(i+1), at(1000), true); !ok || got < exact || got >= exact+25*time.Millisecond {
 				t.Errorf("bound for position %d (written by %dms) read by 1000ms: %v, %v; want %v up to 25ms more", i+1, i, got, ok, exact)
 			}
 		}
 	})
 }
 
-// The figure reported for a replica: 0 when it has replayed all it
-// received, else the lesser of its own bound and the history's.
+// The figure reported for a replica: the lesser of its own bound and the
+// history's, whether or not it has replayed all it received; the
+// history only for a replica whose last restartpoint is on its timeline.
 func TestReplayLag(t *testing.T) {
 	t0 := time.Now()
 	prim := &node{name: "p"}
@@ -143,34 +165,51 @@ func TestReplayLag(t *testing.T) {
 	replica := func(lsn LSN, behind bool, age time.Duration, known bool) *probe {
 		return &probe{ok: true, startedAt: t0.Add(time.Second), took: 10 * time.Millisecond, lsn: lsn, behind: behind, age: age, ageKnown: known, checkpointTimeline: 1}
 	}
+	onTimeline := func(p *probe, tl int) *probe { p.checkpointTimeline = tl; return p }
+	early := func(p *probe) *probe { p.startedAt = t0.Add(-time.Second); return p }
 	const hist = 1010 * time.Millisecond // from t0 to the end of the replica's probe
-	for _, c := range []struct {
+	cases := []struct {
 		name string
 		p    *probe
 		want time.Duration
 	}{
-		{"replayed all it received", replica(100, false, 10*time.Second, true), 0},
 		{"own bound smaller", replica(100, true, 300*time.Millisecond, true), 300 * time.Millisecond},
 		{"history's smaller", replica(100, true, 10*time.Second, true), hist},
 		{"no transaction replayed yet", replica(100, true, 0, false), hist},
 		{"older than the history", replica(50, true, 10*time.Second, true), 10 * time.Second},
 		{"no bound at all", replica(50, true, 0, false), 0},
-	} {
+		{"sample after the probe of a replica behind", early(replica(100, true, 10*time.Second, true)), 10 * time.Second},
+		// Replayed all it received: maybe all there is, maybe it receives
+		// nothing.
+		{"caught up, history's smaller", replica(100, false, 10*time.Second, true), hist},
+		{"caught up, own bound smaller", replica(100, false, 300*time.Millisecond, true), 300 * time.Millisecond},
+		{"caught up, sample after its probe", early(replica(100, false, 10*time.Second, true)), 0},
+		{"caught up, older than the history", replica(50, false, 10*time.Second, true), 10 * time.Second},
+		{"caught up, no bound at all", replica(50, false, 0, false), 0},
+		// Last restartpoint on another timeline than the history's (left
+		// past the fork by a failover to a less advanced node, or not yet
+		// known to follow the new primary): its own bound.
+		{"another timeline", onTimeline(replica(100, true, 10*time.Second, true), 2), 10 * time.Second},
+		{"another timeline, caught up", onTimeline(replica(100, false, 10*time.Second, true), 2), 10 * time.Second},
+		{"another timeline, no own bound", onTimeline(replica(100, false, 0, false), 2), 0},
+	}
+	for _, c := range cases {
 		if got := r.replayLag(c.p); got != c.want {
 			t.Errorf("%s: lag %v, want %v", c.name, got, c.want)
 		}
 	}
-	// A replica whose last restartpoint is on another timeline than the
-	// history's (left past the fork by a failover to a less advanced
-	// node, or not yet known to follow the new one): its own bound.
-	other := replica(100, true, 10*time.Second, true)
-	other.checkpointTimeline = 2
-	if got := r.replayLag(other); got != 10*time.Second {
-		t.Errorf("another timeline: lag %v, want the replica's own 10s", got)
-	}
-	// No primary known: the replica's own bound.
+	// No primary known: the replica's own bound, or 0 for one that has
+	// replayed all it received.
 	r.view.Store(&view{changed: make(chan struct{})})
 	if got := r.replayLag(replica(100, true, 10*time.Second, true)); got != 10*time.Second {
 		t.Errorf("no primary: lag %v, want the replica's own 10s", got)
+	}
+	if got := r.replayLag(replica(100, false, 10*time.Second, true)); got != 0 {
+		t.Errorf("no primary, replayed all it received: lag %v, want 0", got)
+	}
+	// Another primary known, whose history has no sample yet: its own.
+	r.view.Store(&view{primary: &node{name: "q"}, changed: make(chan struct{})})
+	if got := r.replayLag(replica(100, false, 10*time.Second, true)); got != 10*time.Second {
+		t.Errorf("a new primary: lag %v, want the replica's own 10s", got)
 	}
 }

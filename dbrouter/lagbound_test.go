@@ -109,3 +109,106 @@ func TestLagStrandedReplica(t *testing.T) {
 		t.Fatalf("after %d probes over 3s: pg2 %s, lag %v; want a replica over MaxLag", checks, s.Role, s.Lag)
 	}
 }
+
+// A replica that no longer receives WAL (a network partition, a broken
+// primary_conninfo) replays all it got and so has nothing received and
+// not replayed; it lacks every commit since. Its lag must grow with the
+// age of the first of those, and reads leave it once that passes MaxLag.
+func TestLagNotReceivingReplica(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 1})
+	pg0, pg1 := c.Nodes[0], c.Nodes[1]
+	r := newRouter(t, dbrouter.Config{Nodes: c.DSNs(), ProbeInterval: lagProbe})
+	if _, err := r.Exec(ctx, "CREATE TABLE ticks (at timestamptz) WITH (autovacuum_enabled = off)"); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, ctx, pg0, pg1)
+	stopReceiving(t, ctx, pg1)
+	_, first := tick(t, ctx, r)
+	checks := 0
+	for s := nodeStatus(t, r, pg1); time.Since(first) < 3*time.Second; checks++ {
+		tick(t, ctx, r)
+		s = nextProbe(t, r, pg1, s.Probed)
+		if count(t, ctx, pg1, "SELECT count(*) FROM ticks") != 0 {
+			t.Fatal("pg1 has a commit made after it stopped receiving: the case is not set up")
+		}
+		if stale := s.Probed.Sub(first); s.Lag < stale {
+			t.Fatalf("pg1 (%s) lag %v, but it lacks a commit %v old when probed", s.Role, s.Lag, stale)
+		}
+		t.Logf("pg1 (%s) lag %v; lacks a commit %v old", s.Role, s.Lag.Round(time.Millisecond), time.Since(first).Round(time.Millisecond))
+	}
+	if s := nodeStatus(t, r, pg1); s.Role != dbrouter.RoleReplica || s.Lag <= time.Second {
+		t.Fatalf("after %d probes over 3s: pg1 %s, lag %v; want a replica over MaxLag", checks, s.Role, s.Lag)
+	}
+	var got int
+	if err := r.Read(ctx, func(q dbrouter.Querier) (err error) { got, err = port(ctx, q); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if got != pg0.Port {
+		t.Fatalf("a read went to port %d, want the primary's %d (pg1 is over MaxLag)", got, pg0.Port)
+	}
+}
+
+// A healthy replica, with the defaults (MaxLag 1s, ProbeInterval 500ms):
+// under steady writes and then with the primary idle, every probe finds
+// it within MaxLag and reads go to it. Its figure is no longer 0 when it
+// has replayed all it received (that says nothing of a replica that
+// receives nothing), so this is what keeps it usable.
+func TestLagHealthyReplicaEligible(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := hatest.NewPostgres(t, hatest.PostgresOptions{Replicas: 1})
+	pg0, pg1 := c.Nodes[0], c.Nodes[1]
+	r := newRouter(t, dbrouter.Config{Nodes: c.DSNs()})
+	if _, err := r.Exec(ctx, "CREATE TABLE ticks (at timestamptz) WITH (autovacuum_enabled = off)"); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, ctx, pg0, pg1)
+	start := time.Now()
+	hatest.WaitFor(t, 20*time.Second, "pg1 probed as a replica within MaxLag", func() bool {
+		s := nodeStatus(t, r, pg1)
+		return s.Probed.After(start) && s.Role == dbrouter.RoleReplica && s.Lag <= time.Second
+	})
+	var worst time.Duration
+	run := func(what string, writes bool, d time.Duration) {
+		t.Helper()
+		probes, reads := 0, 0
+		prev := nodeStatus(t, r, pg1).Probed
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			if writes {
+				if _, err := r.Exec(ctx, "INSERT INTO ticks VALUES (now())"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got int
+			if err := r.Read(ctx, func(q dbrouter.Querier) (err error) { got, err = port(ctx, q); return err }); err != nil {
+				t.Fatal(err)
+			}
+			reads++
+			s := nodeStatus(t, r, pg1)
+			if s.Role != dbrouter.RoleReplica || s.Lag > time.Second {
+				t.Fatalf("%s: pg1 %s, lag %v (probe %v ago); want a replica within MaxLag 1s", what, s.Role, s.Lag, time.Since(s.Probed).Round(time.Millisecond))
+			}
+			if got != pg1.Port {
+				t.Fatalf("%s: a read went to port %d, want the replica's %d (lag %v)", what, got, pg1.Port, s.Lag)
+			}
+			if s.Probed.After(prev) {
+				probes, prev = probes+1, s.Probed
+				worst = max(worst, s.Lag)
+			}
+			if !writes {
+				// Nothing to wait on while idle: a read every 20ms.
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		if probes < int(d/time.Second) {
+			t.Fatalf("%s: %d probes of pg1 in %v, want at least one a second", what, probes, d)
+		}
+		t.Logf("%s for %v: %d reads, all on pg1; %d probes, the largest lag so far %v", what, d, reads, probes, worst.Round(time.Millisecond))
+	}
+	run("steady writes", true, 4*time.Second)
+	run("primary idle", false, 3*time.Second)
+}

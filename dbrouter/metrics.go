@@ -65,7 +65,7 @@ func newMetrics(r *Router) *metrics {
 	}
 	m.up = desc("node_up", "1 if the node's last probe succeeded.")
 	m.role = desc("node_role", "1 for the node's current role.", "role")
-	m.lag = desc("node_replay_lag_seconds", "Replicas: an upper bound of the age of the oldest transaction not yet replayed, as of the last probe (0 when all WAL received is replayed; within about a probe interval of the truth while the primary is known; see Config.MaxLag).")
+	m.lag = desc("node_replay_lag_seconds", "Replicas: an upper bound of the age of the oldest transaction not yet replayed, as of the last probe (about a probe interval above the truth while the router's history of the primary's positions applies, more while only the replica's own bound does; see Config.MaxLag).")
 	m.lsn = desc("node_lsn_bytes", "WAL position: insert position on a primary, replay position on a replica.")
 	m.inflight = desc("node_inflight", "Reads and writes running on the node.")
 	m.acquired = desc("pool_acquired_conns", "Connections of the node's pool in use.")
