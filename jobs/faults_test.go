@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,6 +134,106 @@ func TestOutboxReplicaDownThenMasterLost(t *testing.T) {
 		t.Errorf("relay_reenqueued_total is %v; want %d", got, n)
 	}
 	t.Logf("all %d ran", n)
+}
+
+// Rows held by a master that was lost (killed, back empty) are enqueued
+// again; passes that enqueue some or all of them and then fail are
+// retried: by the relay, or, when the error reads as a lost connection,
+// by dbrouter's Write running the pass's function again at once.
+// relay_reenqueued_total counts each task once, when the enqueue that put
+// it on the new master succeeded: not zero because every retried enqueue
+// found its task there already, and not once per attempt.
+func TestOutboxReenqueueCountedWhenPassFails(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rd := hatest.NewRedis(t, hatest.RedisOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	// Without a replica nothing is confirmed: rows stay, marked with the
+	// master.
+	e := newEnv(t, hatest.PostgresOptions{}, rdb, false)
+	reenqueued := func() float64 { return metricValue(t, e.relay, "hakit_jobs_relay_reenqueued_total") }
+	// The tasks in Redis, by their keys (queued asks asynq's set of
+	// queues, which a client fills once per process: a restarted master's
+	// stays empty); -1 if Redis does not answer.
+	tasks := func() int {
+		keys, err := rdb.Keys(ctx, "asynq:{default}:t:*").Result()
+		if err != nil {
+			return -1
+		}
+		return len(keys)
+	}
+	const n = 10
+	for i := range n {
+		if err := enqueue(ctx, e, i, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.relay.Pass(ctx); !errors.Is(err, jobs.ErrNotConfirmed) || tasks() != n {
+		t.Fatalf("the first pass: %v, %d of %d tasks in Redis; want ErrNotConfirmed and all of them", err, tasks(), n)
+	}
+	master := rd.Nodes[0]
+	if err := master.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := master.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hatest.WaitFor(t, 20*time.Second, "the restarted master to answer, empty", func() bool {
+		return tasks() == 0
+	})
+	failAt := func(at int) {
+		jobs.SetAfterEnqueue(e.relay, func(k int) error {
+			if k == at {
+				return fmt.Errorf("the pass fails after enqueue %d", k)
+			}
+			return nil
+		})
+	}
+	// A pass re-enqueues 4 of the tasks and fails.
+	failAt(4)
+	if _, err := e.relay.Pass(ctx); err == nil || errors.Is(err, jobs.ErrNotConfirmed) {
+		t.Fatalf("the pass failing after 4 enqueues returned %v", err)
+	}
+	if got, q := reenqueued(), tasks(); got != 4 || q != 4 {
+		t.Fatalf("after a pass that enqueued 4 tasks again and failed: relay_reenqueued_total %v, %d tasks in Redis; want 4 and 4", got, q)
+	}
+	// Its retry finds those 4 and enqueues the other 6; then comes an
+	// error that reads as a lost connection (as a Redis EOF does), once:
+	// Write runs the function again, which finds all 10 tasks on the
+	// master and marks the rows. The pass succeeds as far as it can
+	// without a replica.
+	var eofs atomic.Int32
+	jobs.SetAfterEnqueue(e.relay, func(k int) error {
+		if k == n && eofs.Add(1) == 1 {
+			return io.EOF
+		}
+		return nil
+	})
+	if _, err := e.relay.Pass(ctx); !errors.Is(err, jobs.ErrNotConfirmed) || eofs.Load() != 2 {
+		t.Fatalf("the pass whose first attempt failed after %d enqueues: %v after %d attempts; want ErrNotConfirmed after 2", n, err, eofs.Load())
+	}
+	if got, q := reenqueued(), tasks(); got != n || q != n {
+		t.Fatalf("after the retries: relay_reenqueued_total %v, %d tasks in Redis; want %d and %d", got, q, n, n)
+	}
+	// The next pass only waits for a replica.
+	jobs.SetAfterEnqueue(e.relay, nil)
+	if _, err := e.relay.Pass(ctx); !errors.Is(err, jobs.ErrNotConfirmed) {
+		t.Fatalf("a pass with every row held by the master: %v; want ErrNotConfirmed", err)
+	}
+	if got, q, rows := reenqueued(), tasks(), outboxRows(t, e.db); got != n || q != n || rows != n {
+		t.Fatalf("after the passes: relay_reenqueued_total %v, %d tasks in Redis, %d rows; want %d, %d, %d", got, q, rows, n, n, n)
+	}
+	// Every task runs once.
+	e.start(t)
+	if ran := ranWithin(e, n, 30*time.Second); ran != n {
+		t.Fatalf("%d of %d tasks ran", ran, n)
+	}
+	for k, c := range e.runs.snapshot() {
+		if c != 1 {
+			t.Errorf("task %s ran %d times", k, c)
+		}
+	}
 }
 
 // The relay's confirmation blocks in WAIT (the replica hangs); the master
@@ -749,12 +851,19 @@ func TestOutboxStaleRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	backdate()
-	// The first pass dies after the enqueue; the second finds the task.
-	jobs.SetAfterEnqueue(e.relay, func(int) error { return errors.New("relay crashed") })
-	if _, err := e.relay.Pass(ctx); err == nil {
+	// Another relay's pass enqueues the task anew and dies; e.relay's
+	// pass finds the task on the queue.
+	crashed, err := jobs.NewRelay(jobs.RelayConfig{DB: e.db, Client: e.client, Outbox: e.outbox, Logger: quiet(), Name: "crashed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs.SetAfterEnqueue(crashed, func(int) error { return errors.New("relay crashed") })
+	if _, err := crashed.Pass(ctx); err == nil {
 		t.Fatal("the crashing pass succeeded")
 	}
-	jobs.SetAfterEnqueue(e.relay, nil)
+	if got := metricValue(t, crashed, "hakit_jobs_relay_stale_total"); got != 1 {
+		t.Fatalf("relay_stale_total is %v after a pass that enqueued a stale row anew and then failed; want 1", got)
+	}
 	if n, err := e.relay.Pass(ctx); n != 1 || err != nil {
 		t.Fatalf("pass: %d, %v", n, err)
 	}

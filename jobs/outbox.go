@@ -251,9 +251,9 @@ FROM ` + t + ` WHERE sent_to IS DISTINCT FROM $2 ORDER BY id LIMIT $1 FOR UPDATE
 		unconfirmed: counter("relay_unconfirmed_total",
 			"Relay passes that left their rows in the outbox because too few Redis replicas confirmed the tasks; they are retried."),
 		reenqueued: counter("relay_reenqueued_total",
-			"Outbox tasks enqueued again because the Redis master that had taken them was lost before a replica confirmed them; a task that had already run runs again."),
+			"Outbox tasks enqueued again on a new Redis master because the one that had taken them was lost before a replica confirmed them; a task that had already run runs again. Counted when the enqueue creates the task, even if its pass then fails; not when the new master has it already."),
 		stale: counter("relay_stale_total",
-			"Outbox rows older than the Client's Retention enqueued as new tasks: the queue may have forgotten an earlier enqueue, so the task may run twice."),
+			"Outbox rows older than the Client's Retention enqueued as new tasks: the queue may have forgotten an earlier enqueue, so the task may run twice. Counted when the enqueue creates the task, even if its pass then fails."),
 	}
 	r.metrics = metricset.Set{r.backlog, r.lag, r.moved, r.unconfirmed, r.reenqueued, r.stale}
 	return r, nil
@@ -413,9 +413,18 @@ type passResult struct {
 	first       []time.Time // when the rows enqueued for the first time were inserted
 	deleted     int         // rows deleted, confirmed
 	unconfirmed error       // why the rows were kept, if they were
-	reenqueued  []string    // task IDs enqueued again after their master was lost
-	stale       []string    // task IDs of rows past the Retention enqueued anew
 	moreHeld    bool        // a full batch of held rows deleted: there may be more
+}
+
+// newTasks is what a pass's enqueues put on the queue that it did not
+// have: it happened whether or not the pass then commits. A pass that
+// fails after its enqueues (its confirmation, its transaction, a later
+// enqueue) leaves its rows as they were, and the pass that retries them
+// finds those tasks on the queue already (an ID conflict) and creates
+// nothing: only the enqueue that created a task counts it, once.
+type newTasks struct {
+	reenqueued []string // task IDs enqueued again after their master was lost
+	stale      []string // task IDs of rows past the Retention enqueued anew
 }
 
 // Pass moves one batch of outbox rows to the queue. It returns how many
@@ -453,6 +462,9 @@ func (r *Relay) pass(ctx context.Context) (passResult, error) {
 		held = m.String()
 	}
 	var res passResult
+	// Not reset when Write runs the function again: what an attempt
+	// created stays created.
+	var made newTasks
 	err := r.cfg.DB.Write(ctx, func(tx pgx.Tx) error {
 		res = passResult{}
 		batch, err := r.lock(ctx, tx, held)
@@ -471,7 +483,7 @@ func (r *Relay) pass(ctx context.Context) (passResult, error) {
 		if len(batch) == 0 && len(heldIDs) == 0 {
 			return nil
 		}
-		if err := r.enqueue(ctx, tx, batch, &res); err != nil {
+		if err := r.enqueue(ctx, tx, batch, &res, &made); err != nil {
 			return err
 		}
 		ids := make([]int64, len(batch))
@@ -507,6 +519,7 @@ func (r *Relay) pass(ctx context.Context) (passResult, error) {
 		}
 		return nil
 	})
+	r.countNew(made)
 	if err != nil {
 		return passResult{}, err
 	}
@@ -515,21 +528,26 @@ func (r *Relay) pass(ctx context.Context) (passResult, error) {
 		r.lag.Observe(now.Sub(t).Seconds())
 	}
 	r.moved.Add(float64(res.deleted))
-	if n := len(res.reenqueued); n > 0 {
-		r.reenqueued.Add(float64(n))
-		r.log.Warn("jobs: outbox tasks enqueued again: the Redis master that took them was lost before a replica confirmed them; any that had run will run again",
-			"count", n, "task_ids", sample(res.reenqueued))
-	}
-	if n := len(res.stale); n > 0 {
-		r.stale.Add(float64(n))
-		r.log.Warn("jobs: outbox rows older than the Client's Retention enqueued as new tasks; the queue may have forgotten an earlier enqueue, so they may run twice",
-			"count", n, "retention", c.retention, "task_ids", sample(res.stale))
-	}
 	if res.unconfirmed != nil {
 		r.unconfirmed.Inc()
 		return res, res.unconfirmed
 	}
 	return res, nil
+}
+
+// countNew counts and logs the tasks a pass created on the queue, be the
+// pass a success or not.
+func (r *Relay) countNew(made newTasks) {
+	if n := len(made.reenqueued); n > 0 {
+		r.reenqueued.Add(float64(n))
+		r.log.Warn("jobs: outbox tasks enqueued again: the Redis master that took them was lost before a replica confirmed them; any that had run will run again",
+			"count", n, "task_ids", sample(made.reenqueued))
+	}
+	if n := len(made.stale); n > 0 {
+		r.stale.Add(float64(n))
+		r.log.Warn("jobs: outbox rows older than the Client's Retention enqueued as new tasks; the queue may have forgotten an earlier enqueue, so they may run twice",
+			"count", n, "retention", r.client.retention, "task_ids", sample(made.stale))
+	}
 }
 
 // empty reports whether the outbox has no row, asked on the primary's
@@ -579,8 +597,10 @@ func (r *Relay) lockHeld(ctx context.Context, tx pgx.Tx, held string) ([]int64, 
 	return pgx.CollectRows(rows, pgx.RowTo[int64])
 }
 
-// enqueue puts the batch's tasks on the queue.
-func (r *Relay) enqueue(ctx context.Context, tx pgx.Tx, batch []outboxRow, res *passResult) error {
+// enqueue puts the batch's tasks on the queue, and records in made each
+// task it created as a re-enqueue or a stale row's: at once, so that an
+// error later in the batch or the pass loses none.
+func (r *Relay) enqueue(ctx context.Context, tx pgx.Tx, batch []outboxRow, res *passResult, made *newTasks) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -603,9 +623,9 @@ func (r *Relay) enqueue(ctx context.Context, tx pgx.Tx, batch []outboxRow, res *
 			return err
 		}
 		if created && x.sentTo != nil {
-			res.reenqueued = append(res.reenqueued, id)
+			made.reenqueued = append(made.reenqueued, id)
 		} else if created && x.stale {
-			res.stale = append(res.stale, id)
+			made.stale = append(made.stale, id)
 		}
 		if r.afterEnqueue != nil {
 			if err := r.afterEnqueue(i + 1); err != nil {
