@@ -3,8 +3,11 @@ package dbrouter_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -227,5 +230,73 @@ func TestWriteOfNothingKeepsReadsOnReplicas(t *testing.T) {
 		if got := dbrouter.MinLSN(wctx); got > f {
 			t.Fatalf("write %d changed nothing, yet its read-your-writes position %s is past the flushed WAL %s", i, got, f)
 		}
+	}
+}
+
+// An error fn returns that reads as a lost connection — io.EOF from a
+// Redis client, a reset from an HTTP call — while the transaction's own
+// connection is up is fn's own: Write returns it at once, rolls back,
+// does not run fn again and does not suspect the primary.
+func TestFnsOwnConnectionErrorIsNotRetried(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := hatest.NewPostgres(t, hatest.PostgresOptions{})
+	pg := c.Nodes[0]
+	if err := pg.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	r := newRouter(t, dbrouter.Config{Nodes: []string{pg.DSN()}})
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+	for i, c := range []struct {
+		name      string
+		statement bool // fn runs an INSERT before it fails
+		err       error
+	}{
+		{"io.EOF after an INSERT", true, io.EOF},
+		{"a wrapped unexpected EOF after an INSERT", true, fmt.Errorf("redis: %w", io.ErrUnexpectedEOF)},
+		{"a connection reset before any statement", false, reset},
+		{"a connection reset after an INSERT", true, fmt.Errorf("POST https://payments.example: %w", reset)},
+	} {
+		before := metricValue(t, r, "hakit_dbrouter_write_retries_total", map[string]string{"reason": "connection"})
+		runs := 0
+		start := time.Now()
+		err := r.Write(ctx, func(tx pgx.Tx) error {
+			runs++
+			if c.statement {
+				if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", i); err != nil {
+					return err
+				}
+			}
+			return c.err
+		})
+		if !errors.Is(err, c.err) || runs != 1 {
+			t.Fatalf("%s: Write returned %v after %d runs of fn (%s); want fn's error after one run", c.name, err, runs, time.Since(start))
+		}
+		if n := count(t, ctx, pg, "SELECT count(*) FROM t WHERE id = $1", i); n != 0 {
+			t.Fatalf("%s: the transaction committed", c.name)
+		}
+		if after := metricValue(t, r, "hakit_dbrouter_write_retries_total", map[string]string{"reason": "connection"}); after != before {
+			t.Fatalf("%s: counted as a lost connection (%v retries)", c.name, after-before)
+		}
+		if role := roleOf(r, pg.Addr()); role != dbrouter.RolePrimary {
+			t.Fatalf("%s: the primary is now %v", c.name, role)
+		}
+	}
+	// The same errors from the transaction's own connection are a lost
+	// primary: a killed backend makes fn's statement fail, and the Write
+	// runs fn again and commits.
+	runs := 0
+	if err := r.Write(ctx, func(tx pgx.Tx) error {
+		runs++
+		if runs == 1 {
+			if _, err := tx.Exec(ctx, "SELECT pg_terminate_backend(pg_backend_pid())"); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, "INSERT INTO t VALUES (100)")
+		return err
+	}); err != nil || runs != 2 {
+		t.Fatalf("a Write whose backend was terminated: %v after %d runs; want success after 2", err, runs)
 	}
 }

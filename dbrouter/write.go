@@ -43,7 +43,10 @@ type WriteOptions struct {
 // (without running it again), or ErrCommitUnknown.
 //
 // fn must not commit or roll back tx itself; returning an error rolls it
-// back, and the error is returned as it is (wrapped in a [NodeError]).
+// back, and the error is returned as it is (wrapped in a [NodeError]). An
+// error fn returns that reads as a lost connection (io.EOF, a net.Error)
+// while the transaction's own connection is up came from something else
+// fn called (Redis, HTTP): it is returned too, fn is not run again.
 // fn must close every pgx.Rows it opens: rows left open end the Write with
 // [ErrRowsOpen], without a second run or a commit.
 //
@@ -237,6 +240,15 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 		}
 		if !wt.ended {
 			rollback()
+		}
+		if isConnError(err) && !pc.IsClosed() && n.downs.Load() == downs {
+			// fn's error reads as a lost connection, but this
+			// transaction's connection is up (pgx closes one it lost, and
+			// the ROLLBACK went through it) and the node was not seen
+			// down: the error came from elsewhere — a call fn made to
+			// another service (Redis, HTTP). It is fn's own: returned as
+			// it is, fn not run again, the primary not suspected.
+			return writeResult{outcome: failed, err: err}
 		}
 		return classify(err)
 	case pc.IsBusy():

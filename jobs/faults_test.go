@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -198,20 +197,21 @@ func TestOutboxReenqueueCountedWhenPassFails(t *testing.T) {
 	if got, q := reenqueued(), tasks(); got != 4 || q != 4 {
 		t.Fatalf("after a pass that enqueued 4 tasks again and failed: relay_reenqueued_total %v, %d tasks in Redis; want 4 and 4", got, q)
 	}
-	// Its retry finds those 4 and enqueues the other 6; then comes an
-	// error that reads as a lost connection (as a Redis EOF does), once:
-	// Write runs the function again, which finds all 10 tasks on the
-	// master and marks the rows. The pass succeeds as far as it can
-	// without a replica.
-	var eofs atomic.Int32
+	// Its retry finds those 4 and enqueues the other 6; then the pass's
+	// own PostgreSQL connection is lost, once (its backend terminated while
+	// the transaction waits on Redis): Write runs the function again,
+	// which finds all 10 tasks on the master and marks the rows. The pass
+	// succeeds as far as it can without a replica.
+	var attempts atomic.Int32
 	jobs.SetAfterEnqueue(e.relay, func(k int) error {
-		if k == n && eofs.Add(1) == 1 {
-			return io.EOF
+		if k == n && attempts.Add(1) == 1 {
+			return e.pg.Nodes[0].Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+				WHERE state = 'idle in transaction' AND pid <> pg_backend_pid()`)
 		}
 		return nil
 	})
-	if _, err := e.relay.Pass(ctx); !errors.Is(err, jobs.ErrNotConfirmed) || eofs.Load() != 2 {
-		t.Fatalf("the pass whose first attempt failed after %d enqueues: %v after %d attempts; want ErrNotConfirmed after 2", n, err, eofs.Load())
+	if _, err := e.relay.Pass(ctx); !errors.Is(err, jobs.ErrNotConfirmed) || attempts.Load() != 2 {
+		t.Fatalf("the pass whose first attempt lost its connection after %d enqueues: %v after %d attempts; want ErrNotConfirmed after 2", n, err, attempts.Load())
 	}
 	if got, q := reenqueued(), tasks(); got != n || q != n {
 		t.Fatalf("after the retries: relay_reenqueued_total %v, %d tasks in Redis; want %d and %d", got, q, n, n)
