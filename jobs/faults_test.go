@@ -137,8 +137,8 @@ func TestOutboxReplicaDownThenMasterLost(t *testing.T) {
 
 // Rows held by a master that was lost (killed, back empty) are enqueued
 // again; passes that enqueue some or all of them and then fail are
-// retried: by the relay, or, when the error reads as a lost connection,
-// by dbrouter's Write running the pass's function again at once.
+// retried: by the relay, or, when the pass loses its own PostgreSQL
+// connection, by dbrouter's Write running the pass's function again.
 // relay_reenqueued_total counts each task once, when the enqueue that put
 // it on the new master succeeded: not zero because every retried enqueue
 // found its task there already, and not once per attempt.
