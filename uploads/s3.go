@@ -193,9 +193,9 @@ func (b *S3Bucket) Client() *s3.Client { return b.client }
 // the SDK's retries, if that first request fails, as it does when the
 // part turns out to be the file's short last one. A reader that bounds
 // what it has left (the Store's, from the request's Content-Length)
-// spares that: a part that cannot be whole is not sent early (early.go). Waiting for that memory longer than
-// BufferWait fails with ErrBusy. On any failure the multipart upload is
-// aborted.
+// spares that: a part that cannot be whole is not sent early (early.go).
+// Waiting for part memory longer than BufferWait fails with ErrBusy. On
+// any failure the multipart upload is aborted.
 func (b *S3Bucket) Upload(ctx context.Context, key string, r io.Reader, contentType string, meta map[string]string) error {
 	first := &part{}
 	eof, err := b.pool.fill(ctx, first, r, int(b.cfg.PartSize), false)
