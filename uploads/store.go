@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"log/slog"
 	"mime"
 	"mime/multipart"
@@ -354,7 +355,10 @@ type countingReader struct {
 // what was read of the file, and no more than one byte past the limit.
 // S3Bucket uses it not to send early a part that cannot be whole.
 func (c *countingReader) maxLeft() int64 {
-	left := c.limit + 1 - c.n
+	left := c.limit - c.n
+	if left < math.MaxInt64 {
+		left++
+	}
 	if c.bodyLen >= 0 {
 		left = min(left, c.bodyLen-c.n)
 	}
