@@ -93,3 +93,36 @@ func TestRequireConfirmRefusesAnUnconfirmedLogin(t *testing.T) {
 		t.Fatalf("strict: after login %q", got)
 	}
 }
+
+// A browser whose first request is its login (no session before it) gets
+// a new session whose token was renewed on a session the store never
+// saw: that change is durable too. With the replica paused and
+// RequireConfirm the login is refused; before, it skipped WAIT and
+// stood on the master alone, and a failover then lost it.
+func TestFirstRequestLoginIsDurable(t *testing.T) {
+	t.Parallel()
+	rd := hatest.NewRedis(t, hatest.RedisOptions{Replicas: 1})
+	master := redis.NewClient(&redis.Options{Addr: rd.Nodes[0].Addr()})
+	defer master.Close()
+	m := newManager(t, session.NewRedisStore(master, session.RedisOptions{Logger: quiet(),
+		WaitTimeout: 2 * time.Second, RequireConfirm: true}), nil)
+	in := newInstance(t, m, m.LoadAndSave)
+	if got := newUser(t).must("POST", in, "/login?user=ann"); got == "" {
+		t.Fatal("login with the replica up: empty answer")
+	}
+	if err := rd.Nodes[1].Pause(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := rd.Nodes[1].Resume(); err != nil {
+			t.Error(err)
+		}
+	}()
+	u := newUser(t)
+	if code, body, _ := u.do("POST", in, "/login?user=bob"); code != 503 {
+		t.Fatalf("a first-request login with the replica paused: %d %q; want 503 (not confirmed)", code, body)
+	}
+	if got := u.must("GET", in, "/get?k=user"); got != "" {
+		t.Fatalf("logged in as %q after a refused login", got)
+	}
+}

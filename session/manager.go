@@ -309,7 +309,14 @@ func (m *Manager) RenewToken(ctx context.Context) error {
 	if sctx == nil {
 		return ErrNoSession
 	}
-	return m.sm.RenewToken(sctx)
+	if err := m.sm.RenewToken(sctx); err != nil {
+		return err
+	}
+	// Durable even when the session is new (a browser's first request is
+	// its login): the store cannot tell a renewal from a token it has
+	// never seen.
+	m.Durable(ctx)
+	return nil
 }
 
 // Destroy deletes the session from the store and expires the cookie; a
