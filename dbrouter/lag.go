@@ -24,10 +24,10 @@ import "time"
 // a primary is known, a replica that has replayed all it received is not
 // taken as caught up: one that receives nothing (cut off from the
 // primary, its conninfo broken, replaying an archive) has replayed all it
-// received and lacks every commit since. Its history bound stays small while it keeps up
-// with the primary (the primary's position, sampled a ProbeInterval or
-// less before, is at or before its own) and grows from the last sample it
-// has replayed when it stops keeping up.
+// received and lacks every commit since. Its history bound stays small
+// while it keeps up with the primary (the primary's position, sampled a
+// ProbeInterval or less before, is at or before its own) and grows from
+// the last sample it has replayed when it stops keeping up.
 //
 // The samples are the router's probes of the primary. Both ends are read
 // with the router's monotonic clock: t is when the primary's probe started
@@ -134,10 +134,9 @@ func (h *lsnHistory) add(n *node, p *probe) {
 // the current primary (nil: none); received tells that the replica had
 // received WAL past replayed. ok is false when no sample applies: no
 // primary, samples of another node, a replay position older than every
-// sample, or,
-// for a replica that had received past replayed, a newest sample at or
-// before replayed that is no earlier than readBy (another history). The
-// caller checks the replica's timeline.
+// sample, or, for a replica that had received past replayed, a newest
+// sample at or before replayed that is no earlier than readBy (another
+// history). The caller checks the replica's timeline.
 func (h *lsnHistory) bound(primary *node, replayed LSN, readBy time.Time, received bool) (lag time.Duration, ok bool) {
 	if primary == nil || h.node != primary {
 		return 0, false

@@ -71,12 +71,12 @@ var _ pgx.Tx = (*writeTx)(nil)
 // standby it fails with read_only_sql_transaction, which sends the Write
 // to the primary), the end of a logical message the transaction writes
 // (an empty one, prefix "hakit.dbrouter"; logical decoding sees one per
-// Write, pgoutput only with messages on), the timeline the server writes on (the first
-// 8 digits of a WAL file name), the server's run, and where the recovery
-// it began with ended (NULL if none: a crash of one backend makes the
-// postmaster restart every backend after a crash recovery, with the same
-// start time, so the run alone does not tell that WAL was lost). A plain
-// target list, left to right: the cheapest form measured.
+// Write, pgoutput only with messages on), the timeline the server writes
+// on (the first 8 digits of a WAL file name), the server's run, and where
+// the recovery it began with ended (NULL if none: a crash of one backend
+// makes the postmaster restart every backend after a crash recovery, with
+// the same start time, so the run alone does not tell that WAL was lost).
+// A plain target list, left to right: the cheapest form measured.
 const factsSQL = `SELECT pg_current_xact_id()::text, pg_logical_emit_message(true, 'hakit.dbrouter', '')::text,
   pg_walfile_name(pg_current_wal_insert_lsn()), pg_postmaster_start_time(), pg_last_wal_replay_lsn()::text`
 
