@@ -121,8 +121,7 @@ func (r *streamReader) Read(b []byte) (int, error) {
 			s.mu.Unlock()
 			return 0, errStreamEnded
 		case r.off < s.size:
-			i, o := r.off/chunkSize, r.off%chunkSize
-			n := copy(b, s.chunks[i][o:min(chunkSize, s.size-i*chunkSize)])
+			n := copyFrom(b, s.chunks, s.size, r.off)
 			r.off += n
 			s.mu.Unlock()
 			return n, nil

@@ -334,11 +334,16 @@ func (r *partReader) Read(b []byte) (int, error) {
 	if r.off >= int64(r.pt.size) {
 		return 0, io.EOF
 	}
-	i, o := int(r.off/chunkSize), int(r.off%chunkSize)
-	end := min(chunkSize, r.pt.size-i*chunkSize)
-	n := copy(b, r.pt.chunks[i][o:end])
+	n := copyFrom(b, r.pt.chunks, r.pt.size, int(r.off))
 	r.off += int64(n)
 	return n, nil
+}
+
+// copyFrom copies into b the bytes of a part's chunks from off, which is
+// before size, up to the end of off's chunk or of the size's first bytes.
+func copyFrom(b []byte, chunks [][]byte, size, off int) int {
+	i, o := off/chunkSize, off%chunkSize
+	return copy(b, chunks[i][o:min(chunkSize, size-i*chunkSize)])
 }
 
 func (r *partReader) Seek(offset int64, whence int) (int64, error) {
