@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -174,6 +175,18 @@ func httpServerChild(kind string) error {
 	}
 	if strings.HasPrefix(kind, "app-") {
 		return appChild(ctx, kind, ln) // the app suite's
+	}
+	if path := os.Getenv("BENCH_HTTP_CPUPROFILE"); path != "" {
+		// A CPU profile of the server's whole run, to path.KIND.
+		f, err := os.Create(path + "." + kind)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var h http.Handler
 	switch kind {

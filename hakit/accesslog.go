@@ -43,12 +43,17 @@ type formattedSecond struct {
 	date, zone []byte
 }
 
-// appendTime appends t as time.RFC3339Nano formats it.
-func (h *JSONHandler) appendTime(b []byte, t time.Time) []byte {
+// appendTime appends t as time.RFC3339Nano formats it; false, and b as it
+// was, for a time outside years 0 to 9999, which slog writes as an error.
+func (h *JSONHandler) appendTime(b []byte, t time.Time) ([]byte, bool) {
 	fs := h.second.Load()
 	if fs == nil || fs.unix != t.Unix() || fs.loc != t.Location() {
 		// Within one second of one location the zone's offset and name
-		// cannot change: zone transitions fall on whole seconds.
+		// cannot change: zone transitions fall on whole seconds. The year
+		// cannot either, and is checked here, once a second.
+		if y := t.Year(); y < 0 || y >= 10000 {
+			return b, false
+		}
 		whole := t.Truncate(time.Second)
 		fs = &formattedSecond{unix: t.Unix(), loc: t.Location(),
 			date: whole.AppendFormat(nil, "2006-01-02T15:04:05"), zone: whole.AppendFormat(nil, "Z07:00")}
@@ -69,7 +74,7 @@ func (h *JSONHandler) appendTime(b []byte, t time.Time) []byte {
 		}
 		b = append(b, d[:n]...)
 	}
-	return append(b, fs.zone...)
+	return append(b, fs.zone...), true
 }
 
 // NewJSONHandler returns a [JSONHandler] writing to w with opts (nil:
@@ -131,23 +136,27 @@ func (h *JSONHandler) WithGroup(name string) slog.Handler {
 // caller checked Enabled.
 func (h *JSONHandler) writeAccess(t time.Time, method, path string, status int, tookUS int64, ri *requestInfo) error {
 	t = t.Round(0) // as slog does: no monotonic reading
-	if y := t.Year(); y < 0 || y >= 10000 {
-		// slog writes an error in place of such a time: let it.
-		return h.inner.Handle(context.Background(), accessRecord(t, method, path, status, tookUS, ri))
-	}
 	bp, _ := h.bufs.Get().(*[]byte)
 	if bp == nil {
 		b := make([]byte, 0, 256)
 		bp = &b
 	}
-	b := append((*bp)[:0], `{"time":"`...)
-	b = h.appendTime(b, t)
+	b, ok := h.appendTime(append((*bp)[:0], `{"time":"`...), t)
+	if !ok {
+		// slog writes an error in place of such a time: let it.
+		h.bufs.Put(bp)
+		return h.inner.Handle(context.Background(), accessRecord(t, method, path, status, tookUS, ri))
+	}
 	b = append(b, `","level":"INFO","msg":"http request","method":"`...)
 	b = appendJSONString(b, method)
 	b = append(b, `","path":"`...)
 	b = appendJSONString(b, path)
 	b = append(b, `","status":`...)
-	b = strconv.AppendInt(b, int64(status), 10)
+	if status >= 100 && status <= 999 {
+		b = append(b, byte('0'+status/100), byte('0'+status/10%10), byte('0'+status%10))
+	} else {
+		b = strconv.AppendInt(b, int64(status), 10)
+	}
 	b = append(b, `,"took_us":`...)
 	b = strconv.AppendInt(b, tookUS, 10)
 	b = append(b, `,"request_id":"`...)

@@ -105,11 +105,15 @@ func TestAccessTimeIsRFC3339Nano(t *testing.T) {
 			tm = time.Unix(rng.Int64N(1<<36)-1<<35, rng.Int64N(1e9)) // any year in range
 		}
 		tm = tm.In(zones[i%len(zones)])
+		got, ok := h.appendTime(nil, tm)
 		if y := tm.Year(); y < 0 || y >= 10000 {
+			if ok {
+				t.Fatalf("%v: %s, want no time (the year is out of range)", tm, got)
+			}
 			continue
 		}
-		if got, want := string(h.appendTime(nil, tm)), tm.Format(time.RFC3339Nano); got != want {
-			t.Fatalf("%v: %s, want %s", tm, got, want)
+		if want := tm.Format(time.RFC3339Nano); !ok || string(got) != want {
+			t.Fatalf("%v: %s (%v), want %s", tm, got, ok, want)
 		}
 	}
 }

@@ -61,7 +61,8 @@ type App struct {
 	cfg      Config
 	log      *slog.Logger
 	router   chi.Router
-	handler  http.Handler
+	stack    *stack
+	mux      http.Handler // router, as the handler the stack calls
 	livez    http.Handler
 	readyz   http.Handler
 	metrics  http.Handler
@@ -100,7 +101,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	a.checker = health.New(health.Options{Logger: a.log})
 	a.livez, a.readyz = a.checker.Livez(), a.checker.Readyz()
 	a.metrics = promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelError)})
-	stack, err := Stack(StackConfig{
+	stack, err := newStack(StackConfig{
 		Logger:         a.log,
 		TrustedProxies: cfg.TrustedProxies,
 		TrustedOrigins: cfg.TrustedOrigins,
@@ -116,8 +117,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	mux := chi.NewRouter()
 	mux.NotFound(a.notFound)                 // errors.go
 	mux.MethodNotAllowed(a.methodNotAllowed) // errors.go
-	a.router = mux
-	a.handler = stack(mux)
+	a.router, a.mux, a.stack = mux, mux, stack
 
 	if len(cfg.DatabaseURLs) > 0 {
 		db, err := dbrouter.New(ctx, dbrouter.Config{Nodes: cfg.DatabaseURLs, Logger: a.log})
@@ -211,7 +211,13 @@ func (h hook) Stop(ctx context.Context) error {
 // listener ([App.AdminHandler]). While the app is starting (migrations,
 // components) other requests get 503 with Retry-After: a load balancer
 // does not send them, and whoever does must not reach a half-started app.
-func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.serveHTTP(w, r, false) }
+
+// serveHTTP is ServeHTTP; top says that the request comes straight from
+// the server of App.Serve, so no router above the app has a route context
+// for the stack to find (App may be mounted in another router, where one
+// does).
+func (a *App) serveHTTP(w http.ResponseWriter, r *http.Request, top bool) {
 	switch r.URL.Path {
 	case "/livez":
 		a.livez.ServeHTTP(w, r)
@@ -232,7 +238,7 @@ func (a *App) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.starting(w, r) // errors.go
 		return
 	}
-	a.handler.ServeHTTP(w, r)
+	a.stack.serve(w, r, a.mux, top)
 }
 
 // plainProbe returns r without what asks /readyz for its verbose answer
@@ -351,7 +357,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 
 	errorLog := slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)
 	srv := &http.Server{
-		Handler:           a,
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.serveHTTP(w, r, true) }),
 		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
 		IdleTimeout:       a.cfg.IdleTimeout,
 		MaxHeaderBytes:    a.cfg.MaxHeaderBytes,

@@ -70,6 +70,16 @@ type StackConfig struct {
 // writer's wrapper together. It returns an error for a bad TrustedOrigins
 // entry.
 func Stack(cfg StackConfig) (func(http.Handler) http.Handler, error) {
+	s, err := newStack(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, next, false) })
+	}, nil
+}
+
+func newStack(cfg StackConfig) (*stack, error) {
 	if cfg.Logger == nil {
 		return nil, errors.New("hakit: StackConfig.Logger is nil")
 	}
@@ -89,9 +99,7 @@ func Stack(cfg StackConfig) (func(http.Handler) http.Handler, error) {
 	if jh, ok := cfg.Logger.Handler().(*JSONHandler); ok && jh.fast {
 		s.json = jh
 	}
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, next) })
-	}, nil
+	return s, nil
 }
 
 type stack struct {
@@ -234,7 +242,10 @@ var (
 	hdrTextPlain = []string{"text/plain; charset=utf-8"}
 )
 
-func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+// serve serves r through the stack and next. top says that r comes
+// straight from the server (App.Serve's): no router above has a route
+// context in r's context, and none is looked for.
+func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler, top bool) {
 	start := time.Now()
 	// The context and the request copy that carries it are one
 	// allocation (see reqState).
@@ -285,7 +296,10 @@ func (s *stack) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	// A route context of our own, which a chi router below uses instead
 	// of its pooled one, so the matched pattern is still there for the
 	// metrics and the log once the handler returns.
-	rctx := chi.RouteContext(rc.parent)
+	var rctx *chi.Context
+	if !top {
+		rctx = chi.RouteContext(rc.parent)
+	}
 	if rctx == nil {
 		rctx = routeContexts.Get().(*chi.Context)
 		rctx.Reset()
