@@ -132,6 +132,10 @@ func TestStackBehaviour(t *testing.T) {
 	r := serve(t, hakit.Config{MaxBodyBytes: 16}, func(a *hakit.App) {
 		a.Router().Get("/panic", func(w http.ResponseWriter, r *http.Request) { panic("handler bug") })
 		a.Router().Get("/page", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<!doctype html><p>hi</p>") })
+		a.Router().Get("/widget", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Frame-Options", "SAMEORIGIN")
+			io.WriteString(w, "<!doctype html><p>embed me</p>")
+		})
 		a.Router().Get("/items/{id}", func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "item %s id=%s", chi.URLParam(r, "id"), hakit.RequestID(r.Context()))
 		})
@@ -185,6 +189,10 @@ func TestStackBehaviour(t *testing.T) {
 	resp, _ = do(t, newReq(t, "GET", r.url+"/page", nil))
 	if resp.Header.Get("X-Frame-Options") != "DENY" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Errorf("HTML page: X-Frame-Options %q, Content-Type %q", resp.Header.Get("X-Frame-Options"), resp.Header.Get("Content-Type"))
+	}
+	// A page meant to be framed keeps the handler's own answer.
+	if resp, _ := do(t, newReq(t, "GET", r.url+"/widget", nil)); fmt.Sprint(resp.Header.Values("X-Frame-Options")) != "[SAMEORIGIN]" {
+		t.Errorf("a page that sets its own X-Frame-Options: %q", resp.Header.Values("X-Frame-Options"))
 	}
 	if resp, _ := do(t, newReq(t, "GET", r.url+"/nope", nil)); resp.StatusCode != 404 || resp.Header.Get("X-Request-Id") == "" {
 		t.Errorf("unknown path: %d, request id %q", resp.StatusCode, resp.Header.Get("X-Request-Id"))

@@ -57,7 +57,8 @@ type StackConfig struct {
 //     is closed), never a truncated success;
 //  5. Connection: close while draining;
 //  6. security headers: X-Content-Type-Options: nosniff always,
-//     X-Frame-Options: DENY on HTML, HSTS on https (browsers already
+//     X-Frame-Options: DENY on HTML unless the handler set its own
+//     (SAMEORIGIN for a page meant to be framed), HSTS on https (browsers already
 //     default to Referrer-Policy strict-origin-when-cross-origin);
 //  7. CSRF protection (http.CrossOriginProtection): 403 for cross-origin
 //     unsafe requests (ErrorPage, [ErrCrossOrigin]);
@@ -540,7 +541,9 @@ func (w *statusWriter) start(code int, body []byte) {
 		h["Content-Type"] = ct
 	}
 	if len(ct) > 0 && strings.HasPrefix(ct[0], "text/html") {
-		h["X-Frame-Options"] = hdrDeny
+		if _, set := h["X-Frame-Options"]; !set { // a page meant to be framed says so
+			h["X-Frame-Options"] = hdrDeny
+		}
 	}
 }
 
