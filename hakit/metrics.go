@@ -1,8 +1,10 @@
 package hakit
 
 import (
+	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,7 +17,8 @@ import (
 // (hakit_http_request_duration_seconds).
 //
 // The histogram is the stack's own collector, not a prometheus.HistogramVec:
-// a request costs a lookup in an immutable map and two atomic adds, where
+// a request costs a lookup in an immutable map, an atomic add and a
+// compare-and-swap, where
 // the HistogramVec's child cache (a sync.Map keyed by the label set) and
 // its Observe cost several times that on every request, a share of the
 // stack's overhead that shows in the http benchmark. What it exposes is the
@@ -54,13 +57,17 @@ var (
 )
 
 // durationSeries is one label set's histogram: counts per bucket (not
-// cumulative; the last is above every bound) and the sum in nanoseconds.
+// cumulative; the last is above every bound) and the sum in seconds (a
+// float64's bits, as client_golang keeps it: a sum of integer nanoseconds
+// would wrap after 292 years of request time, weeks for a route of
+// thousands of open event streams).
 type durationSeries struct {
-	method string
-	code   int
-	labels []string // method, route, code
-	counts [len(durationBuckets) + 1]atomic.Uint64
-	sumNs  atomic.Int64
+	method  string
+	code    int
+	labels  []string // method, route, code
+	created time.Time
+	counts  [len(durationBuckets) + 1]atomic.Uint64
+	sumBits atomic.Uint64
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -92,7 +99,12 @@ func (m *httpMetrics) observe(method, route string, code int, took time.Duration
 		i++
 	}
 	s.counts[i].Add(1)
-	s.sumNs.Add(ns)
+	for {
+		old := s.sumBits.Load()
+		if s.sumBits.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+took.Seconds())) {
+			return
+		}
+	}
 }
 
 // find returns the series of method, route and code, made if it is new.
@@ -124,7 +136,10 @@ func (m *httpMetrics) find(method, route string, code int) *durationSeries {
 			return s
 		}
 	}
-	s := &durationSeries{method: method, code: code, labels: []string{method, route, strconv.Itoa(code)}}
+	// A label value must be UTF-8, or the registry fails every scrape
+	// (a route pattern of other bytes).
+	s := &durationSeries{method: method, code: code, labels: []string{method, strings.ToValidUTF8(route, "\uFFFD"), strconv.Itoa(code)},
+		created: time.Now()}
 	next := append(list[:len(list):len(list)], s)
 	rs.list.Store(&next)
 	return s
@@ -153,5 +168,5 @@ func (m *httpMetrics) collect(ch chan<- prometheus.Metric, s *durationSeries) {
 		buckets[ub] = n
 	}
 	n += s.counts[len(durationBuckets)].Load()
-	ch <- prometheus.MustNewConstHistogram(m.desc, n, float64(s.sumNs.Load())/1e9, buckets, s.labels...)
+	ch <- prometheus.MustNewConstHistogramWithCreatedTimestamp(m.desc, n, math.Float64frombits(s.sumBits.Load()), buckets, s.created, s.labels...)
 }

@@ -346,7 +346,7 @@ func (s *stack) finish(sw *statusWriter, r *http.Request, rc *reqContext, rctx *
 			slog.Any("panic", v), slog.String("request_id", ri.id), slog.String("method", r.Method),
 			slog.String("path", r.URL.Path), slog.Bool("response_started", sw.status != 0), slog.String("stack", string(debug.Stack())))
 		if sw.status == 0 {
-			s.panicPage(sw, r)
+			abort = s.panicPage(sw, r)
 		} else {
 			sw.status, abort = http.StatusInternalServerError, true
 		}
@@ -354,8 +354,6 @@ func (s *stack) finish(sw *statusWriter, r *http.Request, rc *reqContext, rctx *
 	s.account(sw, r, ri, rctx, start)
 	ri.sw = nil // the response is over: Error after the handler returned does not look at it
 	sw.ResponseWriter = nil
-	// (If the error page panicked, this is skipped: net/http's cancel of
-	// the request's context ends the deadline context then.)
 	rc.release()
 	if rc.rctx != nil {
 		routeContexts.Put(rc.rctx)
@@ -399,20 +397,21 @@ func (s *stack) account(sw *statusWriter, r *http.Request, ri *requestInfo, rctx
 
 // panicPage answers a panic through the error page; if the page panics
 // too, the default page answers, or, once the page's response started,
-// the response is cut.
-func (s *stack) panicPage(sw *statusWriter, r *http.Request) {
+// panicPage returns true: the response must be cut (after the request is
+// logged and counted).
+func (s *stack) panicPage(sw *statusWriter, r *http.Request) (abort bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			s.cfg.Logger.LogAttrs(r.Context(), slog.LevelError, "hakit: the error page panicked", slog.Any("panic", v))
 			if sw.status == 0 {
 				DefaultErrorPage(sw, r, HTTPErrorOf(ErrPanic))
 			} else {
-				sw.status = http.StatusInternalServerError
-				panic(http.ErrAbortHandler)
+				sw.status, abort = http.StatusInternalServerError, true
 			}
 		}
 	}()
 	showError(sw, r, HTTPErrorOf(ErrPanic))
+	return false
 }
 
 func deny(w http.ResponseWriter, code int, msg string) {

@@ -203,6 +203,40 @@ func TestPanicAfterTheResponseStartedAborts(t *testing.T) {
 	}
 }
 
+// An error page that panics after it started its response cuts the
+// response, and the request is still logged as a 500 and counted: the
+// in-flight gauge goes back to 0.
+func TestErrorPagePanicsHalfway(t *testing.T) {
+	t.Parallel()
+	page := func(w http.ResponseWriter, r *http.Request, e *hakit.HTTPError) {
+		w.WriteHeader(e.Status)
+		io.WriteString(w, "the error page begins")
+		http.NewResponseController(w).Flush()
+		panic("error page bug")
+	}
+	r := serve(t, hakit.Config{}, func(a *hakit.App) {
+		a.SetErrorPage(page)
+		a.Router().Get("/boom", func(w http.ResponseWriter, r *http.Request) { panic("handler bug") })
+	}, true)
+	resp, err := http.Get(r.url + "/boom")
+	if err == nil {
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Fatalf("an error page that panics halfway: status %d, body %q read cleanly; want an aborted response", resp.StatusCode, b)
+		}
+	}
+	logs := r.logs.String()
+	if !strings.Contains(logs, "error page bug") || !strings.Contains(logs, "path=/boom status=500") {
+		t.Errorf("the request is not logged as a 500:\n%s", logs)
+	}
+	_, metrics := do(t, newReq(t, "GET", r.url+"/metrics", nil))
+	if !strings.Contains(metrics, "hakit_http_requests_in_flight 0") ||
+		!strings.Contains(metrics, `hakit_http_request_duration_seconds_count{code="500",method="GET",route="/boom"} 1`) {
+		t.Errorf("the request is not counted, or still in flight:\n%s", grep(metrics, "hakit_http_request"))
+	}
+}
+
 // HAKIT_MAX_HEADER_BYTES bounds the request header: larger ones get 431.
 func TestMaxHeaderBytes(t *testing.T) {
 	t.Parallel()
