@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -194,21 +193,14 @@ func appChild(ctx context.Context, kind string, ln net.Listener) error {
 	if len(dsns) < 2 || redisAddr == "" {
 		return fmt.Errorf("%s and %s must name a primary, a replica and Redis", envAppDSNs, envAppRedis)
 	}
-	if path := os.Getenv("BENCH_APP_CPUPROFILE"); path != "" {
-		f, err := os.Create(path + "." + strings.TrimPrefix(kind, "app-"))
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := cpuProfile("BENCH_APP_CPUPROFILE", strings.TrimPrefix(kind, "app-"))
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	var (
 		h    http.Handler
 		stop func()
-		err  error
 	)
 	if kind == "app-hakit" {
 		h, stop, err = hakitPage(ctx, dsns, redisAddr)

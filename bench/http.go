@@ -176,18 +176,11 @@ func httpServerChild(kind string) error {
 	if strings.HasPrefix(kind, "app-") {
 		return appChild(ctx, kind, ln) // the app suite's
 	}
-	if path := os.Getenv("BENCH_HTTP_CPUPROFILE"); path != "" {
-		// A CPU profile of the server's whole run, to path.KIND.
-		f, err := os.Create(path + "." + kind)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := cpuProfile("BENCH_HTTP_CPUPROFILE", kind)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	var h http.Handler
 	switch kind {
 	case "bare":
@@ -237,6 +230,25 @@ func httpServerChild(kind string) error {
 		return err
 	}
 	return nil
+}
+
+// cpuProfile starts a CPU profile of this process to the path in the
+// environment variable env, suffixed ".name", if env is set; the returned
+// function ends it.
+func cpuProfile(env, name string) (func(), error) {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path + "." + name)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // overhead is what middlewareOverhead measured: per server (bare, hakit,
