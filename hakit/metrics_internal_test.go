@@ -54,6 +54,7 @@ func TestDurationSeriesEdges(t *testing.T) {
 		m.observe("GET", "/events", 200, 1_000_000*time.Second)
 	}
 	m.observe("GET", "/caf\xe9", 200, time.Millisecond)
+	m.observe("GET", "/caf\xe8", 200, time.Millisecond) // the same label: the same series
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatalf("gather with a route that is not UTF-8: %v", err)
@@ -79,6 +80,9 @@ func TestDurationSeriesEdges(t *testing.T) {
 						t.Errorf("/events: sum %v count %d, want 1e10 s over 10000", h.GetSampleSum(), h.GetSampleCount())
 					}
 				case "/caf\uFFFD":
+					if h.GetSampleCount() != 2 {
+						t.Errorf("/caf\uFFFD: %d requests, want both routes' 2", h.GetSampleCount())
+					}
 				default:
 					if strings.Contains(l.GetValue(), "caf") {
 						t.Errorf("route label %q, want /caf\uFFFD", l.GetValue())
