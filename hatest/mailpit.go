@@ -138,21 +138,31 @@ func NewMailpit(t testing.TB, opts MailpitOptions) *Mailpit {
 	return register(t, m, err, func() string { return "--- mailpit (" + m.LogPath() + "):\n" + m.d.logTail(20) })
 }
 
-// Messages returns every message Mailpit holds, newest first. It pages
-// through the API (GET /api/v1/messages) 500 at a time.
+// Messages returns every message Mailpit holds, newest first, each once.
+// It pages through the API (GET /api/v1/messages) 500 at a time. A listing
+// taken while a message is being stored can hold an older message twice
+// and lack the new one (seen with Mailpit 1.33): the second copy is
+// dropped here, and the new message is in the next listing.
 func (m *Mailpit) Messages(ctx context.Context) ([]MailSummary, error) {
 	var all []MailSummary
-	for {
+	seen := map[string]bool{}
+	for listed := 0; ; {
 		var page struct {
 			Total    int           `json:"total"`
 			Messages []MailSummary `json:"messages"`
 		}
-		q := url.Values{"start": {strconv.Itoa(len(all))}, "limit": {"500"}}
+		q := url.Values{"start": {strconv.Itoa(listed)}, "limit": {"500"}}
 		if err := m.get(ctx, "/api/v1/messages?"+q.Encode(), &page); err != nil {
 			return nil, err
 		}
-		all = append(all, page.Messages...)
-		if len(page.Messages) == 0 || len(all) >= page.Total {
+		listed += len(page.Messages)
+		for _, msg := range page.Messages {
+			if !seen[msg.ID] {
+				seen[msg.ID] = true
+				all = append(all, msg)
+			}
+		}
+		if len(page.Messages) == 0 || listed >= page.Total {
 			return all, nil
 		}
 	}

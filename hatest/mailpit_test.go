@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/smtp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,5 +106,64 @@ func TestMailpitMissingNamesTheVersion(t *testing.T) {
 	}
 	if want := "go install github.com/axllent/mailpit@v1.33.1 "; !strings.Contains(err.Error(), want) {
 		t.Errorf("%q does not say %q", err, want)
+	}
+}
+
+// Listing while mail arrives: each listing holds every message once and no
+// more messages than were sent (Mailpit can list a message twice while it
+// stores another); once the sender is done, all of them.
+func TestMailpitListingWhileMailArrives(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	m := hatest.NewMailpit(t, hatest.MailpitOptions{})
+	const n = 60
+	var sent atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		for i := range n {
+			body := fmt.Sprintf("To: r@example.test\r\nFrom: s@example.test\r\nSubject: m%d\r\n\r\nbody %d\r\n", i, i)
+			if err := smtp.SendMail(m.SMTPAddr, nil, "s@example.test", []string{"r@example.test"}, []byte(body)); err != nil {
+				done <- err
+				return
+			}
+			sent.Add(1)
+		}
+		done <- nil
+	}()
+	listings := 0
+	for {
+		var finished bool
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			finished = true
+		default:
+		}
+		msgs, err := m.Messages(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		listings++
+		ids := map[string]bool{}
+		for _, s := range msgs {
+			if ids[s.ID] {
+				t.Fatalf("listing %d holds message %s (%s) twice", listings, s.ID, s.Subject)
+			}
+			ids[s.ID] = true
+		}
+		if int64(len(msgs)) > sent.Load()+1 { // one may be stored before SendMail returns
+			t.Fatalf("listing %d: %d messages of %d sent", listings, len(msgs), sent.Load())
+		}
+		if finished {
+			hatest.WaitFor(t, 10*time.Second, "all messages listed", func() bool {
+				msgs, err := m.Messages(ctx)
+				return err == nil && len(msgs) == n
+			})
+			t.Logf("%d listings while %d messages arrived", listings, n)
+			return
+		}
 	}
 }
