@@ -91,22 +91,32 @@ func TestLagStrandedReplica(t *testing.T) {
 	}
 	// Every probe of pg2 from now on: the lag is no less than the age of
 	// the commit it lacks when the probe started.
+	lagCoversTheLack(t, ctx, r, pg2, "pg2", committed, "SELECT count(*) FROM ticks WHERE note = 'on pg1'", func() {})
+}
+
+// lagCoversTheLack follows every probe of node (name) for 3s after a
+// commit it lacks, made at since: node must still lack it (lacking counts
+// it on node) and report a lag no less than its age when probed; each
+// runs before every probe. Then node must be a replica over MaxLag (1s).
+func lagCoversTheLack(t *testing.T, ctx context.Context, r *dbrouter.Router, node *hatest.PostgresNode, name string, since time.Time, lacking string, each func()) {
+	t.Helper()
 	checks := 0
-	for s := nodeStatus(t, r, pg2); time.Since(committed) < 3*time.Second; checks++ {
-		s = nextProbe(t, r, pg2, s.Probed)
+	for s := nodeStatus(t, r, node); time.Since(since) < 3*time.Second; checks++ {
+		each()
+		s = nextProbe(t, r, node, s.Probed)
 		if s.Role == dbrouter.RoleDown {
-			t.Fatalf("pg2 is down: %v", s.Err)
+			t.Fatalf("%s is down: %v", name, s.Err)
 		}
-		if count(t, ctx, pg2, "SELECT count(*) FROM ticks WHERE note = 'on pg1'") != 0 {
-			t.Fatal("pg2 has the commit made on pg1: the case is not set up")
+		if count(t, ctx, node, lacking) != 0 {
+			t.Fatalf("%s has a commit it must lack (%s): the case is not set up", name, lacking)
 		}
-		if stale := s.Probed.Sub(committed); s.Lag < stale {
-			t.Fatalf("pg2 (%s) lag %v, but it lacks a commit %v old when probed", s.Role, s.Lag, stale)
+		if stale := s.Probed.Sub(since); s.Lag < stale {
+			t.Fatalf("%s (%s) lag %v, but it lacks a commit %v old when probed", name, s.Role, s.Lag, stale)
 		}
-		t.Logf("pg2 (%s) lag %v; lacks a commit %v old", s.Role, s.Lag.Round(time.Millisecond), time.Since(committed).Round(time.Millisecond))
+		t.Logf("%s (%s) lag %v; lacks a commit %v old", name, s.Role, s.Lag.Round(time.Millisecond), time.Since(since).Round(time.Millisecond))
 	}
-	if s := nodeStatus(t, r, pg2); s.Role != dbrouter.RoleReplica || s.Lag <= time.Second {
-		t.Fatalf("after %d probes over 3s: pg2 %s, lag %v; want a replica over MaxLag", checks, s.Role, s.Lag)
+	if s := nodeStatus(t, r, node); s.Role != dbrouter.RoleReplica || s.Lag <= time.Second {
+		t.Fatalf("after %d probes over 3s: %s %s, lag %v; want a replica over MaxLag", checks, name, s.Role, s.Lag)
 	}
 }
 
@@ -127,21 +137,7 @@ func TestLagNotReceivingReplica(t *testing.T) {
 	waitCaughtUp(t, ctx, pg0, pg1)
 	stopReceiving(t, ctx, pg1)
 	_, first := tick(t, ctx, r)
-	checks := 0
-	for s := nodeStatus(t, r, pg1); time.Since(first) < 3*time.Second; checks++ {
-		tick(t, ctx, r)
-		s = nextProbe(t, r, pg1, s.Probed)
-		if count(t, ctx, pg1, "SELECT count(*) FROM ticks") != 0 {
-			t.Fatal("pg1 has a commit made after it stopped receiving: the case is not set up")
-		}
-		if stale := s.Probed.Sub(first); s.Lag < stale {
-			t.Fatalf("pg1 (%s) lag %v, but it lacks a commit %v old when probed", s.Role, s.Lag, stale)
-		}
-		t.Logf("pg1 (%s) lag %v; lacks a commit %v old", s.Role, s.Lag.Round(time.Millisecond), time.Since(first).Round(time.Millisecond))
-	}
-	if s := nodeStatus(t, r, pg1); s.Role != dbrouter.RoleReplica || s.Lag <= time.Second {
-		t.Fatalf("after %d probes over 3s: pg1 %s, lag %v; want a replica over MaxLag", checks, s.Role, s.Lag)
-	}
+	lagCoversTheLack(t, ctx, r, pg1, "pg1", first, "SELECT count(*) FROM ticks", func() { tick(t, ctx, r) })
 	var got int
 	if err := r.Read(ctx, func(q dbrouter.Querier) (err error) { got, err = port(ctx, q); return err }); err != nil {
 		t.Fatal(err)
