@@ -103,21 +103,6 @@ func TestIDTokenHints(t *testing.T) {
 		}
 		return f
 	}
-	// signedIn asserts that b's session is (or is not) signed in, by
-	// prompt=none without a hint.
-	signedIn := func(b *browser, want bool, when string) {
-		t.Helper()
-		f := newFlow()
-		f.extra = []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("prompt", "none")}
-		p := b.authorize(a1, f)
-		if want {
-			if p.location == "" || !strings.Contains(p.location, "code=") {
-				t.Fatalf("%s: want still signed in (a code), got %d %s", when, p.status, p.location)
-			}
-			return
-		}
-		errorRedirect(t, a1, f, p, "login_required")
-	}
 	endSession := func(b *browser, hint, postLogout, state string) pageResp {
 		t.Helper()
 		q := url.Values{"id_token_hint": {hint}, "state": {state}}
@@ -163,7 +148,7 @@ func TestIDTokenHints(t *testing.T) {
 		f = hinted(a1, forged, true)
 		errorRedirect(t, a1, f, ba.authorize(a1, f), "login_required")
 		refused(endSession(ba, forged, "https://app-a.example/bye", "s1"), "id_token_hint", "a hint signed by "+name)
-		signedIn(ba, true, "after a forged hint at end_session")
+		signedIn(t, a1, ba, true, "after a forged hint at end_session")
 	}
 
 	// end_session, Alice's expired hint, unregistered post-logout URIs:
@@ -171,7 +156,7 @@ func TestIDTokenHints(t *testing.T) {
 	for _, bad := range []string{"https://evil.example/bye", "https://app-a.example/bye/", "https://app-a.example/bye?x=1"} {
 		refused(endSession(ba, alice.raw, bad, "s2"), "post_logout_redirect_uri", "the unregistered post_logout_redirect_uri "+bad)
 	}
-	signedIn(ba, true, "after end_session with unregistered post-logout URIs")
+	signedIn(t, a1, ba, true, "after end_session with unregistered post-logout URIs")
 	// Bob's expired hint in Alice's browser: a page asks (TestLogoutScope
 	// has the rest); staying signed in goes on to the registered URI.
 	p := endSession(ba, bob.raw, "https://app-a.example/bye", "s3")
@@ -182,13 +167,13 @@ func TestIDTokenHints(t *testing.T) {
 	if p := ba.post("/logout", url.Values{"logout": {m[1]}, "decision": {"stay"}}); p.location != "https://app-a.example/bye?state=s3" {
 		t.Errorf("staying signed in after another user's hint: %d %q", p.status, p.location)
 	}
-	signedIn(ba, true, "after end_session with Bob's hint")
+	signedIn(t, a1, ba, true, "after end_session with Bob's hint")
 	// Alice's expired hint, the registered URI: signed out, a1's tokens
 	// for Alice revoked (b's not), and redirected with the state.
 	if p := endSession(ba, alice.raw, "https://app-a.example/bye", "s4"); p.location != "https://app-a.example/bye?state=s4" {
 		t.Fatalf("end_session with an expired genuine hint: %d %q %.200s; want the registered post-logout URI", p.status, p.location, p.body)
 	}
-	signedIn(ba, false, "after end_session with Alice's expired hint")
+	signedIn(t, a1, ba, false, "after end_session with Alice's expired hint")
 	if st, body := a1.tokenRequest(t, c.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {alice.tok.RefreshToken}}); st != 400 || body["error"] != "invalid_grant" {
 		t.Errorf("a1's refresh token after the logout: %d %v; want invalid_grant", st, body)
 	}
@@ -227,14 +212,14 @@ func TestIDTokenHints(t *testing.T) {
 	// nothing revoked. "Stay signed in": to the registered URI with the
 	// state, still signed in.
 	id := asked(endSession(ba, alice.raw, bye, "s6"), "end_session with the hint of an earlier session")
-	signedIn(ba, true, "after end_session with the hint of an earlier session")
+	signedIn(t, a1, ba, true, "after end_session with the hint of an earlier session")
 	if sub, st := a1.userinfo(t, alice2.tok.AccessToken); st != 200 || sub != alice.idToken.Subject {
 		t.Errorf("userinfo with the new session's access token after an old hint: %d %q", st, sub)
 	}
 	if p := ba.post("/logout", url.Values{"logout": {id}, "decision": {"stay"}}); p.location != bye+"?state=s6" {
 		t.Errorf("staying signed in: %d %q; want %s?state=s6", p.status, p.location, bye)
 	}
-	signedIn(ba, true, "after choosing to stay signed in")
+	signedIn(t, a1, ba, true, "after choosing to stay signed in")
 	// Asked again, "Sign out": to the registered URI, signed out. The
 	// client's tokens of the newer session are not revoked (the hint
 	// named another session); a refresh gives an ID token with the sid
@@ -243,7 +228,7 @@ func TestIDTokenHints(t *testing.T) {
 	if p := ba.post("/logout", url.Values{"logout": {id}, "decision": {"signout"}}); p.location != bye+"?state=s7" {
 		t.Errorf("signing out on the confirmation page: %d %q; want %s?state=s7", p.status, p.location, bye)
 	}
-	signedIn(ba, false, "after signing out on the confirmation page")
+	signedIn(t, a1, ba, false, "after signing out on the confirmation page")
 	st, body := a1.tokenRequest(t, c.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {alice2.tok.RefreshToken}})
 	raw, _ := body["id_token"].(string)
 	if st != 200 || raw == "" {
@@ -265,7 +250,7 @@ func TestIDTokenHints(t *testing.T) {
 	if p := ba.post("/logout", url.Values{"logout": {id}, "decision": {"stay"}}); p.location != "" || p.url.Path != "/" {
 		t.Errorf("staying signed in, no post-logout URI: %d at %s, Location %q; want the provider's home", p.status, p.url, p.location)
 	}
-	signedIn(ba, true, "after staying signed in, no post-logout URI")
+	signedIn(t, a1, ba, true, "after staying signed in, no post-logout URI")
 	// A question left unanswered does not stay: end_session without a
 	// hint asks the plain question.
 	asked(endSession(ba, alice2.raw, bye, "s9"), "end_session with an old hint, once more")
@@ -276,13 +261,13 @@ func TestIDTokenHints(t *testing.T) {
 	if p := ba.post("/logout", url.Values{"logout": {"not-the-page-s"}}); p.location != "" || p.url.Path != "/logged-out" {
 		t.Errorf("the sign-out form with a wrong ID: %d at %s, Location %q; want /logged-out", p.status, p.url, p.location)
 	}
-	signedIn(ba, false, "after the sign-out form with a wrong ID")
+	signedIn(t, a1, ba, false, "after the sign-out form with a wrong ID")
 	// The hint of the current session ends it at once, as before.
 	alice4 := login()
 	if p := endSession(ba, alice4.raw, bye, "s10"); p.location != bye+"?state=s10" {
 		t.Errorf("end_session with the current session's hint: %d %q %.200s", p.status, p.location, p.body)
 	}
-	signedIn(ba, false, "after end_session with the current session's hint")
+	signedIn(t, a1, ba, false, "after end_session with the current session's hint")
 	if st, body := a1.tokenRequest(t, c.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {alice4.tok.RefreshToken}}); st != 400 || body["error"] != "invalid_grant" {
 		t.Errorf("a1's refresh token after the current session's hint: %d %v; want invalid_grant", st, body)
 	}
@@ -297,7 +282,7 @@ func TestIDTokenHints(t *testing.T) {
 	if p := endSession(ba, noSID, bye, "s11"); p.location != bye+"?state=s11" {
 		t.Errorf("end_session with a genuine hint without sid: %d %q %.200s", p.status, p.location, p.body)
 	}
-	signedIn(ba, false, "after end_session with a genuine hint without sid")
+	signedIn(t, a1, ba, false, "after end_session with a genuine hint without sid")
 	if st, body := a1.tokenRequest(t, c.issuer, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {alice5.tok.RefreshToken}}); st != 400 || body["error"] != "invalid_grant" {
 		t.Errorf("a1's refresh token after a hint without sid: %d %v; want invalid_grant", st, body)
 	}

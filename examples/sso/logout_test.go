@@ -68,19 +68,6 @@ func TestLogoutScope(t *testing.T) {
 		return b.get(c.issuer + "/end_session?" + url.Values{"id_token_hint": {hint}, "state": {state},
 			"post_logout_redirect_uri": {bye}}.Encode())
 	}
-	signedIn := func(b *browser, want bool, when string) {
-		t.Helper()
-		f := newFlow()
-		f.extra = []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("prompt", "none")}
-		p := b.authorize(a1, f)
-		if want {
-			if !strings.Contains(p.location, "code=") {
-				t.Fatalf("%s: want still signed in (a code), got %d %s", when, p.status, p.location)
-			}
-			return
-		}
-		errorRedirect(t, a1, f, p, "login_required")
-	}
 	// refresh redeems a refresh token and returns the status and the
 	// next refresh token.
 	refresh := func(r *rp, token string) (int, string) {
@@ -98,8 +85,8 @@ func TestLogoutScope(t *testing.T) {
 	if p := endSession(laptop, aliceLaptop.raw, "s1"); p.location != bye+"?state=s1" {
 		t.Fatalf("end_session with the laptop's hint: %d %q %.200s", p.status, p.location, p.body)
 	}
-	signedIn(laptop, false, "the laptop after its logout")
-	signedIn(phone, true, "the phone after the laptop's logout")
+	signedIn(t, a1, laptop, false, "the laptop after its logout")
+	signedIn(t, a1, phone, true, "the phone after the laptop's logout")
 	if st, _ := refresh(a1, aliceLaptop.tok.RefreshToken); st != http.StatusBadRequest {
 		t.Errorf("App A's refresh token of the laptop after its logout: %d, want 400", st)
 	}
@@ -132,22 +119,22 @@ func TestLogoutScope(t *testing.T) {
 		return m[1]
 	}
 	id := asked(endSession(phone, bobT.raw, "s2"), "Bob's hint on Alice's phone")
-	signedIn(phone, true, "the phone after Bob's hint")
+	signedIn(t, a1, phone, true, "the phone after Bob's hint")
 	if p := phone.post("/logout", url.Values{"logout": {id}, "decision": {"stay"}}); p.location != bye+"?state=s2" {
 		t.Errorf("staying signed in: %d %q; want %s?state=s2", p.status, p.location, bye)
 	}
-	signedIn(phone, true, "the phone after staying signed in")
+	signedIn(t, a1, phone, true, "the phone after staying signed in")
 	id = asked(endSession(phone, bobT.raw, "s3"), "Bob's hint on Alice's phone, again")
 	if p := phone.post("/logout", url.Values{"logout": {id}, "decision": {"signout"}}); p.location != bye+"?state=s3" {
 		t.Errorf("signing out on the question: %d %q; want %s?state=s3", p.status, p.location, bye)
 	}
-	signedIn(phone, false, "the phone after signing out on the question")
+	signedIn(t, a1, phone, false, "the phone after signing out on the question")
 	// The answer signs the browser out, as the header's sign-out does: the
 	// client's tokens stay.
 	if st, _ := refresh(a1, phoneRefresh); st != 200 {
 		t.Errorf("App A's refresh token of the phone after the answer: %d, want 200", st)
 	}
-	signedIn(bobs, true, "Bob after his hint was used on Alice's phone")
+	signedIn(t, a1, bobs, true, "Bob after his hint was used on Alice's phone")
 	if st, _ := refresh(a1, bobT.tok.RefreshToken); st != 200 {
 		t.Errorf("Bob's refresh token after his hint was used on Alice's phone: %d, want 200", st)
 	}
@@ -171,7 +158,7 @@ func TestLogoutScope(t *testing.T) {
 		!strings.Contains(p.body, "id_token_hint invalid") || logoutIDRe.MatchString(p.body) {
 		t.Errorf("end_session with a forged hint: %d %q %.300s; want a 400 page naming id_token_hint", p.status, p.location, p.body)
 	}
-	signedIn(old, true, "after a forged hint")
+	signedIn(t, a1, old, true, "after a forged hint")
 	if p := old.get(c.issuer + "/logout"); !strings.Contains(p.body, "Sign out?") || logoutIDRe.MatchString(p.body) {
 		t.Errorf("/logout after a forged hint: %d %.300s; want the plain question", p.status, p.body)
 	}

@@ -28,6 +28,23 @@ func errorRedirect(t *testing.T, r *rp, f *flow, p pageResp, want string) {
 	}
 }
 
+// signedIn asserts that b's session with the provider is (or is not)
+// signed in, by an authorization request of r with prompt=none and no
+// hint: a code, or the error login_required.
+func signedIn(t *testing.T, r *rp, b *browser, want bool, when string) {
+	t.Helper()
+	f := newFlow()
+	f.extra = []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("prompt", "none")}
+	p := b.authorize(r, f)
+	if want {
+		if p.location == "" || !strings.Contains(p.location, "code=") {
+			t.Fatalf("%s: want still signed in (a code), got %d %s", when, p.status, p.location)
+		}
+		return
+	}
+	errorRedirect(t, r, f, p, "login_required")
+}
+
 // TestBadRequests sends what an attacker or a broken client would: no or
 // weak PKCE, a wrong verifier, redirect URIs that are almost the
 // registered one, unknown clients, wrong secrets, a tampered
