@@ -62,16 +62,21 @@ func httpSuite(ctx context.Context, r *report) error {
 	r.row("rolling restart of 3 instances at 200 req/s: failed requests",
 		fmt.Sprintf("%d of %d", drained.Failed, drained.Requests), fmt.Sprintf("%d of %d", naive.Failed, naive.Requests), "plain http.Server.Shutdown")
 
-	mw, err := middlewareOverhead(ctx, wrk)
+	mw, sniffed, err := middlewareOverhead(ctx, wrk)
 	if err != nil {
 		return err
 	}
-	r.row("hello world, wrk 1 thread 16 connections each, all three at once (req/s)", fmt.Sprintf("%.0f", mw.rps[1]), fmt.Sprintf("%.0f", mw.rps[0]),
-		"bare chi; hakit: request ID, real IP, JSON access log, metrics, recovery, timeout, body limit, CSRF, headers")
-	r.row("  server CPU per request (µs)", fmt.Sprintf("%.1f", mw.cpu[1]/1e3), fmt.Sprintf("%.1f", mw.cpu[0]/1e3),
-		fmt.Sprintf("CPU ratio, median of %d rounds: %.3f (quartiles %.3f–%.3f)", len(mw.ratios), median(mw.ratios), quantile(mw.ratios, 0.25), quantile(mw.ratios, 0.75)))
-	r.row("chi RequestID+RealIP+Logger+Recoverer (req/s, CPU µs/request)", "", fmt.Sprintf("%.0f, %.1f", mw.rps[2], mw.cpu[2]/1e3),
-		fmt.Sprintf("DESIGN.md's anchor; CPU ratio %.3f", median(mw.chiRatios)))
+	for _, o := range []struct {
+		name string
+		mw   overhead
+	}{{"hello world with its Content-Type", mw}, {"hello world, Content-Type left to net/http's sniffing", sniffed}} {
+		r.row(o.name+", wrk 1 thread 16 connections each, all three at once (req/s)", fmt.Sprintf("%.0f", o.mw.rps[1]), fmt.Sprintf("%.0f", o.mw.rps[0]),
+			"bare chi; hakit: request ID, real IP, JSON access log, metrics, recovery, timeout, body limit, CSRF, headers")
+		r.row("  server CPU per request (µs)", fmt.Sprintf("%.1f", o.mw.cpu[1]/1e3), fmt.Sprintf("%.1f", o.mw.cpu[0]/1e3),
+			fmt.Sprintf("CPU ratio, median of %d rounds: %.3f (quartiles %.3f–%.3f)", len(o.mw.ratios), median(o.mw.ratios), quantile(o.mw.ratios, 0.25), quantile(o.mw.ratios, 0.75)))
+		r.row("  chi RequestID+RealIP+Logger+Recoverer (req/s, CPU µs/request)", "", fmt.Sprintf("%.0f, %.1f", o.mw.rps[2], o.mw.cpu[2]/1e3),
+			fmt.Sprintf("DESIGN.md's anchor; CPU ratio %.3f", median(o.mw.chiRatios)))
+	}
 
 	// /readyz while a dependency check hangs: latency as a load balancer
 	// sees it, one request at a time.
@@ -87,6 +92,8 @@ func httpSuite(ctx context.Context, r *report) error {
 	r.metric("rolling_restart_requests", drained.Requests)
 	r.metric("middleware_overhead", fmt.Sprintf("%.3f", median(mw.ratios)))
 	r.metric("middleware_overhead_chi", fmt.Sprintf("%.3f", median(mw.chiRatios)))
+	r.metric("middleware_overhead_sniffed", fmt.Sprintf("%.3f", median(sniffed.ratios)))
+	r.metric("middleware_overhead_chi_sniffed", fmt.Sprintf("%.3f", median(sniffed.chiRatios)))
 	r.metric("readyz_p99_us", fmt.Sprintf("%.0f", rz.p99))
 	return nil
 }
@@ -185,7 +192,7 @@ func httpServerChild(kind string) error {
 	switch kind {
 	case "bare":
 		mux := chi.NewRouter()
-		mux.Get("/hello", hello)
+		helloRoutes(mux)
 		h = mux
 	case "chi":
 		// chi's own RequestID, RealIP, Logger and Recoverer, the anchor of
@@ -196,7 +203,7 @@ func httpServerChild(kind string) error {
 		mux.Use(middleware.RequestID, realIP,
 			middleware.RequestLogger(&middleware.DefaultLogFormatter{Logger: log.New(io.Discard, "", log.LstdFlags), NoColor: true}),
 			middleware.Recoverer)
-		mux.Get("/hello", hello)
+		helloRoutes(mux)
 		h = mux
 	case "hakit":
 		// The access log on, in JSON, to io.Discard, through the handler
@@ -205,7 +212,7 @@ func httpServerChild(kind string) error {
 		if err != nil {
 			return err
 		}
-		app.Router().Get("/hello", hello)
+		helloRoutes(app.Router())
 		fmt.Println(ln.Addr().String())
 		return app.Serve(ctx, ln)
 	case "readyz":
@@ -251,9 +258,9 @@ func cpuProfile(env, name string) (func(), error) {
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
-// overhead is what middlewareOverhead measured: per server (bare, hakit,
-// chi), the median requests per second and CPU time per request (ns);
-// and the rounds' CPU ratios to bare chi.
+// overhead is what middlewareOverhead measured for one handler: per
+// server (bare, hakit, chi), the median requests per second and CPU time
+// per request (ns); and the rounds' CPU ratios to bare chi.
 type overhead struct {
 	rps, cpu          [3]float64
 	ratios, chiRatios []float64
@@ -264,9 +271,9 @@ type overhead struct {
 // seconds. A round's ratio is a server's CPU time per request over bare
 // chi's in the same seconds: the machine's other load, which moves CPU
 // per request by tens of percent from one second to the next, falls on
-// all three alike.
-func middlewareOverhead(ctx context.Context, wrk string) (overhead, error) {
-	var res overhead
+// all three alike. Each round loads hello (typed), then helloSniffed
+// (sniffed), so the two handlers see the same hour of the machine.
+func middlewareOverhead(ctx context.Context, wrk string) (typed, sniffed overhead, err error) {
 	kinds := [3]string{"bare", "hakit", "chi"}
 	var pids [3]int
 	var urls [3]string
@@ -276,49 +283,55 @@ func middlewareOverhead(ctx context.Context, wrk string) (overhead, error) {
 		// its requests, and flatters the slower server.
 		srv, err := startServer(ctx, k, "GOMAXPROCS=1")
 		if err != nil {
-			return res, err
+			return typed, sniffed, err
 		}
 		defer srv.stop()
 		pids[i], urls[i] = srv.pid, srv.url
 	}
 	if err := waitOK(ctx, urls[1]+"/readyz"); err != nil {
-		return res, err
+		return typed, sniffed, err
 	}
 	const rounds = 21
-	var rps, cpu [3][]float64
+	var rps, cpu [2][3][]float64
 	for range rounds {
-		var before [3]time.Duration
-		for i, pid := range pids {
-			var err error
-			if before[i], err = processCPUOf(pid); err != nil {
-				return res, err
+		for h, path := range []string{"/hello", "/sniffed"} {
+			res := &typed
+			if h == 1 {
+				res = &sniffed
 			}
-		}
-		var got [3]wrkResult
-		var errs [3]error
-		var wg sync.WaitGroup
-		for i, u := range urls {
-			wg.Go(func() { got[i], errs[i] = runWrkArgs(ctx, wrk, u+"/hello", 2*time.Second, 16) })
-		}
-		wg.Wait()
-		if err := errors.Join(errs[:]...); err != nil {
-			return res, err
-		}
-		var per [3]float64
-		for i, pid := range pids {
-			after, err := processCPUOf(pid)
-			if err != nil {
-				return res, err
+			var before [3]time.Duration
+			for i, pid := range pids {
+				if before[i], err = processCPUOf(pid); err != nil {
+					return typed, sniffed, err
+				}
 			}
-			per[i] = float64((after - before[i]).Nanoseconds()) / got[i].requests
-			rps[i], cpu[i] = append(rps[i], got[i].rps), append(cpu[i], per[i])
+			var got [3]wrkResult
+			var errs [3]error
+			var wg sync.WaitGroup
+			for i, u := range urls {
+				wg.Go(func() { got[i], errs[i] = runWrkArgs(ctx, wrk, u+path, 2*time.Second, 16) })
+			}
+			wg.Wait()
+			if err := errors.Join(errs[:]...); err != nil {
+				return typed, sniffed, err
+			}
+			var per [3]float64
+			for i, pid := range pids {
+				after, err := processCPUOf(pid)
+				if err != nil {
+					return typed, sniffed, err
+				}
+				per[i] = float64((after - before[i]).Nanoseconds()) / got[i].requests
+				rps[h][i], cpu[h][i] = append(rps[h][i], got[i].rps), append(cpu[h][i], per[i])
+			}
+			res.ratios, res.chiRatios = append(res.ratios, per[1]/per[0]), append(res.chiRatios, per[2]/per[0])
 		}
-		res.ratios, res.chiRatios = append(res.ratios, per[1]/per[0]), append(res.chiRatios, per[2]/per[0])
 	}
 	for i := range kinds {
-		res.rps[i], res.cpu[i] = median(rps[i]), median(cpu[i])
+		typed.rps[i], typed.cpu[i] = median(rps[0][i]), median(cpu[0][i])
+		sniffed.rps[i], sniffed.cpu[i] = median(rps[1][i]), median(cpu[1][i])
 	}
-	return res, nil
+	return typed, sniffed, nil
 }
 
 // processCPUOf returns the CPU time process pid has used so far: the sum
@@ -359,7 +372,27 @@ func quantile(v []float64, q float64) float64 {
 	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
 
-func hello(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "hello, world\n") }
+// hello answers as a real handler does: it names its Content-Type (a
+// page through hakit.Render, a JSON API, a file server all do).
+func hello(w http.ResponseWriter, r *http.Request) {
+	w.Header()["Content-Type"] = textPlain
+	_, _ = io.WriteString(w, "hello, world\n")
+}
+
+var textPlain = []string{"text/plain; charset=utf-8"}
+
+// helloSniffed leaves the Content-Type to net/http, which sniffs it from
+// the body. Without a header of its own it sends none through the
+// response's header map, which makes the first header a middleware sets
+// cost the whole map (see docs/benchmarks.md): the bare server's best
+// case, printed beside the headline.
+func helloSniffed(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "hello, world\n") }
+
+// helloRoutes adds hello at /hello and helloSniffed at /sniffed.
+func helloRoutes(r chi.Router) {
+	r.Get("/hello", hello)
+	r.Get("/sniffed", helloSniffed)
+}
 
 func waitOK(ctx context.Context, url string) error {
 	deadline := time.Now().Add(30 * time.Second)
