@@ -99,8 +99,9 @@ type Config struct {
 
 	// ConfigurePool, if set, is called with each node's pool
 	// configuration before the pool is made: pool sizes, lifetimes,
-	// tracers, AfterConnect. The router sets PrepareConn after it; do
-	// not set it here.
+	// tracers, AfterConnect, BeforeClose. The router sets PrepareConn
+	// after it (do not set it here), and calls a BeforeClose set here
+	// after its own.
 	ConfigurePool func(node string, cfg *pgxpool.Config)
 
 	// Logger receives role changes, failovers and fencing. Defaults to

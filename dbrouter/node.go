@@ -111,54 +111,88 @@ type node struct {
 
 	kick chan struct{} // probe now
 
-	// active are the connections in use on the node. When the node is
-	// found down their sockets get a deadline in the past, which ends the
-	// work in flight at once (a hung node must not hold callers); downs
-	// counts those events. This costs far less per query than binding
-	// every query to a cancellable context.
-	activeMu sync.Mutex
-	active   map[*pgx.Conn]struct{}
-	downs    atomic.Uint64
+	// conns are the states of the node's pooled connections (connState).
+	// When the node is found down the sockets of those in use get a
+	// deadline in the past, which ends the work in flight at once (a hung
+	// node must not hold callers); downs counts those events. This costs
+	// far less per query than binding every query to a cancellable
+	// context: a query marks its connection in use and not, two atomic
+	// stores; the set changes only when the pool opens or closes one.
+	connsMu sync.Mutex
+	conns   map[*connState]struct{}
+	downs   atomic.Uint64
 
 	probeConn *pgx.Conn // owned by the prober goroutine
 }
 
 func newNode(idx int, name string, pool *pgxpool.Pool, conn *pgx.ConnConfig) *node {
-	n := &node{idx: idx, name: name, pool: pool, conn: conn, kick: make(chan struct{}, 1), active: map[*pgx.Conn]struct{}{}}
+	n := &node{idx: idx, name: name, pool: pool, conn: conn, kick: make(chan struct{}, 1), conns: map[*connState]struct{}{}}
 	n.role.Store(RoleUnknown)
 	return n
 }
 
 func (n *node) currentRole() Role { return n.role.Load().(Role) }
 
+// connState is what markDown needs to know of a pooled connection: whether
+// it is in use. It is made on the connection's first use, kept in the
+// connection's CustomData and in its node's set, and dropped from the set
+// when the pool closes the connection (forget).
+type connState struct {
+	conn  *pgx.Conn
+	inUse atomic.Bool
+}
+
+// connStateKey is the key of a connection's connState in its CustomData.
+const connStateKey = "hakit.dev/dbrouter.connState"
+
 // markDown ends the work in flight on the node.
 func (n *node) markDown() {
 	n.downs.Add(1)
-	n.activeMu.Lock()
-	defer n.activeMu.Unlock()
-	for c := range n.active {
-		_ = c.PgConn().Conn().SetDeadline(time.Unix(1, 0))
+	n.connsMu.Lock()
+	defer n.connsMu.Unlock()
+	for st := range n.conns {
+		if st.inUse.Load() {
+			_ = st.conn.PgConn().Conn().SetDeadline(time.Unix(1, 0))
+		}
 	}
 }
 
-// track registers a connection in use on the node and returns the count
-// of downs, to tell later whether the node was found down meanwhile.
-func (n *node) track(c *pgx.Conn) uint64 {
-	n.activeMu.Lock()
-	n.active[c] = struct{}{}
-	n.activeMu.Unlock()
+// track marks a connection acquired from the node's pool in use, and
+// returns its state (done marks it free again) and the count of downs, to
+// tell later whether the node was found down meanwhile. A markDown that
+// does not see the connection in use has counted its down before track
+// reads the count (both are sequentially consistent atomics), so the
+// caller sees it through downSince or the last probe.
+func (n *node) track(c *pgx.Conn) (*connState, uint64) {
+	cd := c.PgConn().CustomData()
+	st, _ := cd[connStateKey].(*connState)
+	if st == nil {
+		st = &connState{conn: c}
+		cd[connStateKey] = st
+		n.connsMu.Lock()
+		n.conns[st] = struct{}{}
+		n.connsMu.Unlock()
+	}
+	st.inUse.Store(true)
 	downs := n.downs.Load()
 	if p := n.last.Load(); p != nil && !p.ok {
 		// Found down between the pick and now.
 		_ = c.PgConn().Conn().SetDeadline(time.Unix(1, 0))
 	}
-	return downs
+	return st, downs
 }
 
-func (n *node) untrack(c *pgx.Conn) {
-	n.activeMu.Lock()
-	delete(n.active, c)
-	n.activeMu.Unlock()
+// done marks the connection free: a later markDown leaves it alone.
+func (st *connState) done() { st.inUse.Store(false) }
+
+// forget drops a connection the pool closes from the node's set (the
+// pool's BeforeClose).
+func (n *node) forget(c *pgx.Conn) {
+	if st, ok := c.PgConn().CustomData()[connStateKey].(*connState); ok {
+		n.connsMu.Lock()
+		delete(n.conns, st)
+		n.connsMu.Unlock()
+	}
 }
 
 // downSince wraps err with errNodeDown if the node was found down since

@@ -136,11 +136,12 @@ func (rr *routedRow) Scan(dest ...any) error {
 type readHandle struct {
 	n     *node
 	conn  *pgxpool.Conn
+	st    *connState
 	downs uint64
 }
 
 func (h *readHandle) release() {
-	h.n.untrack(h.conn.Conn())
+	h.st.done()
 	h.conn.Release()
 	h.n.inflight.Add(-1)
 }
@@ -279,7 +280,8 @@ func (r *Router) acquireOn(ctx context.Context, n *node, waitFull bool) (*readHa
 		n.inflight.Add(-1)
 		return nil, n.downSince(downs, err)
 	}
-	return &readHandle{n: n, conn: conn, downs: n.track(conn.Conn())}, nil
+	st, downs := n.track(conn.Conn())
+	return &readHandle{n: n, conn: conn, st: st, downs: downs}, nil
 }
 
 // pickFresh picks among the replicas known to have replayed minLSN; if

@@ -218,9 +218,9 @@ func (r *Router) askCommit(ctx context.Context, n *node, t txnFacts) (writeResul
 	if err != nil {
 		return writeResult{}, "", err
 	}
-	n.track(conn.Conn())
+	st, _ := n.track(conn.Conn())
 	defer func() {
-		n.untrack(conn.Conn())
+		st.done()
 		conn.Release()
 	}()
 	var s serverFacts

@@ -75,6 +75,13 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 			cfg.ConfigurePool(nc.name, nc.pool)
 		}
 		nc.pool.PrepareConn = r.prepareConn(n)
+		userClose := nc.pool.BeforeClose
+		nc.pool.BeforeClose = func(c *pgx.Conn) {
+			n.forget(c)
+			if userClose != nil {
+				userClose(c)
+			}
+		}
 		pool, err := pgxpool.NewWithConfig(context.Background(), nc.pool)
 		if err != nil {
 			r.closeNodes()

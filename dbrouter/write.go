@@ -206,9 +206,9 @@ func (r *Router) attemptWrite(ctx context.Context, n *node, opts WriteOptions, d
 	if err != nil {
 		return classify(err)
 	}
-	downs = n.track(conn.Conn())
+	st, downs := n.track(conn.Conn())
 	defer func() {
-		n.untrack(conn.Conn())
+		st.done()
 		conn.Release()
 	}()
 	wt := &writeTx{ctx: ctx, conn: conn.Conn(), opts: opts.TxOptions}
