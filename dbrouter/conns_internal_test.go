@@ -46,13 +46,15 @@ func TestConnStatesFollowThePool(t *testing.T) {
 	// Four reads at once, each holding its connection until all have one,
 	// twice: the second time on the same connections.
 	for round := 1; round <= 2; round++ {
-		var held, wg sync.WaitGroup
-		held.Add(4)
+		var wg sync.WaitGroup
+		in := make(chan struct{}, 4)
 		release := make(chan struct{})
+		var once sync.Once
+		free := func() { once.Do(func() { close(release) }); wg.Wait() }
 		for range 4 {
 			wg.Go(func() {
 				err := r.Read(ctx, func(q Querier) error {
-					held.Done()
+					in <- struct{}{}
 					<-release
 					var one int
 					return q.QueryRow(ctx, "SELECT 1").Scan(&one)
@@ -62,12 +64,19 @@ func TestConnStatesFollowThePool(t *testing.T) {
 				}
 			})
 		}
-		held.Wait()
+		for range 4 {
+			select {
+			case <-in:
+			case <-time.After(30 * time.Second):
+				free()
+				t.Fatalf("round %d: four reads did not all get a connection", round)
+			}
+		}
 		if total, inUse := states(); total != 4 || inUse != 4 {
+			free()
 			t.Fatalf("round %d: %d connections known, %d in use; want 4 and 4", round, total, inUse)
 		}
-		close(release)
-		wg.Wait()
+		free()
 		if total, inUse := states(); total != 4 || inUse != 0 {
 			t.Fatalf("round %d, after the reads: %d connections known, %d in use; want 4 and 0", round, total, inUse)
 		}

@@ -160,9 +160,10 @@ func (n *node) markDown() {
 // track marks a connection acquired from the node's pool in use, and
 // returns its state (done marks it free again) and the count of downs, to
 // tell later whether the node was found down meanwhile. A markDown that
-// does not see the connection in use has counted its down before track
-// reads the count (both are sequentially consistent atomics), so the
-// caller sees it through downSince or the last probe.
+// does not see the connection in use ran after its probe was recorded
+// (record stores n.last before it calls markDown), and the atomics are
+// sequentially consistent: track then sees that failed probe (or a newer
+// one) and cuts the connection itself.
 func (n *node) track(c *pgx.Conn) (*connState, uint64) {
 	cd := c.PgConn().CustomData()
 	st, _ := cd[connStateKey].(*connState)

@@ -745,8 +745,14 @@ func TestHungReplicaMidReadIsCut(t *testing.T) {
 			if err := replica.Resume(); err != nil {
 				t.Fatal(err)
 			}
-			if !eventually(30*time.Second, func() bool { return roleOf(r, replica.Addr()) == dbrouter.RoleReplica }) {
-				t.Fatalf("the resumed replica is %s, want replica", roleOf(r, replica.Addr()))
+			// Back, and within MaxLag: reads go to it again.
+			port := 0
+			if !eventually(30*time.Second, func() bool {
+				return r.Read(ctx, func(q dbrouter.Querier) error {
+					return q.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port)
+				}) == nil && port == replica.Port
+			}) {
+				t.Fatalf("the resumed replica is %s and reads went to port %d, want the replica's %d", roleOf(r, replica.Addr()), port, replica.Port)
 			}
 		}
 		calls := 0
