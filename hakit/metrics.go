@@ -1,6 +1,7 @@
 package hakit
 
 import (
+	"maps"
 	"math"
 	"net/http"
 	"strconv"
@@ -114,10 +115,8 @@ func (m *httpMetrics) observe(method, route string, code int, took time.Duration
 // find returns the series of method, route and code, made if it is new.
 func (m *httpMetrics) find(method, route string, code int) *durationSeries {
 	if rs := (*m.routes.Load())[route]; rs != nil {
-		for _, s := range *rs.list.Load() {
-			if s.code == code && s.method == method {
-				return s
-			}
+		if s := seriesIn(*rs.list.Load(), method, code); s != nil {
+			return s
 		}
 	}
 	m.mu.Lock()
@@ -127,23 +126,28 @@ func (m *httpMetrics) find(method, route string, code int) *durationSeries {
 	if rs == nil {
 		rs = &routeSeries{}
 		rs.list.Store(&[]*durationSeries{})
-		next := make(map[string]*routeSeries, len(routes)+1)
-		for k, v := range routes {
-			next[k] = v
-		}
+		next := maps.Clone(routes)
 		next[route] = rs
 		m.routes.Store(&next)
 	}
 	list := *rs.list.Load()
-	for _, s := range list { // another request's, made since the look above
-		if s.code == code && s.method == method {
-			return s
-		}
+	if s := seriesIn(list, method, code); s != nil { // another request's, made since the look above
+		return s
 	}
 	s := &durationSeries{method: method, code: code, labels: []string{method, route, strconv.Itoa(code)}, created: time.Now()}
 	next := append(list[:len(list):len(list)], s)
 	rs.list.Store(&next)
 	return s
+}
+
+// seriesIn returns the series of method and code in list, or nil.
+func seriesIn(list []*durationSeries, method string, code int) *durationSeries {
+	for _, s := range list {
+		if s.code == code && s.method == method {
+			return s
+		}
+	}
+	return nil
 }
 
 // Describe implements prometheus.Collector.
