@@ -292,13 +292,10 @@ func middlewareOverhead(ctx context.Context, wrk string) (typed, sniffed overhea
 		return typed, sniffed, err
 	}
 	const rounds = 21
+	res := [2]*overhead{&typed, &sniffed}
 	var rps, cpu [2][3][]float64
 	for range rounds {
 		for h, path := range []string{"/hello", "/sniffed"} {
-			res := &typed
-			if h == 1 {
-				res = &sniffed
-			}
 			var before [3]time.Duration
 			for i, pid := range pids {
 				if before[i], err = processCPUOf(pid); err != nil {
@@ -324,12 +321,14 @@ func middlewareOverhead(ctx context.Context, wrk string) (typed, sniffed overhea
 				per[i] = float64((after - before[i]).Nanoseconds()) / got[i].requests
 				rps[h][i], cpu[h][i] = append(rps[h][i], got[i].rps), append(cpu[h][i], per[i])
 			}
-			res.ratios, res.chiRatios = append(res.ratios, per[1]/per[0]), append(res.chiRatios, per[2]/per[0])
+			o := res[h]
+			o.ratios, o.chiRatios = append(o.ratios, per[1]/per[0]), append(o.chiRatios, per[2]/per[0])
 		}
 	}
-	for i := range kinds {
-		typed.rps[i], typed.cpu[i] = median(rps[0][i]), median(cpu[0][i])
-		sniffed.rps[i], sniffed.cpu[i] = median(rps[1][i]), median(cpu[1][i])
+	for h, o := range res {
+		for i := range kinds {
+			o.rps[i], o.cpu[i] = median(rps[h][i]), median(cpu[h][i])
+		}
 	}
 	return typed, sniffed, nil
 }
