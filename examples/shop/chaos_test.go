@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +27,10 @@ func TestChaos(t *testing.T) {
 	defer cancel()
 
 	res, err := l.Chaos(ctx, lab.ChaosOptions{
-		Load: customer.Config{Customers: 6, Rate: 40, Duration: 3 * time.Minute, MaxRequests: 20_000},
+		Load: customer.Config{Customers: 6, Rate: 40, Duration: 3 * time.Minute, MaxRequests: 20_000,
+			// A lost cart is logged with what the customer believed and
+			// what the shop showed, and when: the test's log has it.
+			Logger: slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))},
 	})
 	for _, s := range res.Steps {
 		t.Logf("%s (%s): load %s", s.Step, s.Took.Round(100*time.Millisecond), s.Load)
@@ -82,4 +87,13 @@ func TestChaos(t *testing.T) {
 	if res.Load.SuccessPct() < 90 {
 		t.Errorf("only %.1f%% of customer requests succeeded over the run", res.Load.SuccessPct())
 	}
+}
+
+// testLog writes each line it is given to the test's log.
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }
